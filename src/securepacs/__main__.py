@@ -1,0 +1,5 @@
+"""``python -m securepacs``."""
+
+from securepacs.cli.main import main
+
+main()

@@ -1,0 +1,134 @@
+"""A blob store on a local (or mounted) filesystem, crash-safe by construction.
+
+Write order for every blob: a temp file in ``ROOT/tmp``, ``fsync``, ``rename`` into
+``ROOT/ab/cd/KEY``, ``fsync`` of the directory. A crash leaves either the whole blob or
+a temp file, which :meth:`FileBlobStore.sweep_temp` removes at the next start.
+Temp names carry the writer's PID so that a sweep never removes a live writer's file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from securepacs.errors import StorageError, StorageFullError
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FileBlobStore:
+    """Blobs as files under `root`, keyed by opaque strings made by :meth:`new_key`.
+
+    Parameters
+    ----------
+    root : Path
+        The folder that holds the blobs; created (mode 0700) when missing.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._tmp = self.root / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+
+    @staticmethod
+    def new_key() -> str:
+        """A fresh, unique blob key."""
+        return uuid.uuid4().hex
+
+    def path(self, key: str) -> Path:
+        """Where the blob `key` lives (whether or not it exists)."""
+        if len(key) < 5 or not key.isalnum():
+            raise ValueError(f"invalid blob key {key!r}")
+        return self.root / key[:2] / key[2:4] / key
+
+    def put(self, key: str, chunks: bytes | Iterable[bytes]) -> int:
+        """Write the blob durably; returns its size.
+
+        Raises
+        ------
+        StorageFullError
+            No space left; nothing is left behind.
+        StorageError
+            Any other I/O failure; nothing is left behind.
+        """
+        final = self.path(key)
+        tmp = self._tmp / f"{key}.{os.getpid()}.tmp"
+        size = 0
+        try:
+            with open(tmp, "xb") as fh:
+                for chunk in [chunks] if isinstance(chunks, bytes | bytearray) else chunks:
+                    fh.write(chunk)
+                    size += len(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in _SPACE_ERRNOS:
+                raise StorageFullError(f"no space left for blob storage under {self.root}") from exc
+            raise StorageError(f"cannot write blob under {self.root}: {exc.strerror}") from exc
+        return size
+
+    def read(self, key: str) -> bytes:
+        """The whole blob."""
+        try:
+            return self.path(key).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {key}: {exc.strerror}") from exc
+
+    def delete(self, key: str) -> None:
+        """Remove the blob if present."""
+        self.path(key).unlink(missing_ok=True)
+
+    def keys(self, *, older_than: float = 0.0, now: float | None = None) -> Iterator[str]:
+        """Every stored key whose file is at least `older_than` seconds old."""
+        limit = (time.time() if now is None else now) - older_than
+        for first in self.root.iterdir():
+            if first == self._tmp or not first.is_dir() or len(first.name) != 2:
+                continue
+            for second in first.iterdir():
+                for blob in second.iterdir():
+                    try:
+                        if blob.stat().st_mtime <= limit:
+                            yield blob.name
+                    except FileNotFoundError:
+                        continue
+
+    def sweep_temp(self) -> int:
+        """Remove temp files left by writers that no longer run; returns how many."""
+        removed = 0
+        for tmp in self._tmp.glob("*.tmp"):
+            parts = tmp.name.split(".")
+            pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else -1
+            if pid > 0 and pid != os.getpid() and _pid_alive(pid):
+                continue
+            if pid == os.getpid():
+                continue
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        return removed

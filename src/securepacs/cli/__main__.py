@@ -1,0 +1,5 @@
+"""``python -m securepacs.cli``."""
+
+from securepacs.cli.main import main
+
+main()

@@ -1,0 +1,37 @@
+"""The ``securepacs`` command: global options and the command groups."""
+
+from __future__ import annotations
+
+import typer
+
+from securepacs import __version__
+from securepacs.cli import serve
+
+app = typer.Typer(
+    name="securepacs",
+    help="A secure PACS: DICOM archive over mutual TLS, its own CA, encrypted media.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"securepacs {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """A secure PACS: DICOM archive over mutual TLS, its own CA, encrypted media."""
+
+
+app.command("serve")(serve.serve)
+
+
+def main() -> None:
+    app()

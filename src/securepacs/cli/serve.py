@@ -1,0 +1,86 @@
+"""``securepacs serve``: run the secure DICOM archive until interrupted."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import typer
+
+from securepacs.errors import PacsError
+from securepacs.settings import load
+
+log = logging.getLogger("securepacs.serve")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pynetdicom logs every PDU at INFO/DEBUG: keep it to warnings unless debugging
+    if level.upper() != "DEBUG":
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def serve(
+    config: Path | None = typer.Option(None, "--config", help="TOML config file."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (index, blobs, pki)."),
+    host: str | None = typer.Option(None, "--host", help="Address to listen on."),
+    port: int | None = typer.Option(None, "--port", help="TLS port (default 2762)."),
+    ae_title: str | None = typer.Option(None, "--ae-title", help="This server's AE title."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Server certificate (PEM, chain)."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Server private key (PEM)."),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca",
+                                       help="CA bundle client certificates must chain to."),
+    plain_port: int | None = typer.Option(None, "--plain-port",
+                                          help="Also listen without TLS on this port (unsafe)."),
+) -> None:
+    """Run the secure DICOM archive (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET over TLS)."""
+    try:
+        settings = load(config, overrides={
+            "data_dir": data_dir, "host": host, "port": port, "ae_title": ae_title,
+            "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca, "plain_port": plain_port,
+        })
+        configure_logging(settings.log_level)
+        from securepacs.wiring import build_archive
+
+        archive = build_archive(settings)
+    except (PacsError, OSError) as exc:
+        typer.echo(f"securepacs serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    s = settings
+    boot = archive.bootstrap
+    if boot is not None and boot.created:
+        typer.echo(f"Created a local CA and certificates in {s.pki_dir} (private keys mode 0600).")
+    typer.echo(f"securepacs: AE title {s.ae_title}, data in {s.data_dir}")
+    typer.echo(f"  TLS (PS3.15 B.12, client certificate required) on {s.host}:{s.port}")
+    if boot is not None:
+        line = ["storescu", "+tls", str(boot.client_key), str(boot.client_cert),
+                "+cf", str(boot.ca_cert), "-aec", s.ae_title, "127.0.0.1", str(s.port),
+                "FILE.dcm"]
+        typer.echo("  Try it:  TCP_NODELAY=1 " + " ".join(shlex.quote(p) for p in line))
+    if s.plain_port is not None:
+        log.warning("plain TCP listener enabled on port %d: traffic there is NOT encrypted "
+                    "and clients are NOT authenticated", s.plain_port)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    archive.server.start()
+    log.info("ready: %d instance(s) in the index", archive.index.count_instances())
+    while not stop.wait(1.0):
+        pass
+    archive.server.stop()
+    archive.index.close()
+    log.info("stopped")

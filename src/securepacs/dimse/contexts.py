@@ -1,0 +1,109 @@
+"""Presentation contexts the server accepts and proposes (PS3.4, PS3.5 Section 10, PS3.7 D.3).
+
+Storage accepts the common transfer syntaxes and stores what arrives as-is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydicom import uid
+from pynetdicom.presentation import (
+    AllStoragePresentationContexts,
+    PresentationContext,
+    build_context,
+)
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from securepacs.model.levels import Root
+
+UNCOMPRESSED = (
+    uid.ExplicitVRLittleEndian,
+    uid.ImplicitVRLittleEndian,
+)
+
+#: What Storage accepts: uncompressed, deflated and the common compressed syntaxes.
+STORAGE_TRANSFER_SYNTAXES = (
+    *UNCOMPRESSED,
+    uid.DeflatedExplicitVRLittleEndian,
+    uid.ExplicitVRBigEndian,
+    uid.JPEGBaseline8Bit,
+    uid.JPEGExtended12Bit,
+    uid.JPEGLossless,
+    uid.JPEGLosslessSV1,
+    uid.JPEGLSLossless,
+    uid.JPEGLSNearLossless,
+    uid.JPEG2000Lossless,
+    uid.JPEG2000,
+    uid.HTJ2KLossless,
+    uid.HTJ2KLosslessRPCL,
+    uid.HTJ2K,
+    uid.RLELossless,
+    uid.MPEG2MPML,
+    uid.MPEG4HP41,
+    uid.HEVCMP51,
+)
+
+FIND_MODELS = {
+    PatientRootQueryRetrieveInformationModelFind: Root.PATIENT,
+    StudyRootQueryRetrieveInformationModelFind: Root.STUDY,
+}
+MOVE_MODELS = {
+    PatientRootQueryRetrieveInformationModelMove: Root.PATIENT,
+    StudyRootQueryRetrieveInformationModelMove: Root.STUDY,
+}
+GET_MODELS = {
+    PatientRootQueryRetrieveInformationModelGet: Root.PATIENT,
+    StudyRootQueryRetrieveInformationModelGet: Root.STUDY,
+}
+
+
+def storage_sop_classes() -> list[str]:
+    return [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+
+
+def supported_contexts() -> list[tuple[str, tuple[str, ...], bool]]:
+    """(abstract syntax, transfer syntaxes, allow SCP/SCU role selection) for the acceptor."""
+    out: list[tuple[str, tuple[str, ...], bool]] = [(Verification, UNCOMPRESSED, False)]
+    for model in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
+        out.append((model, UNCOMPRESSED, False))
+    for sop_class in storage_sop_classes():
+        # role selection lets a C-GET requestor be the Storage SCP on this association
+        out.append((sop_class, STORAGE_TRANSFER_SYNTAXES, True))
+    return out
+
+
+def sending_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
+    """Contexts to propose for sending stored instances, given (SOP class, stored TS).
+
+    Each stored transfer syntax is offered as it is; uncompressed instances also offer
+    the other uncompressed syntaxes so that a peer may pick either.
+    """
+    by_class: dict[str, list[str]] = {}
+    for sop_class, ts in pairs:
+        syntaxes = by_class.setdefault(sop_class, [])
+        for candidate in (ts, *UNCOMPRESSED) if ts in UNCOMPRESSED else (ts,):
+            if candidate not in syntaxes:
+                syntaxes.append(candidate)
+    contexts = []
+    for sop_class, syntaxes in by_class.items():
+        if ts_compressed := [t for t in syntaxes if t not in UNCOMPRESSED]:
+            # one context per compressed syntax: the peer may accept some and not others
+            for ts in ts_compressed:
+                contexts.append(build_context(sop_class, [ts]))
+            rest = [t for t in syntaxes if t in UNCOMPRESSED]
+            if rest:
+                contexts.append(build_context(sop_class, rest))
+        else:
+            contexts.append(build_context(sop_class, syntaxes))
+    if len(contexts) > 128:
+        raise ValueError(f"{len(contexts)} presentation contexts needed, 128 is the maximum")
+    return contexts

@@ -1,0 +1,91 @@
+"""Open the index database: SQLite (the default) or any SQLAlchemy URL such as PostgreSQL.
+
+SQLite is set up for a server that answers C-STORE Success only once the row is committed
+and that may run as several threads and processes on one file:
+
+- ``journal_mode=WAL``: readers never block the writer nor the writer the readers;
+- ``synchronous=FULL``: a committed transaction survives a power cut;
+- ``foreign_keys=ON``, ``busy_timeout=30000``, ``case_sensitive_like=ON`` (so that ``LIKE``
+  is exact and may use an index, see :mod:`securepacs.index.sqlfilter`);
+- every transaction starts with ``BEGIN IMMEDIATE`` (the SQLAlchemy pysqlite recipe: the
+  driver is put in autocommit mode and SQLAlchemy emits BEGIN itself), so concurrent writers
+  queue on the write lock at BEGIN instead of failing with "database is locked" when a read
+  transaction tries to become a write one. Connections carrying the execution option
+  :data:`READ_ONLY` start with a plain deferred ``BEGIN`` and do not take the write lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+#: Execution option marking a connection whose transactions only read.
+READ_ONLY = "securepacs_read_only"
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA case_sensitive_like=ON",
+)
+_BUSY_SECONDS = 30.0
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for an index database URL.
+
+    Parameters
+    ----------
+    url : str
+        An SQLAlchemy URL, e.g. ``sqlite:////var/lib/securepacs/index.db`` or
+        ``postgresql+psycopg://pacs@db/pacs``.
+
+    Returns
+    -------
+    sqlalchemy.engine.Engine
+        For SQLite, with the pragmas and ``BEGIN IMMEDIATE`` behaviour described in the
+        module docstring, the database's folder created if missing. For other databases,
+        with ``pool_pre_ping`` so connections dropped by the server are replaced.
+
+    Raises
+    ------
+    sqlalchemy.exc.ArgumentError
+        The URL cannot be parsed or names an unknown dialect.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    return _sqlite_engine(parsed)
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": _BUSY_SECONDS},
+    )
+    sa.event.listen(engine, "connect", _on_connect)
+    sa.event.listen(engine, "begin", _on_begin)
+    return engine
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver must not open transactions itself: _on_begin does.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _on_begin(connection: sa.Connection) -> None:
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")

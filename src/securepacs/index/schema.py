@@ -1,0 +1,109 @@
+"""The index tables: the patient / study / series / instance hierarchy of PS3.4 C.6.1.1.
+
+One row per entity of the Query/Retrieve information model. Each row keeps
+
+- ``attrs``: every value of :data:`securepacs.model.record.LEVEL_ATTRIBUTES` for its level,
+  keyword -> DICOM string, as received (what C-FIND answers and matches on);
+- identity columns (UIDs, PatientID + IssuerOfPatientID) stripped of surrounding spaces;
+- *match form* columns duplicating the attributes C-FIND filters on most, written by
+  :func:`securepacs.index.sqlfilter.column_values`: stripped, lower-cased for PN, NULL when
+  the value cannot be compared in SQL exactly. They serve only as an SQL pre-filter.
+
+Only portable types are used, so the same metadata builds on SQLite and PostgreSQL. On
+PostgreSQL the text columns use the "C" collation: byte-wise ordering for date ranges and
+index use for ``LIKE 'prefix%'``, as on SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+#: Version of the table layout written to ``schema_version``.
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite needs INTEGER PRIMARY KEY for a rowid alias; elsewhere 64-bit keys.
+_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Text compared byte by byte on every backend (SQLite's BINARY is already byte-wise).
+_TEXT = sa.String().with_variant(sa.String(collation="C"), "postgresql")
+
+
+def _pk() -> sa.Column[int]:
+    return sa.Column("id", _KEY, primary_key=True, autoincrement=True)
+
+
+patient = sa.Table(
+    "patient",
+    metadata,
+    _pk(),
+    sa.Column("patient_id", _TEXT, nullable=False),
+    sa.Column("issuer", _TEXT, nullable=False, server_default=""),
+    sa.Column("patient_name", _TEXT),
+    sa.Column("birth_date", _TEXT),
+    sa.Column("sex", _TEXT),
+    sa.Column("attrs", sa.JSON, nullable=False),
+    sa.UniqueConstraint("patient_id", "issuer"),
+    sa.Index(None, "patient_name"),
+)
+
+study = sa.Table(
+    "study",
+    metadata,
+    _pk(),
+    sa.Column("study_uid", _TEXT, nullable=False, unique=True),
+    sa.Column("patient_pk", _KEY, sa.ForeignKey("patient.id"), nullable=False, index=True),
+    sa.Column("study_date", _TEXT),
+    sa.Column("study_time", _TEXT),
+    sa.Column("accession_number", _TEXT, index=True),
+    sa.Column("study_id", _TEXT),
+    sa.Column("description", _TEXT),
+    sa.Column("referring_physician", _TEXT),
+    sa.Column("modalities", _TEXT, nullable=False, server_default=""),
+    sa.Column("attrs", sa.JSON, nullable=False),
+    sa.Index(None, "study_date"),
+)
+
+series = sa.Table(
+    "series",
+    metadata,
+    _pk(),
+    sa.Column("series_uid", _TEXT, nullable=False, unique=True),
+    sa.Column("study_pk", _KEY, sa.ForeignKey("study.id"), nullable=False, index=True),
+    sa.Column("modality", _TEXT),
+    sa.Column("series_number", sa.Integer),
+    sa.Column("description", _TEXT),
+    sa.Column("attrs", sa.JSON, nullable=False),
+    sa.Index(None, "modality", "study_pk"),
+)
+
+instance = sa.Table(
+    "instance",
+    metadata,
+    _pk(),
+    sa.Column("sop_instance_uid", _TEXT, nullable=False, unique=True),
+    sa.Column("series_pk", _KEY, sa.ForeignKey("series.id"), nullable=False),
+    sa.Column("sop_class_uid", _TEXT, nullable=False),
+    sa.Column("instance_number", sa.Integer),
+    sa.Column("transfer_syntax_uid", sa.String, nullable=False),
+    sa.Column("blob_key", sa.String, nullable=False, unique=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source_ae", sa.String, nullable=False, server_default=""),
+    sa.Column("attrs", sa.JSON, nullable=False),
+    # serves the foreign key, the per-series counts and SOPClassesInStudy (covering)
+    sa.Index(None, "series_pk", "sop_class_uid"),
+)
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+)

@@ -1,0 +1,1 @@
+"""Pure values shared by every layer: levels, query keys, matching, instance records."""

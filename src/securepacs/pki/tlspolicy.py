@@ -1,0 +1,373 @@
+"""The TLS policy of DICOM secure transport: ``ssl.SSLContext`` objects and handshake reports.
+
+One responsibility: turn PS3.15 B.12, the "BCP 195 RFC 8996/9325" secure transport connection
+profile, into ``ssl`` settings, and say in words why a handshake failed. This is the only
+module of securepacs that imports :mod:`ssl`; everything else gets its contexts from here.
+
+Policy (PS3.15 B.12, RFC 9325 section 4, RFC 8996):
+
+- TLS 1.2 is the floor (TLS 1.0 and 1.1 are deprecated by RFC 8996), TLS 1.3 is offered and
+  therefore negotiated whenever the peer supports it.
+- TLS 1.2 cipher suites are limited to ephemeral ECDH key exchange with AEAD encryption
+  (AES-GCM, ChaCha20-Poly1305): no static RSA key exchange, no CBC (RFC 9325 4.2).
+  TLS 1.3 suites are all AEAD already.
+- No TLS compression (RFC 9325 3.3), no renegotiation, and no session tickets: a client whose
+  certificate was revoked must perform a full handshake again (see :func:`server_context`).
+- Mutual authentication: the server requires a client certificate issued by the configured
+  CA; the meaning of that certificate (organisation, permissions) is site policy, decided
+  elsewhere from :class:`PeerCertificate`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from securepacs.errors import PkiError
+from securepacs.pki.authority import fingerprint_sha256
+
+__all__ = [
+    "TLS12_CIPHERS",
+    "PeerCertificate",
+    "cipher_description",
+    "client_context",
+    "describe_handshake_error",
+    "peer_certificate",
+    "server_context",
+]
+
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+"""OpenSSL cipher string for TLS 1.2: authenticated ECDHE with AEAD only (RFC 9325 4.2)."""
+
+_OPTIONS = ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
+
+
+class _EncryptedKeyError(Exception):
+    """Raised from the password callback so that OpenSSL never prompts on a terminal."""
+
+
+def _no_password() -> bytes:
+    raise _EncryptedKeyError
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not Path(path).is_file():
+        raise PkiError(f"{what} {path} does not exist or is not a file")
+
+
+def _load_verify(context: ssl.SSLContext, ca_file: Path) -> None:
+    _require_file(ca_file, "CA certificate file")
+    try:
+        context.load_verify_locations(cafile=str(ca_file))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise PkiError(f"cannot load CA certificates from {ca_file}: {_one_line(exc)}") from exc
+
+
+def _load_chain(context: ssl.SSLContext, cert_file: Path, key_file: Path | None) -> None:
+    _require_file(cert_file, "certificate file")
+    if key_file is not None:
+        _require_file(key_file, "private key file")
+    key_text = f" with key {key_file}" if key_file is not None else ""
+    try:
+        context.load_cert_chain(
+            str(cert_file), str(key_file) if key_file is not None else None, _no_password
+        )
+    except _EncryptedKeyError as exc:
+        raise PkiError(
+            f"private key file {key_file or cert_file} is encrypted: "
+            "TLS needs an unencrypted key (mode 0600)"
+        ) from exc
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise PkiError(f"cannot load certificate {cert_file}{key_text}: {_one_line(exc)}") from exc
+
+
+def _base_context(protocol: ssl._SSLMethod) -> ssl.SSLContext:
+    context = ssl.SSLContext(protocol)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= _OPTIONS
+    return context
+
+
+def server_context(
+    cert_file: Path, key_file: Path, ca_file: Path, *, require_client_cert: bool = True
+) -> ssl.SSLContext:
+    """Build the server side ``SSLContext`` of the PS3.15 B.12 profile.
+
+    TLS 1.2 or 1.3 (1.3 when the client offers it), ECDHE + AEAD suites for TLS 1.2, no
+    compression, no renegotiation, server cipher preference, and no session resumption by
+    ticket (``OP_NO_TICKET`` and ``num_tickets = 0``), so that a client whose certificate was
+    revoked cannot skip the certificate check. OpenSSL's server-side session-ID cache for
+    TLS 1.2 cannot be switched off from Python; a resumed session still carries the peer
+    certificate, so per-connection checks on :func:`peer_certificate` keep working.
+
+    Parameters
+    ----------
+    cert_file : pathlib.Path
+        PEM server certificate, optionally followed by its chain.
+    key_file : pathlib.Path
+        PEM private key of the server certificate, unencrypted.
+    ca_file : pathlib.Path
+        PEM file of the CA certificates trusted to issue client certificates.
+    require_client_cert : bool
+        Require and verify a client certificate (``CERT_REQUIRED``, mutual authentication).
+        When False no certificate is requested (``CERT_NONE``).
+
+    Returns
+    -------
+    ssl.SSLContext
+        A new context; wrap accepted sockets with ``server_side=True``.
+
+    Raises
+    ------
+    PkiError
+        If a file is missing, unreadable, not PEM, the key does not match the certificate or
+        the key is encrypted; the message names the file.
+    """
+    context = _base_context(ssl.PROTOCOL_TLS_SERVER)
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.num_tickets = 0
+    context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_NONE
+    _load_verify(context, ca_file)
+    _load_chain(context, cert_file, key_file)
+    return context
+
+
+def client_context(
+    ca_file: Path,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+    *,
+    check_hostname: bool = False,
+) -> ssl.SSLContext:
+    """Build the client side ``SSLContext`` of the PS3.15 B.12 profile.
+
+    The server certificate is always verified against `ca_file` (``CERT_REQUIRED``). Host name
+    checking is off by default: DICOM peers are configured by AE title, IP address and port,
+    often behind NAT or a load balancer, so the name in use rarely matches the certificate;
+    trust comes from the private CA instead. Turn it on (and pass ``server_hostname`` to
+    ``wrap_socket``) when the server certificate carries the name or IP address you dial.
+
+    Parameters
+    ----------
+    ca_file : pathlib.Path
+        PEM file of the CA certificates trusted to issue server certificates.
+    cert_file : pathlib.Path or None
+        PEM client certificate (and chain) to present; None for no client certificate.
+    key_file : pathlib.Path or None
+        Its unencrypted private key; None if the key is in `cert_file`.
+    check_hostname : bool
+        Match the server certificate against ``server_hostname`` (RFC 6125).
+
+    Returns
+    -------
+    ssl.SSLContext
+        A new context for ``wrap_socket(..., server_side=False)``.
+
+    Raises
+    ------
+    PkiError
+        If a file is missing or unusable; the message names the file.
+    ValueError
+        If `key_file` is given without `cert_file`.
+    """
+    if key_file is not None and cert_file is None:
+        raise ValueError("key_file needs cert_file")
+    context = _base_context(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = check_hostname
+    context.verify_mode = ssl.CERT_REQUIRED
+    _load_verify(context, ca_file)
+    if cert_file is not None:
+        _load_chain(context, cert_file, key_file)
+    return context
+
+
+# --------------------------------------------------------------------------- handshake reports
+
+_UNTRUSTED = "client certificate not issued by a trusted CA"
+
+# X509_V_ERR_* codes (openssl/x509_vfy.h) -> reason, for a client certificate the server rejected.
+_VERIFY_REASONS: dict[int, str] = {
+    2: _UNTRUSTED,  # UNABLE_TO_GET_ISSUER_CERT
+    3: "no CRL available to check the client certificate",  # UNABLE_TO_GET_CRL
+    7: "client certificate signature invalid",  # CERT_SIGNATURE_FAILURE
+    9: "client certificate not yet valid",  # CERT_NOT_YET_VALID
+    10: "client certificate expired",  # CERT_HAS_EXPIRED
+    11: "CRL not yet valid",  # CRL_NOT_YET_VALID
+    12: "CRL expired",  # CRL_HAS_EXPIRED
+    18: _UNTRUSTED,  # DEPTH_ZERO_SELF_SIGNED_CERT
+    19: _UNTRUSTED,  # SELF_SIGNED_CERT_IN_CHAIN
+    20: _UNTRUSTED,  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21: _UNTRUSTED,  # UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    23: "client certificate revoked",  # CERT_REVOKED
+    24: "client certificate chain has an invalid CA",  # INVALID_CA
+    26: "client certificate not valid for TLS client authentication",  # INVALID_PURPOSE
+    66: "client certificate key too small",  # EE_KEY_TOO_SMALL
+    68: "client certificate signed with a weak digest",  # CA_MD_TOO_WEAK
+}
+
+# OpenSSL reason codes (SSL_R_* / alerts) -> reason.
+_SSL_REASONS: dict[str, str] = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client sent no certificate",
+    "UNSUPPORTED_PROTOCOL": "protocol version too old (TLS 1.2 minimum)",
+    "VERSION_TOO_LOW": "protocol version too old (TLS 1.2 minimum)",
+    "WRONG_SSL_VERSION": "protocol version too old (TLS 1.2 minimum)",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no protocol version in common with the client",
+    "WRONG_VERSION_NUMBER": "not a TLS connection (plain TCP?)",
+    "UNKNOWN_PROTOCOL": "not a TLS connection (plain TCP?)",
+    "HTTP_REQUEST": "not a TLS connection (plain TCP?)",
+    "HTTPS_PROXY_REQUEST": "not a TLS connection (plain TCP?)",
+    "PACKET_LENGTH_TOO_LONG": "not a TLS connection (plain TCP?)",
+    "NO_SHARED_CIPHER": "no shared cipher",
+    "NO_CIPHERS_AVAILABLE": "no shared cipher",
+    "NO_SHARED_GROUPS": "no shared key exchange group",
+    "NO_SUITABLE_KEY_SHARE": "no shared key exchange group",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM": "no shared signature algorithm",
+    "TLSV1_ALERT_UNKNOWN_CA": "client does not trust the server certificate",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "client does not trust the server certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "client does not trust the server certificate",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "client aborted the handshake",
+    "UNEXPECTED_EOF_WHILE_READING": "connection closed during handshake",
+}
+
+_CLOSED = "connection closed during handshake"
+
+
+def describe_handshake_error(exc: BaseException) -> str:
+    """Say in a few words why a server-side TLS handshake failed.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What ``wrap_socket`` / ``do_handshake`` raised on the server side.
+
+    Returns
+    -------
+    str
+        A short reason such as ``"client sent no certificate"``, ``"client certificate
+        expired"``, ``"client certificate not issued by a trusted CA"``, ``"protocol version
+        too old (TLS 1.2 minimum)"``, ``"not a TLS connection (plain TCP?)"``, ``"no shared
+        cipher"``, ``"handshake timed out"`` or ``"connection closed during handshake"``;
+        otherwise the exception's own text on one line.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = _VERIFY_REASONS.get(exc.verify_code)
+        if reason is not None:
+            return reason
+        message = exc.verify_message or exc.reason or _one_line(exc)
+        return f"client certificate rejected: {' '.join(str(message).split())}"
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return _CLOSED
+    if isinstance(exc, ssl.SSLError):
+        reason_code = getattr(exc, "reason", None)
+        if reason_code:
+            described = _SSL_REASONS.get(str(reason_code))
+            if described is not None:
+                return described
+            if str(reason_code) == "CERTIFICATE_VERIFY_FAILED":
+                return "client certificate rejected"
+        return _one_line(exc)
+    if isinstance(exc, TimeoutError):  # socket.timeout is an alias
+        return "handshake timed out"
+    if isinstance(exc, ConnectionError | EOFError):
+        return _CLOSED
+    return _one_line(exc)
+
+
+# --------------------------------------------------------------------------- peers
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """What the server learnt about a peer from its verified certificate.
+
+    Attributes
+    ----------
+    subject_cn : str
+        Subject common name ("" if the subject has none).
+    organization, organizational_unit : str or None
+        Subject O and OU, the groups site policy maps to permissions.
+    serial : int
+        Serial number (for revocation lists).
+    fingerprint : str
+        SHA-256 fingerprint, as :func:`~securepacs.pki.authority.fingerprint_sha256`.
+    not_after : datetime
+        End of validity, timezone-aware UTC.
+    issuer_cn : str
+        Issuer common name ("" if none).
+    """
+
+    subject_cn: str
+    organization: str | None
+    organizational_unit: str | None
+    serial: int
+    fingerprint: str
+    not_after: datetime
+    issuer_cn: str
+
+
+def _attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
+    values = name.get_attributes_for_oid(oid)
+    if not values:
+        return None
+    value = values[0].value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def peer_certificate(sock: ssl.SSLSocket) -> PeerCertificate | None:
+    """Describe the certificate the peer of `sock` presented.
+
+    Parameters
+    ----------
+    sock : ssl.SSLSocket
+        A socket whose handshake is complete.
+
+    Returns
+    -------
+    PeerCertificate or None
+        None when the peer sent no certificate (only possible without ``CERT_REQUIRED``).
+    """
+    der = sock.getpeercert(binary_form=True)
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    return PeerCertificate(
+        subject_cn=_attribute(cert.subject, NameOID.COMMON_NAME) or "",
+        organization=_attribute(cert.subject, NameOID.ORGANIZATION_NAME),
+        organizational_unit=_attribute(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME),
+        serial=cert.serial_number,
+        fingerprint=fingerprint_sha256(cert),
+        not_after=cert.not_valid_after_utc,
+        issuer_cn=_attribute(cert.issuer, NameOID.COMMON_NAME) or "",
+    )
+
+
+def cipher_description(sock: ssl.SSLSocket) -> str:
+    """Return the negotiated protocol and cipher suite, e.g. ``"TLSv1.3 TLS_AES_256_GCM_SHA384"``.
+
+    Parameters
+    ----------
+    sock : ssl.SSLSocket
+        A socket whose handshake is complete.
+
+    Returns
+    -------
+    str
+        ``"<version> <suite>"``, or ``"no cipher (handshake not complete)"``.
+    """
+    cipher = sock.cipher()
+    if cipher is None:
+        return "no cipher (handshake not complete)"
+    name, version, _bits = cipher
+    return f"{version} {name}"

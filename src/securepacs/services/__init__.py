@@ -1,0 +1,1 @@
+"""Use cases: ingest, query, retrieve, recovery. Edges (dimse, cli) call these."""

@@ -1,0 +1,146 @@
+"""Ingest: store one received instance so that nothing is ever half-written.
+
+Write order (the archive's durability contract):
+
+1. validate the data set (readable, UIDs agree with the DIMSE command, hierarchy UIDs
+   present), before anything touches storage;
+2. blob: temp file, fsync, rename (:mod:`securepacs.blobs.filesystem`);
+3. index row in one transaction (committed with ``synchronous=FULL`` on SQLite);
+4. only then the caller answers Success.
+
+A failure after step 2 removes the blob again; a crash between 2 and 3 leaves an
+unreferenced blob that :func:`sweep_orphans` removes at the next start.
+Duplicates (PS3.4 B.2.3 leaves the policy to the SCP): keep the first copy and report
+:attr:`Outcome.DUPLICATE`, or replace it when the settings say so.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from securepacs.errors import InvalidInstanceError, SopClassMismatchError
+from securepacs.model.levels import Level
+from securepacs.model.record import UNIQUE_KEY, InstanceRecord
+from securepacs.services import part10
+from securepacs.services.ports import BlobPort, IndexPort
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class Received:
+    """One C-STORE as the network delivered it."""
+
+    dataset: bytes
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    calling_ae: str = ""
+
+
+class IngestService:
+    """Stores received instances in the blob store and the index, in that order."""
+
+    def __init__(self, index: IndexPort, blobs: BlobPort, *, replace_duplicates: bool = False):
+        self._index = index
+        self._blobs = blobs
+        self._replace = replace_duplicates
+
+    def store(self, item: Received) -> Outcome:
+        """Store `item` durably.
+
+        Raises
+        ------
+        InvalidInstanceError
+            Malformed data set or UIDs that disagree (nothing written).
+        StorageError
+            The blob store or the index failed (nothing left behind).
+        """
+        meta = part10.file_meta(item.sop_class_uid, item.sop_instance_uid,
+                                item.transfer_syntax_uid, item.calling_ae)
+        header = part10.part10_header(meta)
+        ds = part10.read_header(header + item.dataset)
+        values = part10.level_values(ds)
+        self._validate(values, item)
+        if not self._replace and self._index.get(item.sop_instance_uid) is not None:
+            return Outcome.DUPLICATE
+        key = self._blobs.new_key()
+        size = self._blobs.put(key, [header, item.dataset])
+        record = InstanceRecord(values=values, transfer_syntax_uid=item.transfer_syntax_uid,
+                                blob_key=key, size=size, source_ae=item.calling_ae)
+        try:
+            result = self._index.add(record, replace=self._replace)
+        except BaseException:
+            self._blobs.delete(key)
+            raise
+        if result.outcome == "duplicate":
+            self._blobs.delete(key)
+            return Outcome.DUPLICATE
+        if result.outcome == "replaced":
+            if result.previous_blob_key:
+                self._blobs.delete(result.previous_blob_key)
+            return Outcome.REPLACED
+        return Outcome.STORED
+
+    @staticmethod
+    def _validate(values: dict[Level, dict[str, str]], item: Received) -> None:
+        image = values[Level.IMAGE]
+        ds_class = image.get("SOPClassUID", "")
+        ds_instance = image.get("SOPInstanceUID", "")
+        if ds_class != item.sop_class_uid:
+            raise SopClassMismatchError(
+                f"data set SOP Class UID {ds_class or '(missing)'} does not match "
+                f"the command's {item.sop_class_uid}")
+        if ds_instance != item.sop_instance_uid:
+            raise InvalidInstanceError(
+                f"data set SOP Instance UID {ds_instance or '(missing)'} does not match "
+                f"the command's {item.sop_instance_uid}")
+        for level in (Level.STUDY, Level.SERIES):
+            if not values[level].get(UNIQUE_KEY[level]):
+                raise InvalidInstanceError(f"data set has no {UNIQUE_KEY[level]}")
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    temp_files: int
+    orphan_blobs: int
+
+
+def sweep_orphans(index: IndexPort, blobs: BlobPort, *, grace_seconds: float) -> SweepReport:
+    """Remove what a crash may have left: temp files of dead writers, and blobs older
+    than `grace_seconds` that no index row references (written, never indexed).
+
+    The grace period protects blobs another instance sharing the store is indexing
+    right now.
+    """
+    temp = blobs.sweep_temp()
+    orphans = 0
+    batch: list[str] = []
+
+    def flush() -> int:
+        referenced = index.referenced_blob_keys(batch)
+        gone = 0
+        for key in batch:
+            if key not in referenced:
+                blobs.delete(key)
+                gone += 1
+        batch.clear()
+        return gone
+
+    for key in blobs.keys(older_than=grace_seconds):
+        batch.append(key)
+        if len(batch) >= 500:
+            orphans += flush()
+    if batch:
+        orphans += flush()
+    if temp or orphans:
+        log.warning("start-up check removed %d temp file(s) and %d orphan blob(s)", temp, orphans)
+    return SweepReport(temp, orphans)

@@ -1,0 +1,123 @@
+"""Query and retrieve use cases: identifier in, matches or instances out (PS3.4 C.4).
+
+Identifiers arrive as pydicom data sets; :func:`to_query` turns one into the pure
+:class:`~securepacs.model.query.Query`, :class:`QueryService` answers C-FIND,
+:class:`RetrieveService` lists and loads the instances a C-MOVE / C-GET must send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from securepacs.errors import QueryError
+from securepacs.model.levels import Level, Root
+from securepacs.model.query import Key, Query
+from securepacs.model.record import StoredInstance
+from securepacs.services.part10 import as_text
+from securepacs.services.ports import BlobPort, IndexPort
+
+_SKIP = {"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"}
+_NUMERIC_VRS = {"US", "UL", "SS", "SL", "UV", "SV", "FL", "FD"}
+_UTF8 = "ISO_IR 192"
+
+
+def to_query(identifier: Dataset, root: Root) -> Query:
+    """The pure query an identifier asks for.
+
+    Raises
+    ------
+    QueryError
+        No or an unknown Query/Retrieve Level, or one the model does not have.
+    """
+    raw_level = as_text(identifier.get("QueryRetrieveLevel", "")).upper()
+    try:
+        level = Level(raw_level)
+    except ValueError:
+        raise QueryError(f"unknown Query/Retrieve Level {raw_level!r}") from None
+    keys = []
+    for elem in identifier:
+        keyword = elem.keyword
+        if not keyword or keyword in _SKIP or elem.tag.group == 0x0002:
+            continue
+        if elem.VR == "SQ":
+            keys.append(Key(keyword, "SQ", ""))
+            continue
+        keys.append(Key(keyword, elem.VR, as_text(elem.value)))
+    try:
+        return Query(root=root, level=level, keys=tuple(keys))
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
+
+
+def _set(ds: Dataset, keyword: str, text: str | None) -> None:
+    vr = dictionary_VR(tag_for_keyword(keyword))  # type: ignore[arg-type]
+    if vr == "SQ":
+        ds.add_new(keyword, "SQ", Sequence())
+        return
+    if not text:
+        ds.add_new(keyword, vr, None)
+        return
+    if vr in _NUMERIC_VRS:
+        parts = [int(p) if vr not in ("FL", "FD") else float(p) for p in text.split("\\")]
+        ds.add_new(keyword, vr, parts if len(parts) > 1 else parts[0])
+    elif "\\" in text and vr not in ("LT", "ST", "UT"):
+        ds.add_new(keyword, vr, text.split("\\"))
+    else:
+        ds.add_new(keyword, vr, text)
+
+
+class QueryService:
+    """Answers C-FIND identifiers from the index."""
+
+    def __init__(self, index: IndexPort, *, ae_title: str, max_results: int = 10000):
+        self._index = index
+        self._ae_title = ae_title
+        self._max = max_results
+
+    def find(self, identifier: Dataset, root: Root) -> Iterator[Dataset]:
+        """One response identifier per match, with the keys asked for filled in."""
+        query = to_query(identifier, root)
+        rows = self._index.find(query, limit=self._max)
+        wanted = query.return_keywords()
+        for row in rows:
+            ds = Dataset()
+            ds.QueryRetrieveLevel = query.level.value
+            if any(not v.isascii() for v in row.values()):
+                ds.SpecificCharacterSet = _UTF8
+            elif "SpecificCharacterSet" in identifier:
+                ds.SpecificCharacterSet = identifier.SpecificCharacterSet
+            for keyword in wanted:
+                if keyword == "RetrieveAETitle":
+                    ds.RetrieveAETitle = self._ae_title
+                    continue
+                _set(ds, keyword, row.get(keyword))
+            yield ds
+
+
+class RetrieveService:
+    """Finds the instances a C-MOVE / C-GET asks for and loads them from the blob store."""
+
+    def __init__(self, index: IndexPort, blobs: BlobPort):
+        self._index = index
+        self._blobs = blobs
+
+    def instances(self, identifier: Dataset, root: Root) -> list[StoredInstance]:
+        """Every stored instance under what the identifier names."""
+        query = to_query(identifier, root)
+        if not query.constraints():
+            raise QueryError("a retrieve needs at least one unique key")
+        return self._index.instances(query)
+
+    def read(self, instance: StoredInstance) -> bytes:
+        """The instance's Part 10 bytes, exactly as stored."""
+        return self._blobs.read(instance.blob_key)
+
+    def load(self, instance: StoredInstance) -> Dataset:
+        """The stored instance as a data set (file meta included)."""
+        return dcmread(BytesIO(self.read(instance)))

@@ -1,0 +1,186 @@
+"""Frozen settings: defaults < TOML file < environment (``SECUREPACS_*``) < command-line flags.
+
+Paths left unset derive from the data folder. Secrets (passphrases) are never part of a
+settings object's repr, so logging one cannot leak them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from securepacs.errors import ConfigError
+
+DICOM_TLS_PORT = 2762  # PS3.15 B.1: the well-known port for DICOM over TLS
+ENV_PREFIX = "SECUREPACS_"
+
+
+@dataclass(frozen=True)
+class MoveDestination:
+    """A C-MOVE destination named in the config: where to send, and whether over TLS."""
+
+    ae_title: str
+    host: str
+    port: int
+    tls: bool = True
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "securepacs"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `serve` needs; see ``docs/securepacs.example.toml`` for each option."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "0.0.0.0"
+    port: int = DICOM_TLS_PORT
+    ae_title: str = "SECUREPACS"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    plain_port: int | None = None
+    database_url: str | None = None
+    blob_dir: Path | None = None
+    replace_duplicates: bool = False
+    max_pdu: int = 131072
+    network_timeout: float = 60.0
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    handshake_timeout: float = 10.0
+    orphan_grace_seconds: float = 30.0
+    max_find_results: int = 10000
+    hostnames: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    move_destinations: tuple[MoveDestination, ...] = ()
+
+    # -- derived paths -------------------------------------------------------------
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+    @property
+    def server_cert_path(self) -> Path:
+        return self.tls_cert or self.pki_dir / "server.pem"
+
+    @property
+    def server_key_path(self) -> Path:
+        return self.tls_key or self.pki_dir / "server.key"
+
+    @property
+    def ca_bundle_path(self) -> Path:
+        return self.tls_ca or self.pki_dir / "ca.pem"
+
+    @property
+    def uses_default_pki(self) -> bool:
+        return self.tls_cert is None and self.tls_key is None and self.tls_ca is None
+
+    @property
+    def index_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'index.sqlite'}"
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    def destination(self, ae_title: str) -> MoveDestination | None:
+        """The configured C-MOVE destination for `ae_title`, if any."""
+        for dest in self.move_destinations:
+            if dest.ae_title == ae_title.strip():
+                return dest
+        return None
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a TOML/env/flag value into the field's type, with a one-line error."""
+    target = _FIELDS[name].type
+    try:
+        if name == "move_destinations":
+            if isinstance(raw, Mapping):  # [move_destinations.AE] tables
+                raw = [{"ae_title": k, **v} for k, v in raw.items()]
+            return tuple(MoveDestination(**dict(d)) for d in raw)
+        if name == "hostnames":
+            if isinstance(raw, str):
+                raw = [h for h in raw.split(",") if h]
+            return tuple(str(h) for h in raw)
+        if raw is None:
+            return None
+        if "Path" in str(target):
+            return Path(raw).expanduser()
+        if "bool" in str(target):
+            if isinstance(raw, str):
+                if raw.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if raw.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(raw)
+            return bool(raw)
+        if "int" in str(target) and "float" not in str(target):
+            return int(raw)
+        if "float" in str(target):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: invalid value {raw!r} ({exc})") from None
+
+
+def load(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings from defaults, a TOML file, the environment and explicit overrides.
+
+    Parameters
+    ----------
+    config_file : Path, optional
+        A TOML file; its keys are the field names of :class:`Settings`.
+    overrides : mapping, optional
+        Values from command-line flags; ``None`` values are ignored.
+    environ : mapping, optional
+        Defaults to ``os.environ``; ``SECUREPACS_PORT=11112`` sets ``port``.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {config_file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from None
+        for key, raw in data.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw)
+    env = os.environ if environ is None else environ
+    for name in _FIELDS:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and name != "move_destinations":
+            values[name] = _coerce(name, raw)
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _coerce(key, raw)
+    settings = replace(Settings(), **values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not 0 < s.port < 65536:
+        raise ConfigError(f"port {s.port} is out of range")
+    if s.plain_port is not None and s.plain_port == s.port:
+        raise ConfigError("plain_port must differ from the TLS port (PS3.15 B.1)")
+    if not 0 < len(s.ae_title.strip()) <= 16:
+        raise ConfigError(f"AE title {s.ae_title!r} must be 1 to 16 characters")
+    partial = [s.tls_cert, s.tls_key, s.tls_ca]
+    if any(p is not None for p in partial) and not all(p is not None for p in partial):
+        raise ConfigError("--tls-cert, --tls-key and --tls-ca go together")

@@ -1,0 +1,132 @@
+"""Start a real `securepacs serve` process on loopback and drive it with real peers.
+
+Every wait here is bounded; every process started is stopped by the fixture that made it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SECUREPACS = [sys.executable, "-m", "securepacs.cli"]
+HOST = "127.0.0.1"
+
+needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None,
+                                 reason="DCMTK is not installed (scripts/install installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None,
+                  timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout} s")
+
+
+@dataclass
+class Server:
+    """A running `securepacs serve`; log in `log_path`."""
+
+    data_dir: Path
+    config: Path
+    port: int
+    ae_title: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 30.0) -> "Server":
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [*SECUREPACS, "serve", "--config", str(self.config), *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        log.close()
+        wait_for_port(self.port, self.proc, timeout)
+        self.wait_for_log("ready:", timeout)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.log())
+            if found:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not in server log after {timeout} s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+
+
+def write_config(path: Path, **values: object) -> Path:
+    """A TOML config from keyword values (strings, numbers, booleans, list of tables)."""
+    lines = []
+    tables = []
+    for key, value in values.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                tables.append(f"[[{key}]]")
+                tables.extend(f"{k} = {_toml(v)}" for k, v in item.items())
+            continue
+        lines.append(f"{key} = {_toml(value)}")
+    path.write_text("\n".join(lines + tables) + "\n")
+    return path
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dcmtk(*args: str | Path, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool with Nagle off (DESIGN.md: DCMTK leaves it on)."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def tls_args(key: Path, cert: Path, ca: Path) -> list[str]:
+    return ["+tls", str(key), str(cert), "+cf", str(ca)]

@@ -1,0 +1,75 @@
+"""PS3.4 C.2.2.2 matching rules, one by one (pure: no socket, no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from securepacs.model import matching as m
+
+
+@pytest.mark.parametrize("value", ["", None, "*", "**"])
+def test_universal(value: str | None) -> None:
+    matcher = m.parse("LO", value)
+    assert isinstance(matcher, m.Universal)
+    assert matcher.matches(None) and matcher.matches("anything")
+
+
+def test_single_value_is_exact_for_strings_and_folds_case_for_names() -> None:
+    assert m.parse("LO", "PAT1").matches("PAT1")
+    assert not m.parse("LO", "PAT1").matches("pat1")
+    assert not m.parse("LO", "PAT1").matches("PAT10")
+    assert not m.parse("LO", "PAT1").matches(None)
+    assert m.parse("PN", "DOE^JANE").matches("Doe^Jane")
+
+
+def test_wildcards() -> None:
+    assert m.parse("PN", "Doe*").matches("DOE^JOHN")
+    assert m.parse("LO", "A?C").matches("ABC")
+    assert not m.parse("LO", "A?C").matches("ABBC")
+    assert m.parse("LO", "*B*").matches("ABC")
+    assert not m.parse("LO", "*x*").matches("ABC")
+    assert m.parse("LO", "50%_*").matches("50%_off")  # SQL metacharacters are literal
+    assert not m.parse("LO", "50%_*").matches("50xyoff")
+
+
+def test_wildcard_does_not_apply_to_uids_or_dates() -> None:
+    assert isinstance(m.parse("UI", "1.2*"), m.Single)
+    assert not m.parse("UI", "1.2*").matches("1.2.3")
+
+
+def test_uid_list() -> None:
+    matcher = m.parse("UI", "1.2.3\\1.2.4")
+    assert matcher.matches("1.2.4") and not matcher.matches("1.2.5")
+
+
+@pytest.mark.parametrize(
+    ("query", "stored", "expected"),
+    [
+        ("20240101-20240131", "20240115", True),
+        ("20240101-20240131", "20240131", True),
+        ("20240101-20240131", "20240201", False),
+        ("-20240131", "19991231", True),
+        ("20240101-", "20991231", True),
+        ("20240101-", "20231231", False),
+    ],
+)
+def test_date_ranges(query: str, stored: str, expected: bool) -> None:
+    assert m.parse("DA", query).matches(stored) is expected
+
+
+def test_time_ranges_normalise_precision() -> None:
+    assert m.parse("TM", "0900-1000").matches("093015.123")
+    assert m.parse("TM", "0900-1000").matches("09")
+    assert not m.parse("TM", "0900-1000").matches("100001")
+    assert m.parse("TM", "09:00-10:00").matches("0930")
+
+
+def test_multi_valued_stored_and_alternatives() -> None:
+    assert m.parse("CS", "MR").matches("CT\\MR")
+    assert m.parse("CS", "CT\\US").matches("US")
+    assert not m.parse("CS", "PT").matches("CT\\MR")
+
+
+def test_malformed_range_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        m.parse("DA", "20240101-20240102\\20240201-20240202")
