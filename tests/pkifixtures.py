@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ class TestPki:
     __test__ = False  # not a test class
 
     @classmethod
-    def create(cls, folder: Path, name: str = "Test CA") -> "TestPki":
-        now = datetime.now(timezone.utc)
+    def create(cls, folder: Path, name: str = "Test CA") -> TestPki:
+        now = datetime.now(UTC)
         ca_key, ca_cert = authority.create_root_ca(name, at=now)
         ca_path = folder / "ca.pem"
         authority.write_certificates(ca_path, [ca_cert])
@@ -44,7 +44,7 @@ class TestPki:
         """Issue a certificate signed by this CA, written as NAME.key / NAME.pem."""
         key, cert = authority.issue_certificate(
             self.ca_key_obj, self.ca_cert_obj, common_name=name, role=role,  # type: ignore[arg-type]
-            at=at or datetime.now(timezone.utc), days=days, sans=sans or [],
+            at=at or datetime.now(UTC), days=days, sans=sans or [],
             organization=organization)
         pair = Pair(self.folder / f"{name}.key", self.folder / f"{name}.pem")
         assert key is not None
@@ -53,7 +53,7 @@ class TestPki:
         return pair
 
     def issue_expired(self, name: str) -> Pair:
-        return self.issue(name, at=datetime.now(timezone.utc) - timedelta(days=400), days=30)
+        return self.issue(name, at=datetime.now(UTC) - timedelta(days=400), days=30)
 
     def issue_future(self, name: str) -> Pair:
-        return self.issue(name, at=datetime.now(timezone.utc) + timedelta(days=30), days=30)
+        return self.issue(name, at=datetime.now(UTC) + timedelta(days=30), days=30)

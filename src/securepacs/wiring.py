@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from securepacs.blobs.filesystem import FileBlobStore
 from securepacs.dimse.handlers import Destination, Handlers
@@ -43,7 +43,7 @@ def ensure_pki(settings: Settings) -> authority.BootstrapResult | None:
     return authority.bootstrap(
         settings.pki_dir,
         hostnames=[*local_hostnames(), *settings.hostnames],
-        at=datetime.now(timezone.utc),
+        at=datetime.now(UTC),
     )
 
 

@@ -58,7 +58,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
 
-    def start(self, timeout: float = 30.0) -> "Server":
+    def start(self, timeout: float = 30.0) -> Server:
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(

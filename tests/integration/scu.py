@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from harness import HOST
 from pynetdicom import AE, build_role
 from pynetdicom.association import Association
 from pynetdicom.presentation import StoragePresentationContexts
@@ -15,8 +16,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
-
-from harness import HOST
 
 
 def client_tls(key: Path, cert: Path, ca: Path) -> ssl.SSLContext:
@@ -30,19 +29,13 @@ def associate(port: int, key: Path, cert: Path, ca: Path, *, ae_title: str = "TE
               handlers: list | None = None) -> Association:  # noqa: ANN001
     ae = AE(ae_title=ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    for cx in StoragePresentationContexts[:100]:
-        ae.add_requested_context(cx.abstract_syntax)
-    for sop in (Verification, StudyRootQueryRetrieveInformationModelFind,
+    storage = list(get_classes) or [cx.abstract_syntax for cx in StoragePresentationContexts[:100]]
+    for sop in (*storage, Verification, StudyRootQueryRetrieveInformationModelFind,
                 StudyRootQueryRetrieveInformationModelMove,
                 StudyRootQueryRetrieveInformationModelGet):
         ae.add_requested_context(sop)
+    # C-GET: this AE is the Storage SCP on the same association
     roles = [build_role(c, scp_role=True) for c in get_classes]
-    if get_classes:
-        # C-GET: this AE is the Storage SCP on the same association
-        ae.requested_contexts = [cx for cx in ae.requested_contexts
-                                 if cx.abstract_syntax not in get_classes][:120]
-        for c in get_classes:
-            ae.add_requested_context(c)
     assoc = ae.associate(HOST, port, ae_title=called, ext_neg=roles or None,
                          tls_args=(client_tls(key, cert, ca), None),
                          evt_handlers=handlers)

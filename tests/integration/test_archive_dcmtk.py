@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from harness import HOST, Server, dcmtk, needs_dcmtk, tls_args
 
 from factories import make_dataset, write_study
-from harness import HOST, Server, dcmtk, needs_dcmtk, tls_args
 
 pytestmark = [pytest.mark.integration, needs_dcmtk]
 
 
-def echo(server: Server, key: Path, cert: Path, ca: Path) -> "object":
+def echo(server: Server, key: Path, cert: Path, ca: Path) -> object:
     return dcmtk("echoscu", *tls_args(key, cert, ca), "-aec", server.ae_title,
                  HOST, str(server.port), timeout=30)
 

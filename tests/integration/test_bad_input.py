@@ -7,13 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from harness import Server
 from pydicom import dcmread
 from pynetdicom import _config
+from scu import associate
 
 from conftest import make_server
 from factories import make_dataset, write_study
-from harness import Server
-from scu import associate
 
 pytestmark = [pytest.mark.integration]
 

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import HOST, needs_dcmtk, tls_args
 from pydicom import dcmread
+from test_retrieve import dataset_bytes
 
 from conftest import make_server
 from factories import write_study
-from harness import HOST, tls_args, needs_dcmtk
-from test_retrieve import dataset_bytes
 
 pytestmark = [pytest.mark.integration, needs_dcmtk]
 

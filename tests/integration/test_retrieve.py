@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import free_port, needs_dcmtk, tls_args, wait_for_port
 from pydicom import Dataset, dcmread
 from pynetdicom import evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -14,11 +15,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
+from scu import associate
 
 from conftest import make_server
 from factories import write_study
-from harness import dcmtk, free_port, needs_dcmtk, tls_args, wait_for_port
-from scu import associate
 
 pytestmark = [pytest.mark.integration]
 

@@ -13,7 +13,7 @@ from pynetdicom.presentation import (
     PresentationContext,
     build_context,
 )
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,

@@ -12,10 +12,11 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -81,7 +82,7 @@ class Handlers:
 
     # -- storage --------------------------------------------------------------------
     def on_store(self, event: Event) -> Dataset:
-        req = event.request
+        req = cast(C_STORE, event.request)
         item = Received(
             dataset=req.DataSet.getvalue(),  # type: ignore[union-attr]
             sop_class_uid=str(req.AffectedSOPClassUID),

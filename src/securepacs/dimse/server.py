@@ -145,7 +145,7 @@ def make_server(
             ae.add_supported_context(abstract, list(syntaxes), scu_role=True, scp_role=True)
         else:
             ae.add_supported_context(abstract, list(syntaxes))
-    bindings = handlers.bindings() + list(extra_handlers or [])
+    bindings: list[Any] = handlers.bindings() + list(extra_handlers or [])
 
     class _Server(TlsAssociationServer):
         pass

@@ -58,17 +58,18 @@ def make_engine(url: str) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        return sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     return _sqlite_engine(parsed)
 
 
 def _sqlite_engine(url: URL) -> Engine:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        Path(database).resolve().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": _BUSY_SECONDS},
+        hide_parameters=True,
     )
     sa.event.listen(engine, "connect", _on_connect)
     sa.event.listen(engine, "begin", _on_begin)

@@ -64,6 +64,7 @@ class IngestService:
         StorageError
             The blob store or the index failed (nothing left behind).
         """
+        part10.check_encoding(item.dataset, item.transfer_syntax_uid)
         meta = part10.file_meta(item.sop_class_uid, item.sop_instance_uid,
                                 item.transfer_syntax_uid, item.calling_ae)
         header = part10.part10_header(meta)

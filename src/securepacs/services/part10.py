@@ -13,10 +13,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
-from pydicom.uid import UID, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from securepacs import __version__
 from securepacs.errors import InvalidInstanceError
+from securepacs.model.encoding import check_structure
 from securepacs.model.levels import Level
 from securepacs.model.record import LEVEL_ATTRIBUTES
 
@@ -45,6 +46,18 @@ def part10_header(meta: FileMetaDataset) -> bytes:
     buf.write(PREAMBLE)
     write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[arg-type]
     return buf.getvalue()
+
+
+def check_encoding(dataset: bytes, transfer_syntax_uid: str) -> None:
+    """Raise InvalidInstanceError unless `dataset` is a whole data set in that syntax."""
+    ts = UID(transfer_syntax_uid)
+    if not ts.is_transfer_syntax:
+        raise InvalidInstanceError(f"unknown transfer syntax {transfer_syntax_uid}")
+    try:
+        check_structure(dataset, implicit=ts.is_implicit_VR, little=ts.is_little_endian,
+                        deflated=ts.is_deflated)
+    except ValueError as exc:
+        raise InvalidInstanceError(f"malformed data set: {exc}") from None
 
 
 def read_header(part10: bytes) -> Dataset:

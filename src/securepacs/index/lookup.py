@@ -1,0 +1,163 @@
+"""C-FIND on the index: candidate rows, computed attributes, matching (PS3.4 C.2.2.2, C.6).
+
+SQL narrows the candidates at the query level with the pre-filter of
+:mod:`securepacs.index.sqlfilter`; every matcher of the query then runs in Python on the
+values of the row merged with those of the levels above it (the pure matchers of
+:mod:`securepacs.model.matching` are the authority). Computed attributes (PS3.4 C.6.1.1.3,
+C.6.2.1.2: counts, ModalitiesInStudy, SOPClassesInStudy) are obtained with grouped queries
+for one batch of candidate rows at a time, never one query per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+
+from securepacs.errors import QueryError
+from securepacs.index.schema import instance, patient, series, study
+from securepacs.index.sqlfilter import prefilter
+from securepacs.model.levels import Level
+from securepacs.model.matching import Matcher
+from securepacs.model.query import Query
+from securepacs.model.record import COMPUTED_ATTRIBUTES, LEVEL_ATTRIBUTES
+
+TABLES: dict[Level, sa.Table] = {
+    Level.PATIENT: patient,
+    Level.STUDY: study,
+    Level.SERIES: series,
+    Level.IMAGE: instance,
+}
+
+
+def output_keywords(level: Level) -> tuple[str, ...]:
+    keywords: list[str] = []
+    for above in level.at_or_above():
+        keywords.extend(LEVEL_ATTRIBUTES[above])
+    return (*keywords, *COMPUTED_ATTRIBUTES[level])
+
+
+def _candidates(level: Level, constraints: Mapping[str, Matcher]) -> sa.Select[Any]:
+    """Rows at `level` passing the SQL pre-filter: pk and attrs of the level and those above."""
+    levels = level.at_or_above()
+    columns = [TABLES[lv].c.id.label(f"pk{lv.depth}") for lv in levels]
+    columns += [TABLES[lv].c.attrs.label(f"attrs{lv.depth}") for lv in levels]
+    joined: sa.FromClause = patient
+    for lv in levels[1:]:
+        joined = joined.join(TABLES[lv])
+    return (
+        sa.select(*columns)
+        .select_from(joined)
+        .where(*prefilter(constraints))
+        .order_by(TABLES[level].c.id)
+    )
+
+
+def _merge(row: Row[Any], levels: Sequence[Level]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    mapping = row._mapping
+    for lv in levels:
+        attrs = mapping[f"attrs{lv.depth}"] or {}
+        for keyword in LEVEL_ATTRIBUTES[lv]:
+            value = attrs.get(keyword)
+            values[keyword] = "" if value is None else str(value)
+    return values
+
+
+def matches(
+    conn: sa.Connection, query: Query, *, computed_for_output: bool, batch: int
+) -> Generator[tuple[int, dict[str, str]], None, None]:
+    """(pk, merged values) of every entity at ``query.level`` that matches, in pk order."""
+    level = query.level
+    levels = level.at_or_above()
+    try:
+        constraints = query.constraints()
+    except ValueError as exc:
+        raise QueryError(str(exc)) from exc
+    computed_levels = [
+        lv
+        for lv in levels
+        if (computed_for_output and lv is level)
+        or any(k in constraints for k in COMPUTED_ATTRIBUTES[lv])
+    ]
+    result = conn.execute(_candidates(level, constraints))
+    try:
+        for part in result.partitions(batch):
+            merged = [_merge(row, levels) for row in part]
+            for lv in computed_levels:
+                label = f"pk{lv.depth}"
+                pks = sorted({row._mapping[label] for row in part})
+                computed = _computed(conn, lv, pks)
+                for row, values in zip(part, merged):
+                    values.update(computed[row._mapping[label]])
+            for row, values in zip(part, merged):
+                if all(m.matches(values.get(k)) for k, m in constraints.items()):
+                    yield row._mapping[f"pk{level.depth}"], values
+    finally:
+        result.close()
+
+
+def _computed(conn: sa.Connection, level: Level, pks: Sequence[int]) -> dict[int, dict[str, str]]:
+    """The COMPUTED_ATTRIBUTES of `level` for the entities `pks`, with grouped queries."""
+    out: dict[int, dict[str, str]] = {}
+    if level is Level.PATIENT:
+        stmt = (
+            sa.select(
+                patient.c.id,
+                sa.func.count(sa.distinct(study.c.id)),
+                sa.func.count(sa.distinct(series.c.id)),
+                sa.func.count(instance.c.id),
+            )
+            .select_from(patient.outerjoin(study).outerjoin(series).outerjoin(instance))
+            .where(patient.c.id.in_(pks))
+            .group_by(patient.c.id)
+        )
+        for pk, n_studies, n_series, n_instances in conn.execute(stmt):
+            out[pk] = {
+                "NumberOfPatientRelatedStudies": str(n_studies),
+                "NumberOfPatientRelatedSeries": str(n_series),
+                "NumberOfPatientRelatedInstances": str(n_instances),
+            }
+    elif level is Level.STUDY:
+        stmt = (
+            sa.select(
+                study.c.id,
+                study.c.modalities,
+                sa.func.count(sa.distinct(series.c.id)),
+                sa.func.count(instance.c.id),
+            )
+            .select_from(study.outerjoin(series).outerjoin(instance))
+            .where(study.c.id.in_(pks))
+            .group_by(study.c.id, study.c.modalities)
+        )
+        classes: dict[int, set[str]] = {pk: set() for pk in pks}
+        class_stmt = (
+            sa.select(series.c.study_pk, instance.c.sop_class_uid)
+            .distinct()
+            .select_from(series.join(instance))
+            .where(series.c.study_pk.in_(pks))
+        )
+        for pk, sop_class in conn.execute(class_stmt):
+            if sop_class:
+                classes[pk].add(sop_class)
+        for pk, modalities, n_series, n_instances in conn.execute(stmt):
+            out[pk] = {
+                "ModalitiesInStudy": modalities or "",
+                "SOPClassesInStudy": "\\".join(sorted(classes[pk])),
+                "NumberOfStudyRelatedSeries": str(n_series),
+                "NumberOfStudyRelatedInstances": str(n_instances),
+            }
+    elif level is Level.SERIES:
+        stmt = (
+            sa.select(series.c.id, sa.func.count(instance.c.id))
+            .select_from(series.outerjoin(instance))
+            .where(series.c.id.in_(pks))
+            .group_by(series.c.id)
+        )
+        for pk, n_instances in conn.execute(stmt):
+            out[pk] = {"NumberOfSeriesRelatedInstances": str(n_instances)}
+    for pk in pks:
+        out.setdefault(pk, {})
+    return out

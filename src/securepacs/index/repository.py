@@ -1,0 +1,583 @@
+"""The index repository: file instances into the patient / study / series / instance
+hierarchy and answer C-FIND, C-MOVE and C-GET lookups on it (PS3.4 C.6.1, C.6.2).
+
+Matching follows PS3.4 C.2.2.2 through :mod:`securepacs.model.matching`: SQL narrows the
+candidate rows with the pre-filter of :mod:`securepacs.index.sqlfilter`, then every matcher
+runs in Python on the merged values of the row and the levels above it. Computed attributes
+(PS3.4 C.6.1.1.3, C.6.2.1.2) are counted with one grouped query per batch of rows (see
+:mod:`securepacs.index.lookup`). Database failures surface as
+:class:`securepacs.errors.StorageError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Row, RowMapping
+
+from securepacs.errors import ConfigError, InvalidInstanceError, StorageError, StorageFullError
+from securepacs.index.engine import READ_ONLY, make_engine
+from securepacs.index.lookup import matches, output_keywords
+from securepacs.index.schema import (
+    SCHEMA_VERSION,
+    instance,
+    metadata,
+    patient,
+    schema_version,
+    series,
+    study,
+)
+from securepacs.index.sqlfilter import column_values, uid_form
+from securepacs.model.levels import Level
+from securepacs.model.query import Query
+from securepacs.model.record import (
+    UNIQUE_KEY,
+    InstanceRecord,
+    StoredInstance,
+)
+
+_log = logging.getLogger(__name__)
+
+#: Attempts of one add when a concurrent writer inserted the same rows first.
+_ATTEMPTS = 8
+#: Rows per batch: candidate rows per computed-attribute query, values per IN list.
+_BATCH = 500
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What :meth:`SqlIndex.add` did.
+
+    Attributes
+    ----------
+    outcome : {"added", "duplicate", "replaced"}
+        ``"duplicate"``: the SOP Instance UID was already indexed and nothing changed.
+    previous_blob_key : str or None
+        For ``"replaced"``, the blob the row pointed at before (the caller may delete it
+        once it differs from the new one).
+    """
+
+    outcome: Literal["added", "duplicate", "replaced"]
+    previous_blob_key: str | None = None
+
+
+class SqlIndex:
+    """The index of stored instances in an SQL database (SQLite or PostgreSQL).
+
+    Safe to share between threads, and several processes may use one database: writes
+    are serialized by the database and concurrent adds of the same UIDs retried.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy database URL, see :func:`securepacs.index.engine.make_engine`. Nothing
+        is opened before the first call; :meth:`create_schema` creates the tables.
+
+    Raises
+    ------
+    securepacs.errors.ConfigError
+        The URL cannot be parsed, or names a database whose driver is not installed.
+    securepacs.errors.StorageError
+        The folder of an SQLite database cannot be created.
+    """
+
+    def __init__(self, url: str) -> None:
+        try:
+            self._engine = make_engine(url)
+        except sa_exc.ArgumentError as exc:
+            raise ConfigError(f"invalid index database URL: {exc}") from exc
+        except ImportError as exc:
+            raise ConfigError(f"index database driver not installed: {exc}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot create the index database folder: {exc}") from exc
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        """Create the tables if missing and check the schema version (idempotent).
+
+        Raises
+        ------
+        securepacs.errors.StorageError
+            The database holds another schema version, or cannot be reached.
+        """
+        for attempt in range(2):  # a concurrent creator may win the race once
+            try:
+                with self._engine.begin() as conn:
+                    metadata.create_all(conn)
+                    versions = conn.execute(sa.select(schema_version.c.version)).scalars().all()
+                    if not versions:
+                        conn.execute(sa.insert(schema_version).values(version=SCHEMA_VERSION))
+                    elif list(versions) != [SCHEMA_VERSION]:
+                        found = ", ".join(str(v) for v in versions)
+                        raise StorageError(
+                            f"index schema version {found}, this program needs {SCHEMA_VERSION}"
+                        )
+                return
+            except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
+                if attempt:
+                    raise _storage_error(exc) from exc
+            except sa_exc.SQLAlchemyError as exc:
+                raise _storage_error(exc) from exc
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def add(self, record: InstanceRecord, *, replace: bool = False) -> AddResult:
+        """Index one stored instance, filing it under its patient, study and series.
+
+        Missing patient, study and series rows are created; existing ones receive the
+        values they lack (non-empty values are never overwritten). A study stays under the
+        patient it was first filed under, and a series under its first study.
+
+        Parameters
+        ----------
+        record : securepacs.model.record.InstanceRecord
+            The instance's values and where its blob is.
+        replace : bool
+            What to do when the SOP Instance UID is already indexed: False leaves the row
+            alone (``"duplicate"``), True points it at the new blob and values.
+
+        Returns
+        -------
+        AddResult
+
+        Raises
+        ------
+        securepacs.errors.InvalidInstanceError
+            A UID is missing, or a UID, PatientID or IssuerOfPatientID holds several values.
+        securepacs.errors.StorageFullError
+            The database ran out of space.
+        securepacs.errors.StorageError
+            Any other database failure (the add did not happen).
+        """
+        keys = _Keys.of(record)
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self._engine.begin() as conn:
+                    return _add(conn, record, keys, replace)
+            except sa_exc.IntegrityError as exc:
+                # A concurrent writer filed the same patient/study/series/instance first:
+                # look again. A conflict that persists (e.g. a reused blob key) is an error.
+                if attempt == _ATTEMPTS:
+                    raise _storage_error(exc) from exc
+                _log.debug("add %s: conflict, attempt %d", keys.sop, attempt)
+            except sa_exc.SQLAlchemyError as exc:
+                raise _storage_error(exc) from exc
+        raise AssertionError("unreachable")
+
+    def delete_instance(self, sop_instance_uid: str) -> str | None:
+        """Remove an instance, and its series, study and patient rows left empty.
+
+        Returns
+        -------
+        str or None
+            The blob key the row referred to (the caller deletes the blob), None when the
+            instance was not indexed.
+        """
+        with self._guard(), self._engine.begin() as conn:
+            row = conn.execute(
+                sa.select(instance.c.id, instance.c.series_pk, instance.c.blob_key).where(
+                    instance.c.sop_instance_uid == sop_instance_uid.strip()
+                )
+            ).first()
+            if row is None:
+                return None
+            conn.execute(sa.delete(instance).where(instance.c.id == row.id))
+            _prune(conn, row.series_pk)
+            return str(row.blob_key)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, sop_instance_uid: str) -> StoredInstance | None:
+        """The indexed instance with this SOP Instance UID, or None."""
+        stmt = _stored_select().where(instance.c.sop_instance_uid == sop_instance_uid.strip())
+        with self._reading() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else _stored(row)
+
+    def find(self, query: Query, *, limit: int | None = None) -> list[dict[str, str]]:
+        """C-FIND: the entities at ``query.level`` that match the query's keys.
+
+        Parameters
+        ----------
+        query : securepacs.model.query.Query
+            The identifier; keys the index does not keep do not constrain the match.
+        limit : int or None
+            Return at most this many matches (the first ones in index order).
+
+        Returns
+        -------
+        list of dict
+            One dict per match, ordered by when the entity was first indexed: keyword ->
+            value for every attribute of :data:`LEVEL_ATTRIBUTES` of the level and the
+            levels above it (``""`` when absent), plus the level's
+            :data:`COMPUTED_ATTRIBUTES`.
+
+        Raises
+        ------
+        ValueError
+            `limit` is negative.
+        securepacs.errors.QueryError
+            A key's value cannot be evaluated (e.g. a malformed range).
+        securepacs.errors.StorageError
+            The database failed.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        keywords = output_keywords(query.level)
+        out: list[dict[str, str]] = []
+        if limit == 0:
+            return out
+        batch = _BATCH if limit is None else min(_BATCH, max(limit, 32))
+        with (
+            self._reading() as conn,
+            closing(matches(conn, query, computed_for_output=True, batch=batch)) as found,
+        ):
+            for _pk, values in found:
+                out.append({k: values.get(k, "") for k in keywords})
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def instances(self, query: Query) -> list[StoredInstance]:
+        """C-MOVE / C-GET: every instance under the entities :meth:`find` would match.
+
+        Returns
+        -------
+        list of StoredInstance
+            Ordered by study, series, Instance Number (numeric, absent last), then index order.
+
+        Raises
+        ------
+        securepacs.errors.QueryError
+            A key's value cannot be evaluated (e.g. a malformed range).
+        securepacs.errors.StorageError
+            The database failed.
+        """
+        owner = {
+            Level.PATIENT: study.c.patient_pk,
+            Level.STUDY: series.c.study_pk,
+            Level.SERIES: instance.c.series_pk,
+            Level.IMAGE: instance.c.id,
+        }[query.level]
+        base = _stored_select().add_columns(
+            instance.c.id, instance.c.series_pk, instance.c.instance_number, series.c.study_pk
+        )
+        rows: list[Row[Any]] = []
+        with self._reading() as conn:
+            with closing(matches(conn, query, computed_for_output=False, batch=_BATCH)) as m:
+                pks = [pk for pk, _values in m]
+            for chunk in _chunks(pks):
+                rows.extend(conn.execute(base.where(owner.in_(chunk))).all())
+        rows.sort(
+            key=lambda r: (
+                r.study_pk,
+                r.series_pk,
+                r.instance_number is None,
+                r.instance_number or 0,
+                r.id,
+            )
+        )
+        return [_stored(row) for row in rows]
+
+    def referenced_blob_keys(self, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` an instance row refers to (the others are orphan blobs)."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        with self._reading() as conn:
+            for chunk in _chunks(wanted):
+                stmt = sa.select(instance.c.blob_key).where(instance.c.blob_key.in_(chunk))
+                found.update(conn.execute(stmt).scalars())
+        return found
+
+    def count_instances(self) -> int:
+        """How many instances are indexed."""
+        with self._reading() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(instance)).scalar_one())
+
+    # -- plumbing --------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except sa_exc.SQLAlchemyError as exc:
+            raise _storage_error(exc) from exc
+
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        with self._guard(), self._engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                yield conn
+
+
+def _storage_error(exc: sa_exc.SQLAlchemyError) -> StorageError:
+    """One-line error for a database failure; no SQL nor parameter values in the message."""
+    orig = getattr(exc, "orig", None)
+    cause: BaseException = orig if isinstance(orig, BaseException) else exc
+    text = str(cause).strip()
+    line = text.splitlines()[0] if text else type(cause).__name__
+    lowered = text.lower()
+    if isinstance(exc, sa_exc.OperationalError) and any(
+        s in lowered for s in ("disk is full", "disk full", "no space left")
+    ):
+        return StorageFullError(f"index database is full: {line}")
+    return StorageError(f"index database error ({type(cause).__name__}): {line}")
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), _BATCH):
+        yield values[start : start + _BATCH]
+
+
+def _integer(value: str | None) -> int | None:
+    """An IS value as a 32-bit integer, for ordering; None when absent or not one."""
+    try:
+        number = int((value or "").strip())
+    except ValueError:
+        return None
+    return number if -(2**31) <= number < 2**31 else None
+
+
+def _modality_set(value: Any) -> set[str]:
+    return {m.strip() for m in str(value or "").split("\\") if m.strip()}
+
+
+# -- add ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """The identity of an instance's patient, study, series and instance."""
+
+    patient: tuple[str, str]
+    study: str
+    series: str
+    sop: str
+
+    @classmethod
+    def of(cls, record: InstanceRecord) -> _Keys:
+        def value(level: Level, keyword: str, required: bool) -> str:
+            raw = record.values.get(level, {}).get(keyword) or ""
+            if "\\" in raw or "\x00" in raw:
+                raise InvalidInstanceError(f"{keyword} must hold a single value")
+            if required and not raw.strip():
+                raise InvalidInstanceError(f"{keyword} is missing")
+            return uid_form(raw)
+
+        value(Level.IMAGE, "SOPClassUID", False)
+        return cls(
+            patient=(
+                value(Level.PATIENT, "PatientID", False),
+                value(Level.PATIENT, "IssuerOfPatientID", False),
+            ),
+            study=value(Level.STUDY, UNIQUE_KEY[Level.STUDY], True),
+            series=value(Level.SERIES, UNIQUE_KEY[Level.SERIES], True),
+            sop=value(Level.IMAGE, UNIQUE_KEY[Level.IMAGE], True),
+        )
+
+
+def _columns(table: sa.Table, attrs: Mapping[str, str]) -> dict[str, Any]:
+    """Every column derived from a row's values."""
+    cols: dict[str, Any] = dict(column_values(table, attrs))
+    if table is series:
+        cols["series_number"] = _integer(attrs.get("SeriesNumber"))
+    elif table is instance:
+        cols["instance_number"] = _integer(attrs.get("InstanceNumber"))
+    return cols
+
+
+def _one(conn: sa.Connection, table: sa.Table, where: Any) -> RowMapping | None:
+    return conn.execute(sa.select(table).where(where)).mappings().first()
+
+
+def _insert(conn: sa.Connection, table: sa.Table, attrs: Mapping[str, str], **extra: Any) -> int:
+    values = dict(attrs)
+    result = conn.execute(sa.insert(table).values(attrs=values, **_columns(table, values), **extra))
+    pk = result.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+def _fill(
+    conn: sa.Connection, table: sa.Table, row: RowMapping, new: Mapping[str, str]
+) -> set[str]:
+    """Give `row` the values of `new` it lacks; return the keywords filled."""
+    current: dict[str, Any] = dict(row["attrs"] or {})
+    filled = {
+        k for k, v in new.items() if v and v.strip() and not str(current.get(k) or "").strip()
+    }
+    if filled:
+        current.update({k: new[k] for k in filled})
+        conn.execute(
+            sa.update(table)
+            .where(table.c.id == row["id"])
+            .values(attrs=current, **_columns(table, current))
+        )
+    return filled
+
+
+def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool) -> AddResult:
+    old = conn.execute(
+        sa.select(instance.c.id, instance.c.series_pk, instance.c.blob_key).where(
+            instance.c.sop_instance_uid == keys.sop
+        )
+    ).first()
+    if old is not None and not replace:
+        return AddResult("duplicate")
+    series_pk = _file(conn, record, keys)
+    attrs = dict(record.values.get(Level.IMAGE, {}))
+    row = {
+        **_columns(instance, attrs),
+        "series_pk": series_pk,
+        "transfer_syntax_uid": record.transfer_syntax_uid,
+        "blob_key": record.blob_key,
+        "size": record.size,
+        "stored_at": datetime.now(UTC),
+        "source_ae": record.source_ae,
+        "attrs": attrs,
+    }
+    if old is None:
+        conn.execute(sa.insert(instance).values(row))
+        return AddResult("added")
+    conn.execute(sa.update(instance).where(instance.c.id == old.id).values(row))
+    if old.series_pk != series_pk:
+        _prune(conn, old.series_pk)
+    return AddResult("replaced", previous_blob_key=str(old.blob_key))
+
+
+def _file(conn: sa.Connection, record: InstanceRecord, keys: _Keys) -> int:
+    """Find or create the patient, study and series rows of `record`; the series pk."""
+    values = record.values
+    se = _one(conn, series, series.c.series_uid == keys.series)
+    if se is not None:
+        st = _one(conn, study, study.c.id == se["study_pk"])
+        assert st is not None
+        if st["study_uid"] != keys.study:
+            _log.warning(
+                "series %s arrived with study %s but is filed under study %s: kept there",
+                keys.series,
+                keys.study,
+                st["study_uid"],
+            )
+    else:
+        st = _one(conn, study, study.c.study_uid == keys.study)
+    if st is not None:
+        pt = _one(conn, patient, patient.c.id == st["patient_pk"])
+        assert pt is not None
+    else:
+        pt = _one(
+            conn,
+            patient,
+            sa.and_(patient.c.patient_id == keys.patient[0], patient.c.issuer == keys.patient[1]),
+        )
+
+    if pt is None:
+        patient_pk = _insert(conn, patient, values.get(Level.PATIENT, {}))
+    else:
+        patient_pk = pt["id"]
+        if (pt["patient_id"], pt["issuer"]) == keys.patient:
+            _fill(conn, patient, pt, values.get(Level.PATIENT, {}))
+        else:
+            # Patient details are not logged: they are patient data.
+            _log.warning(
+                "study %s arrived with another patient than the one it is filed under: "
+                "kept under its first patient",
+                st["study_uid"] if st is not None else keys.study,
+            )
+
+    modalities: set[str] = set()
+    if st is None:
+        study_pk = _insert(conn, study, values.get(Level.STUDY, {}), patient_pk=patient_pk)
+    else:
+        study_pk = st["id"]
+        modalities = _modality_set(st["modalities"])
+        if st["study_uid"] == keys.study:
+            _fill(conn, study, st, values.get(Level.STUDY, {}))
+
+    new_series = values.get(Level.SERIES, {})
+    if se is None:
+        series_pk = _insert(conn, series, new_series, study_pk=study_pk)
+        added = _modality_set(new_series.get("Modality"))
+    else:
+        series_pk = se["id"]
+        filled = _fill(conn, series, se, new_series)
+        added = _modality_set(new_series.get("Modality")) if "Modality" in filled else set()
+    if not added <= modalities:
+        conn.execute(
+            sa.update(study)
+            .where(study.c.id == study_pk)
+            .values(modalities="\\".join(sorted(modalities | added)))
+        )
+    return series_pk
+
+
+def _prune(conn: sa.Connection, series_pk: int) -> None:
+    """Delete the series if it has no instance left, then its study and patient if empty."""
+    if conn.execute(
+        sa.select(instance.c.id).where(instance.c.series_pk == series_pk).limit(1)
+    ).first():
+        return
+    study_pk = conn.execute(
+        sa.select(series.c.study_pk).where(series.c.id == series_pk)
+    ).scalar_one()
+    conn.execute(sa.delete(series).where(series.c.id == series_pk))
+    remaining = conn.execute(
+        sa.select(series.c.attrs).where(series.c.study_pk == study_pk)
+    ).scalars()
+    modalities: set[str] = set()
+    empty = True
+    for attrs in remaining:
+        empty = False
+        modalities |= _modality_set((attrs or {}).get("Modality"))
+    if not empty:
+        conn.execute(
+            sa.update(study)
+            .where(study.c.id == study_pk)
+            .values(modalities="\\".join(sorted(modalities)))
+        )
+        return
+    patient_pk = conn.execute(
+        sa.select(study.c.patient_pk).where(study.c.id == study_pk)
+    ).scalar_one()
+    conn.execute(sa.delete(study).where(study.c.id == study_pk))
+    if not conn.execute(
+        sa.select(study.c.id).where(study.c.patient_pk == patient_pk).limit(1)
+    ).first():
+        conn.execute(sa.delete(patient).where(patient.c.id == patient_pk))
+
+
+def _stored_select() -> sa.Select[Any]:
+    return sa.select(
+        instance.c.sop_instance_uid,
+        instance.c.sop_class_uid,
+        instance.c.transfer_syntax_uid,
+        instance.c.blob_key,
+        instance.c.size,
+        study.c.study_uid,
+        series.c.series_uid,
+    ).select_from(instance.join(series).join(study))
+
+
+def _stored(row: Row[Any]) -> StoredInstance:
+    return StoredInstance(
+        sop_instance_uid=row.sop_instance_uid,
+        sop_class_uid=row.sop_class_uid,
+        transfer_syntax_uid=row.transfer_syntax_uid,
+        blob_key=row.blob_key,
+        size=int(row.size),
+        study_uid=row.study_uid,
+        series_uid=row.series_uid,
+    )

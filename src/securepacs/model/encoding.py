@@ -1,0 +1,131 @@
+"""Structural check of an encoded data set (DICOM PS3.5 7.1 - 7.5), a pure core.
+
+pydicom reads leniently: a value cut short or a length running past the end of the data
+is read as whatever bytes are there. Before an archive acknowledges an instance it must
+know that the bytes it keeps are a whole data set, so :func:`check_structure` walks every
+element header, sequence item and delimiter, without decoding a single value, and raises
+``ValueError`` naming the offset of the first element that does not fit.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR",
+                       b"UT", b"SV", b"UV"})
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQ_END = 0xFFFEE0DD
+_MAX_DEPTH = 64
+
+
+class _Walker:
+    def __init__(self, data: bytes, *, implicit: bool, little: bool):
+        self.data = data
+        self.implicit = implicit
+        self.u16 = struct.Struct("<H" if little else ">H").unpack_from
+        self.u32 = struct.Struct("<I" if little else ">I").unpack_from
+        self.tag = struct.Struct("<HH" if little else ">HH").unpack_from
+
+    def _read_tag(self, pos: int) -> int:
+        if pos + 8 > len(self.data):
+            raise ValueError(f"data set truncated at byte {pos}")
+        group, elem = self.tag(self.data, pos)
+        return int(group) << 16 | int(elem)
+
+    def dataset(self, pos: int, end: int, depth: int, implicit: bool) -> int:
+        """Walk elements from `pos`; stop at `end` or at an Item Delimitation Item."""
+        while pos < end:
+            tag = self._read_tag(pos)
+            if tag == _ITEM_END:
+                return pos + 8
+            if tag >> 16 == 0xFFFE:
+                raise ValueError(f"unexpected delimiter ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                                 f"at byte {pos}")
+            if implicit:
+                vr = b""
+                length = int(self.u32(self.data, pos + 4)[0])
+                pos += 8
+            else:
+                vr = self.data[pos + 4:pos + 6]
+                if not (len(vr) == 2 and vr.isalpha() and vr.isupper()):
+                    raise ValueError(f"invalid VR {vr!r} at byte {pos}")
+                if vr in _LONG_VRS:
+                    if pos + 12 > len(self.data):
+                        raise ValueError(f"data set truncated at byte {pos}")
+                    length = int(self.u32(self.data, pos + 8)[0])
+                    pos += 12
+                else:
+                    length = int(self.u16(self.data, pos + 6)[0])
+                    pos += 8
+            if length == _UNDEFINED:
+                if depth >= _MAX_DEPTH:
+                    raise ValueError(f"sequences nested deeper than {_MAX_DEPTH} at byte {pos}")
+                # SQ, encapsulated pixel data, or UN holding an implicit-VR sequence
+                pos = self.items(pos, depth + 1, implicit or vr == b"UN")
+            else:
+                if pos + length > end:
+                    raise ValueError(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) of "
+                                     f"{length} bytes at byte {pos} runs past the end")
+                if vr == b"SQ":
+                    self.dataset_items(pos, pos + length, depth + 1, implicit)
+                pos += length
+        if pos != end:
+            raise ValueError(f"data set ends inside an element at byte {end}")
+        return pos
+
+    def dataset_items(self, pos: int, end: int, depth: int, implicit: bool) -> None:
+        """Items of a defined-length sequence."""
+        while pos < end:
+            if self._read_tag(pos) != _ITEM:
+                raise ValueError(f"expected a sequence item at byte {pos}")
+            length = int(self.u32(self.data, pos + 4)[0])
+            pos += 8
+            if length == _UNDEFINED:
+                pos = self.dataset(pos, end, depth, implicit)
+            else:
+                if pos + length > end:
+                    raise ValueError(f"sequence item at byte {pos} runs past its sequence")
+                self.dataset(pos, pos + length, depth, implicit)
+                pos += length
+
+    def items(self, pos: int, depth: int, implicit: bool) -> int:
+        """Items up to a Sequence Delimitation Item; returns the position after it."""
+        end = len(self.data)
+        while True:
+            tag = self._read_tag(pos)
+            length = int(self.u32(self.data, pos + 4)[0])
+            pos += 8
+            if tag == _SEQ_END:
+                return pos
+            if tag != _ITEM:
+                raise ValueError(f"expected an item or sequence delimiter at byte {pos - 8}")
+            if length == _UNDEFINED:
+                pos = self.dataset(pos, end, depth, implicit)
+            else:
+                if pos + length > end:
+                    raise ValueError(f"item of {length} bytes at byte {pos} runs past the end")
+                pos += length  # item content (or a pixel data fragment) is not walked
+
+
+def check_structure(data: bytes, *, implicit: bool, little: bool = True,
+                    deflated: bool = False) -> None:
+    """Raise ``ValueError`` unless `data` is a complete, well-delimited data set.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded data set (no preamble, no File Meta Information).
+    implicit, little, deflated : bool
+        The transfer syntax's encoding.
+    """
+    if deflated:
+        try:
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            data = inflater.decompress(data) + inflater.flush()
+        except zlib.error as exc:
+            raise ValueError(f"deflated data set does not inflate: {exc}") from None
+    walker = _Walker(data, implicit=implicit, little=little)
+    walker.dataset(0, len(data), 0, implicit)

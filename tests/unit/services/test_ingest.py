@@ -1,0 +1,136 @@
+"""Ingest write ordering and recovery, on the real SQLite index and filesystem store."""
+
+from __future__ import annotations
+
+import os
+import sys
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from factories import make_dataset  # noqa: E402
+from securepacs.blobs.filesystem import FileBlobStore  # noqa: E402
+from securepacs.errors import (  # noqa: E402
+    InvalidInstanceError,
+    SopClassMismatchError,
+    StorageError,
+)
+from securepacs.index.repository import SqlIndex  # noqa: E402
+from securepacs.services.ingest import IngestService, Outcome, Received, sweep_orphans  # noqa: E402
+
+
+def received(**kwargs: Any) -> Received:
+    ds = make_dataset(**kwargs)
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    raw = buf.getvalue()
+    group_length = int.from_bytes(raw[140:144], "little")
+    return Received(raw[144 + group_length:], ds.SOPClassUID, ds.SOPInstanceUID,
+                    ds.file_meta.TransferSyntaxUID, "TESTSCU")
+
+
+class Recorder:
+    """Wraps a real store or index and records the order of the calls that matter."""
+
+    def __init__(self, inner: Any, log: list[str], name: str, fail_on: str | None = None):
+        self._inner, self._log, self._name, self._fail_on = inner, log, name, fail_on
+
+    def __getattr__(self, attr: str) -> Any:
+        target = getattr(self._inner, attr)
+        if not callable(target) or attr not in ("put", "add", "delete"):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._log.append(f"{self._name}.{attr}")
+            if attr == self._fail_on:
+                raise StorageError("injected failure")
+            return target(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> tuple[SqlIndex, FileBlobStore]:
+    index = SqlIndex(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    index.create_schema()
+    return index, FileBlobStore(tmp_path / "blobs")
+
+
+def test_blob_is_durable_before_the_row(stores: tuple[SqlIndex, FileBlobStore]) -> None:
+    index, blobs = stores
+    calls: list[str] = []
+    service = IngestService(Recorder(index, calls, "index"), Recorder(blobs, calls, "blobs"))
+    item = received()
+    assert service.store(item) is Outcome.STORED
+    assert calls == ["blobs.put", "index.add"]
+    stored = index.get(item.sop_instance_uid)
+    assert stored is not None
+    assert blobs.read(stored.blob_key).endswith(item.dataset)
+    assert blobs.read(stored.blob_key)[128:132] == b"DICM"
+
+
+def test_index_failure_removes_the_blob(stores: tuple[SqlIndex, FileBlobStore]) -> None:
+    index, blobs = stores
+    calls: list[str] = []
+    service = IngestService(Recorder(index, calls, "index", fail_on="add"), blobs)
+    with pytest.raises(StorageError):
+        service.store(received())
+    assert list(blobs.keys()) == []
+
+
+def test_duplicate_keeps_first_and_writes_nothing(stores: tuple[SqlIndex, FileBlobStore]) -> None:
+    index, blobs = stores
+    item = received()
+    service = IngestService(index, blobs)
+    assert service.store(item) is Outcome.STORED
+    first = index.get(item.sop_instance_uid)
+    assert service.store(item) is Outcome.DUPLICATE
+    assert index.get(item.sop_instance_uid) == first
+    assert len(list(blobs.keys())) == 1
+
+
+def test_replace_swaps_the_blob(stores: tuple[SqlIndex, FileBlobStore]) -> None:
+    index, blobs = stores
+    item = received()
+    IngestService(index, blobs).store(item)
+    old = index.get(item.sop_instance_uid)
+    assert IngestService(index, blobs, replace_duplicates=True).store(item) is Outcome.REPLACED
+    new = index.get(item.sop_instance_uid)
+    assert old is not None and new is not None and new.blob_key != old.blob_key
+    assert list(blobs.keys()) == [new.blob_key]
+
+
+def test_mismatches_and_garbage_write_nothing(stores: tuple[SqlIndex, FileBlobStore]) -> None:
+    index, blobs = stores
+    service = IngestService(index, blobs)
+    item = received()
+    with pytest.raises(InvalidInstanceError, match="SOP Instance UID"):
+        service.store(Received(item.dataset, item.sop_class_uid, "1.2.3",
+                               item.transfer_syntax_uid))
+    with pytest.raises(SopClassMismatchError):
+        service.store(Received(item.dataset, "1.2.840.10008.5.1.4.1.1.4",
+                               item.sop_instance_uid, item.transfer_syntax_uid))
+    with pytest.raises(InvalidInstanceError, match="malformed"):
+        service.store(Received(b"\x08\x00\x18\x00UI\xff\x7fgarbage", item.sop_class_uid,
+                               item.sop_instance_uid, item.transfer_syntax_uid))
+    assert list(blobs.keys()) == []
+
+
+def test_sweep_removes_orphans_and_keeps_referenced(stores: tuple[SqlIndex, FileBlobStore]) -> None:
+    index, blobs = stores
+    item = received()
+    IngestService(index, blobs).store(item)
+    orphan = blobs.new_key()
+    blobs.put(orphan, b"written, never indexed")
+    (blobs.root / "tmp" / f"{'c' * 32}.999999999.tmp").write_bytes(b"half")
+    young = sweep_orphans(index, blobs, grace_seconds=3600)
+    assert young.orphan_blobs == 0 and orphan in set(blobs.keys())
+    report = sweep_orphans(index, blobs, grace_seconds=0)
+    assert (report.temp_files, report.orphan_blobs) == (0, 1) or report.orphan_blobs == 1
+    stored = index.get(item.sop_instance_uid)
+    assert stored is not None and list(blobs.keys()) == [stored.blob_key]
+    assert not os.listdir(blobs.root / "tmp")
