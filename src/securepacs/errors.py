@@ -5,6 +5,7 @@
     PacsError
     ├── ConfigError            bad settings, missing files named in the config
     ├── PkiError               CA / certificate problems (issue, load, verify)
+    │   └── HandshakeRefused   a peer refused during the TLS handshake (reason in message)
     ├── StorageError           index or blob store could not do what was asked
     │   └── StorageFullError   no space left (maps to DIMSE Out of Resources)
     ├── InvalidInstanceError   a data set we refuse to store (malformed, mismatched UIDs)
@@ -55,3 +56,7 @@ class RetrieveError(PacsError):
 
 class UnknownDestinationError(RetrieveError):
     """A C-MOVE destination AE title that is not in the configuration."""
+
+
+class HandshakeRefused(PkiError):
+    """A TLS handshake the server refused; the message is the reason, for the log."""

@@ -46,15 +46,16 @@ def study_identifier(study_uid: str) -> Dataset:
 
 
 @needs_dcmtk
-def test_move_to_storescp_over_tls(tmp_path: Path, pki) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+def test_move_to_storescp(tmp_path: Path, pki, tls: bool) -> None:  # noqa: ANN001
     dest_port = free_port()
     out = tmp_path / "received"
     out.mkdir()
     server = make_server(tmp_path, pki, move_destinations=[
-        {"ae_title": "DEST", "host": "127.0.0.1", "port": dest_port, "tls": True}]).start()
+        {"ae_title": "DEST", "host": "127.0.0.1", "port": dest_port, "tls": tls}]).start()
+    security = tls_args(pki.server.key, pki.server.cert, pki.ca_cert) if tls else []
     storescp = subprocess.Popen(
-        ["storescp", *tls_args(pki.server.key, pki.server.cert, pki.ca_cert),
-         "-aet", "DEST", "-od", str(out), str(dest_port)],
+        ["storescp", *security, "-aet", "DEST", "-od", str(out), str(dest_port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"})
     try:
         wait_for_port(dest_port, None, 15)

@@ -62,10 +62,11 @@ def serve(
     typer.echo(f"securepacs: AE title {s.ae_title}, data in {s.data_dir}")
     typer.echo(f"  TLS (PS3.15 B.12, client certificate required) on {s.host}:{s.port}")
     if boot is not None:
-        line = ["storescu", "+tls", str(boot.client_key), str(boot.client_cert),
-                "+cf", str(boot.ca_cert), "-aec", s.ae_title, "127.0.0.1", str(s.port),
-                "FILE.dcm"]
-        typer.echo("  Try it:  TCP_NODELAY=1 " + " ".join(shlex.quote(p) for p in line))
+        tls = ["+tls", str(boot.client_key), str(boot.client_cert), "+cf", str(boot.ca_cert),
+               "-aec", s.ae_title, "127.0.0.1", str(s.port)]
+        for tool, extra in (("echoscu", []), ("storescu", ["FILE.dcm"])):
+            line = " ".join(shlex.quote(p) for p in [tool, *tls, *extra])
+            typer.echo(f"  Try it:  TCP_NODELAY=1 {line}")
     if s.plain_port is not None:
         log.warning("plain TCP listener enabled on port %d: traffic there is NOT encrypted "
                     "and clients are NOT authenticated", s.plain_port)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -26,6 +25,9 @@ from securepacs.dimse.contexts import FIND_MODELS, GET_MODELS, MOVE_MODELS, send
 from securepacs.errors import PacsError
 from securepacs.services.ingest import IngestService, Received
 from securepacs.services.query import QueryService, RetrieveService
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 

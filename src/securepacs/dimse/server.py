@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from securepacs.dimse.contexts import supported_contexts
 from securepacs.dimse.handlers import Handlers
-from securepacs.pki.tlspolicy import cipher_description, describe_handshake_error, peer_certificate
+from securepacs.errors import HandshakeRefused
+from securepacs.pki.tlspolicy import cipher_description, peer_certificate, server_handshake
+
+if TYPE_CHECKING:  # ssl itself is used only by securepacs.pki.tlspolicy
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +57,10 @@ class TlsAssociationServer(ThreadedAssociationServer):
     def _handshake(self, context: ssl.SSLContext, sock: socket.socket,
                    address: tuple[str, int]) -> ssl.SSLSocket | None:
         where = f"{address[0]}:{address[1]}"
-        previous = sock.gettimeout()
         try:
-            sock.settimeout(self.handshake_timeout)
-            tls = context.wrap_socket(sock, server_side=True)
-            tls.settimeout(previous)
-        except (ssl.SSLError, OSError) as exc:
-            log.warning("TLS handshake with %s refused: %s", where, describe_handshake_error(exc))
-            try:
-                sock.close()
-            except OSError:
-                pass
+            tls = server_handshake(context, sock, timeout=self.handshake_timeout)
+        except HandshakeRefused as exc:
+            log.warning("TLS handshake with %s refused: %s", where, exc)
             return None
         cert = peer_certificate(tls)
         if cert is not None:

@@ -3,7 +3,8 @@
 SQLite is set up for a server that answers C-STORE Success only once the row is committed
 and that may run as several threads and processes on one file:
 
-- ``journal_mode=WAL``: readers never block the writer nor the writer the readers;
+- ``journal_mode=WAL``: readers never block the writer nor the writer the readers (set
+  once per file, retried while another process is doing the same);
 - ``synchronous=FULL``: a committed transaction survives a power cut;
 - ``foreign_keys=ON``, ``busy_timeout=30000``, ``case_sensitive_like=ON`` (so that ``LIKE``
   is exact and may use an index, see :mod:`securepacs.index.sqlfilter`);
@@ -12,10 +13,13 @@ and that may run as several threads and processes on one file:
   queue on the write lock at BEGIN instead of failing with "database is locked" when a read
   transaction tries to become a write one. Connections carrying the execution option
   :data:`READ_ONLY` start with a plain deferred ``BEGIN`` and do not take the write lock.
+
+Every engine hides bound parameters in error messages: they are patient data.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +30,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 READ_ONLY = "securepacs_read_only"
 
 _PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=30000",
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=30000",
     "PRAGMA case_sensitive_like=ON",
 )
 _BUSY_SECONDS = 30.0
@@ -55,6 +58,10 @@ def make_engine(url: str) -> Engine:
     ------
     sqlalchemy.exc.ArgumentError
         The URL cannot be parsed or names an unknown dialect.
+    ImportError
+        The database driver the URL names is not installed.
+    OSError
+        The folder of an SQLite database cannot be created.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -83,8 +90,30 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         for pragma in _PRAGMAS:
             cursor.execute(pragma)
+        _use_wal(cursor)
     finally:
         cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the database file to WAL (a persistent setting) unless it already is.
+
+    Switching needs an exclusive lock, and SQLite reports "database is locked" at once,
+    without waiting, when two processes open a new database together: retry until the
+    busy timeout.
+    """
+    deadline = time.monotonic() + _BUSY_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # the driver's OperationalError
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _on_begin(connection: sa.Connection) -> None:

@@ -82,7 +82,9 @@ def matches(
         if (computed_for_output and lv is level)
         or any(k in constraints for k in COMPUTED_ATTRIBUTES[lv])
     ]
-    result = conn.execute(_candidates(level, constraints))
+    # A server-side cursor where the driver has one (PostgreSQL): a query with a limit reads
+    # only the batches it needs. SQLite cursors step lazily anyway.
+    result = conn.execute(_candidates(level, constraints).execution_options(stream_results=True))
     try:
         for part in result.partitions(batch):
             merged = [_merge(row, levels) for row in part]

@@ -92,7 +92,8 @@ class SqlIndex:
         try:
             self._engine = make_engine(url)
         except sa_exc.ArgumentError as exc:
-            raise ConfigError(f"invalid index database URL: {exc}") from exc
+            # the message would quote the URL, which may hold a password
+            raise ConfigError(f"invalid index database URL ({type(exc).__name__})") from None
         except ImportError as exc:
             raise ConfigError(f"index database driver not installed: {exc}") from exc
         except OSError as exc:

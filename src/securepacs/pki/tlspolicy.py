@@ -20,6 +20,8 @@ Policy (PS3.15 B.12, RFC 9325 section 4, RFC 8996):
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,13 +30,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from securepacs.errors import PkiError
+from securepacs.errors import HandshakeRefused, PkiError
 from securepacs.pki.authority import fingerprint_sha256
 
 __all__ = [
     "TLS12_CIPHERS",
     "PeerCertificate",
     "cipher_description",
+    "server_handshake",
     "client_context",
     "describe_handshake_error",
     "peer_certificate",
@@ -371,3 +374,26 @@ def cipher_description(sock: ssl.SSLSocket) -> str:
         return "no cipher (handshake not complete)"
     name, version, _bits = cipher
     return f"{version} {name}"
+
+
+def server_handshake(context: ssl.SSLContext, sock: socket.socket, *,
+                     timeout: float) -> ssl.SSLSocket:
+    """Perform the server side of the handshake on an accepted socket, within `timeout`.
+
+    The returned socket has the timeout `sock` had before. On failure `sock` is closed.
+
+    Raises
+    ------
+    HandshakeRefused
+        The handshake failed; the message is :func:`describe_handshake_error`'s reason.
+    """
+    previous = sock.gettimeout()
+    try:
+        sock.settimeout(timeout)
+        tls = context.wrap_socket(sock, server_side=True)
+        tls.settimeout(previous)
+        return tls
+    except (ssl.SSLError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise HandshakeRefused(describe_handshake_error(exc)) from None

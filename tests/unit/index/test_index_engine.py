@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,34 @@ def test_memory_database_needs_no_folder() -> None:
     eng = make_engine("sqlite://")
     with eng.begin() as conn:
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+def test_several_engines_opening_a_new_database_at_once(tmp_path: Path) -> None:
+    """Switching a new file to WAL fails at once with "database is locked" when another
+    connection does it at the same moment; make_engine retries instead of failing."""
+    errors: list[BaseException] = []
+    for attempt in range(20):
+        url = f"sqlite:///{tmp_path / str(attempt) / 'index.db'}"
+        engines = [make_engine(url) for _ in range(6)]
+        barrier = threading.Barrier(len(engines))
+
+        def open_and_write(eng: sa.Engine) -> None:
+            barrier.wait()
+            try:
+                with eng.begin() as conn:
+                    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+                    conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_write, args=(e,)) for e in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with engines[0].connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == len(engines)
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        for eng in engines:
+            eng.dispose()
+    assert errors == []

@@ -1,0 +1,82 @@
+"""`securepacs serve` as a user meets it: first run, flags, the plain listener, --help."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import HOST, SECUREPACS, Server, dcmtk, free_port, needs_dcmtk, write_config
+
+pytestmark = [pytest.mark.integration]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SECUREPACS, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_version_and_help() -> None:
+    version = run_cli("--version")
+    assert version.returncode == 0 and re.match(r"securepacs \d+\.\d+", version.stdout)
+    helped = run_cli("serve", "--help")
+    assert helped.returncode == 0
+    for flag in ("--config", "--data-dir", "--host", "--port", "--ae-title", "--tls-cert",
+                 "--tls-key", "--tls-ca", "--plain-port"):
+        assert flag in helped.stdout
+
+
+def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "bad.toml", port=2762, plain_port=2762)
+    result = run_cli("serve", "--config", str(cfg))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "plain_port must differ" in result.stderr
+    missing = run_cli("serve", "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and "config file not found" in missing.stderr
+
+
+@needs_dcmtk
+def test_first_run_bootstraps_a_ca_and_prints_a_working_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    server = Server(data, write_config(tmp_path / "c.toml", host=HOST), port, "SECUREPACS",
+                    tmp_path / "server.log", extra_args=["--data-dir", str(data),
+                                                        "--port", str(port)])
+    server.start()
+    try:
+        pki = data / "pki"
+        for name in ("ca.key", "server.key", "client.key"):
+            assert stat.S_IMODE((pki / name).stat().st_mode) == 0o600
+        line = server.wait_for_log(r"Try it:  TCP_NODELAY=1 (echoscu [^\n]+)").group(1)
+        result = dcmtk(*shlex.split(line), timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert "storescu +tls" in server.log()
+    finally:
+        server.stop()
+    # a second start reuses the CA: nothing is recreated
+    before = (data / "pki" / "ca.pem").read_bytes()
+    server.log_path = tmp_path / "second.log"
+    server.start()
+    server.stop()
+    assert (data / "pki" / "ca.pem").read_bytes() == before
+    assert "Created a local CA" not in server.log_path.read_text()
+
+
+@needs_dcmtk
+def test_plain_listener_only_when_asked_and_with_a_warning(tmp_path: Path, pki) -> None:  # noqa: ANN001
+    from conftest import make_server
+
+    plain = free_port()
+    server = make_server(tmp_path, pki, plain_port=plain).start()
+    try:
+        server.wait_for_log(rf"WARNING.*plain TCP listener enabled on port {plain}")
+        result = dcmtk("echoscu", "-aec", "SECUREPACS", HOST, str(plain), timeout=30)
+        assert result.returncode == 0, result.stderr
+        refused = dcmtk("echoscu", "-aec", "SECUREPACS", HOST, str(server.port), timeout=30)
+        assert refused.returncode != 0
+    finally:
+        server.stop()
