@@ -130,3 +130,23 @@ def dcmtk(*args: str | Path, timeout: float = 120.0) -> subprocess.CompletedProc
 
 def tls_args(key: Path, cert: Path, ca: Path) -> list[str]:
     return ["+tls", str(key), str(cert), "+cf", str(ca)]
+
+
+def make_server(tmp: Path, pki, **config: object) -> Server:  # noqa: ANN001
+    """A server (not started) on a free port, TLS files from the test PKI, data in `tmp`."""
+    data = tmp / "data"
+    port = free_port()
+    values: dict[str, object] = {
+        "data_dir": str(data),
+        "host": "127.0.0.1",
+        "port": port,
+        "ae_title": "SECUREPACS",
+        "tls_cert": str(pki.server.cert),
+        "tls_key": str(pki.server.key),
+        "tls_ca": str(pki.ca_cert),
+        "orphan_grace_seconds": 0,
+        "handshake_timeout": 5,
+    }
+    values.update(config)
+    cfg = write_config(tmp / "securepacs.toml", **values)
+    return Server(data, cfg, port, "SECUREPACS", tmp / "server.log")

@@ -7,12 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness import Server
+from harness import Server, make_server
 from pydicom import dcmread
 from pynetdicom import _config
 from scu import associate
 
-from conftest import make_server
 from factories import make_dataset, write_study
 
 pytestmark = [pytest.mark.integration]

@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import HOST, needs_dcmtk, tls_args
+from harness import HOST, make_server, needs_dcmtk, tls_args
 from pydicom import dcmread
 from test_retrieve import dataset_bytes
 
-from conftest import make_server
 from factories import write_study
 
 pytestmark = [pytest.mark.integration, needs_dcmtk]

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import free_port, needs_dcmtk, tls_args, wait_for_port
+from harness import free_port, make_server, needs_dcmtk, tls_args, wait_for_port
 from pydicom import Dataset, dcmread
 from pynetdicom import evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -17,7 +17,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from scu import associate
 
-from conftest import make_server
 from factories import write_study
 
 pytestmark = [pytest.mark.integration]

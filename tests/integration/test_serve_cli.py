@@ -9,8 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from harness import HOST, SECUREPACS, Server, dcmtk, free_port, needs_dcmtk, write_config
+from harness import HOST, SECUREPACS, Server, dcmtk, free_port, make_server, needs_dcmtk, write_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -68,7 +67,6 @@ def test_first_run_bootstraps_a_ca_and_prints_a_working_line(tmp_path: Path) -> 
 
 @needs_dcmtk
 def test_plain_listener_only_when_asked_and_with_a_warning(tmp_path: Path, pki) -> None:  # noqa: ANN001
-    from conftest import make_server
 
     plain = free_port()
     server = make_server(tmp_path, pki, plain_port=plain).start()

@@ -1,6 +1,7 @@
-"""The index of stored instances: patient / study / series / instance rows in SQL.
+"""The index of stored instances: patient / study / series / instance rows in SQL (PS3.4 C.6).
 
 SQLAlchemy lives here and nowhere else. :mod:`.schema` declares the tables, :mod:`.engine`
 opens SQLite (default) or PostgreSQL, :mod:`.sqlfilter` turns C-FIND matchers into SQL
-pre-filters, and :class:`.repository.SqlIndex` is what the services use.
+pre-filters, :mod:`.lookup` runs C-FIND on the tables, and :class:`.repository.SqlIndex`
+is what the services use.
 """

@@ -24,6 +24,7 @@ from securepacs.model.matching import Matcher
 from securepacs.model.query import Query
 from securepacs.model.record import COMPUTED_ATTRIBUTES, LEVEL_ATTRIBUTES
 
+#: The table of each Query/Retrieve level.
 TABLES: dict[Level, sa.Table] = {
     Level.PATIENT: patient,
     Level.STUDY: study,
@@ -33,6 +34,8 @@ TABLES: dict[Level, sa.Table] = {
 
 
 def output_keywords(level: Level) -> tuple[str, ...]:
+    """Keywords of a C-FIND result at `level`: the attributes kept at it and above, then
+    the level's computed attributes."""
     keywords: list[str] = []
     for above in level.at_or_above():
         keywords.extend(LEVEL_ATTRIBUTES[above])
@@ -47,12 +50,7 @@ def _candidates(level: Level, constraints: Mapping[str, Matcher]) -> sa.Select[A
     joined: sa.FromClause = patient
     for lv in levels[1:]:
         joined = joined.join(TABLES[lv])
-    return (
-        sa.select(*columns)
-        .select_from(joined)
-        .where(*prefilter(constraints))
-        .order_by(TABLES[level].c.id)
-    )
+    return sa.select(*columns).select_from(joined).where(*prefilter(constraints)).order_by(TABLES[level].c.id)
 
 
 def _merge(row: Row[Any], levels: Sequence[Level]) -> dict[str, str]:
@@ -69,7 +67,24 @@ def _merge(row: Row[Any], levels: Sequence[Level]) -> dict[str, str]:
 def matches(
     conn: sa.Connection, query: Query, *, computed_for_output: bool, batch: int
 ) -> Generator[tuple[int, dict[str, str]], None, None]:
-    """(pk, merged values) of every entity at ``query.level`` that matches, in pk order."""
+    """(pk, merged values) of every entity at ``query.level`` that matches, in pk order.
+
+    Parameters
+    ----------
+    conn : sqlalchemy.Connection
+        A connection inside a (read) transaction; used while the generator runs.
+    query : securepacs.model.query.Query
+        The identifier.
+    computed_for_output : bool
+        Also compute the level's computed attributes when no key constrains them.
+    batch : int
+        Candidate rows read, and given computed attributes, at a time.
+
+    Raises
+    ------
+    securepacs.errors.QueryError
+        A key's value cannot be evaluated.
+    """
     level = query.level
     levels = level.at_or_above()
     try:
@@ -79,8 +94,7 @@ def matches(
     computed_levels = [
         lv
         for lv in levels
-        if (computed_for_output and lv is level)
-        or any(k in constraints for k in COMPUTED_ATTRIBUTES[lv])
+        if (computed_for_output and lv is level) or any(k in constraints for k in COMPUTED_ATTRIBUTES[lv])
     ]
     # A server-side cursor where the driver has one (PostgreSQL): a query with a limit reads
     # only the batches it needs. SQLite cursors step lazily anyway.
@@ -92,9 +106,9 @@ def matches(
                 label = f"pk{lv.depth}"
                 pks = sorted({row._mapping[label] for row in part})
                 computed = _computed(conn, lv, pks)
-                for row, values in zip(part, merged):
+                for row, values in zip(part, merged, strict=True):
                     values.update(computed[row._mapping[label]])
-            for row, values in zip(part, merged):
+            for row, values in zip(part, merged, strict=True):
                 if all(m.matches(values.get(k)) for k, m in constraints.items()):
                     yield row._mapping[f"pk{level.depth}"], values
     finally:

@@ -167,10 +167,11 @@ class SqlIndex:
             try:
                 with self._engine.begin() as conn:
                     return _add(conn, record, keys, replace)
-            except sa_exc.IntegrityError as exc:
-                # A concurrent writer filed the same patient/study/series/instance first:
-                # look again. A conflict that persists (e.g. a reused blob key) is an error.
-                if attempt == _ATTEMPTS:
+            except sa_exc.DBAPIError as exc:
+                # A concurrent writer filed the same patient/study/series/instance first
+                # (or, on PostgreSQL, a deadlock was broken): look again. A conflict that
+                # persists (e.g. a reused blob key) is an error.
+                if attempt == _ATTEMPTS or not _retryable(exc):
                     raise _storage_error(exc) from exc
                 _log.debug("add %s: conflict, attempt %d", keys.sop, attempt)
             except sa_exc.SQLAlchemyError as exc:
@@ -338,6 +339,16 @@ def _storage_error(exc: sa_exc.SQLAlchemyError) -> StorageError:
     return StorageError(f"index database error ({type(cause).__name__}): {line}")
 
 
+def _retryable(exc: sa_exc.DBAPIError) -> bool:
+    """A unique-key race, a broken deadlock or a serialization failure."""
+    if isinstance(exc, sa_exc.IntegrityError):
+        return True
+    text = str(exc.orig).lower()
+    return isinstance(exc, sa_exc.OperationalError) and (
+        "deadlock detected" in text or "could not serialize" in text
+    )
+
+
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), _BATCH):
         yield values[start : start + _BATCH]
@@ -401,7 +412,10 @@ def _columns(table: sa.Table, attrs: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _one(conn: sa.Connection, table: sa.Table, where: Any) -> RowMapping | None:
-    return conn.execute(sa.select(table).where(where)).mappings().first()
+    """The row, locked until commit where the database locks rows (PostgreSQL), so that
+    concurrent adds to one study do not lose each other's updates. SQLite has no row
+    locks and needs none: its write transactions run one at a time."""
+    return conn.execute(sa.select(table).where(where).with_for_update()).mappings().first()
 
 
 def _insert(conn: sa.Connection, table: sa.Table, attrs: Mapping[str, str], **extra: Any) -> int:
@@ -412,20 +426,14 @@ def _insert(conn: sa.Connection, table: sa.Table, attrs: Mapping[str, str], **ex
     return int(pk[0])
 
 
-def _fill(
-    conn: sa.Connection, table: sa.Table, row: RowMapping, new: Mapping[str, str]
-) -> set[str]:
+def _fill(conn: sa.Connection, table: sa.Table, row: RowMapping, new: Mapping[str, str]) -> set[str]:
     """Give `row` the values of `new` it lacks; return the keywords filled."""
     current: dict[str, Any] = dict(row["attrs"] or {})
-    filled = {
-        k for k, v in new.items() if v and v.strip() and not str(current.get(k) or "").strip()
-    }
+    filled = {k for k, v in new.items() if v and v.strip() and not str(current.get(k) or "").strip()}
     if filled:
         current.update({k: new[k] for k in filled})
         conn.execute(
-            sa.update(table)
-            .where(table.c.id == row["id"])
-            .values(attrs=current, **_columns(table, current))
+            sa.update(table).where(table.c.id == row["id"]).values(attrs=current, **_columns(table, current))
         )
     return filled
 
@@ -527,17 +535,11 @@ def _file(conn: sa.Connection, record: InstanceRecord, keys: _Keys) -> int:
 
 def _prune(conn: sa.Connection, series_pk: int) -> None:
     """Delete the series if it has no instance left, then its study and patient if empty."""
-    if conn.execute(
-        sa.select(instance.c.id).where(instance.c.series_pk == series_pk).limit(1)
-    ).first():
+    if conn.execute(sa.select(instance.c.id).where(instance.c.series_pk == series_pk).limit(1)).first():
         return
-    study_pk = conn.execute(
-        sa.select(series.c.study_pk).where(series.c.id == series_pk)
-    ).scalar_one()
+    study_pk = conn.execute(sa.select(series.c.study_pk).where(series.c.id == series_pk)).scalar_one()
     conn.execute(sa.delete(series).where(series.c.id == series_pk))
-    remaining = conn.execute(
-        sa.select(series.c.attrs).where(series.c.study_pk == study_pk)
-    ).scalars()
+    remaining = conn.execute(sa.select(series.c.attrs).where(series.c.study_pk == study_pk)).scalars()
     modalities: set[str] = set()
     empty = True
     for attrs in remaining:
@@ -545,18 +547,12 @@ def _prune(conn: sa.Connection, series_pk: int) -> None:
         modalities |= _modality_set((attrs or {}).get("Modality"))
     if not empty:
         conn.execute(
-            sa.update(study)
-            .where(study.c.id == study_pk)
-            .values(modalities="\\".join(sorted(modalities)))
+            sa.update(study).where(study.c.id == study_pk).values(modalities="\\".join(sorted(modalities)))
         )
         return
-    patient_pk = conn.execute(
-        sa.select(study.c.patient_pk).where(study.c.id == study_pk)
-    ).scalar_one()
+    patient_pk = conn.execute(sa.select(study.c.patient_pk).where(study.c.id == study_pk)).scalar_one()
     conn.execute(sa.delete(study).where(study.c.id == study_pk))
-    if not conn.execute(
-        sa.select(study.c.id).where(study.c.patient_pk == patient_pk).limit(1)
-    ).first():
+    if not conn.execute(sa.select(study.c.id).where(study.c.patient_pk == patient_pk).limit(1)).first():
         conn.execute(sa.delete(patient).where(patient.c.id == patient_pk))
 
 

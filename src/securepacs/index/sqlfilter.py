@@ -61,9 +61,7 @@ _ESCAPE = "!"
 
 
 def _fold_safe_char(char: str) -> bool:
-    return (char < "\u0250" and char not in "\u0130\u0131\u017f") or (
-        char.lower() == char == char.upper()
-    )
+    return (char < "\u0250" and char not in "\u0130\u0131\u017f") or (char.lower() == char == char.upper())
 
 
 def fold_safe(text: str) -> bool:

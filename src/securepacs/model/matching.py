@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 #: VRs on which wildcard matching applies (PS3.4 C.2.2.2.4).
@@ -38,7 +39,7 @@ class Matcher(Protocol):
 
 
 def _values(stored: str | None) -> list[str]:
-    if stored is None or stored == "":
+    if stored is None or stored.strip(" \x00") == "":
         return []
     return stored.split("\\")
 
@@ -58,13 +59,16 @@ class Single:
     values: tuple[str, ...]
     fold_case: bool = False
 
+    @cached_property
+    def _folded(self) -> re.Pattern[str]:
+        # the same folding as Wildcard (re.IGNORECASE), so both agree on every character
+        body = "|".join(f"(?:{re.escape(v)})" for v in self.values)
+        return re.compile(body, re.IGNORECASE | re.DOTALL)
+
     def matches(self, stored: str | None) -> bool:
-        wanted = {v.lower() for v in self.values} if self.fold_case else set(self.values)
-        for value in _values(stored):
-            candidate = value.strip()
-            if (candidate.lower() if self.fold_case else candidate) in wanted:
-                return True
-        return False
+        if self.fold_case:
+            return any(self._folded.fullmatch(v.strip()) for v in _values(stored))
+        return any(v.strip() in self.values for v in _values(stored))
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class Wildcard:
     patterns: tuple[str, ...]
     fold_case: bool = False
 
+    @cached_property
     def _regex(self) -> re.Pattern[str]:
         parts = []
         for pattern in self.patterns:
@@ -85,27 +90,36 @@ class Wildcard:
         return re.compile("|".join(parts), flags)
 
     def matches(self, stored: str | None) -> bool:
-        regex = self._regex()
+        regex = self._regex
         return any(regex.fullmatch(v.strip()) for v in _values(stored))
 
 
-def _normal_time(value: str) -> str:
-    """TM to ``HHMMSS.ffffff`` (old ``HH:MM:SS`` form accepted), padded with zeros."""
+def _normal_time(value: str, pad: str = "0") -> str:
+    """TM to ``HHMMSS.ffffff`` (old ``HH:MM:SS`` form accepted); the missing precision is
+    filled with `pad`: ``"0"`` for a value or a lower bound, ``"9"`` for an upper bound, so
+    that ``-0900`` includes 09:00:30 (the bound names the whole minute)."""
     value = value.strip().replace(":", "")
     whole, _, fraction = value.partition(".")
-    return whole.ljust(6, "0") + "." + fraction.ljust(6, "0")
+    return whole.ljust(6, pad) + "." + fraction.ljust(6, pad)
 
 
-def _normal(vr: str, value: str) -> str:
+def _normal(vr: str, value: str, pad: str = "0") -> str:
     value = value.strip()
     if vr == "TM":
-        return _normal_time(value)
+        return _normal_time(value, pad)
     if vr == "DT":
         # YYYYMMDDHHMMSS.ffffff, offsets ignored for ordering
-        core = re.split(r"[+-]", value, maxsplit=1)[0] if len(value) > 8 else value
-        date, time = core[:8].ljust(8, "0"), core[8:]
-        return date + _normal_time(time or "0")
+        core = _DT_OFFSET.sub("", value)
+        date, time = core[:8].ljust(8, pad), core[8:]
+        return date + _normal_time(time, pad) if time else date + _normal_time("", pad)
     return value
+
+
+#: A DT value (PS3.5 6.2) with an optional UTC offset, and a DT range.
+_DT_VALUE = r"\d{4,14}(?:\.\d{1,6})?(?:[+-]\d{4})?"
+_DT_OFFSET = re.compile(r"[+-]\d{4}$")
+_DT_SINGLE = re.compile(r"\d{10,14}(?:\.\d{1,6})?[+-]\d{4}")
+_DT_RANGE = re.compile(f"({_DT_VALUE})?-({_DT_VALUE})?")
 
 
 @dataclass(frozen=True)
@@ -121,7 +135,7 @@ class Range:
             v = _normal(self.vr, value)
             if self.low is not None and v < _normal(self.vr, self.low):
                 continue
-            if self.high is not None and v > _normal(self.vr, self.high):
+            if self.high is not None and v > _normal(self.vr, self.high, "9"):
                 continue
             return True
         return False
@@ -149,12 +163,17 @@ def parse(vr: str, value: str | None) -> Matcher:
         return Universal()
     fold = vr == "PN"
     alternatives = tuple(v.strip() for v in value.split("\\") if v.strip())
-    if vr in RANGE_VRS and any("-" in v for v in alternatives):
+    is_single_dt = vr == "DT" and all(_DT_SINGLE.fullmatch(v) for v in alternatives)
+    if vr in RANGE_VRS and not is_single_dt and any("-" in v for v in alternatives):
         if len(alternatives) != 1:
             raise ValueError(f"range matching takes one range, got {value!r}")
-        low, sep, high = alternatives[0].partition("-")
-        if vr == "DT" and alternatives[0].count("-") > 1:
-            raise ValueError(f"ambiguous DT range {value!r}")
+        if vr == "DT":
+            found = _DT_RANGE.fullmatch(alternatives[0])
+            if found is None:
+                raise ValueError(f"malformed DT range {value!r}")
+            low, high = found.group(1), found.group(2)
+        else:
+            low, _, high = alternatives[0].partition("-")
         if not low and not high:
             return Universal()
         return Range(vr, low or None, high or None)

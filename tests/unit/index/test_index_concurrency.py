@@ -46,9 +46,7 @@ def add_range(url: str, numbers: list[int], barrier: Any, results: Any) -> None:
         results.put(("error", repr(exc)))
 
 
-def assert_hierarchy(
-    index: SqlIndex, instances: int, patients: int, studies: int, series: int
-) -> None:
+def assert_hierarchy(index: SqlIndex, instances: int, patients: int, studies: int, series: int) -> None:
     assert index.count_instances() == instances
     assert len(index.find(Query(Root.PATIENT, Level.PATIENT, ()))) == patients
     found = index.find(Query(Root.STUDY, Level.STUDY, ()))

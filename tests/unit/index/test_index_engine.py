@@ -99,7 +99,7 @@ def test_several_engines_opening_a_new_database_at_once(tmp_path: Path) -> None:
         engines = [make_engine(url) for _ in range(6)]
         barrier = threading.Barrier(len(engines))
 
-        def open_and_write(eng: sa.Engine) -> None:
+        def open_and_write(eng: sa.Engine, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             try:
                 with eng.begin() as conn:

@@ -198,9 +198,9 @@ def test_uid_lists(find: Find, root: Root) -> None:
         "3.1.1.1",
     ]
     assert find(Level.IMAGE, root, SOPClassUID=("UI", US)) == ["1.2.1.1"]
-    assert find(
-        Level.IMAGE, root, StudyInstanceUID=("UI", "1.1"), SeriesInstanceUID=("UI", "1.1.2")
-    ) == ["1.1.2.1"]
+    assert find(Level.IMAGE, root, StudyInstanceUID=("UI", "1.1"), SeriesInstanceUID=("UI", "1.1.2")) == [
+        "1.1.2.1"
+    ]
 
 
 def test_keys_the_index_does_not_keep_are_ignored(find: Find) -> None:
@@ -215,9 +215,7 @@ def test_keys_the_index_does_not_keep_are_ignored(find: Find) -> None:
 
 
 def test_keys_combine(find: Find) -> None:
-    assert find(Level.STUDY, PatientName=("PN", "doe*"), StudyDate=("DA", "20200101-20201231")) == [
-        "1.1"
-    ]
+    assert find(Level.STUDY, PatientName=("PN", "doe*"), StudyDate=("DA", "20200101-20201231")) == ["1.1"]
 
 
 def test_patient_root_keys_at_study_level_in_study_root(find: Find) -> None:
@@ -295,8 +293,6 @@ def test_instances_for_retrieve(filled: SqlIndex) -> None:
     ]
     assert sops(Level.IMAGE, SOPInstanceUID=("UI", "3.1.1.1\\1.1.1.3")) == ["1.1.1.3", "3.1.1.1"]
     assert sops(Level.STUDY, ModalitiesInStudy=("CS", "US")) == ["1.2.1.1"]
-    (one,) = filled.instances(
-        Query(Root.STUDY, Level.IMAGE, (Key("SOPInstanceUID", "UI", "2.1.1.2"),))
-    )
+    (one,) = filled.instances(Query(Root.STUDY, Level.IMAGE, (Key("SOPInstanceUID", "UI", "2.1.1.2"),)))
     assert (one.study_uid, one.series_uid, one.blob_key) == ("2.1", "2.1.1", "b/2.1.1.2")
     assert one.transfer_syntax_uid == "1.2.840.10008.1.2.1" and one.size == 100

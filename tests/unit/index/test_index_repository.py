@@ -135,9 +135,7 @@ def test_missing_values_are_filled_but_never_overwritten(index: SqlIndex, record
     assert rows(index, series)[0]["description"] == "Axial"
 
 
-def test_modality_filled_later_updates_modalities_in_study(
-    index: SqlIndex, record: Factory
-) -> None:
+def test_modality_filled_later_updates_modalities_in_study(index: SqlIndex, record: Factory) -> None:
     index.add(record("1.2.3.1.1", series_values={"Modality": ""}))
     assert studies(index)[0]["ModalitiesInStudy"] == ""
     index.add(record("1.2.3.1.2", series_values={"Modality": "US"}))

@@ -93,9 +93,7 @@ def test_identity_columns_have_no_null_branch() -> None:
 
 def test_wildcard_escapes_like_characters() -> None:
     cond = condition(study.c.accession_number, "exact", Wildcard(("A_*",)))
-    assert _sql(cond) == (
-        "study.accession_number LIKE 'A!_%' ESCAPE '!' OR study.accession_number IS NULL"
-    )
+    assert _sql(cond) == ("study.accession_number LIKE 'A!_%' ESCAPE '!' OR study.accession_number IS NULL")
 
 
 def test_date_range() -> None:

@@ -60,7 +60,8 @@ def test_date_ranges(query: str, stored: str, expected: bool) -> None:
 def test_time_ranges_normalise_precision() -> None:
     assert m.parse("TM", "0900-1000").matches("093015.123")
     assert m.parse("TM", "0900-1000").matches("09")
-    assert not m.parse("TM", "0900-1000").matches("100001")
+    assert m.parse("TM", "0900-1000").matches("100001")  # 10:00 names the whole minute
+    assert not m.parse("TM", "0900-1000").matches("100100")
     assert m.parse("TM", "09:00-10:00").matches("0930")
 
 
@@ -73,3 +74,28 @@ def test_multi_valued_stored_and_alternatives() -> None:
 def test_malformed_range_is_rejected() -> None:
     with pytest.raises(ValueError):
         m.parse("DA", "20240101-20240102\\20240201-20240202")
+
+
+def test_upper_time_bound_covers_its_whole_unit() -> None:
+    assert m.parse("TM", "-08").matches("083000")
+    assert not m.parse("TM", "-08").matches("090000")
+    assert m.parse("TM", "0800-0900").matches("090030")
+
+
+def test_datetime_with_negative_offset_is_a_value_not_a_range() -> None:
+    matcher = m.parse("DT", "20200101120000-0500")
+    assert isinstance(matcher, m.Single) and matcher.matches("20200101120000-0500")
+    ranged = m.parse("DT", "20200101120000-0500-20200102")
+    assert isinstance(ranged, m.Range)
+    assert ranged.matches("20200101180000")
+    assert m.parse("DT", "2020-2021").matches("20210615")
+
+
+def test_blank_stored_values_are_empty() -> None:
+    assert not m.parse("DA", "-20200101").matches("  ")
+    assert not m.parse("CS", "*\\ZZ").matches("  ")
+
+
+def test_name_folding_agrees_between_single_and_wildcard() -> None:
+    for name in ("Smith", "ſmith", "SMITH"):
+        assert m.parse("PN", "ſmith").matches(name) == m.parse("PN", "ſmit?").matches(name)
