@@ -10,9 +10,16 @@
     │   └── StorageFullError   no space left (maps to DIMSE Out of Resources)
     ├── InvalidInstanceError   a data set we refuse to store (malformed, mismatched UIDs)
     │   └── SopClassMismatchError
+    ├── AccessRefused          a verified certificate the trust store does not admit
     ├── QueryError             an identifier we cannot evaluate
-    └── RetrieveError          a retrieve that cannot proceed (unknown destination ...)
-        └── UnknownDestinationError
+    ├── RetrieveError          a retrieve that cannot proceed (unknown destination ...)
+    │   └── UnknownDestinationError
+    └── MediaError             encrypted media (PS3.10 7.4, PS3.15 D.1) cannot be made or read
+        ├── PasswordRefusedError  a password outside printable US-ASCII, or too weak (says why)
+        ├── WrongKeyError      the password or key opens no recipient of the media
+        ├── IntegrityError     a file's ciphertext or digest was altered (file named)
+        ├── MalformedFileError not CMS, truncated, or damaged beyond decryption (file named)
+        └── UnsupportedMediaError  a CMS feature or algorithm this reader does not implement
 
 Each carries a one-line message meant for a person (logs, CLI), never secrets.
 """
@@ -60,3 +67,31 @@ class UnknownDestinationError(RetrieveError):
 
 class HandshakeRefused(PkiError):
     """A TLS handshake the server refused; the message is the reason, for the log."""
+
+
+class AccessRefused(PacsError):
+    """A verified peer the trust store does not admit (revoked, unknown); reason in message."""
+
+
+class MediaError(PacsError):
+    """Encrypted DICOM media (a secure file-set, PS3.10 7.4) could not be written or read."""
+
+
+class PasswordRefusedError(MediaError):
+    """A media password that is not printable US-ASCII (PS3.15 D.1) or is too weak."""
+
+
+class WrongKeyError(MediaError):
+    """The password or private key opens no recipient of the media (one opaque message)."""
+
+
+class IntegrityError(MediaError):
+    """A Secure DICOM File whose ciphertext or digest does not verify; the message names it."""
+
+
+class MalformedFileError(MediaError):
+    """A file that is not a CMS EnvelopedData, or is truncated or damaged; the message names it."""
+
+
+class UnsupportedMediaError(MediaError):
+    """A CMS structure or algorithm this reader does not implement (the message says which)."""

@@ -58,6 +58,10 @@ class Settings:
     max_find_results: int = 10000
     hostnames: tuple[str, ...] = ()
     log_level: str = "INFO"
+    trust_source: str = "auto"
+    trust_poll_seconds: float = 1.0
+    expiry_warning_days: int = 30
+    enroll_port: int | None = None
     move_destinations: tuple[MoveDestination, ...] = ()
 
     # -- derived paths -------------------------------------------------------------
@@ -80,6 +84,13 @@ class Settings:
     @property
     def uses_default_pki(self) -> bool:
         return self.tls_cert is None and self.tls_key is None and self.tls_ca is None
+
+    @property
+    def trust_from_index(self) -> bool:
+        """Trust from the index's trust store ("auto": when the data folder's CA is used)."""
+        if self.trust_source == "auto":
+            return self.uses_default_pki
+        return self.trust_source == "index"
 
     @property
     def index_url(self) -> str:
@@ -181,6 +192,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("plain_port must differ from the TLS port (PS3.15 B.1)")
     if not 0 < len(s.ae_title.strip()) <= 16:
         raise ConfigError(f"AE title {s.ae_title!r} must be 1 to 16 characters")
+    if s.trust_source not in ("auto", "index", "files"):
+        raise ConfigError(f"trust_source must be auto, index or files, not {s.trust_source!r}")
     partial = [s.tls_cert, s.tls_key, s.tls_ca]
     if any(p is not None for p in partial) and not all(p is not None for p in partial):
         raise ConfigError("--tls-cert, --tls-key and --tls-ca go together")

@@ -4,19 +4,80 @@ from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from securepacs.blobs.filesystem import FileBlobStore
 from securepacs.dimse.handlers import Destination, Handlers
 from securepacs.dimse.server import DicomServer, make_server
+from securepacs.errors import PacsError
 from securepacs.index.repository import SqlIndex
+from securepacs.index.trust import SqlTrustStore
 from securepacs.pki import authority, tlspolicy
+from securepacs.services.authority import CertificateAuthority
 from securepacs.services.ingest import IngestService, SweepReport, sweep_orphans
 from securepacs.services.query import QueryService, RetrieveService
+from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
 from securepacs.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def local_hostnames() -> list[str]:
+    names = {socket.gethostname(), socket.getfqdn(), "localhost"}
+    return sorted(n for n in names if n)
+
+
+def certificate_authority(settings: Settings, passphrase: bytes | None = None
+                          ) -> CertificateAuthority:
+    """The data folder's CA over the index database's trust store."""
+    store = SqlTrustStore(settings.index_url)
+    store.create_schema()
+    return CertificateAuthority(store, settings.pki_dir, passphrase=passphrase)
+
+
+@dataclass
+class TlsFiles:
+    """Rebuilds the server's TLS context when its certificate, key or CA bundle change."""
+
+    settings: Settings
+    server: DicomServer | None = None
+    _stamp: tuple[float, ...] = field(default=(), init=False)
+
+    def _mtimes(self) -> tuple[float, ...]:
+        s = self.settings
+        out = []
+        for p in (s.server_cert_path, s.server_key_path, s.ca_bundle_path):
+            try:
+                out.append(p.stat().st_mtime)
+            except OSError:
+                out.append(-1.0)
+        return tuple(out)
+
+    def context(self):  # noqa: ANN201 - an ssl.SSLContext (ssl lives in pki.tlspolicy)
+        self._stamp = self._mtimes()
+        s = self.settings
+        return tlspolicy.server_context(s.server_cert_path, s.server_key_path, s.ca_bundle_path)
+
+    def reload_if_changed(self, force: bool = False) -> bool:
+        """New connections get the new files; running associations finish unchanged."""
+        if self.server is None or (not force and self._mtimes() == self._stamp):
+            return False
+        try:
+            context = self.context()
+        except PacsError as exc:  # half-replaced files: keep serving with the old ones
+            log.error("TLS files changed but cannot be loaded yet, keeping the old ones: %s", exc)
+            return False
+        self.server.set_tls_context(context)
+        cert = authority.load_certificates(self.settings.server_cert_path)[0]
+        log.warning("TLS files reloaded: server certificate serial %x, valid until %s",
+                    cert.serial_number, cert.not_valid_after_utc.date())
+        return True
 
 
 @dataclass
@@ -29,33 +90,35 @@ class Archive:
     server: DicomServer
     bootstrap: authority.BootstrapResult | None
     sweep: SweepReport
+    trust: StoreTrust | FileTrust
+    monitor: TrustMonitor
+    tls_files: TlsFiles
 
-
-def local_hostnames() -> list[str]:
-    names = {socket.gethostname(), socket.getfqdn(), "localhost"}
-    return sorted(n for n in names if n)
-
-
-def ensure_pki(settings: Settings) -> authority.BootstrapResult | None:
-    """First run with no TLS files configured: bootstrap a local CA into the data folder."""
-    if not settings.uses_default_pki:
-        return None
-    return authority.bootstrap(
-        settings.pki_dir,
-        hostnames=[*local_hostnames(), *settings.hostnames],
-        at=datetime.now(UTC),
-    )
-
-
-def server_tls(settings: Settings):  # noqa: ANN201 - ssl.SSLContext, kept out of this module
-    return tlspolicy.server_context(
-        settings.server_cert_path, settings.server_key_path, settings.ca_bundle_path)
+    def warn_expiring(self, at: datetime) -> None:
+        within = timedelta(days=self.settings.expiry_warning_days)
+        if isinstance(self.trust, StoreTrust):
+            for record in self.trust.expiring(at=at, within=within):
+                log.warning("certificate %s (serial %x, %s) expires on %s", record.name,
+                            record.serial, record.kind, record.not_after.date())
+        cert = authority.load_certificates(self.settings.server_cert_path)[0]
+        if cert.not_valid_after_utc - at <= within:
+            log.warning("this server's certificate expires on %s: renew it "
+                        "(`securepacs ca renew`), it is reloaded without a restart",
+                        cert.not_valid_after_utc.date())
 
 
 def build_archive(settings: Settings) -> Archive:
     """Open the stores, run the start-up check, bind the listeners (not yet serving)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    boot = ensure_pki(settings)
+    boot = None
+    trust: StoreTrust | FileTrust = FileTrust()
+    if settings.uses_default_pki or settings.trust_from_index:
+        ca = certificate_authority(settings)
+        if settings.uses_default_pki:
+            hostnames = [*local_hostnames(), *settings.hostnames]
+            boot = ca.bootstrap_server(hostnames=hostnames, at=now())
+        if settings.trust_from_index:
+            trust = StoreTrust(ca.store)  # type: ignore[arg-type]
     index = SqlIndex(settings.index_url)
     index.create_schema()
     blobs = FileBlobStore(settings.blob_root)
@@ -78,17 +141,30 @@ def build_archive(settings: Settings) -> Archive:
         destinations=destination,
         max_pdu=settings.max_pdu,
     )
+    tls_files = TlsFiles(settings)
     server = make_server(
         ae_title=settings.ae_title,
         handlers=handlers,
         host=settings.host,
         port=settings.port,
-        tls_context=server_tls(settings),
+        tls_context=tls_files.context(),
         plain_port=settings.plain_port,
         max_pdu=settings.max_pdu,
         network_timeout=settings.network_timeout,
         acse_timeout=settings.acse_timeout,
         dimse_timeout=settings.dimse_timeout,
         handshake_timeout=settings.handshake_timeout,
+        gatekeeper=trust,
     )
-    return Archive(settings, index, blobs, server, boot, sweep)
+    tls_files.server = server
+
+    def on_change(revoked: set[int]) -> None:
+        log.info("trust store changed (version %s)", getattr(trust, "version", "?"))
+        server.close_revoked(revoked)
+
+    monitor = TrustMonitor(trust, on_change, interval=settings.trust_poll_seconds,
+                           extra=tls_files.reload_if_changed)
+    return Archive(settings, index, blobs, server, boot, sweep, trust, monitor, tls_files)
+
+
+__all__ = ["Archive", "build_archive", "certificate_authority", "local_hostnames", "now", "Path"]

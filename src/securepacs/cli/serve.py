@@ -7,6 +7,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import typer
@@ -48,7 +49,7 @@ def serve(
             "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca, "plain_port": plain_port,
         })
         configure_logging(settings.log_level)
-        from securepacs.wiring import build_archive
+        from securepacs.wiring import build_archive, now
 
         archive = build_archive(settings)
     except (PacsError, OSError) as exc:
@@ -76,12 +77,23 @@ def serve(
         log.info("signal %d: stopping", signum)
         stop.set()
 
+    def _reload(signum: int, _frame: object) -> None:
+        log.info("SIGHUP: reloading the TLS files")
+        archive.tls_files.reload_if_changed(force=True)
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
     archive.server.start()
+    archive.monitor.start()
+    archive.warn_expiring(now())
     log.info("ready: %d instance(s) in the index", archive.index.count_instances())
+    last_expiry_check = time.monotonic()
     while not stop.wait(1.0):
-        pass
+        if time.monotonic() - last_expiry_check > 86400:
+            archive.warn_expiring(now())
+            last_expiry_check = time.monotonic()
+    archive.monitor.stop()
     archive.server.stop()
     archive.index.close()
     log.info("stopped")

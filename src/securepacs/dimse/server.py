@@ -22,9 +22,11 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from securepacs.dimse.contexts import supported_contexts
+from securepacs.dimse.guard import IDENTITY_ATTR, GuardedRequestHandler, identity_of
 from securepacs.dimse.handlers import Handlers
-from securepacs.errors import HandshakeRefused
+from securepacs.errors import AccessRefused, HandshakeRefused
 from securepacs.pki.tlspolicy import cipher_description, peer_certificate, server_handshake
+from securepacs.services.trust import FileTrust, Gatekeeper
 
 if TYPE_CHECKING:  # ssl itself is used only by securepacs.pki.tlspolicy
     import ssl
@@ -36,6 +38,7 @@ class TlsAssociationServer(ThreadedAssociationServer):
     """An association server that handshakes TLS in the connection thread."""
 
     handshake_timeout: float = 10.0
+    gatekeeper: Gatekeeper = FileTrust()
     daemon_threads = True
     block_on_close = False
 
@@ -63,10 +66,20 @@ class TlsAssociationServer(ThreadedAssociationServer):
             log.warning("TLS handshake with %s refused: %s", where, exc)
             return None
         cert = peer_certificate(tls)
-        if cert is not None:
-            log.info("TLS connection from %s: CN=%s O=%s serial=%x (%s)", where,
-                     cert.subject_cn, cert.organization or "-", cert.serial,
-                     cipher_description(tls))
+        if cert is None:  # cannot happen with CERT_REQUIRED; never admit without one
+            log.warning("TLS connection from %s refused: no client certificate", where)
+            tls.close()
+            return None
+        try:
+            identity = self.gatekeeper.admit(serial=cert.serial, fingerprint=cert.fingerprint,
+                                             name=cert.subject_cn, organization=cert.organization)
+        except AccessRefused as exc:
+            log.warning("TLS connection from %s refused: %s", where, exc)
+            tls.close()
+            return None
+        setattr(tls, IDENTITY_ATTR, identity)
+        log.info("TLS connection from %s: CN=%s O=%s serial=%x (%s)", where,
+                 cert.subject_cn, cert.organization or "-", cert.serial, cipher_description(tls))
         return tls
 
 
@@ -107,6 +120,18 @@ class DicomServer:
         for assoc in list(self.ae.active_associations):
             assoc.abort()
 
+    def close_revoked(self, revoked: set[int]) -> int:
+        """Abort running associations whose certificate is now revoked; how many."""
+        closed = 0
+        for assoc in list(self.ae.active_associations):
+            identity = identity_of(assoc)
+            if identity is not None and identity.serial in revoked:
+                log.warning("closing the association of %s: certificate revoked",
+                            identity.describe())
+                assoc.abort()
+                closed += 1
+        return closed
+
     def set_tls_context(self, context: ssl.SSLContext) -> None:
         """New TLS connections use `context`; running associations continue unchanged."""
         for listener in self.listeners:
@@ -127,6 +152,7 @@ def make_server(
     acse_timeout: float = 30.0,
     dimse_timeout: float = 60.0,
     handshake_timeout: float = 10.0,
+    gatekeeper: Gatekeeper | None = None,
     extra_handlers: list[tuple[Any, Callable[..., Any]]] | None = None,
 ) -> DicomServer:
     """Bind the listeners (TLS on `port`, plain TCP on `plain_port` only if given)."""
@@ -147,13 +173,15 @@ def make_server(
         pass
 
     _Server.handshake_timeout = handshake_timeout
+    _Server.gatekeeper = gatekeeper or FileTrust()
     server = DicomServer(ae)
     tls_server = ae.make_server((host, port), ssl_context=tls_context, evt_handlers=bindings,
-                                server_class=_Server)
+                                server_class=_Server, request_handler=GuardedRequestHandler)
     ae._servers.append(tls_server)
     server.listeners.append(Listener(tls_server, tls=True))
     if plain_port is not None:
-        plain = ae.make_server((host, plain_port), evt_handlers=bindings, server_class=_Server)
+        plain = ae.make_server((host, plain_port), evt_handlers=bindings, server_class=_Server,
+                               request_handler=GuardedRequestHandler)
         ae._servers.append(plain)
         server.listeners.append(Listener(plain, tls=False))
     return server

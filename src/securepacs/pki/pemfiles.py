@@ -227,3 +227,16 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise PkiError(f"unsupported key type in {path}: only EC and RSA keys are accepted")
     return key
+
+
+def certificate_pem(cert: x509.Certificate) -> str:
+    """One certificate as PEM text."""
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def parse_certificate_pem(text: str) -> x509.Certificate:
+    """The certificate in PEM `text` (PkiError with one line if it is not one)."""
+    try:
+        return x509.load_pem_x509_certificate(text.encode("ascii"))
+    except ValueError as exc:
+        raise PkiError(f"not a PEM certificate: {exc}") from None
