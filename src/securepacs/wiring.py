@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from securepacs.services.ingest import IngestService, SweepReport, sweep_orphans
 from securepacs.services.query import QueryService, RetrieveService
 from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
 from securepacs.settings import Settings
+from securepacs.web.enrolment import EnrolmentServer
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,13 @@ class TlsFiles:
                 out.append(-1.0)
         return tuple(out)
 
-    def context(self):  # noqa: ANN201 - an ssl.SSLContext (ssl lives in pki.tlspolicy)
+    enrolment: EnrolmentServer | None = None
+
+    def context(self, require_client_cert: bool = True):  # noqa: ANN201 - ssl.SSLContext
         self._stamp = self._mtimes()
         s = self.settings
-        return tlspolicy.server_context(s.server_cert_path, s.server_key_path, s.ca_bundle_path)
+        return tlspolicy.server_context(s.server_cert_path, s.server_key_path, s.ca_bundle_path,
+                                        require_client_cert=require_client_cert)
 
     def reload_if_changed(self, force: bool = False) -> bool:
         """New connections get the new files; running associations finish unchanged."""
@@ -74,6 +79,8 @@ class TlsFiles:
             log.error("TLS files changed but cannot be loaded yet, keeping the old ones: %s", exc)
             return False
         self.server.set_tls_context(context)
+        if self.enrolment is not None:
+            self.enrolment.tls_context = self.context(require_client_cert=False)
         cert = authority.load_certificates(self.settings.server_cert_path)[0]
         log.warning("TLS files reloaded: server certificate serial %x, valid until %s",
                     cert.serial_number, cert.not_valid_after_utc.date())
@@ -93,6 +100,7 @@ class Archive:
     trust: StoreTrust | FileTrust
     monitor: TrustMonitor
     tls_files: TlsFiles
+    enrolment: EnrolmentServer | None = None
 
     def warn_expiring(self, at: datetime) -> None:
         within = timedelta(days=self.settings.expiry_warning_days)
@@ -111,9 +119,11 @@ def build_archive(settings: Settings) -> Archive:
     """Open the stores, run the start-up check, bind the listeners (not yet serving)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     boot = None
+    ca = None
     trust: StoreTrust | FileTrust = FileTrust()
     if settings.uses_default_pki or settings.trust_from_index:
-        ca = certificate_authority(settings)
+        secret = os.environ.get("SECUREPACS_CA_PASSPHRASE")
+        ca = certificate_authority(settings, secret.encode() if secret else None)
         if settings.uses_default_pki:
             hostnames = [*local_hostnames(), *settings.hostnames]
             boot = ca.bootstrap_server(hostnames=hostnames, at=now())
@@ -157,6 +167,13 @@ def build_archive(settings: Settings) -> Archive:
         gatekeeper=trust,
     )
     tls_files.server = server
+    enrolment = None
+    if ca is not None and ca.exists and settings.trust_from_index and settings.enroll_port != 0:
+        enrolment = EnrolmentServer(
+            (settings.host, settings.enroll_port or settings.port + 1), ca,
+            tls_files.context(require_client_cert=False), ae_title=settings.ae_title, clock=now,
+            handshake_timeout=settings.handshake_timeout)
+        tls_files.enrolment = enrolment
 
     def on_change(revoked: set[int]) -> None:
         log.info("trust store changed (version %s)", getattr(trust, "version", "?"))
@@ -164,7 +181,8 @@ def build_archive(settings: Settings) -> Archive:
 
     monitor = TrustMonitor(trust, on_change, interval=settings.trust_poll_seconds,
                            extra=tls_files.reload_if_changed)
-    return Archive(settings, index, blobs, server, boot, sweep, trust, monitor, tls_files)
+    return Archive(settings, index, blobs, server, boot, sweep, trust, monitor, tls_files,
+                   enrolment)
 
 
 __all__ = ["Archive", "build_archive", "certificate_authority", "local_hostnames", "now", "Path"]

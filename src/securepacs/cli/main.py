@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from securepacs import __version__
-from securepacs.cli import serve
+from securepacs.cli import ca, enroll, serve
 
 app = typer.Typer(
     name="securepacs",
@@ -31,6 +31,8 @@ def root(
 
 
 app.command("serve")(serve.serve)
+app.add_typer(ca.app, name="ca")
+app.command("enroll")(enroll.enroll)
 
 
 def main() -> None:

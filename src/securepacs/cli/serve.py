@@ -68,6 +68,9 @@ def serve(
         for tool, extra in (("echoscu", []), ("storescu", ["FILE.dcm"])):
             line = " ".join(shlex.quote(p) for p in [tool, *tls, *extra])
             typer.echo(f"  Try it:  TCP_NODELAY=1 {line}")
+    if archive.enrolment is not None:
+        where = archive.enrolment.server_address
+        typer.echo(f"  Enrolment (HTTPS, for `securepacs enroll`) on {where[0]!s}:{where[1]}")
     if s.plain_port is not None:
         log.warning("plain TCP listener enabled on port %d: traffic there is NOT encrypted "
                     "and clients are NOT authenticated", s.plain_port)
@@ -86,6 +89,8 @@ def serve(
     signal.signal(signal.SIGHUP, _reload)
     archive.server.start()
     archive.monitor.start()
+    if archive.enrolment is not None:
+        archive.enrolment.start()
     archive.warn_expiring(now())
     log.info("ready: %d instance(s) in the index", archive.index.count_instances())
     last_expiry_check = time.monotonic()
@@ -94,6 +99,8 @@ def serve(
             archive.warn_expiring(now())
             last_expiry_check = time.monotonic()
     archive.monitor.stop()
+    if archive.enrolment is not None:
+        archive.enrolment.stop()
     archive.server.stop()
     archive.index.close()
     log.info("stopped")

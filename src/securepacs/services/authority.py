@@ -24,7 +24,7 @@ from cryptography import x509
 from securepacs.errors import PkiError
 from securepacs.model.identity import ALL_PERMISSIONS, Permission
 from securepacs.model.trust import CertificateRecord, EnrolmentToken, Group, TrustSnapshot
-from securepacs.pki import authority
+from securepacs.pki import authority, bundles, crl
 from securepacs.pki.pemfiles import certificate_pem, parse_certificate_pem
 
 LOCAL_GROUP = "local"
@@ -290,6 +290,39 @@ class CertificateAuthority:
         if record.kind == "ca":
             raise PkiError("the CA certificate cannot revoke itself; retire the data folder instead")
         return self.store.revoke(record.serial, reason=reason, at=at)
+
+    def crl(self, *, at: datetime, next_update: timedelta = timedelta(days=7)
+            ) -> x509.CertificateRevocationList:
+        """A signed CRL of every revoked certificate (RFC 5280 5), with a fresh CRL number."""
+        ca_key, ca_cert = self._ca()
+        revoked = [crl.Revoked(r.serial, r.revoked_at or at, r.revocation_reason or "unspecified")
+                   for r in self.store.certificates() if r.is_revoked]
+        return crl.build_crl(ca_key, ca_cert, revoked, at=at, next_update=next_update,
+                             crl_number=self.store.next_crl_number())
+
+    def export(self, name_or_serial: str, *, key_path: Path | None = None,
+               passphrase: bytes | None = None, p12: bool = False, legacy: bool = False
+               ) -> bytes:
+        """A certificate with its key and chain: PKCS#12 (passphrase required) or PEM.
+
+        The CA keeps no client keys: the key is read from where ``issue`` wrote it (or
+        `key_path`).
+        """
+        record = self.find(name_or_serial)
+        if record.is_revoked:
+            raise PkiError(f"certificate {record.name} is revoked; issue or renew one first")
+        path = key_path or (Path(record.key_path) if record.key_path else None)
+        if path is None or not path.exists():
+            raise PkiError(f"the private key of {record.name} is not at "
+                           f"{path or 'a known place'}: give it with --key")
+        key = authority.load_private_key(path)
+        cert = parse_certificate_pem(record.pem)
+        ca_cert = self.ca_certificate()
+        if p12:
+            if not passphrase:
+                raise PkiError("a PKCS#12 export needs a password (--password-file)")
+            return bundles.pkcs12(record.name, key, cert, [ca_cert], passphrase, legacy=legacy)
+        return bundles.pem_bundle(key, [cert, ca_cert], passphrase)
 
     def _require_group(self, group: str) -> None:
         if self.store.group(group) is None:
