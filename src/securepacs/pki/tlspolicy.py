@@ -397,3 +397,134 @@ def server_handshake(context: ssl.SSLContext, sock: socket.socket, *,
         with contextlib.suppress(OSError):
             sock.close()
         raise HandshakeRefused(describe_handshake_error(exc)) from None
+
+
+# --------------------------------------------------------------------------- client side reports
+
+#: OpenSSL reason codes a client sees when the *server* refused the client's certificate.
+_CLIENT_REFUSED: dict[str, str] = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate and we sent none",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the server requires a client certificate and we sent none",
+    "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust the CA that issued our certificate",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the server rejected our certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the server rejected our certificate",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "the server rejected our certificate (unsupported type)",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the server says our certificate has expired (or is not yet valid)",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "the server says our certificate has been revoked",
+    "TLSV1_ALERT_ACCESS_DENIED": "the server denied access to our certificate",
+    "TLSV1_ALERT_DECRYPT_ERROR": "the server could not verify our certificate's signature",
+}
+_CLIENT_NOT_TLS = {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
+                   "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"}
+_CLIENT_VERSION = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "VERSION_TOO_LOW",
+                   "NO_PROTOCOLS_AVAILABLE"}
+
+
+@dataclass(frozen=True)
+class ClientTlsFailure:
+    """Why a client's TLS connection failed, in words for the person running the client.
+
+    Attributes
+    ----------
+    kind : str
+        ``"server-untrusted"`` (the server's certificate failed our verification),
+        ``"certificate-rejected"`` (the server refused our certificate), ``"not-tls"`` (the
+        peer does not speak TLS on that port), ``"closed"`` (the connection ended during or
+        right after the handshake) or ``"other"``.
+    reason : str
+        One line, e.g. ``"unable to get local issuer certificate"``.
+    """
+
+    kind: str
+    reason: str
+
+
+def describe_client_error(exc: BaseException) -> ClientTlsFailure | None:
+    """Classify what a client-side ``wrap_socket`` / ``recv`` / ``send`` raised.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception from the TLS socket of a client.
+
+    Returns
+    -------
+    ClientTlsFailure or None
+        None when `exc` is not a TLS error (a plain ``OSError`` such as a refused connection).
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = exc.verify_message or exc.reason or _one_line(exc)
+        return ClientTlsFailure("server-untrusted", " ".join(str(message).split()))
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return ClientTlsFailure("closed", "the server closed the TLS connection")
+    if isinstance(exc, ssl.SSLError):
+        code = str(getattr(exc, "reason", "") or "")
+        if code in _CLIENT_REFUSED:
+            return ClientTlsFailure("certificate-rejected", _CLIENT_REFUSED[code])
+        if code in _CLIENT_NOT_TLS:
+            return ClientTlsFailure("not-tls", "the server does not speak TLS on this port")
+        if code in _CLIENT_VERSION:
+            return ClientTlsFailure("other", "no TLS version in common (TLS 1.2 minimum)")
+        if code == "SSLV3_ALERT_HANDSHAKE_FAILURE":
+            return ClientTlsFailure("other", "the server aborted the handshake (no common "
+                                             "cipher, or it refused our certificate)")
+        return ClientTlsFailure("other", _one_line(exc))
+    return None
+
+
+def fetch_server_certificate(host: str, port: int, timeout: float, *,
+                             cert_file: Path | None = None,
+                             key_file: Path | None = None) -> str:
+    """The SHA-256 fingerprint of the certificate a TLS server presents, without verifying it.
+
+    Used only to *show* a certificate that failed verification, so that a person can compare
+    it with what the server's administrator reads out (``securepacs ca list``); nothing is
+    sent over this connection and it is closed right after the handshake. With TLS 1.3 the
+    server's certificate arrives before the server judges ours; a TLS 1.2 server that
+    requires a client certificate may end the handshake first unless `cert_file` is given.
+
+    Parameters
+    ----------
+    host, port : str, int
+        The server.
+    timeout : float
+        Seconds for the connection and the handshake.
+    cert_file, key_file : pathlib.Path or None
+        A client certificate to present (optional).
+
+    Returns
+    -------
+    str
+        Upper-case hex pairs joined by ``:``, as :func:`~securepacs.pki.authority.fingerprint_sha256`.
+
+    Raises
+    ------
+    OSError
+        The server cannot be reached or sent no certificate (``ssl.SSLError`` included).
+    """
+    context = _base_context(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if cert_file is not None:
+        with contextlib.suppress(PkiError):
+            _load_chain(context, cert_file, key_file)
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        with context.wrap_socket(raw, server_side=False) as tls:
+            der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise OSError("the server sent no certificate")
+    return fingerprint_sha256(x509.load_der_x509_certificate(der))
+
+
+def pinning_client_context() -> ssl.SSLContext:
+    """A TLS 1.2+ client context that does not verify the server by itself.
+
+    Only for enrolment, where the client has no CA yet: the caller must authenticate the
+    server by checking its leaf against a CA pinned by fingerprint
+    (:func:`securepacs.pki.csr.verify_issued_by` and :func:`~securepacs.pki.csr.pin_matches`)
+    before sending anything secret.
+    """
+    context = _base_context(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
