@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pgfixtures import azure_container, azurite, pg_url, postgres  # noqa: E402,F401
 from pkifixtures import TestPki  # noqa: E402
 
 

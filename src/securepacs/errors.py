@@ -95,3 +95,7 @@ class MalformedFileError(MediaError):
 
 class UnsupportedMediaError(MediaError):
     """A CMS structure or algorithm this reader does not implement (the message says which)."""
+
+
+class AuditError(PacsError):
+    """The audit trail cannot record (its local store fails); new work should be refused."""

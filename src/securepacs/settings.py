@@ -58,6 +58,15 @@ class Settings:
     max_find_results: int = 10000
     hostnames: tuple[str, ...] = ()
     log_level: str = "INFO"
+    audit_required: bool = True
+    audit_jsonl: Path | None = None
+    audit_syslog: str | None = None
+    audit_syslog_ca: Path | None = None
+    audit_spool_dir: Path | None = None
+    audit_queue_size: int = 10000
+    blob_backend: str = "filesystem"  # or "azure" (Azure Blob Storage, extra [azure])
+    azure_connection_string: str | None = field(default=None, repr=False)  # holds a key
+    azure_container: str = "securepacs"
     trust_source: str = "auto"
     trust_poll_seconds: float = 1.0
     expiry_warning_days: int = 30

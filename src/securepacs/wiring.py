@@ -18,6 +18,7 @@ from securepacs.index.trust import SqlTrustStore
 from securepacs.pki import authority, tlspolicy
 from securepacs.services.authority import CertificateAuthority
 from securepacs.services.ingest import IngestService, SweepReport, sweep_orphans
+from securepacs.services.ports import BlobPort
 from securepacs.services.query import QueryService, RetrieveService
 from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
 from securepacs.settings import Settings
@@ -93,7 +94,7 @@ class Archive:
 
     settings: Settings
     index: SqlIndex
-    blobs: FileBlobStore
+    blobs: BlobPort
     server: DicomServer
     bootstrap: authority.BootstrapResult | None
     sweep: SweepReport
@@ -131,7 +132,7 @@ def build_archive(settings: Settings) -> Archive:
             trust = StoreTrust(ca.store)  # type: ignore[arg-type]
     index = SqlIndex(settings.index_url)
     index.create_schema()
-    blobs = FileBlobStore(settings.blob_root)
+    blobs = blob_store(settings)
     sweep = sweep_orphans(index, blobs, grace_seconds=settings.orphan_grace_seconds)
 
     move_tls = tlspolicy.client_context(
@@ -186,3 +187,105 @@ def build_archive(settings: Settings) -> Archive:
 
 
 __all__ = ["Archive", "build_archive", "certificate_authority", "local_hostnames", "now", "Path"]
+
+
+def study_archive(settings: Settings):  # noqa: ANN201 - services.media.RetrieveStudies
+    """The archive's studies, read only, for ``media create --study UID``.
+
+    Raises
+    ------
+    ConfigError
+        The data folder holds no archive (no SQLite index or no blob folder).
+    """
+    from securepacs.errors import ConfigError
+    from securepacs.services.media import RetrieveStudies
+
+    sqlite_file = settings.data_dir / "index.sqlite"
+    if settings.database_url is None and not sqlite_file.is_file():
+        raise ConfigError(f"no archive in {settings.data_dir} (no index.sqlite)")
+    if not settings.blob_root.is_dir():
+        raise ConfigError(f"no archive blob folder {settings.blob_root}")
+    index = SqlIndex(settings.index_url)
+    return RetrieveStudies(RetrieveService(index, FileBlobStore(settings.blob_root)),
+                           close=index.close)
+
+
+def blob_store(settings: Settings) -> BlobPort:
+    """The blob store the settings select: a folder (default) or Azure Blob Storage.
+
+    Raises
+    ------
+    ConfigError
+        Unknown ``blob_backend``, or ``azure`` without a connection string or its SDK.
+    StorageError
+        The Azure container cannot be reached.
+    """
+    from securepacs.errors import ConfigError
+
+    if settings.blob_backend == "filesystem":
+        return FileBlobStore(settings.blob_root)
+    if settings.blob_backend == "azure":
+        from securepacs.blobs.azure import AzureBlobStore
+
+        if not settings.azure_connection_string:
+            raise ConfigError("blob_backend = \"azure\" needs azure_connection_string "
+                              "(or SECUREPACS_AZURE_CONNECTION_STRING)")
+        return AzureBlobStore(settings.azure_connection_string, settings.azure_container)
+    raise ConfigError(f"blob_backend must be filesystem or azure, not {settings.blob_backend!r}")
+
+
+def audit_log(settings: Settings):  # noqa: ANN201 - securepacs.index.audit.SqlAuditLog
+    """The hash-chained audit table of the index database (created if missing)."""
+    from securepacs.index.audit import SqlAuditLog
+
+    log_ = SqlAuditLog(settings.index_url)
+    log_.create_schema()
+    return log_
+
+
+def build_audit_trail(settings: Settings, *, hostname: str | None = None):  # noqa: ANN201
+    """The audit trail of ``serve`` (a :class:`securepacs.audit.trail.AuditTrail`).
+
+    Sinks: the audit table of the index database (always; the *required* store of the
+    ``audit_required`` policy), a JSON-lines file (``audit_jsonl``) and a syslog collector over
+    TLS (``audit_syslog = "host:port"``, CA ``audit_syslog_ca`` or ``tls_ca``; the server's
+    certificate is presented when it exists; spool ``audit_spool_dir`` or
+    ``<data_dir>/audit-spool``). AuditSourceID is the server's AE title.
+
+    Raises
+    ------
+    ConfigError
+        ``audit_syslog`` is not ``host:port``.
+    PkiError
+        The collector's CA file (or our certificate) cannot be loaded.
+    """
+    from securepacs.audit.record import AuditSource
+    from securepacs.audit.sinks import DatabaseSink, JsonLinesSink, Sink
+    from securepacs.audit.syslog import DirectorySpool, SyslogSink
+    from securepacs.audit.trail import AuditTrail
+    from securepacs.errors import ConfigError
+
+    database = DatabaseSink(audit_log(settings))
+    sinks: list[Sink] = [database]
+    if settings.audit_jsonl is not None:
+        sinks.append(JsonLinesSink(settings.audit_jsonl))
+    if settings.audit_syslog:
+        host, _, port_text = settings.audit_syslog.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"audit_syslog must be host:port, not {settings.audit_syslog!r}")
+        port = int(port_text)
+        cert = settings.server_cert_path if settings.server_cert_path.is_file() else None
+        key = settings.server_key_path if cert is not None else None
+        context = tlspolicy.client_context(settings.audit_syslog_ca or settings.ca_bundle_path,
+                                           cert, key)
+        timeout = settings.network_timeout
+
+        def connect() -> tlspolicy.TlsStream:
+            return tlspolicy.connect_tls(host, port, context, timeout=min(timeout, 10.0))
+
+        spool = DirectorySpool(settings.audit_spool_dir or settings.data_dir / "audit-spool")
+        sinks.append(SyslogSink(connect, spool, hostname=hostname or socket.getfqdn()))
+    return AuditTrail(sinks, required=database, audit_source=AuditSource(settings.ae_title),
+                      audit_required=settings.audit_required,
+                      queue_size=settings.audit_queue_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from securepacs import __version__
-from securepacs.cli import ca, enroll, serve
+from securepacs.cli import audit, ca, client, db, enroll, media, media_import, serve, view
 
 app = typer.Typer(
     name="securepacs",
@@ -31,8 +31,19 @@ def root(
 
 
 app.command("serve")(serve.serve)
+app.command("echo")(client.echo)
+app.command("send")(client.send)
+app.command("find")(client.find)
+app.command("get")(client.get)
+app.command("move")(client.move)
 app.add_typer(ca.app, name="ca")
 app.command("enroll")(enroll.enroll)
+media.app.command("import")(media_import.import_media)
+app.add_typer(media.app, name="media")
+app.command("view")(view.view)
+app.add_typer(audit.app, name="audit")
+app.add_typer(db.app, name="db")
+app.command("check")(db.check)
 
 
 def main() -> None:

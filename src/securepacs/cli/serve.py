@@ -41,12 +41,15 @@ def serve(
                                        help="CA bundle client certificates must chain to."),
     plain_port: int | None = typer.Option(None, "--plain-port",
                                           help="Also listen without TLS on this port (unsafe)."),
+    database_url: str | None = typer.Option(None, "--database-url",
+                                            help="Index database URL (default: SQLite in the data folder)."),
 ) -> None:
     """Run the secure DICOM archive (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET over TLS)."""
     try:
         settings = load(config, overrides={
             "data_dir": data_dir, "host": host, "port": port, "ae_title": ae_title,
             "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca, "plain_port": plain_port,
+            "database_url": database_url,
         })
         configure_logging(settings.log_level)
         from securepacs.wiring import build_archive, now

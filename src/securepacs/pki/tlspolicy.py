@@ -528,3 +528,111 @@ def pinning_client_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+# --------------------------------------------------------------------------- one-way client streams
+
+
+class TlsStream:
+    """A client TLS connection that only sends (syslog over TLS, RFC 5425).
+
+    The peer never sends application data on such a stream, so anything readable means it
+    closed (close_notify, FIN) or reset the connection. :meth:`peer_state` tells, without
+    blocking, which: RFC 5425 has no application-level acknowledgement, and this is the
+    best evidence TCP offers of what the collector did with the bytes sent:
+
+    - ``"open"``: nothing to read;
+    - ``"closed"``: an orderly close (close_notify or FIN) and the kernel's send queue is
+      empty, i.e. the peer acknowledged every byte and closed without unread data (a TCP
+      peer that closes with unread data sends RST instead): it read everything;
+    - ``"reset"``: RST, another error, or bytes still unacknowledged: some data may be lost.
+    """
+
+    def __init__(self, sock: ssl.SSLSocket, timeout: float) -> None:
+        self._sock = sock
+        self._timeout = timeout
+
+    def sendall(self, data: bytes) -> None:
+        """Write all of `data` (``OSError`` on failure or after the timeout)."""
+        self._sock.sendall(data)
+
+    def unacknowledged(self) -> int | None:
+        """Bytes in the kernel's send queue not yet acknowledged by the peer (Linux; else None)."""
+        try:
+            import fcntl
+            import struct
+            import termios
+
+            raw = fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            return int(struct.unpack("i", raw)[0])
+        except (ImportError, AttributeError, OSError, ValueError):
+            return None
+
+    def peer_state(self) -> str:
+        """``"open"``, ``"closed"`` (orderly, everything read) or ``"reset"``; never blocks."""
+        import select
+
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):
+            return "reset"
+        if not readable and not self._sock.pending():
+            return "open"
+        self._sock.setblocking(False)
+        try:
+            while True:
+                if not self._sock.recv(4096):
+                    return self._orderly()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return "open"  # only TLS records such as session tickets
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return self._orderly()  # FIN without close_notify
+        except (ssl.SSLError, OSError):
+            return "reset"
+        finally:
+            with contextlib.suppress(OSError):
+                self._sock.settimeout(self._timeout)
+
+    def _orderly(self) -> str:
+        return "closed" if self.unacknowledged() == 0 else "reset"
+
+    def peer_closed(self) -> bool:
+        """True when the peer has closed or reset the connection (never blocks)."""
+        return self.peer_state() != "open"
+
+    def close(self) -> None:
+        """Send close_notify (briefly, without waiting for the peer's) and close."""
+        with contextlib.suppress(OSError, ValueError):
+            self._sock.settimeout(0.5)
+            self._sock.unwrap()
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+def connect_tls(host: str, port: int, context: ssl.SSLContext, *, timeout: float) -> TlsStream:
+    """Open a TLS client connection for a one-way stream (a syslog collector).
+
+    Parameters
+    ----------
+    host, port : str, int
+        The collector.
+    context : ssl.SSLContext
+        From :func:`client_context` (the collector's CA; our certificate for mutual TLS).
+    timeout : float
+        Seconds for connecting, the handshake and each write.
+
+    Raises
+    ------
+    OSError
+        Cannot connect or the handshake failed (``ssl.SSLError`` included).
+    """
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tls = context.wrap_socket(raw, server_side=False,
+                                  server_hostname=host if context.check_hostname else None)
+    except BaseException:
+        raw.close()
+        raise
+    tls.settimeout(timeout)
+    return TlsStream(tls, timeout)

@@ -1,0 +1,216 @@
+"""The audit trail: fan audit records out to several sinks without ever blocking the caller.
+
+One responsibility: accept records from the DICOM, CA and media code in O(1) and deliver them
+to every configured sink (PS3.15 A.5 messages; IHE ATNA "Record Audit Event"). Each sink has
+its own bounded queue and worker thread, so that a slow or absent sink (a syslog collector,
+a full disk) delays only itself. :meth:`AuditTrail.record` never blocks: when a sink's queue is
+full the record is dropped *for that sink* and counted.
+
+Failure policy (issue 7): one sink is the *required* local store (the database). While its last
+write failed, or its queue is full, :attr:`AuditTrail.healthy` is False and, when the trail is
+``required`` (the default, setting ``audit_required``), :meth:`AuditTrail.check_writable`
+raises :class:`~securepacs.errors.AuditError` so that the server refuses new work rather than
+running unaudited. The worker retries the failed record with backoff and becomes healthy
+again at the first successful write. Records dropped because the queue overflowed are lost
+for that sink (counted in :meth:`AuditTrail.stats`, logged) — the price of never blocking.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from securepacs.audit.record import AuditRecord, AuditSource
+from securepacs.audit.sinks import Sink
+from securepacs.errors import AuditError
+
+__all__ = ["AuditTrail"]
+
+log = logging.getLogger("securepacs.audit")
+
+_STOP = object()
+
+
+class _Worker:
+    """One sink, its bounded queue and the thread that drains it."""
+
+    def __init__(self, sink: Sink, *, size: int, retry: bool, max_backoff: float) -> None:
+        self.sink = sink
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=size)
+        self.retry = retry
+        self.max_backoff = max_backoff
+        self.dropped = 0
+        self.failures = 0
+        self.written = 0
+        self.failing: str | None = None
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"audit-{sink.name}", daemon=True)
+        self.thread.start()
+
+    def offer(self, record: AuditRecord) -> bool:
+        try:
+            self.queue.put_nowait(record)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is _STOP:
+                    return
+                assert isinstance(item, AuditRecord)
+                self._deliver(item)
+            finally:
+                self.queue.task_done()
+
+    def _deliver(self, record: AuditRecord) -> None:
+        delay = 0.05
+        while True:
+            try:
+                self.sink.emit(record)
+                self.written += 1
+                if self.failing:
+                    log.warning("audit sink %s writes again", self.sink.name)
+                self.failing = None
+                return
+            except Exception as exc:  # a sink may fail in any way; the trail must go on
+                self.failures += 1
+                reason = f"{type(exc).__name__}: {exc}"
+                if self.failing != reason:
+                    log.error("audit sink %s cannot write: %s", self.sink.name, reason)
+                self.failing = reason
+                if not self.retry or self._stopping.is_set():
+                    return
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, self.max_backoff)
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.queue.put(_STOP, timeout=max(0.01, deadline - time.monotonic()))
+                break
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    break
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class AuditTrail:
+    """Deliver audit records to several sinks from background threads.
+
+    Parameters
+    ----------
+    sinks : sequence of Sink
+        Every destination; the `required` one among them or not.
+    required : Sink, optional
+        The durable local store (the database sink) whose health decides
+        :meth:`check_writable`. It is added to `sinks` if missing.
+    audit_source : AuditSource
+        Set on records that were built without one (AuditSourceIdentification).
+    audit_required : bool
+        When True (default), :meth:`check_writable` raises while the required store fails.
+    queue_size : int
+        Records waiting per sink before new ones are dropped for that sink.
+    max_backoff : float
+        Longest wait, in seconds, between retries of a failed write.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], *, audit_source: AuditSource,
+                 required: Sink | None = None, audit_required: bool = True,
+                 queue_size: int = 10000, max_backoff: float = 5.0) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        if not isinstance(audit_source, AuditSource):
+            raise TypeError("audit_source must be an AuditSource")
+        all_sinks = list(sinks)
+        if required is not None and required not in all_sinks:
+            all_sinks.insert(0, required)
+        self.audit_source = audit_source
+        self.audit_required = audit_required
+        self._workers = [_Worker(s, size=queue_size, retry=True, max_backoff=max_backoff)
+                         for s in all_sinks]
+        self._required = next((w for w in self._workers if w.sink is required), None)
+        self._closed = False
+
+    def record(self, record: AuditRecord) -> None:
+        """Queue `record` for every sink; returns at once and never blocks.
+
+        A record without an audit source gets this trail's. When a sink's queue is full the
+        record is dropped for that sink (see :meth:`stats`).
+        """
+        if not isinstance(record, AuditRecord):
+            raise TypeError("record must be an AuditRecord")
+        if self._closed:
+            log.error("audit record %s after the trail was closed: dropped", record.record_id)
+            return
+        if record.audit_source is None:
+            record = replace(record, audit_source=self.audit_source)
+        for worker in self._workers:
+            if not worker.offer(record):
+                level = logging.ERROR if worker is self._required else logging.WARNING
+                log.log(level, "audit sink %s is %d records behind: record %s dropped",
+                        worker.sink.name, worker.queue.maxsize, record.record_id)
+
+    @property
+    def healthy(self) -> bool:
+        """False while the required store's last write failed or its queue is full."""
+        worker = self._required
+        if worker is None:
+            return True
+        return worker.failing is None and not worker.queue.full()
+
+    def check_writable(self) -> None:
+        """Raise when new work must be refused: required store failing and audit required.
+
+        Cheap (no I/O): call it before accepting an association or a command.
+
+        Raises
+        ------
+        AuditError
+            The local audit store cannot write and ``audit_required`` is set.
+        """
+        if self.audit_required and not self.healthy:
+            worker = self._required
+            assert worker is not None
+            why = worker.failing or f"{worker.queue.maxsize} records waiting"
+            raise AuditError(f"audit store cannot write ({why})")
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued record has been handled; False on timeout."""
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            while worker.queue.unfinished_tasks:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.005)
+        return True
+
+    def stats(self) -> dict[str, dict[str, int | str | None]]:
+        """Per sink: ``queued``, ``written``, ``dropped``, ``failures``, ``failing`` (reason)."""
+        return {w.sink.name: {"queued": w.queue.qsize(), "written": w.written,
+                              "dropped": w.dropped, "failures": w.failures,
+                              "failing": w.failing} for w in self._workers}
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (within `timeout`), stop the threads, close the sinks."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        self._closed = True
+        for worker in self._workers:
+            worker.stop(max(0.1, timeout / 4))
+        for worker in self._workers:
+            try:
+                worker.sink.close()
+            except Exception as exc:  # closing must not hide the other sinks
+                log.warning("closing audit sink %s: %s", worker.sink.name, exc)

@@ -1,0 +1,154 @@
+"""``securepacs audit``: read and check the audit trail of a data folder (PS3.15 A.5).
+
+``audit [--data-dir DIR] [--config FILE] list [--since ISO] [--until ISO] [--identity X]
+[--patient X] [--type T] [--limit N] [--json]``; ``audit export [--format xml|json] [--out
+FILE]`` (same filters); ``audit verify`` checks the hash chain of the ``audit_event`` table
+and names the first broken link (exit status 1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from securepacs.audit.serialize import from_json, to_dict, to_xml
+from securepacs.audit.sinks import columns_of
+from securepacs.cli.options import fail
+from securepacs.errors import PacsError
+from securepacs.settings import load
+
+KINDS = ("application-activity", "user-authentication", "security-alert",
+         "instances-transferred", "begin-transferring", "query", "export", "import",
+         "emergency-override")
+
+app = typer.Typer(help="Audit trail: list, export, verify the hash chain.", no_args_is_help=True)
+
+
+class _State:
+    data_dir: Path | None = None
+    config: Path | None = None
+
+
+_state = _State()
+
+
+@app.callback()
+def audit_options(
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (as for serve)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file (as for serve)."),
+) -> None:
+    """Audit trail of a data folder."""
+    _state.data_dir, _state.config = data_dir, config
+
+
+def _log():  # noqa: ANN202 - securepacs.index.audit.SqlAuditLog
+    from securepacs.wiring import audit_log
+
+    try:
+        settings = load(_state.config, overrides={"data_dir": _state.data_dir})
+        return audit_log(settings)
+    except PacsError as exc:
+        raise fail(str(exc)) from None
+
+
+def _when(text: str | None, what: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{what} {text!r} is not an ISO 8601 date or time") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _rows(since: str | None, until: str | None, identity: str | None, patient: str | None,
+          kind: str | None, limit: int | None) -> list[Any]:
+    if kind is not None and kind not in KINDS:
+        raise typer.BadParameter(f"unknown type {kind!r} (valid: {', '.join(KINDS)})")
+    log = _log()
+    try:
+        return log.records(since=_when(since, "--since"), until=_when(until, "--until"),
+                           identity=identity, patient=patient, kind=kind, limit=limit)
+    except PacsError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        log.close()
+
+
+_SINCE = typer.Option(None, "--since", help="From this time (ISO 8601, UTC if no zone).")
+_UNTIL = typer.Option(None, "--until", help="Before this time (ISO 8601).")
+_IDENTITY = typer.Option(None, "--identity", help="A participant's user ID contains this "
+                         "(CN=ws1, an AE title).")
+_PATIENT = typer.Option(None, "--patient", help="This Patient ID.")
+_TYPE = typer.Option(None, "--type", help=f"Event type: {', '.join(KINDS)}.")
+_LIMIT = typer.Option(None, "--limit", help="Only the newest N records.")
+
+
+@app.command("list")
+def list_(
+    since: str | None = _SINCE, until: str | None = _UNTIL, identity: str | None = _IDENTITY,
+    patient: str | None = _PATIENT, kind: str | None = _TYPE, limit: int | None = _LIMIT,
+    as_json: bool = typer.Option(False, "--json", help="One JSON record per line."),
+) -> None:
+    """The audit records, oldest first."""
+    for row in _rows(since, until, identity, patient, kind, limit):
+        if as_json:
+            typer.echo(json.dumps({"seq": row.seq, **json.loads(row.body)}, sort_keys=True))
+            continue
+        outcome = "ok" if row.outcome == 0 else f"fail({row.outcome})"
+        who = ", ".join(row.user_ids)
+        patients = f" patient {', '.join(row.patient_ids)}" if row.patient_ids else ""
+        typer.echo(f"{row.seq:>6} {row.event_time.isoformat(timespec='seconds')} "
+                   f"{row.kind:<22} {outcome:<8} {who}{patients}")
+
+
+@app.command("export")
+def export(
+    fmt: str = typer.Option("xml", "--format", help="xml (PS3.15 A.5.1 AuditMessage "
+                            "elements in one AuditMessages document) or json (JSON lines)."),
+    out: Path | None = typer.Option(None, "--out", help="File to write (default: stdout)."),
+    since: str | None = _SINCE, until: str | None = _UNTIL, identity: str | None = _IDENTITY,
+    patient: str | None = _PATIENT, kind: str | None = _TYPE, limit: int | None = _LIMIT,
+) -> None:
+    """Write the audit records as DICOM audit message XML or JSON."""
+    if fmt not in ("xml", "json"):
+        raise typer.BadParameter(f"--format must be xml or json, not {fmt!r}")
+    rows = _rows(since, until, identity, patient, kind, limit)
+    if fmt == "json":
+        data = "".join(json.dumps({"seq": r.seq, **to_dict(from_json(r.body))}, sort_keys=True)
+                       + "\n" for r in rows).encode()
+    else:
+        root = ET.Element("AuditMessages")
+        for r in rows:
+            root.append(ET.fromstring(to_xml(from_json(r.body))))
+        data = ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        out.write_bytes(data)
+        typer.echo(f"{len(rows)} audit records written to {out}", err=True)
+
+
+@app.command("verify")
+def verify() -> None:
+    """Check the hash chain; name the first broken link (exit status 1)."""
+    log = _log()
+    try:
+        report = log.verify(columns=columns_of)
+    except PacsError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        log.close()
+    if report.ok:
+        typer.echo(f"audit chain intact: {report.checked} records")
+        return
+    where = f" (first broken link: row {report.broken_seq})" if report.broken_seq else ""
+    typer.echo(f"audit chain BROKEN{where}: {report.reason}", err=True)
+    raise typer.Exit(1)

@@ -1,0 +1,400 @@
+"""``securepacs echo | send | find | get | move``: the client tools (SCU), TLS by default.
+
+Common options (a contract shared by every client command): ``--server HOST:PORT``,
+``--aec CALLED_AE``, ``--aet CALLING_AE``, ``--cert PEM --key PEM --ca PEM``, ``--no-tls``,
+``--profile FILE`` and ``--timeout S``. Anything not given comes from the client profile
+written by ``securepacs enroll`` (:mod:`securepacs.clientprofile`).
+
+This module wires the DICOM client of :mod:`securepacs.dimse.client` into the client
+services and renders their results; exit codes: 0 all done, 1 some files or
+sub-operations failed, 2 bad arguments or configuration, 3 no connection / association /
+permission, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from pydicom.dataset import Dataset
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from securepacs.clientprofile import load_profile, split_server
+from securepacs.dimse.client import DicomClient, Endpoint
+from securepacs.errors import ConfigError, PacsError, PkiError
+from securepacs.model.levels import Level
+from securepacs.pki.tlspolicy import client_context
+from securepacs.services import fetch, identifier
+from securepacs.services.coerce import Coercion
+from securepacs.services.discovery import discover
+from securepacs.services.part10 import as_text
+from securepacs.services.scuport import ConnectionFailed, RetrieveProgress
+from securepacs.services.send import SendOptions, SendProgress, SendSummary
+from securepacs.services.send import send as send_all
+
+EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION, EXIT_INTERRUPTED = 1, 2, 3, 130
+_MB = 1_000_000
+
+Server = Annotated[str | None, typer.Option(
+    "--server", help="HOST:PORT of the DICOM server [profile, else 127.0.0.1:2762].")]
+Aec = Annotated[str | None, typer.Option("--aec", help="Called AE title [profile, else SECUREPACS].")]
+Aet = Annotated[str | None, typer.Option("--aet", help="Calling AE title (ours) [profile].")]
+Cert = Annotated[Path | None, typer.Option("--cert", help="Our certificate, PEM [profile].")]
+Key = Annotated[Path | None, typer.Option("--key", help="Its private key, PEM [profile].")]
+Ca = Annotated[Path | None, typer.Option(
+    "--ca", help="CA certificate(s) that issued the server's certificate, PEM [profile].")]
+NoTls = Annotated[bool, typer.Option("--no-tls", help="Plain TCP, no TLS (unsafe; only when asked).")]
+ProfileOpt = Annotated[Path | None, typer.Option(
+    "--profile", help="Client profile (TOML) [$SECUREPACS_PROFILE or ~/.config/securepacs/client.toml].")]
+Timeout = Annotated[float, typer.Option("--timeout", min=1.0,
+                                        help="Seconds to wait for any answer from the server.")]
+
+
+def _fail(command: str, message: str, code: int) -> NoReturn:
+    typer.echo(f"securepacs {command}: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _valid_ae(value: str, option: str) -> str:
+    text = value.strip()
+    if not 0 < len(text) <= 16 or "\\" in text or not text.isascii() or not text.isprintable():
+        raise ConfigError(f"{option} {value!r}: an AE title is 1 to 16 printable ASCII "
+                          "characters without backslash")
+    return text
+
+
+def endpoint(*, profile: Path | None, server: str | None, aec: str | None, aet: str | None,
+             cert: Path | None, key: Path | None, ca: Path | None, no_tls: bool,
+             timeout: float) -> Endpoint:
+    """Flags over profile over defaults -> an :class:`~securepacs.dimse.client_ul.Endpoint`.
+
+    Raises
+    ------
+    ConfigError, PkiError
+        A bad profile or flag, or TLS files that cannot be used (the message names them).
+    """
+    p = load_profile(profile).with_overrides(server=server, called_ae=aec, calling_ae=aet,
+                                             cert=cert, key=key, ca=ca,
+                                             tls=False if no_tls else None)
+    host, port = split_server(p.server)
+    called = _valid_ae(p.called_ae, "--aec")
+    calling = _valid_ae(p.calling_ae, "--aet")
+    context = None
+    if p.tls:
+        if p.ca is None:
+            raise ConfigError("TLS needs the CA certificate that issued the server's "
+                              "certificate: pass --ca FILE, or run securepacs enroll to write "
+                              "a client profile (or --no-tls for a plain DICOM port)")
+        if p.key is not None and p.cert is None:
+            raise ConfigError("--key needs --cert")
+        context = client_context(p.ca, p.cert, p.key)
+    return Endpoint(host, port, called, calling, context,
+                    connect_timeout=min(timeout, 10.0), acse_timeout=timeout,
+                    dimse_timeout=timeout, cert_file=p.cert, key_file=p.key)
+
+
+@contextmanager
+def _errors(command: str) -> Iterator[None]:
+    """Turn every expected error into one line on stderr and an exit code."""
+    try:
+        yield
+    except ConnectionFailed as exc:
+        _fail(command, str(exc), EXIT_CONNECTION)
+    except (ConfigError, PkiError, ValueError, FileNotFoundError) as exc:
+        _fail(command, str(exc), EXIT_USAGE)
+    except PacsError as exc:
+        _fail(command, str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail(command, "interrupted", EXIT_INTERRUPTED)
+
+
+# ------------------------------------------------------------------------------------ echo
+
+
+def echo(server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None,
+         key: Key = None, ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None,
+         timeout: Timeout = 30.0) -> None:
+    """Check the connection: TLS, certificates, AE titles and the association (C-ECHO)."""
+    with _errors("echo"):
+        ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
+                      ca=ca, no_tls=no_tls, timeout=timeout)
+        result = DicomClient(ep).echo()
+    if result.status.category != "success":
+        _fail("echo", f"{ep.where} answered C-ECHO with status 0x{result.status.status:04X}",
+              EXIT_FAILED)
+    typer.echo(f"C-ECHO to {ep.where}: success in {result.seconds * 1000:.0f} ms "
+               f"({result.cipher}, calling AE {ep.calling_ae})")
+
+
+# ------------------------------------------------------------------------------------ send
+
+
+class _SendProgress:
+    """A rich progress bar on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, total: int, total_bytes: int, tty: bool, every: float = 2.0):
+        self.tty = tty
+        self.every = every
+        self.last = 0.0
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        if tty and total:
+            self.progress = Progress(
+                TextColumn("[bold]send"), BarColumn(),
+                TextColumn("{task.fields[images]} images"), DownloadColumn(),
+                TransferSpeedColumn(), TextColumn("{task.fields[rate]} img/s"),
+                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.task = self.progress.add_task("send", total=total_bytes,
+                                               images=f"0/{total}", rate="0")
+
+    def __enter__(self) -> _SendProgress:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, p: SendProgress) -> None:
+        rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=p.bytes_done, images=f"{p.done}/{p.total}",
+                                 rate=f"{rate:.0f}")
+            return
+        now = time.monotonic()
+        if p.done != p.total and now - self.last < self.every:
+            return
+        self.last = now
+        left = (p.total - p.done) / rate if rate else 0.0
+        typer.echo(f"send: {p.done}/{p.total} images, {p.bytes_done / _MB:.1f}/"
+                   f"{p.bytes_total / _MB:.1f} MB, {rate:.0f} images/s, {left:.0f} s left",
+                   err=True)
+
+    def notice(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(f"send: {text}", markup=False, highlight=False)
+        else:
+            typer.echo(f"send: {text}", err=True)
+
+
+def _print_summary(s: SendSummary, verbose: bool) -> None:
+    rate = s.sent / s.seconds if s.seconds > 0 else 0.0
+    typer.echo(f"found {s.found} instance(s); skipped {len(s.skipped)} non-DICOM file(s)")
+    if verbose:
+        for label, reason in s.skipped:
+            typer.echo(f"  skipped {label}: {reason}")
+    if s.on_server:
+        typer.echo(f"resume: {s.on_server} already on the server, not sent again")
+    typer.echo(f"sent {s.sent}, already present {s.already_present}, failed {len(s.failed)}, "
+               f"not sent {s.not_sent} ({s.bytes_sent / _MB:.1f} MB in {s.seconds:.2f} s, "
+               f"{rate:.0f} images/s, {s.reconnects} reconnect(s))")
+    for item in s.warnings:
+        typer.echo(f"  warning {item.label} ({item.sop_instance_uid}): {item.reason}")
+    for item in s.failed:
+        typer.echo(f"  failed {item.label} ({item.sop_instance_uid}): {item.reason}")
+    if s.stopped:
+        typer.echo(f"stopped: {s.stopped}", err=True)
+
+
+def send(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders (recursive) and zip archives.")],
+    parallel: Annotated[int, typer.Option("--parallel", "-j", min=1, max=32,
+                                          help="Associations in parallel.")] = 1,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Skip instances the server already holds (C-FIND by SOP Instance UID).")] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Coerce TAG=VALUE on the way out (e.g. PatientID=123); originals go "
+                      "to Original Attributes Sequence. Repeatable.")] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0,
+                                         help="New associations per file after a lost one.")] = 3,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List skipped files.")] = False,
+    server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
+    ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
+) -> None:
+    """Send DICOM files (C-STORE): progress, retries, a summary; exit 1 if any file failed."""
+    with _errors("send"):
+        ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
+                      ca=ca, no_tls=no_tls, timeout=timeout)
+        options = SendOptions(parallel=parallel, retries=retries, resume=resume,
+                              coercion=Coercion.parse(set_) if set_ else None)
+        found = discover(paths)
+        client = DicomClient(ep)
+        with _SendProgress(len(found.instances), found.total_bytes, sys.stderr.isatty()) as bar:
+            summary = send_all(found, client, options=options, finder=client,
+                               on_progress=bar, notice=bar.notice)
+    _print_summary(summary, verbose)
+    if summary.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if summary.stopped and not (summary.sent or summary.already_present):
+        raise typer.Exit(EXIT_CONNECTION)
+    if not summary.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+# ------------------------------------------------------------------------------------ find
+
+
+def _cell(match: Dataset, keyword: str) -> str:
+    return as_text(match.get(keyword))
+
+
+def find(
+    level: Annotated[Level, typer.Option("--level", "-L", case_sensitive=False,
+                                         help="Query/Retrieve level.")] = Level.STUDY,
+    keys: Annotated[list[str] | None, typer.Option(
+        "--key", "-k", help="TAG=VALUE to match (wildcards * ?, ranges A-B) or TAG to return; "
+                            "TAG is a keyword or gggg,eeee. Repeatable.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="DICOM JSON (PS3.18 F.2) on stdout.")] = False,
+    server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
+    ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
+) -> None:
+    """Query the server (C-FIND) at any level; a table, or --json for scripts."""
+    with _errors("find"):
+        ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
+                      ca=ca, no_tls=no_tls, timeout=timeout)
+        query = identifier.query(level, keys or [])
+        matches = list(identifier.results(DicomClient(ep), level, query))
+    if as_json:
+        typer.echo(json.dumps([m.to_json_dict() for m in matches], indent=2))
+        return
+    names = identifier.columns(query)
+    table = Table(title=f"{len(matches)} match(es) at {level.value} level", title_justify="left")
+    for name in names:
+        table.add_column(name, overflow="fold")  # UIDs whole, to copy into get/move
+    for match in matches:
+        table.add_row(*(_cell(match, n) for n in names))
+    console = Console() if sys.stdout.isatty() else Console(width=240)
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------ get / move
+
+
+class _RetrieveProgress:
+    """Progress of a C-GET (files written) or C-MOVE (sub-operations)."""
+
+    def __init__(self, verb: str, tty: bool):
+        self.verb = verb
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.last = 0.0
+        if tty:
+            self.progress = Progress(TextColumn(f"[bold]{verb}"), BarColumn(),
+                                     TextColumn("{task.fields[count]}"), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=True)
+            self.task = self.progress.add_task(verb, total=None, count="")
+
+    def __enter__(self) -> _RetrieveProgress:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def show(self, done: int, total: int | None) -> None:
+        shown = f"{done}/{total if total is not None else '?'}"
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=done, total=total, count=shown)
+            return
+        now = time.monotonic()
+        if now - self.last >= 2.0 or (total is not None and done >= total):
+            self.last = now
+            typer.echo(f"{self.verb}: {shown}", err=True)
+
+    def notice(self, text: str) -> None:
+        typer.echo(f"{self.verb}: {text}", err=True)
+
+
+def _check_study(study: str) -> None:
+    if not study.strip():
+        raise ValueError("--study needs a Study Instance UID")
+
+
+def get(
+    study: Annotated[str, typer.Option("--study", help="Study Instance UID.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder for Patient/Study/Series/Instance.dcm.")],
+    series: Annotated[str | None, typer.Option("--series", help="Series Instance UID.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="SOP Instance UID.")] = None,
+    server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
+    ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
+) -> None:
+    """Retrieve a study, series or instance (C-GET) into DIR/Patient/Study/Series/."""
+    with _errors("get"):
+        _check_study(study)
+        ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
+                      ca=ca, no_tls=no_tls, timeout=timeout)
+        level, query = identifier.retrieve(study, series, image)
+        client = DicomClient(ep)
+        with _RetrieveProgress("get", sys.stderr.isatty()) as bar:
+            expected: list[int | None] = [None]
+            writer = fetch.InstanceWriter(to, source_ae=ep.called_ae)
+            writer.on_written = lambda _: bar.show(len(writer.written), expected[0])
+
+            def on_expected(n: int) -> None:
+                expected[0] = n
+                bar.show(0, n)
+
+            def on_progress(p: RetrieveProgress) -> None:
+                if expected[0] is None and p.total is not None:
+                    expected[0] = p.total
+
+            summary = fetch.get(client, client, query, level, writer, on_progress=on_progress,
+                                notice=bar.notice, on_expected=on_expected)
+    final = summary.final
+    if summary.expected == 0:
+        _fail("get", f"nothing on the server matches {query.QueryRetrieveLevel} level "
+                     f"--study {study}" + (f" --series {series}" if series else "")
+                     + (f" --image {image}" if image else ""), EXIT_FAILED)
+    typer.echo(f"retrieved {len(summary.written)} instance(s) into {to} "
+               f"(completed {final.completed}, failed {final.failed}, warning {final.warning}, "
+               f"final status 0x{final.status.status:04X})")
+    for error in summary.errors:
+        typer.echo(f"  failed {error}")
+    if not summary.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def move(
+    study: Annotated[str, typer.Option("--study", help="Study Instance UID.")],
+    dest: Annotated[str, typer.Option("--dest", help="Destination AE title, as the server knows it.")],
+    series: Annotated[str | None, typer.Option("--series", help="Series Instance UID.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="SOP Instance UID.")] = None,
+    server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
+    ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
+) -> None:
+    """Ask the server to send a study, series or instance to another AE (C-MOVE)."""
+    with _errors("move"):
+        _check_study(study)
+        destination = _valid_ae(dest, "--dest")
+        ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
+                      ca=ca, no_tls=no_tls, timeout=timeout)
+        _, query = identifier.retrieve(study, series, image)
+        with _RetrieveProgress("move", sys.stderr.isatty()) as bar:
+            def show(p: RetrieveProgress) -> None:
+                bar.show(p.completed + p.failed + p.warning, p.total)
+
+            summary = fetch.move(DicomClient(ep), query, destination, on_progress=show)
+    final = summary.final
+    typer.echo(f"moved to {destination}: completed {final.completed}, failed {final.failed}, "
+               f"warning {final.warning} (final status 0x{final.status.status:04X})")
+    if not summary.ok:
+        raise typer.Exit(EXIT_FAILED)

@@ -1,0 +1,366 @@
+"""``securepacs media``: encrypted DICOM media (PS3.10 7.4 secure file-sets, PS3.15 D.1).
+
+Scripts and docs rely on these names::
+
+    securepacs media create SRC... [--study UID]... (--out DIR | --iso FILE)
+        (--password-file F | --password-stdin | --password | --generate-passphrase)
+        [--recipient CERT]... [--oaep] [--escrow CERT]... [--data-dir DIR] [--config FILE]
+    securepacs media info MEDIA [--json]
+    securepacs media extract MEDIA --to DIR
+        (--password-file F | --password-stdin | --password | --media-key PEM)
+        [--key-passphrase-file F] [--keep-going]
+    securepacs media verify MEDIA
+        (--password-file F | --password-stdin | --password | --media-key PEM)
+        [--key-passphrase-file F]
+    securepacs media recover MEDIA --escrow-key KEY.pem --to DIR [--escrow-cert CERT]
+        [--key-passphrase-file F] [--reason TEXT] [--data-dir DIR] [--config FILE]
+        [--keep-going]
+
+Exit codes: 0 done; 1 failed (the file or reason is named on one line); 2 the password or key
+does not open the media (nothing written), or bad usage. Passwords are never logged or echoed;
+``--password`` prompts (twice when creating) without echo. Long work shows a progress bar on a
+terminal, and otherwise a plain line every few seconds on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from securepacs.cli.options import fail
+from securepacs.errors import PacsError, WrongKeyError
+from securepacs.services import media as service
+from securepacs.services import media_recovery
+from securepacs.settings import load
+
+app = typer.Typer(help="Encrypted DICOM media (CD/DVD/USB): create, info, extract, verify, "
+                       "recover.", no_args_is_help=True)
+
+_PLAIN_EVERY = 3.0  # seconds between plain progress lines when stderr is not a terminal
+
+
+class _CliProgress:
+    """A rich progress bar on a terminal, plain lines on stderr otherwise (only when slow)."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._name = ""
+        self._total: int | None = None
+        self._done = 0
+        self._last = 0.0
+        self._printed = False
+
+    def begin(self, task: str, total: int | None) -> None:
+        self._name, self._total, self._done = task, total, 0
+        self._last, self._printed = time.monotonic(), False
+        if self._tty:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(task, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self._done += n
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+            return
+        now = time.monotonic()
+        if now - self._last >= _PLAIN_EVERY:
+            self._last, self._printed = now, True
+            of = f"/{self._total}" if self._total else ""
+            typer.echo(f"{self._name}: {self._done}{of}", err=True)
+
+    def end(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        elif self._printed:
+            typer.echo(f"{self._name}: done", err=True)
+
+
+def _run(action: Any) -> Any:
+    """Run a service call; map errors to one line and the exit code."""
+    try:
+        return action()
+    except WrongKeyError as exc:
+        raise fail(str(exc), 2) from None
+    except (PacsError, OSError) as exc:
+        raise fail(str(exc), 1) from None
+
+
+def _read_password_file(path: Path) -> str:
+    if str(path) == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise fail(f"cannot read the password file {path}: {exc.strerror}", 2) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise fail("the password is not text: media passwords are printable US-ASCII "
+                   "(PS3.15 D.1.1)", 1) from None
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise fail(f"the password file {path} is empty", 2)
+    return lines[0]
+
+
+def _password(file: Path | None, stdin: bool, prompt: bool, *, confirm: bool) -> str | None:
+    given = sum([file is not None, stdin, prompt])
+    if given > 1:
+        raise fail("give only one of --password-file, --password-stdin, --password", 2)
+    if file is not None:
+        return _read_password_file(file)
+    if stdin:
+        return _read_password_file(Path("-"))
+    if prompt:
+        text: str = typer.prompt("Media password", hide_input=True, confirmation_prompt=confirm)
+        return text
+    return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- create
+
+
+@app.command("create")
+def create(
+    sources: list[Path] = typer.Argument(None, help="Folders of DICOM Part 10 files.",
+                                         show_default=False),
+    study: list[str] = typer.Option([], "--study", help="A Study Instance UID from the archive "
+                                    "(repeatable; reads --data-dir)."),
+    out: Path | None = typer.Option(None, "--out", help="Folder to create (absent or empty)."),
+    iso: Path | None = typer.Option(None, "--iso", help="ISO 9660 image file to create."),
+    password_file: Path | None = typer.Option(None, "--password-file",
+                                              help="File whose first line is the password."),
+    password_stdin: bool = typer.Option(False, "--password-stdin",
+                                        help="Read the password from stdin."),
+    password: bool = typer.Option(False, "--password", help="Prompt for the password (twice)."),
+    generate_passphrase: bool = typer.Option(
+        False, "--generate-passphrase", help="Make a strong random passphrase and print it."),
+    recipient: list[Path] = typer.Option([], "--recipient", help="RSA certificate of a "
+                                         "recipient (repeatable)."),
+    escrow: list[Path] = typer.Option([], "--escrow", help="RSA certificate of the escrow key "
+                                      "for emergency recovery (repeatable)."),
+    oaep: bool = typer.Option(False, "--oaep", help="RSAES-OAEP (SHA-256) instead of "
+                              "rsaEncryption for certificate recipients."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Archive data folder "
+                                         "(for --study)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file (for --study)."),
+) -> None:
+    """Encrypt DICOM files into a secure file-set (folder or ISO image) for CD/DVD/USB."""
+    if generate_passphrase and (password_file or password_stdin or password):
+        raise fail("--generate-passphrase replaces --password-file/--password-stdin/--password", 2)
+    if not sources and not study:
+        raise fail("give folders of DICOM files and/or --study UID", 2)
+    if (out is None) == (iso is None):
+        raise fail("give exactly one of --out DIR or --iso FILE", 2)
+    generated = service.generate_passphrase() if generate_passphrase else None
+    text = generated.text if generated else _password(password_file, password_stdin, password,
+                                                      confirm=True)
+    if text is None and not recipient:
+        raise fail("give a password option or at least one --recipient certificate", 2)
+    archive = None
+    if study:
+        def _archive() -> Any:
+            from securepacs.wiring import study_archive
+
+            return study_archive(load(config, overrides={"data_dir": data_dir}))
+
+        archive = _run(_archive)
+    try:
+        report = _run(lambda: service.create_media(
+            folders=sources or [], studies=study, archive=archive, out_dir=out, iso=iso,
+            password=text, recipients=recipient, escrow=escrow, oaep=oaep, at=_now(),
+            progress=_CliProgress()))
+    finally:
+        if archive is not None:
+            archive.close()
+    where = f"ISO image {report.target} (fits a {report.fits})" if report.iso else \
+        f"folder {report.target}"
+    typer.echo(f"Wrote {report.instances} instance(s) of {report.studies} study(ies), "
+               f"{report.patients} patient(s) to {where}: {report.bytes_written:,} bytes.")
+    typer.echo(f"Recipients: {', '.join(report.recipients)}.")
+    if report.skipped:
+        typer.echo(f"Skipped {len(report.skipped)} file(s) (not DICOM, DICOMDIR or duplicate):")
+        for label, reason in report.skipped[:20]:
+            typer.echo(f"  {label}: {reason}")
+    if generated is not None:
+        typer.echo(f"Passphrase ({generated.bits:.0f} bits): {generated.text}")
+        typer.echo("Send it to the recipient by a different route than the media.")
+
+
+# --------------------------------------------------------------------------- info
+
+
+@app.command("info")
+def info(
+    media: Path = typer.Argument(..., help="Media folder or ISO image."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Describe the media without any key: files, algorithms and recipient types."""
+    summary = _run(lambda: service.media_info(media))
+    if as_json:
+        typer.echo(json.dumps({
+            "media": summary.name, "readme": summary.readme, "dicomdir": summary.dicomdir,
+            "bytes": summary.total_bytes, "password_kdfs": list(summary.kdfs),
+            "files": [{
+                "path": f.path, "size": f.size, "error": f.error,
+                "content": f.envelope.content_type if f.envelope else None,
+                "cipher": f.envelope.cipher if f.envelope else None,
+                "recipients": [r.kind for r in f.envelope.recipients] if f.envelope else [],
+            } for f in summary.files],
+        }, indent=2))
+        return
+    secure = [f for f in summary.files if f.envelope is not None]
+    typer.echo(f"Media: {summary.name}")
+    typer.echo(f"README.TXT: {'yes' if summary.readme else 'no'}; "
+               f"DICOMDIR: {'yes' if summary.dicomdir else 'no'}")
+    typer.echo(f"Secure DICOM Files: {len(secure)} of {len(summary.files)}, "
+               f"{summary.total_bytes:,} bytes")
+    if summary.kdfs:
+        shared = "one for the whole media" if len(summary.kdfs) == 1 else \
+            f"{len(summary.kdfs)} different ones"
+        typer.echo(f"Password key derivation ({shared}): {'; '.join(summary.kdfs)}")
+    kinds = sorted({r.detail for f in secure for r in f.envelope.recipients  # type: ignore[union-attr]
+                    if r.kind != "password"})
+    for detail in kinds:
+        typer.echo(f"Recipient: {detail}")
+    for f in summary.files:
+        if f.envelope is None:
+            typer.echo(f"  {f.path}  {f.size:,} bytes  NOT A SECURE DICOM FILE: {f.error}")
+            continue
+        who = ", ".join(r.kind for r in f.envelope.recipients)
+        typer.echo(f"  {f.path}  {f.size:,} bytes  {f.envelope.content_type}  "
+                   f"{f.envelope.cipher}  [{who}]")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _key_passphrase(path: Path | None) -> bytes | None:
+    return None if path is None else _read_password_file(path).encode("utf-8")
+
+
+def _keyring(password_file: Path | None, password_stdin: bool, password: bool,
+             media_key: list[Path], key_passphrase_file: Path | None) -> Any:
+    text = _password(password_file, password_stdin, password, confirm=False)
+    if text is None and not media_key:
+        raise fail("give --password-file, --password-stdin, --password or --media-key", 2)
+    passphrase = _key_passphrase(key_passphrase_file)
+    return _run(lambda: service.keyring_from(password=text, keys=media_key,
+                                             key_passphrase=passphrase))
+
+
+_KEY_PASSPHRASE_HELP = "File whose first line is the passphrase of an encrypted key file."
+
+
+def _report_failures(failures: list[str], problems: list[str]) -> None:
+    for line in failures:
+        typer.echo(f"FAILED {line}", err=True)
+    for line in problems:
+        typer.echo(f"DICOMDIR {line}", err=True)
+
+
+@app.command("extract")
+def extract(
+    media: Path = typer.Argument(..., help="Media folder or ISO image."),
+    to: Path = typer.Option(..., "--to", help="Folder to create for the plain files."),
+    password_file: Path | None = typer.Option(None, "--password-file",
+                                              help="File whose first line is the password."),
+    password_stdin: bool = typer.Option(False, "--password-stdin",
+                                        help="Read the password from stdin."),
+    password: bool = typer.Option(False, "--password", help="Prompt for the password."),
+    media_key: list[Path] = typer.Option([], "--media-key", help="RSA private key (PEM, may "
+                                         "include its certificate) of a recipient."),
+    key_passphrase_file: Path | None = typer.Option(None, "--key-passphrase-file",
+                                                    help=_KEY_PASSPHRASE_HELP),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Skip damaged files (named) "
+                                    "and extract the rest."),
+) -> None:
+    """Decrypt the media into plain DICOM files and a plain DICOMDIR."""
+    keyring = _keyring(password_file, password_stdin, password, media_key, key_passphrase_file)
+    report = _run(lambda: service.extract_media(media, to, keyring, keep_going=keep_going,
+                                                progress=_CliProgress()))
+    typer.echo(f"Extracted {report.written} file(s) to {report.target}.")
+    _report_failures(report.failures, report.dicomdir_problems)
+    if report.failures:
+        raise fail(f"{len(report.failures)} file(s) could not be extracted", 1)
+
+
+@app.command("verify")
+def verify(
+    media: Path = typer.Argument(..., help="Media folder or ISO image."),
+    password_file: Path | None = typer.Option(None, "--password-file",
+                                              help="File whose first line is the password."),
+    password_stdin: bool = typer.Option(False, "--password-stdin",
+                                        help="Read the password from stdin."),
+    password: bool = typer.Option(False, "--password", help="Prompt for the password."),
+    media_key: list[Path] = typer.Option([], "--media-key", help="RSA private key (PEM, may "
+                                         "include its certificate) of a recipient."),
+    key_passphrase_file: Path | None = typer.Option(None, "--key-passphrase-file",
+                                                    help=_KEY_PASSPHRASE_HELP),
+) -> None:
+    """Decrypt every file and check every digest and the DICOMDIR; write nothing."""
+    keyring = _keyring(password_file, password_stdin, password, media_key, key_passphrase_file)
+    report = _run(lambda: service.verify_media(media, keyring, progress=_CliProgress()))
+    _report_failures(report.failures, report.dicomdir_problems)
+    typer.echo(f"Verified {report.ok} of {report.checked} file(s); "
+               f"{len(report.failures)} failed; DICOMDIR "
+               f"{'consistent' if not report.dicomdir_problems else 'has problems'}.")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("recover")
+def recover(
+    media: Path = typer.Argument(..., help="Media folder or ISO image."),
+    escrow_key: Path = typer.Option(..., "--escrow-key", help="The escrow RSA private key (PEM)."),
+    to: Path = typer.Option(..., "--to", help="Folder to create for the plain files."),
+    escrow_cert: Path | None = typer.Option(None, "--escrow-cert", help="The escrow certificate "
+                                            "(recorded by fingerprint; optional if in the key file)."),
+    key_passphrase_file: Path | None = typer.Option(None, "--key-passphrase-file",
+                                                    help=_KEY_PASSPHRASE_HELP),
+    reason: str | None = typer.Option(None, "--reason", help="Why (recorded in the audit log)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder holding the "
+                                         "interim audit log."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Skip damaged files (named) "
+                                    "and extract the rest."),
+) -> None:
+    """Emergency access with the escrow key when the password is lost; the access is audited.
+
+    Every attempt is recorded, before any plaintext is written, in the INTERIM audit log
+    ``<data folder>/audit-interim.jsonl`` (who, when, which media, which escrow certificate),
+    until the audit trail of a later release replaces it.
+    """
+    settings = _run(lambda: load(config, overrides={"data_dir": data_dir}))
+    passphrase = _key_passphrase(key_passphrase_file)
+    report = _run(lambda: media_recovery.recover_media(
+        media, to, escrow_key, audit_dir=settings.data_dir, at=_now(), escrow_cert=escrow_cert,
+        key_passphrase=passphrase, reason=reason, keep_going=keep_going,
+        progress=_CliProgress()))
+    typer.echo(f"Recovered {report.written} file(s) to {report.target}; the access is recorded "
+               f"in {settings.data_dir / 'audit-interim.jsonl'} (interim audit log).")
+    _report_failures(report.failures, report.dicomdir_problems)
+    if report.failures:
+        raise fail(f"{len(report.failures)} file(s) could not be extracted", 1)
+
+
+__all__ = ["app"]

@@ -1,0 +1,163 @@
+"""DIMSE command sets of a requestor (PS3.7 Annex E, 9.3, 10.3): encode requests, decode responses.
+
+A command set is always Implicit VR Little Endian (PS3.7 6.3.1) and holds a handful of
+group 0000 elements; encoding them by hand costs microseconds per C-STORE, where building a
+pydicom data set costs a good part of a millisecond.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+
+# Command Field values (PS3.7 E.1-1)
+C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
+C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
+C_MOVE_RQ, C_MOVE_RSP = 0x0021, 0x8021
+C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
+C_CANCEL_RQ = 0x0FFF
+
+# Group 0000 tags (element numbers) used here
+AFFECTED_SOP_CLASS = 0x0002
+COMMAND_FIELD = 0x0100
+MESSAGE_ID = 0x0110
+MESSAGE_ID_RESPONDED = 0x0120
+MOVE_DESTINATION = 0x0600
+PRIORITY = 0x0700
+DATA_SET_TYPE = 0x0800
+STATUS = 0x0900
+OFFENDING_ELEMENT = 0x0901
+ERROR_COMMENT = 0x0902
+AFFECTED_SOP_INSTANCE = 0x1000
+REMAINING = 0x1020
+COMPLETED = 0x1021
+FAILED = 0x1022
+WARNING = 0x1023
+
+NO_DATA_SET = 0x0101
+HAS_DATA_SET = 0x0000
+
+_US = {COMMAND_FIELD, MESSAGE_ID, MESSAGE_ID_RESPONDED, PRIORITY, DATA_SET_TYPE, STATUS,
+       REMAINING, COMPLETED, FAILED, WARNING, 0x0903, 0x1031}
+_AE = {MOVE_DESTINATION, 0x1030}
+_AT = {OFFENDING_ELEMENT, 0x1005}
+
+Command = dict[int, int | str | tuple[int, ...]]
+
+
+def _value(element: int, value: int | str) -> bytes:
+    if element in _US:
+        return struct.pack("<H", int(value))
+    text = str(value).encode("ascii")
+    if len(text) % 2:
+        text += b" " if element in _AE or element == ERROR_COMMENT else b"\x00"
+    return text
+
+
+def encode(elements: Mapping[int, int | str]) -> bytes:
+    """Encode group 0000 `elements` (element number -> value) with their group length.
+
+    Parameters
+    ----------
+    elements : mapping
+        Element number (the low 16 bits of the tag) -> int (US) or str (UI, AE, LO).
+
+    Returns
+    -------
+    bytes
+        The command set, Implicit VR Little Endian, starting with (0000,0000).
+    """
+    body = bytearray()
+    for element in sorted(elements):
+        raw = _value(element, elements[element])
+        body += struct.pack("<HHI", 0x0000, element, len(raw)) + raw
+    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + bytes(body)
+
+
+def decode(raw: bytes | bytearray) -> Command:
+    """Decode an Implicit VR Little Endian command set into element number -> value.
+
+    US elements become int, AT elements a tuple of tags, everything else str (stripped).
+
+    Raises
+    ------
+    ValueError
+        The bytes are not a well-formed group 0000.
+    """
+    out: Command = {}
+    view = memoryview(raw)
+    pos = 0
+    while pos + 8 <= len(view):
+        group, element, length = struct.unpack_from("<HHI", view, pos)
+        pos += 8
+        if group != 0x0000 or pos + length > len(view):
+            raise ValueError(f"malformed command set at byte {pos - 8}")
+        value = bytes(view[pos:pos + length])
+        pos += length
+        if element in _US and length == 2:
+            out[element] = struct.unpack("<H", value)[0]
+        elif element == 0x0000 and length == 4:
+            out[element] = struct.unpack("<I", value)[0]
+        elif element in _AT:
+            out[element] = tuple(
+                (g << 16) | e for g, e in struct.iter_unpack("<HH", value[: length // 4 * 4]))
+        else:
+            out[element] = value.decode("ascii", "replace").rstrip("\x00 ")
+    if pos != len(view):
+        raise ValueError("command set has trailing bytes")
+    return out
+
+
+def request(command_field: int, message_id: int, sop_class_uid: str, *,
+            has_data_set: bool, **extra: int | str) -> bytes:
+    """A request command set: C-STORE/C-FIND/C-GET/C-MOVE/C-ECHO-RQ (PS3.7 9.3, Annex E).
+
+    Parameters
+    ----------
+    command_field : int
+        One of the ``*_RQ`` constants.
+    message_id : int
+        1..65535, unique among outstanding requests.
+    sop_class_uid : str
+        Affected SOP Class UID.
+    has_data_set : bool
+        Whether a data set follows.
+    **extra
+        ``sop_instance_uid``, ``move_destination``, ``priority`` (0 medium by default
+        for the services that carry one).
+    """
+    elements: dict[int, int | str] = {
+        AFFECTED_SOP_CLASS: sop_class_uid,
+        COMMAND_FIELD: command_field,
+        MESSAGE_ID: message_id,
+        DATA_SET_TYPE: HAS_DATA_SET if has_data_set else NO_DATA_SET,
+    }
+    if command_field != C_ECHO_RQ:
+        elements[PRIORITY] = int(extra.get("priority", 0))
+    if "sop_instance_uid" in extra:
+        elements[AFFECTED_SOP_INSTANCE] = str(extra["sop_instance_uid"])
+    if "move_destination" in extra:
+        elements[MOVE_DESTINATION] = str(extra["move_destination"])
+    return encode(elements)
+
+
+def store_response(request_command: Command, status: int, comment: str = "") -> bytes:
+    """The C-STORE-RSP (PS3.7 9.3.1.2) answering a C-STORE-RQ we received (C-GET)."""
+    elements: dict[int, int | str] = {
+        AFFECTED_SOP_CLASS: str(request_command.get(AFFECTED_SOP_CLASS, "")),
+        COMMAND_FIELD: C_STORE_RSP,
+        MESSAGE_ID_RESPONDED: int(request_command.get(MESSAGE_ID, 0)),  # type: ignore[arg-type]
+        DATA_SET_TYPE: NO_DATA_SET,
+        STATUS: status,
+        AFFECTED_SOP_INSTANCE: str(request_command.get(AFFECTED_SOP_INSTANCE, "")),
+    }
+    if comment:
+        elements[ERROR_COMMENT] = comment[:64]
+    return encode(elements)
+
+
+def cancel(message_id: int) -> bytes:
+    """A C-CANCEL-RQ for the operation with `message_id` (PS3.7 9.3.2.3)."""
+    return encode({COMMAND_FIELD: C_CANCEL_RQ, MESSAGE_ID_RESPONDED: message_id,
+                   DATA_SET_TYPE: NO_DATA_SET})

@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first; each revision's docstring says what it changes."""

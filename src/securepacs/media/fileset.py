@@ -1,0 +1,525 @@
+"""The secure file-set: file IDs, the DICOMDIR, the README, and reading a disc back.
+
+One responsibility: lay Part 10 files out as a PS3.10 file-set in which every file, the
+DICOMDIR included, is a Secure DICOM File (PS3.10 7.4, PS3.15 D.1), and walk such a
+file-set to open it again.
+
+- File IDs (PS3.10 8.2, 8.5): at most 8 components of 1 to 8 characters from ``A-Z 0-9 _``;
+  pydicom's :class:`~pydicom.fileset.FileSet` assigns ``PTxxxxxx/STxxxxxx/SExxxxxx/IMxxxxxx``
+  and builds the DICOMDIR's directory records (PS3.3 F.5). The records are computed from the
+  instances' headers only (pixel data is never read for it); pydicom stages those headers in
+  private (mode 0700) temporary folders that are removed before :func:`plan_fileset` returns.
+- The instances themselves are sealed byte for byte as read from their source, so a round
+  trip gives back identical files; the DICOMDIR is sealed like any other file.
+- ``README.TXT`` at the root is the only plain file: what the media is and how to open it.
+  It names no patient, study or date of an examination.
+- Reading: :class:`FolderMedia` (an image reads through :mod:`securepacs.media.image`),
+  :func:`open_files` opens the DICOMDIR first and then every other file with one
+  :class:`~securepacs.media.cms.Keyring`, so a password costs one PBKDF2 run per disc.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from io import BytesIO
+from pathlib import Path
+from typing import Protocol
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.fileset import FileInstance, FileSet
+from pydicom.uid import MediaStorageDirectoryStorage
+
+from securepacs.errors import (
+    IntegrityError,
+    MalformedFileError,
+    MediaError,
+    UnsupportedMediaError,
+    WrongKeyError,
+)
+from securepacs.media import cms
+
+__all__ = [
+    "DICOMDIR",
+    "README",
+    "FileResult",
+    "FileSetPlan",
+    "FolderMedia",
+    "MediaSource",
+    "MediaSummary",
+    "Source",
+    "check_dicomdir",
+    "is_valid_file_id",
+    "open_files",
+    "plan_fileset",
+    "readme_text",
+    "seal_fileset",
+    "summarize",
+    "wrong_key_message",
+]
+
+DICOMDIR = "DICOMDIR"
+README = "README.TXT"
+PROBE_FILES = 3
+"""A key that opens none of the first this-many files tried is a wrong key (exit 2)."""
+
+_COMPONENT = re.compile(r"[A-Z0-9_]{1,8}")
+
+
+def is_valid_file_id(parts: Sequence[str]) -> bool:
+    """PS3.10 8.2/8.5: 1 to 8 components, each 1 to 8 of ``A-Z 0-9 _``."""
+    return 1 <= len(parts) <= 8 and all(_COMPONENT.fullmatch(p) for p in parts)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class Source(Protocol):
+    """One Part 10 file to put on the media (a file in a folder, an archived instance)."""
+
+    @property
+    def label(self) -> str:
+        """How an error names it (a path or a UID, never patient data)."""
+        ...
+
+    def read(self) -> bytes:
+        """The complete Part 10 file."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileSetPlan:
+    """Where each instance goes and the DICOMDIR that says so.
+
+    Attributes
+    ----------
+    entries : tuple of (tuple of str, Source)
+        File ID components and the source sealed there.
+    dicomdir : bytes
+        The plain DICOMDIR (Part 10), referencing every entry.
+    skipped : tuple of (str, str)
+        Sources left out, with the reason (not DICOM, a DICOMDIR, a duplicate).
+    patients, studies, series : int
+        Record counts.
+    """
+
+    entries: tuple[tuple[tuple[str, ...], Source], ...]
+    dicomdir: bytes
+    skipped: tuple[tuple[str, str], ...] = ()
+    patients: int = 0
+    studies: int = 0
+    series: int = 0
+
+    @property
+    def instances(self) -> int:
+        return len(self.entries)
+
+
+def _header(source: Source) -> Dataset | None:
+    data = source.read()
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return None
+    try:
+        return dcmread(BytesIO(data), stop_before_pixels=True)
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError):
+        return None
+
+
+class _UniqueFileSet(FileSet):
+    """A FileSet whose :meth:`add_unique` skips pydicom's scan for a duplicate instance.
+
+    :meth:`FileSet.add` looks for the SOP Instance UID among all instances added so far by
+    iterating the file-set, which makes building a file-set quadratic (minutes for a DVD of
+    10,000 images). :func:`plan_fileset` has already made the UIDs unique, so while adding,
+    iteration yields nothing; at any other time the file-set behaves as pydicom's.
+    """
+
+    _adding = False
+
+    def __iter__(self) -> Iterator[FileInstance]:
+        if self._adding:
+            return iter(())
+        return super().__iter__()
+
+    def add_unique(self, ds: Dataset) -> FileInstance:
+        self._adding = True
+        try:
+            return self.add(ds)
+        finally:
+            self._adding = False
+
+
+def plan_fileset(sources: Iterable[Source], *, fileset_id: str = "SECUREPACS",
+                 progress: Callable[[int], None] | None = None) -> FileSetPlan:
+    """Assign file IDs and build the DICOMDIR for `sources`.
+
+    Parameters
+    ----------
+    sources : iterable of Source
+        Part 10 files; others (no ``DICM`` prefix) and DICOMDIRs are skipped and reported.
+    fileset_id : str
+        The DICOMDIR's File-set ID (CS, at most 16 characters).
+    progress : callable, optional
+        Called with 1 after each source is read.
+
+    Returns
+    -------
+    FileSetPlan
+
+    Raises
+    ------
+    MediaError
+        An instance lacks what its directory record needs (the message names it), or no
+        source is a DICOM file.
+    """
+    fs = _UniqueFileSet()
+    fs.ID = fileset_id
+    by_uid: dict[str, Source] = {}
+    skipped: list[tuple[str, str]] = []
+    levels: tuple[set[str], set[str], set[str]] = (set(), set(), set())
+    for source in sources:
+        ds = _header(source)
+        if progress is not None:
+            progress(1)
+        if ds is None:
+            skipped.append((source.label, "not a DICOM Part 10 file"))
+            continue
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+            skipped.append((source.label, "a DICOMDIR (a new one is made)"))
+            continue
+        uid = str(getattr(ds, "SOPInstanceUID", ""))
+        if uid in by_uid:
+            skipped.append((source.label, f"same SOP Instance UID as {by_uid[uid].label}"))
+            continue
+        try:
+            fs.add_unique(ds)
+        except (ValueError, KeyError, AttributeError, NotImplementedError) as exc:
+            raise MediaError(f"{source.label}: cannot make a directory record ({exc})") from None
+        by_uid[uid] = source
+        for seen, keyword in zip(levels, ("PatientID", "StudyInstanceUID", "SeriesInstanceUID"),
+                                 strict=True):
+            seen.add(str(ds.get(keyword, "")))
+    if not by_uid:
+        raise MediaError("no DICOM Part 10 file among the sources")
+    with tempfile.TemporaryDirectory(prefix="securepacs-dicomdir-") as staging:
+        fs.write(staging)
+        dicomdir = (Path(staging) / DICOMDIR).read_bytes()
+        entries = tuple(
+            (tuple(Path(inst.FileID).parts), by_uid[str(inst.SOPInstanceUID)]) for inst in fs)
+    del fs  # pydicom's own staging folder goes with the object
+    for parts, source in entries:
+        if not is_valid_file_id(parts):  # pragma: no cover - pydicom's IDs conform
+            raise MediaError(f"{source.label}: file ID {'/'.join(parts)} breaks PS3.10 8.2")
+    return FileSetPlan(entries, dicomdir, tuple(skipped), *(len(seen) for seen in levels))
+
+
+def seal_fileset(plan: FileSetPlan, recipients: Sequence[cms.Recipient]
+                 ) -> Iterator[tuple[str, bytes]]:
+    """Seal every planned file, then the DICOMDIR; yield (relative path, Secure DICOM File).
+
+    Each source is read again and sealed byte for byte (one fresh content key and IV each).
+    """
+    for parts, source in plan.entries:
+        yield "/".join(parts), cms.seal(source.read(), recipients)
+    yield DICOMDIR, cms.seal(plan.dicomdir, recipients)
+
+
+def readme_text(*, instances: int, studies: int, recipient_kinds: Sequence[str],
+                kdf_label: str | None, at: datetime, version: str) -> str:
+    """The plain README.TXT: what the media is and how to open it, no patient data.
+
+    Parameters
+    ----------
+    instances, studies : int
+        Counts only.
+    recipient_kinds : sequence of str
+        ``"password"``, ``"certificate"``, ``"escrow"``.
+    kdf_label : str or None
+        The PBKDF2 parameters when a password opens the media.
+    at : datetime
+        When the media was made (a parameter: nothing here reads the clock).
+    version : str
+        The securepacs version.
+    """
+    ways = []
+    if "password" in recipient_kinds:
+        ways.append("- with the password, which is sent to you separately from this media\n"
+                    "  (never on or with it).")
+    if "certificate" in recipient_kinds:
+        ways.append("- with the private key of a certificate it was addressed to.")
+    if "escrow" in recipient_kinds:
+        ways.append("- in an emergency, by the holder of the sending organisation's recovery\n"
+                    "  (escrow) key; every such recovery is recorded.")
+    lines = [
+        "ENCRYPTED MEDICAL IMAGES",
+        "",
+        f"This media holds {instances} encrypted DICOM image file(s) of {studies} study(ies)",
+        "and an encrypted DICOMDIR. Every file except this README is a Secure DICOM File",
+        "(DICOM PS3.10 section 7.4, Basic DICOM Media Security Profile, PS3.15 Annex D.1):",
+        "a CMS EnvelopedData (RFC 5652) encrypted with AES-256-CBC, holding a DigestedData",
+        "(SHA-256) around the original DICOM file.",
+        "",
+        "It can be opened:",
+        *ways,
+        "",
+        "How to open it:",
+        "- securepacs:  securepacs media extract <this media> --to <folder> --password-file <file>",
+        "- a DICOM viewer or importer that supports the DICOM Secure Media profile;",
+        "- OpenSSL, one file at a time, for example:",
+        "    openssl cms -decrypt -binary -inform DER -in DICOMDIR -pwri_password <password> \\",
+        "        -out DICOMDIR.digested",
+        "  The output is the CMS DigestedData; the DICOM file is its encapsulated content.",
+        "",
+    ]
+    if kdf_label:
+        lines += [f"Password key derivation: {kdf_label}, RFC 3211 PWRI-KEK.", ""]
+    lines += [
+        f"Written by securepacs {version} on {at.date().isoformat()}.",
+        "If you received this media by mistake, please return it to the sender unopened.",
+        "",
+    ]
+    return "\r\n".join(lines)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class MediaSource(Protocol):
+    """Files of a disc: a folder, or an ISO 9660 image."""
+
+    name: str
+
+    def files(self) -> list[str]:
+        """Relative paths (``/``-separated, as on the media), sorted."""
+        ...
+
+    def read(self, path: str) -> bytes:
+        """The bytes of one file."""
+        ...
+
+
+class FolderMedia:
+    """A file-set in a folder (a mounted disc, a USB stick, an unpacked copy).
+
+    Parameters
+    ----------
+    root : Path
+        The folder holding the DICOMDIR.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.name = str(self.root)
+        if not self.root.is_dir():
+            raise MediaError(f"{self.root} is not a folder")
+
+    def files(self) -> list[str]:
+        out = []
+        for dirpath, _dirs, names in os.walk(self.root):
+            for name in names:
+                out.append(Path(dirpath, name).relative_to(self.root).as_posix())
+        return sorted(out)
+
+    def read(self, path: str) -> bytes:
+        try:
+            return (self.root / path).read_bytes()
+        except OSError as exc:
+            raise MalformedFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def secure_paths(media: MediaSource) -> list[str]:
+    """Every file of `media` but the README, the DICOMDIR first."""
+    paths = [p for p in media.files() if p.upper() != README]
+    dicomdir = [p for p in paths if p.upper() == DICOMDIR]
+    return dicomdir + [p for p in paths if p.upper() != DICOMDIR]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One file of the media, opened or not.
+
+    Attributes
+    ----------
+    path : str
+        Relative path on the media.
+    opened : cms.Opened or None
+        The decrypted file when it opened and verified.
+    error : MediaError or None
+        Why not (the message names the file).
+    """
+
+    path: str
+    opened: cms.Opened | None = None
+    error: MediaError | None = None
+
+
+def wrong_key_message(keyring: cms.Keyring) -> str:
+    """The one line a person reads when nothing opens."""
+    if keyring.has_password and keyring.keys:
+        return "neither the password nor the key opens this media"
+    if keyring.has_password:
+        return "the password does not open this media"
+    return "the key does not open this media"
+
+
+def _named(path: str, exc: MediaError) -> MediaError:
+    return type(exc)(f"{path}: {exc}")
+
+
+def open_files(media: MediaSource, keyring: cms.Keyring,
+               paths: Sequence[str] | None = None) -> Iterator[FileResult]:
+    """Open every Secure DICOM File of `media`, the DICOMDIR first.
+
+    A file that no recipient opens is a wrong key while nothing has opened yet; once the same
+    keyring has opened another file of the disc it is a damaged file instead.
+
+    Parameters
+    ----------
+    media : MediaSource
+        The disc.
+    keyring : cms.Keyring
+        Password and/or private keys, one for the whole disc.
+    paths : sequence of str, optional
+        Defaults to :func:`secure_paths`.
+
+    Yields
+    ------
+    FileResult
+        One per file, the errors named.
+
+    Raises
+    ------
+    WrongKeyError
+        The keyring opened none of the first :data:`PROBE_FILES` files it recognised (or none
+        at all); raised before any file is yielded as opened.
+    """
+    proven = False
+    pending: list[tuple[str, WrongKeyError]] = []
+    for path in secure_paths(media) if paths is None else paths:
+        try:
+            opened = cms.open_file(media.read(path), keyring)
+        except WrongKeyError as exc:
+            if proven:
+                yield FileResult(path, error=IntegrityError(
+                    f"{path}: no recipient opens this file although the same key opened the "
+                    "others: it was altered or damaged"))
+                continue
+            pending.append((path, exc))
+            if len(pending) >= PROBE_FILES:
+                raise WrongKeyError(wrong_key_message(keyring)) from None
+            continue
+        except (MalformedFileError, IntegrityError, UnsupportedMediaError) as exc:
+            yield FileResult(path, error=_named(path, exc))
+            continue
+        if not proven:
+            proven = True
+            for earlier, _exc in pending:
+                yield FileResult(earlier, error=IntegrityError(
+                    f"{earlier}: no recipient opens this file although the same key opened "
+                    "the others: it was altered or damaged"))
+            pending.clear()
+        yield FileResult(path, opened=opened)
+    if pending:
+        raise WrongKeyError(wrong_key_message(keyring))
+
+
+def _referenced(dicomdir: bytes) -> dict[str, str]:
+    ds = dcmread(BytesIO(dicomdir))
+    out = {}
+    for record in ds.get("DirectoryRecordSequence", []):
+        file_id = record.get("ReferencedFileID")
+        if file_id is None:
+            continue
+        parts = [file_id] if isinstance(file_id, str) else list(file_id)
+        out["/".join(parts).upper()] = str(record.get("ReferencedSOPInstanceUIDInFile", ""))
+    return out
+
+
+def check_dicomdir(dicomdir: bytes, instances: dict[str, str]) -> list[str]:
+    """Problems between a decrypted DICOMDIR and the files opened.
+
+    Parameters
+    ----------
+    dicomdir : bytes
+        The plain DICOMDIR.
+    instances : dict of str to str
+        Relative path on the media to the SOP Instance UID found inside.
+
+    Returns
+    -------
+    list of str
+        One line per problem (a record whose file is missing or holds another instance, a
+        file no record references); empty when the DICOMDIR and the files agree.
+    """
+    try:
+        referenced = _referenced(dicomdir)
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
+        return [f"{DICOMDIR}: not a valid DICOMDIR ({exc})"]
+    found = {path.upper(): uid for path, uid in instances.items()}
+    problems = []
+    for path, uid in sorted(referenced.items()):
+        if path not in found:
+            problems.append(f"{path}: referenced by the DICOMDIR but missing or unreadable")
+        elif uid and found[path] != uid:
+            problems.append(f"{path}: holds SOP Instance {found[path]}, the DICOMDIR says {uid}")
+    for path in sorted(set(found) - set(referenced)):
+        problems.append(f"{path}: not referenced by the DICOMDIR")
+    return problems
+
+
+# --------------------------------------------------------------------------- describing
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """One file as :func:`summarize` sees it, without any key."""
+
+    path: str
+    size: int
+    envelope: cms.EnvelopeSummary | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaSummary:
+    """What a disc declares, read without any key."""
+
+    name: str
+    files: tuple[FileSummary, ...]
+    readme: bool
+    dicomdir: bool
+    kdfs: tuple[str, ...] = field(default=())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def summarize(media: MediaSource) -> MediaSummary:
+    """Per file: its size, content type, cipher and recipients; never decrypts anything."""
+    files = []
+    kdfs: dict[tuple[bytes, int, str], str] = {}
+    all_paths = media.files()
+    for path in secure_paths(media):
+        data = media.read(path)
+        try:
+            env = cms.describe(data)
+        except (MalformedFileError, UnsupportedMediaError) as exc:
+            files.append(FileSummary(path, len(data), error=str(exc)))
+            continue
+        for r in env.recipients:
+            if r.kdf is not None:
+                kdfs[(r.kdf.salt, r.kdf.iterations, r.kdf.prf)] = r.kdf.label
+        files.append(FileSummary(path, len(data), env))
+    return MediaSummary(
+        media.name, tuple(files),
+        readme=any(p.upper() == README for p in all_paths),
+        dicomdir=any(p.upper() == DICOMDIR for p in all_paths),
+        kdfs=tuple(kdfs.values()))

@@ -1,0 +1,190 @@
+"""Retrieving on the client side: C-GET into a folder layout, and C-MOVE (PS3.4 C.4.2, C.4.3).
+
+One responsibility: decide which storage presentation contexts a C-GET must offer (from a
+C-FIND of the SOP classes involved), write each received instance as a Part 10 file
+(PS3.10 7.1; the data set bytes as they arrived, only File Meta Information added) at
+``DIR/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``, and
+collect the sub-operation counts of a C-GET or C-MOVE.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import uid
+from pydicom.dataset import Dataset
+
+from securepacs.errors import InvalidInstanceError, QueryError
+from securepacs.model.levels import Level
+from securepacs.services.part10 import as_text, file_meta, part10_header, read_header
+from securepacs.services.scuport import (
+    DimseStatus,
+    Finder,
+    PermissionRefused,
+    ReceivedInstance,
+    RetrieveProgress,
+    Retriever,
+)
+
+UNCOMPRESSED = (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian)
+#: Offered for every SOP class, one context each, while there is room (PS3.8: 128 contexts).
+COMPRESSED = (
+    uid.JPEGLosslessSV1, uid.JPEGBaseline8Bit, uid.JPEG2000Lossless, uid.JPEG2000,
+    uid.JPEGLSLossless, uid.RLELossless, uid.JPEGLossless, uid.JPEGExtended12Bit,
+    uid.JPEGLSNearLossless, uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRBigEndian,
+)
+#: When the SOP classes cannot be queried first: the common image and document classes.
+COMMON_STORAGE = (
+    uid.CTImageStorage, uid.EnhancedCTImageStorage, uid.MRImageStorage,
+    uid.EnhancedMRImageStorage, uid.ComputedRadiographyImageStorage,
+    uid.DigitalXRayImageStorageForPresentation, uid.DigitalXRayImageStorageForProcessing,
+    uid.DigitalMammographyXRayImageStorageForPresentation, uid.UltrasoundImageStorage,
+    uid.UltrasoundMultiFrameImageStorage, uid.SecondaryCaptureImageStorage,
+    uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage, uid.XRayAngiographicImageStorage,
+    uid.XRayRadiofluoroscopicImageStorage, uid.NuclearMedicineImageStorage,
+    uid.PositronEmissionTomographyImageStorage, uid.RTImageStorage, uid.RTDoseStorage,
+    uid.RTStructureSetStorage, uid.RTPlanStorage, uid.BasicTextSRStorage,
+    uid.EnhancedSRStorage, uid.ComprehensiveSRStorage, uid.KeyObjectSelectionDocumentStorage,
+    uid.GrayscaleSoftcopyPresentationStateStorage, uid.EncapsulatedPDFStorage,
+    uid.VLPhotographicImageStorage,
+)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+
+
+def storage_contexts(sop_classes: Sequence[str], limit: int = 127) -> list[tuple[str, tuple[str, ...]]]:
+    """Presentation contexts a C-GET requestor offers as Storage SCP (PS3.4 C.4.3.3).
+
+    Every SOP class gets one context with the uncompressed syntaxes; then, in the order of
+    :data:`COMPRESSED`, one context per (class, compressed syntax) while fewer than `limit`
+    contexts are used (the C-GET model itself takes the 128th).
+    """
+    classes = list(dict.fromkeys(sop_classes))[:limit]
+    out: list[tuple[str, tuple[str, ...]]] = [(c, UNCOMPRESSED) for c in classes]
+    for ts in COMPRESSED:
+        for sop_class in classes:
+            if len(out) >= limit:
+                return out
+            out.append((sop_class, (ts,)))
+    return out
+
+
+def _component(value: str, fallback: str) -> str:
+    cleaned = _UNSAFE.sub("_", value.strip()).strip("._")
+    return cleaned[:64] or fallback
+
+
+def instance_path(root: Path, ds: Dataset, sop_instance_uid: str) -> Path:
+    """``root/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
+
+    Characters outside ``A-Z a-z 0-9 . _ -`` become ``_``; a missing value becomes
+    ``UNKNOWN``, so the layout is predictable for any data set.
+    """
+    return (root
+            / _component(as_text(ds.get("PatientID")), "UNKNOWN")
+            / _component(as_text(ds.get("StudyInstanceUID")), "UNKNOWN")
+            / _component(as_text(ds.get("SeriesInstanceUID")), "UNKNOWN")
+            / f"{_component(sop_instance_uid, 'UNKNOWN')}.dcm")
+
+
+@dataclass
+class InstanceWriter:
+    """Writes each instance a C-GET delivers; the callable answers the C-STORE status."""
+
+    root: Path
+    source_ae: str = ""
+    written: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    bytes_written: int = 0
+    on_written: Callable[[Path], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __call__(self, item: ReceivedInstance) -> int:
+        try:
+            header = part10_header(file_meta(item.sop_class_uid, item.sop_instance_uid,
+                                             item.transfer_syntax_uid, self.source_ae))
+            ds = read_header(header + item.dataset)
+            path = instance_path(self.root, ds, item.sop_instance_uid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(header)
+                fh.write(item.dataset)
+            os.replace(tmp, path)
+        except InvalidInstanceError as exc:
+            with self._lock:
+                self.errors.append(f"{item.sop_instance_uid}: {exc}")
+            return STATUS_CANNOT_UNDERSTAND
+        except OSError as exc:
+            with self._lock:
+                self.errors.append(f"{item.sop_instance_uid}: cannot write: {exc}")
+            return STATUS_OUT_OF_RESOURCES
+        with self._lock:
+            self.written.append(path)
+            self.bytes_written += len(header) + len(item.dataset)
+        if self.on_written is not None:
+            self.on_written(path)
+        return 0x0000
+
+
+@dataclass
+class RetrieveSummary:
+    """The outcome of a C-GET or C-MOVE."""
+
+    final: RetrieveProgress
+    expected: int | None = None
+    written: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (self.final.status.category in ("success", "warning") and not self.final.failed
+                and not self.errors)
+
+
+def get(retriever: Retriever, finder: Finder | None, identifier: Dataset, level: Level,
+        writer: InstanceWriter, *, on_progress: Callable[[RetrieveProgress], None],
+        notice: Callable[[str], None] = lambda _: None,
+        on_expected: Callable[[int], None] | None = None) -> RetrieveSummary:
+    """C-GET `identifier`, writing what arrives with `writer`.
+
+    A C-FIND at IMAGE level first lists the SOP classes (and the number of instances, for
+    the progress bar) so that exactly the needed storage contexts are offered; if the
+    query is refused, :data:`COMMON_STORAGE` is offered instead.
+    """
+    classes: list[str] = []
+    expected: int | None = None
+    if finder is not None:
+        query = Dataset()
+        query.update(identifier)
+        query.QueryRetrieveLevel = Level.IMAGE.value
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if keyword not in query:
+                query.add_new(keyword, "UI", None)
+        query.SOPClassUID = None
+        try:
+            matches = list(finder.find(query, Level.IMAGE))
+            classes = [str(m.SOPClassUID) for m in matches if m.get("SOPClassUID")]
+            expected = len(matches)
+        except (PermissionRefused, QueryError) as exc:
+            notice(f"cannot list the SOP classes first ({exc}); offering the common ones")
+    if expected == 0:
+        status = DimseStatus(0x0000)
+        return RetrieveSummary(RetrieveProgress(0, 0, 0, 0, status), 0)
+    if expected is not None and on_expected is not None:
+        on_expected(expected)
+    contexts = storage_contexts(classes or COMMON_STORAGE)
+    final = retriever.get(identifier, contexts, writer, on_progress)
+    return RetrieveSummary(final, expected, list(writer.written), list(writer.errors))
+
+
+def move(retriever: Retriever, identifier: Dataset, destination: str, *,
+         on_progress: Callable[[RetrieveProgress], None]) -> RetrieveSummary:
+    """C-MOVE `identifier` to the AE title `destination` (the server must know it)."""
+    return RetrieveSummary(retriever.move(identifier, destination, on_progress))

@@ -1,0 +1,600 @@
+"""Encrypted media use cases: make a secure file-set, and read one back.
+
+One responsibility: the steps around :mod:`securepacs.media` that touch files, keys and the
+archive. :func:`create_media` takes Part 10 files from folders and/or archived studies
+(through the small :class:`StudyArchive` Protocol), checks the password (PS3.15 D.1.1) and the
+certificates (at a given time), seals everything (PS3.10 7.4) and writes a folder or an
+ISO 9660 image. :func:`media_info`, :func:`extract_media`, :func:`verify_media` and
+:func:`recover_media` read media back.
+
+Nothing is ever half-written: output goes to a temporary sibling of the target, renamed into
+place at the end and removed on any failure. A wrong password or key raises
+:class:`~securepacs.errors.WrongKeyError` before any plaintext is written. Passwords are never
+logged. Emergency recovery with the escrow key, which writes an audit record first, is
+:mod:`securepacs.services.media_recovery`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from securepacs import __version__
+from securepacs.errors import MediaError, PkiError
+from securepacs.media import cms, fileset, image, passwords
+from securepacs.media.fileset import FileResult, FolderMedia, MediaSource, MediaSummary, Source
+from securepacs.media.image import IsoMedia
+from securepacs.media.passwords import generate_passphrase
+from securepacs.media.pwri import DEFAULT_ITERATIONS
+from securepacs.model.levels import Root
+from securepacs.pki import authority
+from securepacs.services.query import RetrieveService
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CreateReport",
+    "ExtractReport",
+    "FileSource",
+    "NO_PROGRESS",
+    "Progress",
+    "RetrieveStudies",
+    "StudyArchive",
+    "VerifyReport",
+    "create_media",
+    "extract_media",
+    "generate_passphrase",
+    "keyring_from",
+    "media_info",
+    "open_media",
+    "verify_media",
+]
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+# --------------------------------------------------------------------------- ports
+
+
+class Progress(Protocol):
+    """Where long work reports how far it is (a progress bar, log lines, nothing)."""
+
+    def begin(self, task: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def end(self) -> None: ...
+
+
+class _NoProgress:
+    def begin(self, task: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+NO_PROGRESS: Progress = _NoProgress()
+
+
+class StudyArchive(Protocol):
+    """The archive's instances of a study, each readable as its stored Part 10 bytes."""
+
+    def study_instances(self, study_uid: str) -> Sequence[Source]: ...
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A Part 10 file on disk, labelled by its path (as :class:`fileset.Source`)."""
+
+    path: Path
+    label: str
+
+    def read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise MediaError(f"cannot read {self.label}: {exc.strerror or exc}") from exc
+
+
+@dataclass(frozen=True)
+class _StoredSource:
+    label: str
+    reader: Callable[[], bytes]
+
+    def read(self) -> bytes:
+        return self.reader()
+
+
+class RetrieveStudies:
+    """:class:`StudyArchive` over :class:`RetrieveService`: the lookup C-MOVE uses.
+
+    Parameters
+    ----------
+    retrieve : RetrieveService
+        Index and blob store of the archive.
+    close : callable, optional
+        Called by :meth:`close` (the composition root passes the index's close).
+    """
+
+    def __init__(self, retrieve: RetrieveService, close: Callable[[], None] | None = None):
+        self._retrieve = retrieve
+        self._close = close
+
+    def study_instances(self, study_uid: str) -> Sequence[Source]:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = study_uid
+        found = self._retrieve.instances(identifier, Root.STUDY)
+        return [_StoredSource(f"study {study_uid} instance {inst.sop_instance_uid}",
+                              partial(self._retrieve.read, inst)) for inst in found]
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+def _check_target(target: Path, *, folder: bool) -> None:
+    if folder and target.is_dir():
+        if any(target.iterdir()):
+            raise MediaError(f"{target} exists and is not empty")
+    elif target.exists():
+        raise MediaError(f"{target} already exists")
+    if not target.parent.is_dir():
+        raise MediaError(f"{target.parent} is not a folder")
+
+
+@contextlib.contextmanager
+def _staging(target: Path) -> Iterator[Path]:
+    """A private temporary folder next to `target` (same file system), removed on failure."""
+    temp = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
+    try:
+        os.mkdir(temp, 0o700)
+    except OSError as exc:
+        raise MediaError(f"cannot create a folder next to {target}: {exc.strerror}") from exc
+    try:
+        yield temp
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _publish(temp: Path, target: Path, *, mode: int) -> None:
+    """Rename the finished folder into place (over an empty folder of that name).
+
+    `mode` is 0o755 for encrypted media and 0o700 for decrypted images (patient data).
+    """
+    try:
+        if target.is_dir():
+            target.rmdir()
+        os.chmod(temp, mode)
+        os.replace(temp, target)
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise MediaError(f"cannot move the result into {target}: {exc.strerror}") from exc
+
+
+def _safe_join(root: Path, rel: str) -> Path:
+    parts = rel.split("/")
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        raise MediaError(f"{rel}: not a safe relative path")
+    return root.joinpath(*parts)
+
+
+def _write(root: Path, rel: str, data: bytes) -> None:
+    path = _safe_join(root, rel)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as exc:
+        raise MediaError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+# --------------------------------------------------------------------------- creating
+
+
+@dataclass(frozen=True)
+class CreateReport:
+    """What :func:`create_media` wrote."""
+
+    target: Path
+    iso: bool
+    instances: int
+    patients: int
+    studies: int
+    series: int
+    bytes_written: int
+    recipients: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    fits: str = ""
+
+
+def _folder_sources(folder: Path) -> list[Source]:
+    if not folder.is_dir():
+        raise MediaError(f"{folder} is not a folder")
+    out: list[Source] = []
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in sorted(names):
+            path = Path(dirpath, name)
+            out.append(FileSource(path, str(path)))
+    return out
+
+
+def _certificate(path: Path, *, at: datetime, oaep: bool, what: str) -> cms.CertificateRecipient:
+    try:
+        cert = authority.load_certificates(path)[0]
+    except PkiError as exc:
+        raise MediaError(str(exc)) from exc
+    try:
+        cms.check_certificate(cert, at=at)
+        return cms.CertificateRecipient(cert, oaep=oaep)
+    except (TypeError, ValueError) as exc:
+        raise MediaError(f"{what} {path}: {exc}") from exc
+
+
+def create_media(
+    *,
+    folders: Sequence[Path] = (),
+    studies: Sequence[str] = (),
+    archive: StudyArchive | None = None,
+    out_dir: Path | None = None,
+    iso: Path | None = None,
+    password: str | None = None,
+    recipients: Sequence[Path] = (),
+    escrow: Sequence[Path] = (),
+    oaep: bool = False,
+    at: datetime,
+    iterations: int = DEFAULT_ITERATIONS,
+    fileset_id: str = "SECUREPACS",
+    progress: Progress = NO_PROGRESS,
+) -> CreateReport:
+    """Make an encrypted file-set (PS3.10 7.4) in a folder or an ISO 9660 image.
+
+    Parameters
+    ----------
+    folders : sequence of Path
+        Folders of Part 10 files (searched recursively; other files are skipped and reported).
+    studies : sequence of str
+        Study Instance UIDs to take from `archive`.
+    archive : StudyArchive, optional
+        Needed when `studies` is not empty.
+    out_dir, iso : Path, optional
+        Exactly one: the folder to create (absent or empty), or the image file to create.
+    password : str, optional
+        Checked with :func:`securepacs.media.passwords.check_new_password`.
+    recipients, escrow : sequence of Path
+        PEM/DER files of RSA certificates: named recipients, and the escrow key(s) for
+        emergency recovery. Each must be valid at `at`.
+    oaep : bool
+        RSAES-OAEP (SHA-256) instead of rsaEncryption for the certificate recipients.
+    at : datetime
+        Now, for certificate validity and the README date.
+    iterations : int
+        PBKDF2 iterations (default 600,000; tests pass fewer, the CLI never does).
+    fileset_id : str
+        The DICOMDIR's File-set ID.
+    progress : Progress
+        Receives progress of reading and sealing.
+
+    Returns
+    -------
+    CreateReport
+
+    Raises
+    ------
+    PasswordRefusedError
+        The password breaks the rules (the message says why).
+    MediaError
+        Bad arguments, unreadable or unusable certificates, no DICOM input, write failures.
+    """
+    if (out_dir is None) == (iso is None):
+        raise MediaError("give exactly one of an output folder or an ISO image file")
+    if password is None and not recipients:
+        raise MediaError("give a password or at least one --recipient certificate "
+                         "(an escrow key alone would leave only emergency access)")
+    if studies and archive is None:
+        raise MediaError("--study needs the archive (its data folder)")
+    target = Path(out_dir if out_dir is not None else iso)  # type: ignore[arg-type]
+    _check_target(target, folder=out_dir is not None)
+    for uid in studies:
+        if not _UID.fullmatch(uid) or len(uid) > 64:
+            raise MediaError(f"{uid!r} is not a Study Instance UID")
+
+    sealed_for: list[cms.Recipient] = []
+    kinds: list[str] = []
+    kdf_label = None
+    certs = [_certificate(p, at=at, oaep=oaep, what="recipient certificate") for p in recipients]
+    escrows = [_certificate(p, at=at, oaep=oaep, what="escrow certificate") for p in escrow]
+    if password is not None:
+        octets = passwords.check_new_password(password)
+        progress.begin("Deriving the password key (PBKDF2, once per disc)", None)
+        pw = cms.PasswordRecipient.derive(octets, iterations=iterations)
+        progress.end()
+        sealed_for.append(pw)
+        kinds.append("password")
+        kdf_label = pw.kdf.label
+    sealed_for += certs + escrows
+    kinds += ["certificate"] * len(certs) + ["escrow"] * len(escrows)
+
+    sources: list[Source] = []
+    for folder in folders:
+        sources += _folder_sources(Path(folder))
+    for uid in studies:
+        assert archive is not None
+        found = archive.study_instances(uid)
+        if not found:
+            raise MediaError(f"study {uid} is not in the archive")
+        sources += found
+    if not sources:
+        raise MediaError("nothing to write: no files in the given folders and no --study")
+
+    progress.begin("Reading headers", len(sources))
+    plan = fileset.plan_fileset(sources, fileset_id=fileset_id, progress=progress.advance)
+    progress.end()
+    for label, reason in plan.skipped:
+        log.info("skipped %s: %s", label, reason)
+
+    total = 0
+    readme = fileset.readme_text(instances=plan.instances, studies=plan.studies,
+                                 recipient_kinds=kinds, kdf_label=kdf_label, at=at,
+                                 version=__version__)
+    folder_target = target if out_dir is not None else target.with_name(target.name + ".d")
+    with _staging(folder_target) as temp:
+        progress.begin("Encrypting", plan.instances + 1)
+        for rel, data in fileset.seal_fileset(plan, sealed_for):
+            _write(temp, rel, data)
+            total += len(data)
+            progress.advance()
+        progress.end()
+        _write(temp, fileset.README, readme.encode("ascii"))
+        total += len(readme)
+        fits = ""
+        if out_dir is not None:
+            _publish(temp, target, mode=0o755)
+        else:
+            partial_iso = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
+            try:
+                progress.begin("Writing the ISO 9660 image", None)
+                total = image.write_iso(temp, partial_iso)
+                progress.end()
+                os.replace(partial_iso, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    partial_iso.unlink()
+                raise
+            finally:
+                shutil.rmtree(temp, ignore_errors=True)
+            fits = image.fits(total)
+    return CreateReport(target, iso is not None, plan.instances, plan.patients, plan.studies,
+                        plan.series, total, tuple(kinds), plan.skipped, fits)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@contextlib.contextmanager
+def open_media(path: Path) -> Iterator[MediaSource]:
+    """The media at `path`: a folder (mounted disc, USB stick) or an ISO 9660 image file."""
+    path = Path(path)
+    if path.is_dir():
+        yield FolderMedia(path)
+        return
+    if not path.is_file():
+        raise MediaError(f"{path} does not exist")
+    with IsoMedia(path) as media:
+        yield media
+
+
+def keyring_from(*, password: str | None = None, keys: Sequence[Path] = (),
+                 certificates: Sequence[Path] = (),
+                 key_passphrase: bytes | None = None) -> cms.Keyring:
+    """A keyring from a password and/or private key files.
+
+    A key file may also hold its certificate (PEM); a certificate file given in
+    `certificates` is matched to the keys as well. Certificates make the match exact.
+    `key_passphrase` decrypts encrypted key files (PKCS #8).
+
+    Raises
+    ------
+    MediaError
+        A key that cannot be loaded or is not RSA, or no password and no key.
+    """
+    certs: list[x509.Certificate] = []
+    for path in [*keys, *certificates]:
+        with contextlib.suppress(PkiError):
+            certs += authority.load_certificates(path)
+    loaded = []
+    for path in keys:
+        try:
+            key = authority.load_private_key(path, key_passphrase)
+        except PkiError as exc:
+            raise MediaError(str(exc)) from exc
+        mine = [c for c in certs if c.public_key() == key.public_key()]
+        try:
+            loaded.append(cms.RecipientKey(key, mine[0] if mine else None))  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise MediaError(f"{path}: {exc}") from exc
+    octets = None
+    if password is not None:
+        octets = password.encode("ascii") if password.isascii() else password.encode("utf-8")
+    try:
+        return cms.Keyring(password=octets, keys=loaded)
+    except ValueError as exc:
+        raise MediaError(str(exc)) from exc
+
+
+def media_info(path: Path) -> MediaSummary:
+    """What the media declares, without any key (recipients, algorithms, sizes)."""
+    with open_media(path) as media:
+        return fileset.summarize(media)
+
+
+@dataclass
+class ExtractReport:
+    """What :func:`extract_media` (or :func:`recover_media`) wrote and what failed."""
+
+    target: Path | None
+    written: int = 0
+    failures: list[str] = field(default_factory=list)
+    dicomdir_problems: list[str] = field(default_factory=list)
+    derivations: int = 0
+
+
+def _sop_uid(content: bytes) -> str:
+    try:
+        return str(dcmread(BytesIO(content), stop_before_pixels=True).get("SOPInstanceUID", ""))
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError):
+        return ""
+
+
+def _walk(media: MediaSource, keyring: cms.Keyring, progress: Progress,
+          on_first: Callable[[], None] | None = None) -> Iterator[FileResult]:
+    paths = fileset.secure_paths(media)
+    progress.begin("Decrypting", len(paths))
+    first = True
+    try:
+        for result in fileset.open_files(media, keyring, paths):
+            if result.opened is not None and first:
+                first = False
+                if on_first is not None:
+                    on_first()
+            progress.advance()
+            yield result
+    finally:
+        progress.end()
+
+
+def extract_from(media: MediaSource, to: Path, keyring: cms.Keyring, *, keep_going: bool,
+                 progress: Progress, on_first: Callable[[], None] | None = None) -> ExtractReport:
+    """:func:`extract_media` on an open :class:`MediaSource`.
+
+    Parameters
+    ----------
+    on_first : callable, optional
+        Called once, when the first file has opened and before anything is written (the
+        emergency recovery writes its audit record there; if it raises, nothing is written).
+    """
+    _check_target(to, folder=True)
+    report = ExtractReport(to)
+    uids: dict[str, str] = {}
+    dicomdir: bytes | None = None
+    with _staging(to) as temp:
+        for result in _walk(media, keyring, progress, on_first):
+            if result.error is not None:
+                if not keep_going:
+                    raise result.error
+                report.failures.append(str(result.error))
+                continue
+            assert result.opened is not None
+            content = result.opened.content
+            is_dicomdir = result.path.upper() == fileset.DICOMDIR
+            _write(temp, fileset.DICOMDIR if is_dicomdir else result.path, content)
+            report.written += 1
+            if is_dicomdir:
+                dicomdir = content
+            else:
+                uids[result.path] = _sop_uid(content)
+        if dicomdir is not None:
+            report.dicomdir_problems = [
+                p for p in fileset.check_dicomdir(dicomdir, uids)
+                if not any(p.startswith(f.split(":", 1)[0] + ":") for f in report.failures)]
+        _publish(temp, to, mode=0o700)
+    report.derivations = keyring.derivations
+    return report
+
+
+def extract_media(path: Path, to: Path, keyring: cms.Keyring, *, keep_going: bool = False,
+                  progress: Progress = NO_PROGRESS) -> ExtractReport:
+    """Decrypt every file of the media into a new folder: plain Part 10 files and DICOMDIR.
+
+    Parameters
+    ----------
+    path : Path
+        The media (folder or ISO image).
+    to : Path
+        Folder to create (absent or empty).
+    keyring : cms.Keyring
+        Password and/or private keys.
+    keep_going : bool
+        Skip files that fail (named in the report) instead of stopping at the first.
+
+    Raises
+    ------
+    WrongKeyError
+        The key opens nothing: nothing is written.
+    IntegrityError, MalformedFileError, UnsupportedMediaError
+        Without `keep_going`, the first file that fails (named): nothing is written.
+    """
+    with open_media(path) as media:
+        return extract_from(media, Path(to), keyring, keep_going=keep_going, progress=progress)
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_media` found."""
+
+    checked: int = 0
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    dicomdir_problems: list[str] = field(default_factory=list)
+    derivations: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and not self.dicomdir_problems
+
+
+def verify_media(path: Path, keyring: cms.Keyring, *,
+                 progress: Progress = NO_PROGRESS) -> VerifyReport:
+    """Decrypt every file, check every digest and the DICOMDIR's references; write nothing.
+
+    Raises
+    ------
+    WrongKeyError
+        The key opens nothing.
+    """
+    report = VerifyReport()
+    uids: dict[str, str] = {}
+    dicomdir: bytes | None = None
+    with open_media(path) as media:
+        for result in _walk(media, keyring, progress):
+            report.checked += 1
+            if result.error is not None:
+                report.failures.append(str(result.error))
+                continue
+            assert result.opened is not None
+            report.ok += 1
+            if result.path.upper() == fileset.DICOMDIR:
+                dicomdir = result.opened.content
+            else:
+                uids[result.path] = _sop_uid(result.opened.content)
+    failed = {f.split(":", 1)[0].upper() for f in report.failures}
+    if dicomdir is not None:
+        report.dicomdir_problems = [p for p in fileset.check_dicomdir(dicomdir, uids)
+                                    if p.split(":", 1)[0].upper() not in failed]
+    elif fileset.DICOMDIR not in failed:
+        report.dicomdir_problems = ["the media has no DICOMDIR"]
+    report.derivations = keyring.derivations
+    return report

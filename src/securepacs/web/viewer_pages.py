@@ -1,0 +1,177 @@
+"""The viewer's HTML pages, as small functions of the values they show.
+
+One responsibility: markup for :mod:`securepacs.web.viewer` (every value escaped): the unlock
+form, the study / series list of the media (PS3.3 C.7 Patient, Study and Series attributes),
+the image viewer shell (its script is ``static/viewer.js``), and the import pages with the
+media's patient identity beside the new one (IHE Import Reconciliation Workflow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from urllib.parse import quote
+
+from securepacs.services.media_import import ImportSummary
+from securepacs.services.media_view import Catalog, SeriesEntry, StudyEntry
+
+__all__ = ["forbidden", "import_form", "import_status", "message", "studies", "unlock", "viewer"]
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
+
+
+def _name(value: str) -> str:
+    return value.replace("^", " ").strip()
+
+
+def _page(title: str, body: str, *, script: str = "", refresh: int | None = None) -> str:
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    tag = f'<script src="/static/{script}" defer></script>' if script else ""
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
+            f'<title>{_e(title)} - securepacs viewer</title>'
+            f'<link rel="stylesheet" href="/static/viewer.css">{tag}</head>'
+            f'<body><header><a href="/">securepacs viewer</a> <span>{_e(title)}</span></header>'
+            f"<main>{body}</main></body></html>")
+
+
+def forbidden() -> str:
+    return _page("Not allowed", '<p class="error">Open the viewer with the address printed by '
+                 "<code>securepacs view</code> (it carries this session's key).</p>")
+
+
+def message(text: str) -> str:
+    return _page("Viewer", f'<p class="error">{_e(text)}</p><p><a href="/">Back</a></p>')
+
+
+def unlock(media: str, error: str = "") -> str:
+    err = f'<p class="error" id="error" role="alert">{_e(error)}</p>' if error else ""
+    return _page("Encrypted media", f"""
+<h1>Encrypted media: {_e(media)}</h1>
+<p>The images on this media are encrypted (DICOM Secure Media). Type the password you received
+by a separate route, or give the path of your private key file. Nothing decrypted is written
+to disk.</p>
+{err}
+<form method="post" action="/unlock" id="unlock" autocomplete="off">
+<label>Password <input type="password" name="password" id="password" autofocus></label>
+<label>or key file (PEM) <input type="text" name="key_path" id="key_path" size="50"></label>
+<button type="submit" id="open">Open</button>
+</form>""")
+
+
+def _series_row(s: SeriesEntry) -> str:
+    uid = quote(s.uid, safe="")
+    return (f'<tr class="series"><td><a href="/series/{uid}"><img class="thumb" alt="no preview" '
+            f'src="/thumb/{uid}" width="96" height="96" loading="lazy"></a></td>'
+            f"<td>{_e(s.number)}</td><td>{_e(s.modality)}</td>"
+            f'<td><a href="/series/{uid}" class="open-series">{_e(s.description or "(no description)")}'
+            f'</a></td><td class="count">{s.images}</td></tr>')
+
+
+def studies(catalog: Catalog) -> str:
+    parts = [f"<h1>{_e(catalog.name)}</h1>"]
+    if catalog.errors:
+        items = "".join(f"<li>{_e(e)}</li>" for e in catalog.errors)
+        parts.append(f'<div class="error" id="media-errors" role="alert"><p>{len(catalog.errors)} '
+                     f"file(s) could not be read; everything else is shown.</p><ul>{items}</ul></div>")
+    if catalog.studies:
+        parts.append('<p><a class="button" href="/import" id="import-link">Import into a PACS'
+                     "</a></p>")
+    for study in catalog.studies:
+        rows = "".join(_series_row(s) for s in study.series)
+        parts.append(f"""<section class="study">
+<h2><span class="patient-name">{_e(_name(study.patient_name))}</span>
+ <span class="patient-id">ID {_e(study.patient_id)}</span>
+ <span>{_e(_date(study.date))}</span> <span>{_e(study.modalities)}</span>
+ <span class="study-description">{_e(study.description)}</span>
+ <span class="count">{study.images} image(s)</span></h2>
+<table><thead><tr><th></th><th>Series</th><th>Modality</th><th>Description</th><th>Images</th>
+</tr></thead><tbody>{rows}</tbody></table></section>""")
+    return _page(catalog.name, "".join(parts))
+
+
+def viewer(study: StudyEntry, series: SeriesEntry) -> str:
+    presets = ""
+    if series.modality == "CT":
+        presets = ('<span class="presets">'
+                   '<button data-wc="-600" data-ww="1500">Lung</button>'
+                   '<button data-wc="400" data-ww="1800">Bone</button>'
+                   '<button data-wc="40" data-ww="400">Soft tissue</button></span>')
+    title = f"{_name(study.patient_name)} - {series.modality} {series.description}"
+    return _page(title, f"""
+<div id="viewer" data-series="{_e(series.uid)}">
+ <div class="toolbar">
+  <a href="/">&larr; Studies</a>
+  <input type="range" id="slider" min="0" max="0" value="0" aria-label="image">
+  <span id="position">-</span> Instance <span id="instance-number">-</span>
+  <span id="window">-</span> {presets}
+  <button id="reset">Reset</button> <button id="zoom-in">+</button> <button id="zoom-out">&minus;</button>
+ </div>
+ <div class="main">
+  <div id="stage" title="wheel: next image; drag: window/level; shift+drag or right-drag: pan;
+ctrl+wheel: zoom"><img id="image" alt="image" draggable="false">
+   <p id="image-error" class="error" role="alert" hidden></p></div>
+  <table id="tags"></table>
+ </div>
+</div>""", script="viewer.js")
+
+
+def import_form(identities: Sequence[tuple[str, str, str, str]], destination: str,
+                error: str = "") -> str:
+    err = f'<p class="error" id="error" role="alert">{_e(error)}</p>' if error else ""
+    first = identities[0] if identities else ("", "", "", "")
+    options = "".join(
+        f'<option value="{_e(pid)}">{_e(_name(name))} (ID {_e(pid)})</option>'
+        for name, pid, _issuer, _birth in identities)
+    rows = "".join(
+        f'<tr class="media-patient"><td>{_e(_name(name))}</td><td class="media-patient-id">'
+        f"{_e(pid)}</td><td>{_e(issuer)}</td><td>{_e(_date(birth))}</td></tr>"
+        for name, pid, issuer, birth in identities)
+    return _page("Import", f"""
+<h1>Import into a PACS</h1>
+{err}
+<p>Destination: <strong id="destination">{_e(destination or "not configured")}</strong></p>
+<form method="post" action="/import" id="import-form">
+<table class="reconcile"><thead><tr><th></th><th>On the media</th><th>At your site (new)</th></tr>
+</thead><tbody>
+<tr><th>Patient</th><td><select name="from" id="from">{options}</select></td><td></td></tr>
+<tr><th>Patient ID</th><td>{_e(first[1])}</td>
+ <td><input name="patient_id" id="patient_id" maxlength="64"></td></tr>
+<tr><th>Issuer of Patient ID</th><td>{_e(first[2])}</td>
+ <td><input name="issuer" id="issuer" maxlength="64"></td></tr>
+<tr><th>Patient's Name</th><td>{_e(_name(first[0]))}</td>
+ <td><input name="patient_name" id="patient_name" placeholder="unchanged"></td></tr>
+<tr><th>Birth date (YYYYMMDD)</th><td>{_e(first[3])}</td>
+ <td><input name="birth_date" id="birth_date" placeholder="unchanged" maxlength="8"></td></tr>
+</tbody></table>
+<p>All patients on the media:</p>
+<table><thead><tr><th>Name</th><th>ID</th><th>Issuer</th><th>Birth date</th></tr></thead>
+<tbody>{rows}</tbody></table>
+<p>The original values are kept in each image (Original Attributes Sequence, and the old ID in
+Other Patient IDs Sequence); UIDs do not change. Empty fields stay as on the media.</p>
+<button type="submit" id="send">Send</button>
+</form>""")
+
+
+def import_status(done: int, total: int, summary: ImportSummary | None, error: str | None,
+                  destination: str) -> str:
+    if error is not None:
+        return _page("Import", f'<h1>Import failed</h1><p class="error" id="error" role="alert">'
+                     f'{_e(error)}</p><p><a href="/import">Back</a></p>')
+    if summary is None:
+        return _page("Import", f'<h1>Importing to {_e(destination)}</h1><progress max="{total}" '
+                     f'value="{done}"></progress> <span id="progress">{done} of {total}</span>',
+                     refresh=1)
+    lines = "".join(f"<li>{_e(path)}: {_e(reason)}</li>" for path, reason in summary.failed)
+    stopped = (f'<p class="error" id="error" role="alert">Stopped: {_e(summary.stopped)}</p>'
+               if summary.stopped else "")
+    state = "done" if summary.ok else "incomplete"
+    return _page("Import", f"""<h1 id="import-result" data-state="{state}">Import {state}</h1>
+{stopped}<p id="summary">{summary.total} image(s): sent {summary.sent}, already present
+{summary.already_present}, failed {len(summary.failed)}, not sent {summary.not_sent}</p>
+<ul>{lines}</ul><p><a href="/">Back to the studies</a></p>""")
