@@ -31,7 +31,7 @@ class Check:
 
 
 def migrate(settings: Settings) -> migrations.Upgraded:
-    """Bring the index database (index and trust tables) to the newest revision."""
+    """Bring the index database (index, trust and audit tables) to the newest revision."""
     return migrations.upgrade(settings.index_url)
 
 

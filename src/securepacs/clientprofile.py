@@ -137,3 +137,12 @@ def write_profile(path: Path, profile: ClientProfile) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def valid_ae_title(value: str, option: str) -> str:
+    """`value` stripped, if it is a valid AE title (PS3.5 6.2 AE); ConfigError naming `option` otherwise."""
+    text = value.strip()
+    if not 0 < len(text) <= 16 or "\\" in text or not text.isascii() or not text.isprintable():
+        raise ConfigError(f"{option} {value!r}: an AE title is 1 to 16 printable ASCII "
+                          "characters without backslash")
+    return text

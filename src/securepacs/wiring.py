@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from securepacs.blobs.filesystem import FileBlobStore
+from securepacs.clientprofile import load_profile, split_server, valid_ae_title
+from securepacs.dimse.client import DicomClient, Endpoint
 from securepacs.dimse.handlers import Destination, Handlers
 from securepacs.dimse.server import DicomServer, make_server
-from securepacs.errors import PacsError
+from securepacs.errors import ConfigError, PacsError
 from securepacs.index.repository import SqlIndex
 from securepacs.index.trust import SqlTrustStore
 from securepacs.pki import authority, tlspolicy
@@ -265,15 +268,16 @@ def build_audit_trail(settings: Settings, *, hostname: str | None = None):  # no
     from securepacs.audit.trail import AuditTrail
     from securepacs.errors import ConfigError
 
+    host, _, port_text = (settings.audit_syslog or "").rpartition(":")
+    host = host.strip("[]")
+    if settings.audit_syslog and (not host or not port_text.isdigit()
+                                  or not 0 < int(port_text) < 65536):
+        raise ConfigError(f"audit_syslog must be host:port, not {settings.audit_syslog!r}")
     database = DatabaseSink(audit_log(settings))
     sinks: list[Sink] = [database]
     if settings.audit_jsonl is not None:
         sinks.append(JsonLinesSink(settings.audit_jsonl))
     if settings.audit_syslog:
-        host, _, port_text = settings.audit_syslog.rpartition(":")
-        host = host.strip("[]")
-        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ConfigError(f"audit_syslog must be host:port, not {settings.audit_syslog!r}")
         port = int(port_text)
         cert = settings.server_cert_path if settings.server_cert_path.is_file() else None
         key = settings.server_key_path if cert is not None else None
@@ -289,3 +293,58 @@ def build_audit_trail(settings: Settings, *, hostname: str | None = None):  # no
     return AuditTrail(sinks, required=database, audit_source=AuditSource(settings.ae_title),
                       audit_required=settings.audit_required,
                       queue_size=settings.audit_queue_size)
+
+
+def dicom_client(*, profile: Path | None, server: str | None, aec: str | None, aet: str | None,
+             cert: Path | None, key: Path | None, ca: Path | None, no_tls: bool,
+             timeout: float) -> DicomClient:
+    """Flags over profile over defaults -> the DICOM client (SCU) for that endpoint.
+
+    Raises
+    ------
+    ConfigError, PkiError
+        A bad profile or flag, or TLS files that cannot be used (the message names them).
+    """
+    p = load_profile(profile).with_overrides(server=server, called_ae=aec, calling_ae=aet,
+                                             cert=cert, key=key, ca=ca,
+                                             tls=False if no_tls else None)
+    host, port = split_server(p.server)
+    called = valid_ae_title(p.called_ae, "--aec")
+    calling = valid_ae_title(p.calling_ae, "--aet")
+    context = None
+    if p.tls:
+        if p.ca is None:
+            raise ConfigError("TLS needs the CA certificate that issued the server's "
+                              "certificate: pass --ca FILE, or run securepacs enroll to write "
+                              "a client profile (or --no-tls for a plain DICOM port)")
+        if p.key is not None and p.cert is None:
+            raise ConfigError("--key needs --cert")
+        context = tlspolicy.client_context(p.ca, p.cert, p.key)
+    return DicomClient(Endpoint(host, port, called, calling, context,
+                                connect_timeout=min(timeout, 10.0), acse_timeout=timeout,
+                                dimse_timeout=timeout, cert_file=p.cert, key_file=p.key))
+
+
+@dataclass
+class LocalViewer:
+    """The media viewer app bound to a loopback socket, ready to run."""
+
+    app: object
+    sock: socket.socket
+    token: str
+    host: str
+
+    def run(self, ready: Callable[[int], None]) -> None:
+        from securepacs.web import local
+
+        local.run(self.app, self.sock, ready)  # type: ignore[arg-type]
+
+
+def local_viewer(path: Path, *, port: int, connect: Callable[[], object],
+                 destination: str) -> LocalViewer:
+    """The viewer of ``securepacs view`` for `path`, bound to 127.0.0.1:`port` (0: any)."""
+    from securepacs.web import local
+    from securepacs.web.viewer import ViewerConfig, create_app
+
+    config = ViewerConfig(path, connect=connect, destination=destination)  # type: ignore[arg-type]
+    return LocalViewer(create_app(config), local.bind(port), config.token, local.HOST)

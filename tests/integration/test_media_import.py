@@ -141,3 +141,27 @@ def test_plain_folder_imports_without_a_key(pki, tmp_path: Path) -> None:  # noq
         server.stop()
     assert {ds.PatientID for ds in got.values()} == {"NEW9"}
     assert all(ds.OtherPatientIDsSequence[0].PatientID == "P9" for ds in got.values())
+
+
+def test_media_key_opens_certificate_media(pki, tmp_path: Path) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    from factories import write_study
+    from mediafixtures import rsa_holder
+    from securepacs.services.media import create_media
+
+    doctor = rsa_holder(tmp_path / "keys", "doctor", pki)
+    files = write_study(tmp_path / "src", 2, patient_id="K1")
+    create_media(folders=[tmp_path / "src"], out_dir=tmp_path / "disc",
+                 recipients=[doctor.cert_path], at=datetime.now(UTC))
+    server = make_server(tmp_path, pki).start()
+    try:
+        result = run(tmp_path / "disc", "--media-key", doctor.key_path, "--patient-id", "K1-NEW",
+                     "--issuer", "HOSP-B", *conn(server.port, pki))
+        assert result.returncode == 0, result.stderr
+        got = held(server.port, pki, str(dcmread(files[0]).StudyInstanceUID))
+    finally:
+        server.stop()
+    assert len(got) == 2
+    for ds in got.values():
+        check_reconciled(ds, new_id="K1-NEW", issuer="HOSP-B", old_id="K1", old_issuer="")

@@ -177,9 +177,9 @@ def test_db_migrate_and_check(pg_url: str, pki, tmp_path: Path, postgres, azurit
                               azure_container: str) -> None:
     first = run("db", "migrate", "--database-url", pg_url)
     assert first.returncode == 0, first.stderr
-    assert "upgraded from empty to revision 0001" in first.stdout
+    assert "upgraded from empty to revision 0002" in first.stdout
     again = run("db", "migrate", "--database-url", pg_url)
-    assert "already at revision 0001" in again.stdout
+    assert "already at revision 0002" in again.stdout
     (tmp_path / "blobs").mkdir()
     cfg = write_config(tmp_path / "check.toml", data_dir=str(tmp_path), database_url=pg_url,
                        tls_cert=str(pki.server.cert), tls_key=str(pki.server.key),
@@ -189,7 +189,7 @@ def test_db_migrate_and_check(pg_url: str, pki, tmp_path: Path, postgres, azurit
     assert [line.split(":")[0] for line in good.stdout.splitlines()] == [
         "ok    database", "ok    schema", "ok    blob store", "ok    server certificate",
         "ok    CA bundle"]
-    assert "revision 0001 (newest)" in good.stdout and "***" not in good.stdout
+    assert "revision 0002 (newest)" in good.stdout and "***" not in good.stdout
     on_azure = run("check", "--config", str(cfg), env={
         "SECUREPACS_BLOB_BACKEND": "azure", "SECUREPACS_AZURE_CONTAINER": azure_container,
         "SECUREPACS_AZURE_CONNECTION_STRING": azurite.connection_string})

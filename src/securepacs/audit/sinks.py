@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,8 @@ class AuditStore(Protocol):
 
     def append(self, *, record_id: str, at: datetime, kind: str, outcome: int,
                user_ids: tuple[str, ...], patient_ids: tuple[str, ...], body: bytes) -> int: ...
+
+    def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[int]: ...
 
     def ping(self) -> None: ...
 
@@ -75,9 +77,14 @@ class DatabaseSink:
         self.store = store
 
     def emit(self, record: AuditRecord) -> None:
-        self.store.append(record_id=record.record_id, at=record.at, kind=record.kind,
-                          outcome=int(record.outcome), user_ids=record.user_ids,
-                          patient_ids=record.patient_ids, body=canonical(record))
+        self.emit_batch([record])
+
+    def emit_batch(self, records: Sequence[AuditRecord]) -> None:
+        """Append `records` in one transaction (the trail batches what is queued)."""
+        self.store.append_many([{
+            "record_id": r.record_id, "at": r.at, "kind": r.kind, "outcome": int(r.outcome),
+            "user_ids": r.user_ids, "patient_ids": r.patient_ids, "body": canonical(r),
+        } for r in records])
 
     def close(self) -> None:
         self.store.close()

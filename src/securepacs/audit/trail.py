@@ -3,8 +3,10 @@
 One responsibility: accept records from the DICOM, CA and media code in O(1) and deliver them
 to every configured sink (PS3.15 A.5 messages; IHE ATNA "Record Audit Event"). Each sink has
 its own bounded queue and worker thread, so that a slow or absent sink (a syslog collector,
-a full disk) delays only itself. :meth:`AuditTrail.record` never blocks: when a sink's queue is
-full the record is dropped *for that sink* and counted.
+a full disk) delays only itself; a sink with ``emit_batch`` (the database) gets what is
+queued in one call, one transaction, so it keeps up with bursts of C-STORE events.
+:meth:`AuditTrail.record` never blocks: when a sink's queue is full the record is dropped
+*for that sink* and counted.
 
 Failure policy (issue 7): one sink is the *required* local store (the database). While its last
 write failed, or its queue is full, :attr:`AuditTrail.healthy` is False and, when the trail is
@@ -33,6 +35,7 @@ __all__ = ["AuditTrail"]
 log = logging.getLogger("securepacs.audit")
 
 _STOP = object()
+_BATCH = 256  # records a batching sink (the database) writes in one transaction
 
 
 class _Worker:
@@ -60,22 +63,33 @@ class _Worker:
             return False
 
     def _run(self) -> None:
+        batching = callable(getattr(self.sink, "emit_batch", None))
         while True:
-            item = self.queue.get()
+            items = [self.queue.get()]
+            while batching and len(items) < _BATCH and items[-1] is not _STOP:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if item is _STOP:
+                records = [i for i in items if isinstance(i, AuditRecord)]
+                if records:
+                    self._deliver(records)
+                if items[-1] is _STOP:
                     return
-                assert isinstance(item, AuditRecord)
-                self._deliver(item)
             finally:
-                self.queue.task_done()
+                for _ in items:
+                    self.queue.task_done()
 
-    def _deliver(self, record: AuditRecord) -> None:
+    def _deliver(self, records: list[AuditRecord]) -> None:
         delay = 0.05
         while True:
             try:
-                self.sink.emit(record)
-                self.written += 1
+                if len(records) == 1:
+                    self.sink.emit(records[0])
+                else:
+                    self.sink.emit_batch(records)  # type: ignore[attr-defined]
+                self.written += len(records)
                 if self.failing:
                     log.warning("audit sink %s writes again", self.sink.name)
                 self.failing = None

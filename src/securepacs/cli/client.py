@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from pydicom.dataset import Dataset
@@ -35,11 +35,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from securepacs.clientprofile import load_profile, split_server
-from securepacs.dimse.client import DicomClient, Endpoint
+from securepacs.clientprofile import valid_ae_title
 from securepacs.errors import ConfigError, PacsError, PkiError
 from securepacs.model.levels import Level
-from securepacs.pki.tlspolicy import client_context
 from securepacs.services import fetch, identifier
 from securepacs.services.coerce import Coercion
 from securepacs.services.discovery import discover
@@ -71,42 +69,18 @@ def _fail(command: str, message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _valid_ae(value: str, option: str) -> str:
-    text = value.strip()
-    if not 0 < len(text) <= 16 or "\\" in text or not text.isascii() or not text.isprintable():
-        raise ConfigError(f"{option} {value!r}: an AE title is 1 to 16 printable ASCII "
-                          "characters without backslash")
-    return text
+if TYPE_CHECKING:
+    from securepacs.dimse.client import DicomClient as Client
 
 
 def endpoint(*, profile: Path | None, server: str | None, aec: str | None, aet: str | None,
              cert: Path | None, key: Path | None, ca: Path | None, no_tls: bool,
-             timeout: float) -> Endpoint:
-    """Flags over profile over defaults -> an :class:`~securepacs.dimse.client_ul.Endpoint`.
+             timeout: float) -> Client:
+    """Flags over profile over defaults -> the DICOM client for that server (see wiring)."""
+    from securepacs.wiring import dicom_client
 
-    Raises
-    ------
-    ConfigError, PkiError
-        A bad profile or flag, or TLS files that cannot be used (the message names them).
-    """
-    p = load_profile(profile).with_overrides(server=server, called_ae=aec, calling_ae=aet,
-                                             cert=cert, key=key, ca=ca,
-                                             tls=False if no_tls else None)
-    host, port = split_server(p.server)
-    called = _valid_ae(p.called_ae, "--aec")
-    calling = _valid_ae(p.calling_ae, "--aet")
-    context = None
-    if p.tls:
-        if p.ca is None:
-            raise ConfigError("TLS needs the CA certificate that issued the server's "
-                              "certificate: pass --ca FILE, or run securepacs enroll to write "
-                              "a client profile (or --no-tls for a plain DICOM port)")
-        if p.key is not None and p.cert is None:
-            raise ConfigError("--key needs --cert")
-        context = client_context(p.ca, p.cert, p.key)
-    return Endpoint(host, port, called, calling, context,
-                    connect_timeout=min(timeout, 10.0), acse_timeout=timeout,
-                    dimse_timeout=timeout, cert_file=p.cert, key_file=p.key)
+    return dicom_client(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
+                        ca=ca, no_tls=no_tls, timeout=timeout)
 
 
 @contextmanager
@@ -134,12 +108,12 @@ def echo(server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = N
     with _errors("echo"):
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
-        result = DicomClient(ep).echo()
+        result = ep.echo()
     if result.status.category != "success":
-        _fail("echo", f"{ep.where} answered C-ECHO with status 0x{result.status.status:04X}",
+        _fail("echo", f"{ep.endpoint.where} answered C-ECHO with status 0x{result.status.status:04X}",
               EXIT_FAILED)
-    typer.echo(f"C-ECHO to {ep.where}: success in {result.seconds * 1000:.0f} ms "
-               f"({result.cipher}, calling AE {ep.calling_ae})")
+    typer.echo(f"C-ECHO to {ep.endpoint.where}: success in {result.seconds * 1000:.0f} ms "
+               f"({result.cipher}, calling AE {ep.endpoint.calling_ae})")
 
 
 # ------------------------------------------------------------------------------------ send
@@ -235,9 +209,8 @@ def send(
         options = SendOptions(parallel=parallel, retries=retries, resume=resume,
                               coercion=Coercion.parse(set_) if set_ else None)
         found = discover(paths)
-        client = DicomClient(ep)
         with _SendProgress(len(found.instances), found.total_bytes, sys.stderr.isatty()) as bar:
-            summary = send_all(found, client, options=options, finder=client,
+            summary = send_all(found, ep, options=options, finder=ep,
                                on_progress=bar, notice=bar.notice)
     _print_summary(summary, verbose)
     if summary.interrupted:
@@ -270,7 +243,7 @@ def find(
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
         query = identifier.query(level, keys or [])
-        matches = list(identifier.results(DicomClient(ep), level, query))
+        matches = list(identifier.results(ep, level, query))
     if as_json:
         typer.echo(json.dumps([m.to_json_dict() for m in matches], indent=2))
         return
@@ -343,10 +316,9 @@ def get(
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
         level, query = identifier.retrieve(study, series, image)
-        client = DicomClient(ep)
         with _RetrieveProgress("get", sys.stderr.isatty()) as bar:
             expected: list[int | None] = [None]
-            writer = fetch.InstanceWriter(to, source_ae=ep.called_ae)
+            writer = fetch.InstanceWriter(to, source_ae=ep.endpoint.called_ae)
             writer.on_written = lambda _: bar.show(len(writer.written), expected[0])
 
             def on_expected(n: int) -> None:
@@ -357,7 +329,7 @@ def get(
                 if expected[0] is None and p.total is not None:
                     expected[0] = p.total
 
-            summary = fetch.get(client, client, query, level, writer, on_progress=on_progress,
+            summary = fetch.get(ep, ep, query, level, writer, on_progress=on_progress,
                                 notice=bar.notice, on_expected=on_expected)
     final = summary.final
     if summary.expected == 0:
@@ -384,7 +356,7 @@ def move(
     """Ask the server to send a study, series or instance to another AE (C-MOVE)."""
     with _errors("move"):
         _check_study(study)
-        destination = _valid_ae(dest, "--dest")
+        destination = valid_ae_title(dest, "--dest")
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
         _, query = identifier.retrieve(study, series, image)
@@ -392,7 +364,7 @@ def move(
             def show(p: RetrieveProgress) -> None:
                 bar.show(p.completed + p.failed + p.warning, p.total)
 
-            summary = fetch.move(DicomClient(ep), query, destination, on_progress=show)
+            summary = fetch.move(ep, query, destination, on_progress=show)
     final = summary.final
     typer.echo(f"moved to {destination}: completed {final.completed}, failed {final.failed}, "
                f"warning {final.warning} (final status 0x{final.status.status:04X})")

@@ -32,7 +32,7 @@ def migrate(
     data_dir: Path | None = _DATA_DIR,
     database_url: str | None = _DATABASE_URL,
 ) -> None:
-    """Create or upgrade the index and trust tables to the newest revision.
+    """Create or upgrade the index, trust and audit tables to the newest revision.
 
     A schema made earlier by `serve` is recognised and stamped, not re-created. Safe to
     run again, and from several hosts at once (PostgreSQL serialises the runs).

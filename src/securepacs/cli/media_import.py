@@ -23,7 +23,6 @@ import typer
 
 from securepacs.cli.client import Aec, Aet, Ca, Cert, Key, NoTls, ProfileOpt, Server, Timeout, endpoint
 from securepacs.cli.options import fail
-from securepacs.dimse.client import DicomClient
 from securepacs.errors import ConfigError, PacsError, PkiError, WrongKeyError
 from securepacs.services import media_import, media_view
 from securepacs.services.media import keyring_from
@@ -75,7 +74,7 @@ def import_media(
     """Decrypt media in memory and send its images to a PACS with a reconciled Patient ID."""
     try:
         rec = media_import.Reconciliation(patient_id, issuer, patient_name, birth_date,
-                                          source=str(media)[-64:])
+                                          source=media_import.source_label(str(media)))
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
     except (ValueError, ConfigError, PkiError) as exc:
@@ -113,12 +112,12 @@ def import_media(
                    else " (unchanged)")
             typer.echo(f"patient on the media: {name or '-'}, ID {pid or '-'} "
                        f"(issuer {old_issuer or '-'}, born {birth or '-'}){new}")
-        typer.echo(f"importing {len(entries)} image(s) to {ep.where}")
-        summary = media_import.import_catalog(catalog, rec, DicomClient(ep), at=datetime.now(UTC),
+        typer.echo(f"importing {len(entries)} image(s) to {ep.endpoint.where}")
+        summary = media_import.import_catalog(catalog, rec, ep, at=datetime.now(UTC),
                                               entries=entries, on_progress=_progress(len(entries)))
     for path, reason in summary.failed:
         typer.echo(f"failed: {path}: {reason}", err=True)
-    typer.echo(f"imported to {ep.where}: {summary.total} image(s): sent {summary.sent}, already "
+    typer.echo(f"imported to {ep.endpoint.where}: {summary.total} image(s): sent {summary.sent}, already "
                f"present {summary.already_present}, failed {len(summary.failed)}, not sent "
                f"{summary.not_sent}")
     if summary.stopped is not None:

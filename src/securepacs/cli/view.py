@@ -18,17 +18,14 @@ import typer
 
 from securepacs.cli.client import Aec, Aet, Ca, Cert, Key, NoTls, ProfileOpt, Server, Timeout, endpoint
 from securepacs.cli.options import fail
-from securepacs.dimse.client import DicomClient
 from securepacs.errors import ConfigError, PacsError
 from securepacs.services.scuport import StoreConnector
-from securepacs.web import local
-from securepacs.web.viewer import ViewerConfig, create_app
 
 
 def view(
     path: Annotated[Path, typer.Argument(help="Media folder, ISO image, or folder of DICOM files.")],
     port: Annotated[int, typer.Option("--port", min=0, max=65535,
-                                      help="Port on 127.0.0.1 [a free one].")] = 0,
+                                      help="Port on 127.0.0.1 (0: a free one).")] = 0,
     no_browser: Annotated[bool, typer.Option("--no-browser",
                                              help="Only print the address; do not open a browser.")] = False,
     server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
@@ -39,28 +36,28 @@ def view(
     The connection options say where "Import" sends the images (as for ``securepacs send``).
     """
     def connect() -> StoreConnector:
-        return DicomClient(endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert,
-                                    key=key, ca=ca, no_tls=no_tls, timeout=timeout))
+        return endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
+                        ca=ca, no_tls=no_tls, timeout=timeout)
 
     try:
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
-        destination = ep.where + ("" if ep.tls is not None else " (no TLS)")
+        destination = ep.endpoint.where + ("" if ep.endpoint.tls is not None else " (no TLS)")
     except (ConfigError, PacsError) as exc:
         destination = f"not configured ({exc})"
+    from securepacs.wiring import local_viewer
+
     try:
-        config = ViewerConfig(Path(path), connect=connect, destination=destination)
-        app = create_app(config)
-        sock = local.bind(port)
+        viewer = local_viewer(Path(path), port=port, connect=connect, destination=destination)
     except (PacsError, OSError) as exc:
         raise fail(str(exc), 1) from None
 
     def ready(bound: int) -> None:
-        url = f"http://{local.HOST}:{bound}/?token={config.token}"
+        url = f"http://{viewer.host}:{bound}/?token={viewer.token}"
         typer.echo(f"Viewer: {url}")
         typer.echo("Press Ctrl-C to stop (nothing decrypted is kept).")
         sys.stdout.flush()
         if not no_browser:
             webbrowser.open(url)
 
-    local.run(app, sock, ready)
+    viewer.run(ready)

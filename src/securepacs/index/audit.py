@@ -18,7 +18,7 @@ database can rewrite the whole chain from a given row on, head included; an exte
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -161,26 +161,55 @@ class SqlAuditLog:
             The database cannot be written (full disk, read-only, gone). Appending a
             record ID that is already stored changes nothing and returns its number.
         """
+        return self.append_many([{
+            "record_id": record_id, "at": at, "kind": kind, "outcome": outcome,
+            "user_ids": user_ids, "patient_ids": patient_ids, "body": body}])[0]
+
+    def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append several records, in order, in one transaction (one fsync for all).
+
+        Parameters
+        ----------
+        entries : sequence of mapping
+            Each with the keyword arguments of :meth:`append`.
+
+        Returns
+        -------
+        list of int
+            Their sequence numbers.
+
+        Raises
+        ------
+        StorageError
+            As :meth:`append`; nothing of the batch is stored then.
+        """
+        seqs: list[int] = []
         try:
             with self._engine.begin() as conn:
                 # take the head's row lock first: appenders queue here, the chain never forks
                 conn.execute(sa.update(audit_head).where(audit_head.c.id == 1)
                              .values(last_seq=audit_head.c.last_seq))
                 head = conn.execute(sa.select(audit_head).where(audit_head.c.id == 1)).one()
-                known = conn.execute(sa.select(audit_event.c.seq)
-                                     .where(audit_event.c.record_id == record_id)).first()
-                if known is not None:  # a retried append: already in the chain
-                    return int(known.seq)
-                seq = int(head.last_seq) + 1
-                digest = chain_hash(head.last_hash, body)
-                conn.execute(sa.insert(audit_event).values(
-                    seq=seq, record_id=record_id, event_time=at.astimezone(UTC), kind=kind,
-                    outcome=int(outcome), user_ids=_SEP.join(user_ids),
-                    patient_ids=_SEP.join(patient_ids), body=body, prev_hash=head.last_hash,
-                    hash=digest))
+                seq, last_hash = int(head.last_seq), str(head.last_hash)
+                for entry in entries:
+                    known = conn.execute(sa.select(audit_event.c.seq).where(
+                        audit_event.c.record_id == entry["record_id"])).first()
+                    if known is not None:  # a retried append: already in the chain
+                        seqs.append(int(known.seq))
+                        continue
+                    seq += 1
+                    digest = chain_hash(last_hash, entry["body"])
+                    conn.execute(sa.insert(audit_event).values(
+                        seq=seq, record_id=entry["record_id"],
+                        event_time=entry["at"].astimezone(UTC), kind=entry["kind"],
+                        outcome=int(entry["outcome"]), user_ids=_SEP.join(entry["user_ids"]),
+                        patient_ids=_SEP.join(entry["patient_ids"]), body=entry["body"],
+                        prev_hash=last_hash, hash=digest))
+                    seqs.append(seq)
+                    last_hash = digest
                 conn.execute(sa.update(audit_head).where(audit_head.c.id == 1)
-                             .values(last_seq=seq, last_hash=digest))
-            return seq
+                             .values(last_seq=seq, last_hash=last_hash))
+            return seqs
         except sa_exc.SQLAlchemyError as exc:
             detail = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else ""
             raise StorageError(f"audit log: {type(exc).__name__}: {detail}") from exc

@@ -578,23 +578,23 @@ class TlsStream:
             return "reset"
         if not readable and not self._sock.pending():
             return "open"
+        # measured before reading: reading a close_notify makes OpenSSL answer with its own
+        # alert, which the departed peer never acknowledges
+        orderly = "closed" if self.unacknowledged() == 0 else "reset"
         self._sock.setblocking(False)
         try:
             while True:
                 if not self._sock.recv(4096):
-                    return self._orderly()
+                    return orderly
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             return "open"  # only TLS records such as session tickets
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-            return self._orderly()  # FIN without close_notify
+            return orderly  # FIN without close_notify
         except (ssl.SSLError, OSError):
             return "reset"
         finally:
             with contextlib.suppress(OSError):
                 self._sock.settimeout(self._timeout)
-
-    def _orderly(self) -> str:
-        return "closed" if self.unacknowledged() == 0 else "reset"
 
     def peer_closed(self) -> bool:
         """True when the peer has closed or reset the connection (never blocks)."""

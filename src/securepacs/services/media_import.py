@@ -37,7 +37,7 @@ from securepacs.services.scuport import (
 from securepacs.services.send import plan, status_text
 
 __all__ = ["ImportProgress", "ImportSummary", "Reconciliation", "identities", "import_catalog",
-           "reconcile"]
+           "reconcile", "source_label"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,12 @@ class Reconciliation:
         if self.birth_date:
             args.append(f"PatientBirthDate={self.birth_date}")
         return Coercion.parse(args, self.source)
+
+
+def source_label(media_name: str) -> str:
+    """Source of Previous Values (0400,0564, LO) for media: ``media`` and the disc's name."""
+    name = media_name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return f"media {name}"[:64]
 
 
 def reconcile(ds: Dataset, rec: Reconciliation, *, at: datetime) -> list[str]:

@@ -219,7 +219,8 @@ class Catalog:
                 continue
             assert content is not None
             if len(content) < 132 or content[128:132] != b"DICM":
-                if path.upper() != fileset.DICOMDIR:
+                # a plain disc also carries a viewer, autorun files...: not an error there
+                if self.encrypted and path.upper() != fileset.DICOMDIR:
                     self.errors.append(f"{path}: not a DICOM file")
                 continue
             try:
@@ -267,6 +268,7 @@ class Catalog:
         return self._series[uid]
 
     def study_of(self, series_uid: str) -> StudyEntry:
+        """The study holding the series `series_uid` (KeyError if none)."""
         for study in self.studies:
             if any(s.uid == series_uid for s in study.series):
                 return study
@@ -280,9 +282,11 @@ class Catalog:
 
     @property
     def count(self) -> int:
+        """Instances indexed."""
         return sum(len(s.instances) for s in self._series.values())
 
     def close(self) -> None:
+        """Forget the decrypted files kept and close the media (an ISO image file)."""
         with self._lock:
             self._cache.clear()
             with contextlib.suppress(OSError, MediaError):

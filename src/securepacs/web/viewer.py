@@ -9,7 +9,8 @@ reconciliation (IHE Import Reconciliation Workflow; PS3.3 C.12.1 Original Attrib
 
 The app listens on loopback only. A random token in the URL opened by the CLI becomes a
 ``SameSite=Strict`` cookie; every request but the static files needs it, and the Host header
-must be a loopback name (no DNS rebinding, no cross-site form posts).
+must be a loopback name (no DNS rebinding, no cross-site form posts). Every page and image
+is sent with ``Cache-Control: no-store``, so the browser keeps no decrypted data on disk.
 """
 
 from __future__ import annotations
@@ -109,12 +110,15 @@ class _Guard(BaseHTTPMiddleware):
             return await call_next(request)
         given = request.query_params.get("token")
         if given is not None and secrets.compare_digest(given, self.token):
-            response = RedirectResponse(request.url.path, status_code=303)
-            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
-            return response
+            redirect = RedirectResponse(request.url.path, status_code=303)
+            redirect.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+            return redirect
         if not secrets.compare_digest(request.cookies.get(COOKIE, ""), self.token):
             return HTMLResponse(pages.forbidden(), status_code=403)
-        return await call_next(request)
+        response = await call_next(request)
+        # pages and images show patient data: keep them out of the browser's disk cache
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
 
 def create_app(config: ViewerConfig) -> Starlette:
@@ -208,7 +212,7 @@ def create_app(config: ViewerConfig) -> Starlette:
                                            int(request.path_params["frame"]), window)
         except MediaError as exc:
             return Response(f"{entry.path}: {exc}", status_code=422, media_type="text/plain")
-        headers = {"Cache-Control": "no-store"}
+        headers = {}
         if picture.window is not None:
             headers["X-Window"] = f"{picture.window.center:g},{picture.window.width:g}"
         return Response(picture.png, media_type="image/png", headers=headers)
@@ -227,7 +231,7 @@ def create_app(config: ViewerConfig) -> Starlette:
             png = rendering.render_png(catalog.dataset(entry.path), entry.frames // 2, box=128).png
         except MediaError as exc:
             return Response(str(exc), status_code=422, media_type="text/plain")
-        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+        return Response(png, media_type="image/png")
 
     def import_form(request: Request) -> Response:
         catalog = need()
@@ -242,7 +246,7 @@ def create_app(config: ViewerConfig) -> Starlette:
             rec = media_import.Reconciliation(
                 patient_id=form.get("patient_id", ""), issuer=form.get("issuer", ""),
                 patient_name=form.get("patient_name", ""), birth_date=form.get("birth_date", ""),
-                source=catalog.name[:64])
+                source=media_import.source_label(catalog.name))
         except ValueError as exc:
             return HTMLResponse(pages.import_form(media_import.identities(catalog),
                                                   config.destination, str(exc)), status_code=400)

@@ -41,15 +41,18 @@ def _page(title: str, body: str, *, script: str = "", refresh: int | None = None
 
 
 def forbidden() -> str:
+    """The page for a request without the session key."""
     return _page("Not allowed", '<p class="error">Open the viewer with the address printed by '
                  "<code>securepacs view</code> (it carries this session's key).</p>")
 
 
 def message(text: str) -> str:
+    """A page with one error line and a way back."""
     return _page("Viewer", f'<p class="error">{_e(text)}</p><p><a href="/">Back</a></p>')
 
 
 def unlock(media: str, error: str = "") -> str:
+    """The password / key file form for encrypted media, with the last error if any."""
     err = f'<p class="error" id="error" role="alert">{_e(error)}</p>' if error else ""
     return _page("Encrypted media", f"""
 <h1>Encrypted media: {_e(media)}</h1>
@@ -74,6 +77,7 @@ def _series_row(s: SeriesEntry) -> str:
 
 
 def studies(catalog: Catalog) -> str:
+    """The study / series list of the media, with its unreadable files named first."""
     parts = [f"<h1>{_e(catalog.name)}</h1>"]
     if catalog.errors:
         items = "".join(f"<li>{_e(e)}</li>" for e in catalog.errors)
@@ -96,6 +100,7 @@ def studies(catalog: Catalog) -> str:
 
 
 def viewer(study: StudyEntry, series: SeriesEntry) -> str:
+    """The image page of one series (CT presets for CT); ``viewer.js`` fills it."""
     presets = ""
     if series.modality == "CT":
         presets = ('<span class="presets">'
@@ -123,11 +128,13 @@ ctrl+wheel: zoom"><img id="image" alt="image" draggable="false">
 
 def import_form(identities: Sequence[tuple[str, str, str, str]], destination: str,
                 error: str = "") -> str:
+    """The import form: each media patient, the new identity, the destination."""
     err = f'<p class="error" id="error" role="alert">{_e(error)}</p>' if error else ""
     first = identities[0] if identities else ("", "", "", "")
     options = "".join(
-        f'<option value="{_e(pid)}">{_e(_name(name))} (ID {_e(pid)})</option>'
-        for name, pid, _issuer, _birth in identities)
+        f'<option value="{_e(pid)}" data-name="{_e(_name(name))}" data-issuer="{_e(issuer)}" '
+        f'data-birth="{_e(birth)}">{_e(_name(name))} (ID {_e(pid)})</option>'
+        for name, pid, issuer, birth in identities)
     rows = "".join(
         f'<tr class="media-patient"><td>{_e(_name(name))}</td><td class="media-patient-id">'
         f"{_e(pid)}</td><td>{_e(issuer)}</td><td>{_e(_date(birth))}</td></tr>"
@@ -140,13 +147,13 @@ def import_form(identities: Sequence[tuple[str, str, str, str]], destination: st
 <table class="reconcile"><thead><tr><th></th><th>On the media</th><th>At your site (new)</th></tr>
 </thead><tbody>
 <tr><th>Patient</th><td><select name="from" id="from">{options}</select></td><td></td></tr>
-<tr><th>Patient ID</th><td>{_e(first[1])}</td>
+<tr><th>Patient ID</th><td id="old-id">{_e(first[1])}</td>
  <td><input name="patient_id" id="patient_id" maxlength="64"></td></tr>
-<tr><th>Issuer of Patient ID</th><td>{_e(first[2])}</td>
+<tr><th>Issuer of Patient ID</th><td id="old-issuer">{_e(first[2])}</td>
  <td><input name="issuer" id="issuer" maxlength="64"></td></tr>
-<tr><th>Patient's Name</th><td>{_e(_name(first[0]))}</td>
+<tr><th>Patient's Name</th><td id="old-name">{_e(_name(first[0]))}</td>
  <td><input name="patient_name" id="patient_name" placeholder="unchanged"></td></tr>
-<tr><th>Birth date (YYYYMMDD)</th><td>{_e(first[3])}</td>
+<tr><th>Birth date (YYYYMMDD)</th><td id="old-birth">{_e(first[3])}</td>
  <td><input name="birth_date" id="birth_date" placeholder="unchanged" maxlength="8"></td></tr>
 </tbody></table>
 <p>All patients on the media:</p>
@@ -155,11 +162,12 @@ def import_form(identities: Sequence[tuple[str, str, str, str]], destination: st
 <p>The original values are kept in each image (Original Attributes Sequence, and the old ID in
 Other Patient IDs Sequence); UIDs do not change. Empty fields stay as on the media.</p>
 <button type="submit" id="send">Send</button>
-</form>""")
+</form>""", script="viewer.js")
 
 
 def import_status(done: int, total: int, summary: ImportSummary | None, error: str | None,
                   destination: str) -> str:
+    """Progress (refreshing every second) while an import runs, then its summary."""
     if error is not None:
         return _page("Import", f'<h1>Import failed</h1><p class="error" id="error" role="alert">'
                      f'{_e(error)}</p><p><a href="/import">Back</a></p>')

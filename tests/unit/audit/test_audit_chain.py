@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from auditschema import assert_valid
 from typer.testing import CliRunner
 
+from auditschema import assert_valid
 from securepacs.audit import messages as m
 from securepacs.audit.record import AuditSource
 from securepacs.audit.sinks import DatabaseSink, columns_of

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from auditschema import assert_valid
 from lxml import etree
 
+from auditschema import assert_valid, relaxng
 from securepacs.audit import messages as m
 from securepacs.audit.record import Action, AuditSource, EventId, MediaType, Outcome
 from securepacs.audit.serialize import canonical, from_json, to_json, to_xml
@@ -77,16 +78,12 @@ def every_message() -> dict[str, m.AuditRecord]:
 @pytest.mark.parametrize("name", list(every_message()))
 def test_every_message_validates_against_the_ps3_15_schema(name: str) -> None:
     record = every_message()[name]
-    from dataclasses import replace
-
     document = to_xml(replace(record, audit_source=SRC))
     assert_valid(document)
 
 
 @pytest.mark.parametrize("name", list(every_message()))
 def test_json_round_trip(name: str) -> None:
-    from dataclasses import replace
-
     record = replace(every_message()[name], audit_source=SRC)
     again = from_json(to_json(record))
     assert again == record
@@ -94,10 +91,6 @@ def test_json_round_trip(name: str) -> None:
 
 
 def test_schema_rejects_a_broken_message() -> None:
-    from dataclasses import replace
-
-    from auditschema import relaxng
-
     good = to_xml(replace(every_message()["store"], audit_source=SRC))
     doc = etree.fromstring(good)
     doc.find("EventIdentification").set("EventOutcomeIndicator", "3")
@@ -105,8 +98,6 @@ def test_schema_rejects_a_broken_message() -> None:
 
 
 def test_store_message_fields() -> None:
-    from dataclasses import replace
-
     record = replace(every_message()["store"], audit_source=SRC)
     doc = etree.fromstring(to_xml(record))
     event = doc.find("EventIdentification")
@@ -142,8 +133,6 @@ def test_refused_handshake_carries_the_reason() -> None:
 
 
 def test_import_records_reconciliation() -> None:
-    from dataclasses import replace
-
     doc = etree.fromstring(to_xml(replace(every_message()["import"], audit_source=SRC)))
     patient = doc.findall("ParticipantObjectIdentification")[-1]
     assert patient.get("ParticipantObjectID") == "SITE-9"
@@ -178,8 +167,6 @@ def test_builders_validate_at_the_edge() -> None:
 
 
 def test_times_are_written_in_utc() -> None:
-    from dataclasses import replace
-
     local = AT.astimezone(timezone(timedelta(hours=2)))
     record = m.application_activity(started=True, application=PACS, at=local)
     doc = etree.fromstring(to_xml(replace(record, audit_source=SRC)))

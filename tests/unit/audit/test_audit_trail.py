@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -161,8 +162,6 @@ def test_jsonl_sink(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- syslog, offline
 
 def test_rfc5424_message_and_rfc5425_frame() -> None:
-    from dataclasses import replace
-
     record = replace(_event(), audit_source=SRC, record_id='id-"]\\')
     message = format_message(record, hostname="pacs.example.org", procid="42")
     head, _, xml = message.partition(b"] ")
@@ -259,8 +258,6 @@ def test_spool_survives_a_restart(tmp_path: Path) -> None:
 
 
 def replace_source(record: AuditRecord) -> AuditRecord:
-    from dataclasses import replace
-
     return replace(record, audit_source=SRC)
 
 

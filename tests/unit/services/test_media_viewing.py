@@ -16,7 +16,7 @@ from factories import make_dataset, write_study
 from mediafixtures import FAST_ITERATIONS, PASSWORD
 from securepacs.errors import MediaError, WrongKeyError
 from securepacs.services.media import create_media, keyring_from
-from securepacs.services.media_import import Reconciliation, reconcile
+from securepacs.services.media_import import Reconciliation, reconcile, source_label
 from securepacs.services.media_view import needs_key, open_catalog
 from securepacs.services.rendering import Window, render_png
 
@@ -47,6 +47,12 @@ def test_reconcile_keeps_the_original_identity() -> None:
     ds.save_as(out, enforce_file_format=True)
     again = dcmread(BytesIO(out.getvalue()))
     assert again.OtherPatientIDsSequence[0].PatientID == "OLD1"
+
+
+def test_source_label_is_a_short_lo() -> None:
+    assert source_label("/mnt/cdrom/") == "media cdrom"
+    assert source_label("D:\\") == "media D:"
+    assert len(source_label("x" * 100)) == 64
 
 
 def test_reconcile_twice_adds_no_duplicate_and_empty_changes_nothing() -> None:
@@ -120,8 +126,9 @@ def test_catalog_of_encrypted_and_plain_media(tmp_path: Path) -> None:
         entry = next(catalog.instances())
         assert dcmread(BytesIO(catalog.part10(entry.path))).PatientID == "P1"
     assert list(disc.parent.glob("**/*.dcm")) == sorted(src.glob("*.dcm"))  # nothing written
+    (src / "AUTORUN.INF").write_text("[autorun]\n")  # a plain disc's other files are no error
     with open_catalog(src) as plain:
-        assert plain.count == 3 and not plain.encrypted
+        assert plain.count == 3 and not plain.encrypted and not plain.errors
         assert [i.instance_number for i in plain.instances()] == [1, 2, 3]
         assert {str(dcmread(f).SOPInstanceUID) for f in files} == {
             i.sop_instance_uid for i in plain.instances()}

@@ -44,13 +44,16 @@ def test_session_key_and_host_are_required(iso: Path) -> None:
     with client:
         assert client.get("/").status_code == 403
         assert client.get(f"/?token={config.token}x", follow_redirects=False).status_code == 403
-        evil = client.get("/", headers={"Host": "attacker.example:8123"},
-                          cookies={COOKIE: config.token})
+        client.cookies.set(COOKIE, config.token)
+        evil = client.get("/", headers={"Host": "attacker.example:8123"})
         assert evil.status_code == 403
+        client.cookies.clear()
         first = client.get(f"/?token={config.token}", follow_redirects=False)
         assert first.status_code == 303 and first.headers["location"] == "/"
         assert "samesite=strict" in first.headers["set-cookie"].lower()
-        assert client.post("/unlock", data={"password": "x"}, cookies={COOKIE: "nope"}).status_code == 403
+        client.cookies.clear()
+        client.cookies.set(COOKIE, "nope")
+        assert client.post("/unlock", data={"password": "x"}).status_code == 403
         assert client.get("/static/viewer.js").status_code == 200
 
 
@@ -71,6 +74,7 @@ def test_unlock_browse_and_a_broken_image(iso: Path) -> None:
         assert data["instances"][2]["tags"]["InstanceNumber"] == "3"
         good = client.get(f"/render/{series.uid}/0/0?wc=100&ww=200")
         assert good.headers["content-type"] == "image/png" and good.headers["x-window"] == "100,200"
+        assert good.headers["cache-control"] == "no-store"
         bad = client.get(f"/render/{series.uid}/2/0")
         assert bad.status_code == 422 and "cannot decode the pixel data" in bad.text
         assert client.get(f"/render/{series.uid}/9/0").status_code == 404
@@ -86,3 +90,20 @@ def test_unlock_browse_and_a_broken_image(iso: Path) -> None:
         assert "no import destination is configured" in status.text
         bad_form = client.post("/import", data={"issuer": "X"})
         assert bad_form.status_code == 400 and "--issuer needs --patient-id" in bad_form.text
+
+
+def test_unlock_with_a_key_file(tmp_path: Path, pki) -> None:  # noqa: ANN001
+    from mediafixtures import rsa_holder
+
+    doctor = rsa_holder(tmp_path / "keys", "doctor", pki)
+    src = tmp_path / "src"
+    write_study(src, 1, patient_id="K1")
+    disc = tmp_path / "disc"
+    create_media(folders=[src], out_dir=disc, recipients=[doctor.cert_path], at=datetime.now(UTC))
+    client, config = _client(disc)
+    with client:
+        client.get(f"/?token={config.token}")
+        missing = client.post("/unlock", data={"key_path": str(tmp_path / "nope.pem")})
+        assert missing.status_code == 400 and "nope.pem" in missing.text
+        page = client.post("/unlock", data={"key_path": str(doctor.combined_path)})
+        assert page.status_code == 200 and "ID K1" in page.text

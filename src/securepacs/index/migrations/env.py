@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import securepacs.index.audit  # noqa: F401 - registers the audit tables on the metadata
 import securepacs.index.trust  # noqa: F401 - registers the trust tables on the metadata
 from securepacs.index.schema import metadata
 

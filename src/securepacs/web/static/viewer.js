@@ -1,6 +1,17 @@
 // securepacs viewer: scroll a series, window/level by drag or CT presets, zoom and pan.
 // Every frame is rendered to PNG by the server (/render/SERIES/INDEX/FRAME?wc=&ww=).
 "use strict";
+(function () {  // the import form: show the chosen media patient beside the new identity
+  const from = document.getElementById("from");
+  if (!from) return;
+  from.addEventListener("change", () => {
+    const o = from.selectedOptions[0];
+    document.getElementById("old-id").textContent = o.value;
+    document.getElementById("old-issuer").textContent = o.dataset.issuer;
+    document.getElementById("old-name").textContent = o.dataset.name;
+    document.getElementById("old-birth").textContent = o.dataset.birth;
+  });
+})();
 (function () {
   const root = document.getElementById("viewer");
   if (!root) return;
@@ -65,6 +76,7 @@
   }, { passive: false });
   slider.addEventListener("input", () => go(Number(slider.value)));
   document.addEventListener("keydown", (ev) => {
+    if (ev.target === slider) return;  // the slider moves itself
     if (ev.key === "ArrowDown" || ev.key === "ArrowRight") go(st.idx + 1);
     if (ev.key === "ArrowUp" || ev.key === "ArrowLeft") go(st.idx - 1);
   });

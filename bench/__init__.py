@@ -1,0 +1,1 @@
+"""Benchmarks of securepacs against DCMTK and OpenSSL (not part of the package)."""

@@ -1,0 +1,149 @@
+"""Ingest (storescu -> us vs storescu -> storescp), send (securepacs send vs storescu),
+and the server's peak memory while receiving a 1 GB object."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import HOST, OurServer, Pki, Storescp, storescu
+
+Log = Callable[[str], None]
+
+
+def _ours_run(work: Path, pki: Pki, src: Path | None, files: list[Path], tls: bool,
+              parallel: int) -> dict[str, Any]:
+    srv = OurServer(work / "ours", pki, src=src).start()
+    try:
+        seconds = storescu(srv.port if tls else srv.plain_port, files, pki if tls else None,
+                           parallel=parallel)
+        stored = srv.stored()
+        hwm = srv.hwm_kb()
+    finally:
+        srv.stop()
+    if stored != len(files):
+        raise RuntimeError(f"our server stored {stored} of {len(files)}")
+    return {"seconds": seconds, "hwm_kb": hwm}
+
+
+def _dcmtk_run(work: Path, pki: Pki, files: list[Path], tls: bool, parallel: int) -> dict[str, Any]:
+    scp = Storescp(work / "storescp", pki, tls).start()
+    try:
+        seconds = storescu(scp.port, files, pki if tls else None, parallel=parallel)
+        deadline = time.monotonic() + 10  # forked children may still be closing files
+        while scp.stored() < len(files) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stored = scp.stored()
+    finally:
+        scp.stop()
+    if stored != len(files):
+        raise RuntimeError(f"storescp stored {stored} of {len(files)}")
+    return {"seconds": seconds}
+
+
+def ingest(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
+           variants: dict[str, Path | None], log: Log) -> list[dict[str, Any]]:
+    """Every (size, tls, parallel) combination, servers interleaved within each round."""
+    results = []
+    for rnd in range(rounds):
+        for size, files in data.items():
+            nbytes = sum(f.stat().st_size for f in files)
+            for tls in (False, True):
+                for parallel in (1, 4):
+                    peers: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+                        (name, lambda s=src: _ours_run(work, pki, s, files, tls, parallel))  # type: ignore[misc]
+                        for name, src in variants.items()]
+                    peers.append(("storescp", lambda: _dcmtk_run(work, pki, files, tls, parallel)))
+                    if rnd % 2:
+                        peers.reverse()
+                    for name, fn in peers:
+                        r = fn()
+                        r.update(kind="ingest", server=name, size=size, tls=tls,
+                                 parallel=parallel, round=rnd, images=len(files), bytes=nbytes,
+                                 images_per_s=len(files) / r["seconds"],
+                                 mb_per_s=nbytes / 1e6 / r["seconds"])
+                        log(f"ingest r{rnd} {size:5s} {'tls  ' if tls else 'plain'} x{parallel} "
+                            f"{name:12s} {r['images_per_s']:7.1f} img/s {r['mb_per_s']:7.1f} MB/s")
+                        results.append(r)
+    return results
+
+
+_SUMMARY = re.compile(r"sent (\d+).* in ([\d.]+) s,")
+
+
+def _securepacs_send(port: int, pki: Pki, files: list[Path], folder: Path) -> dict[str, Any]:
+    args = [sys.executable, "-m", "securepacs.cli", "send", str(folder),
+            "--server", f"{HOST}:{port}", "--aec", "SECUREPACS", "--aet", "BENCH",
+            "--cert", str(pki.client_cert), "--key", str(pki.client_key), "--ca", str(pki.ca)]
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, COLUMNS="200"))
+    seconds = time.perf_counter() - start
+    found = _SUMMARY.search(done.stdout)
+    if done.returncode != 0 or not found or int(found.group(1)) != len(files):
+        raise RuntimeError(f"securepacs send failed: {done.stdout[-800:]} {done.stderr[-800:]}")
+    return {"seconds": seconds, "transfer_seconds": float(found.group(2))}
+
+
+def send(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
+         log: Log) -> list[dict[str, Any]]:
+    """securepacs send vs storescu, both to storescp over TLS, one association."""
+    results = []
+    for rnd in range(rounds):
+        for size, files in data.items():
+            folder = files[0].parent
+            nbytes = sum(f.stat().st_size for f in files)
+            order = ["securepacs send", "storescu"]
+            if rnd % 2:
+                order.reverse()
+            for name in order:
+                scp = Storescp(work / "send-scp", pki, tls=True).start()
+                try:
+                    if name == "storescu":
+                        r = {"seconds": storescu(scp.port, files, pki)}
+                    else:
+                        r = _securepacs_send(scp.port, pki, files, folder)
+                finally:
+                    scp.stop()
+                r.update(kind="send", client=name, size=size, tls=True, round=rnd,
+                         images=len(files), bytes=nbytes,
+                         images_per_s=len(files) / r["seconds"],
+                         mb_per_s=nbytes / 1e6 / r["seconds"])
+                if "transfer_seconds" in r:
+                    r["transfer_images_per_s"] = len(files) / r["transfer_seconds"]
+                    r["transfer_mb_per_s"] = nbytes / 1e6 / r["transfer_seconds"]
+                log(f"send   r{rnd} {size:5s} {name:16s} {r['images_per_s']:7.1f} img/s "
+                    f"(transfer {r.get('transfer_images_per_s', r['images_per_s']):7.1f}) "
+                    f"{r['mb_per_s']:7.1f} MB/s")
+                results.append(r)
+    return results
+
+
+def memory(work: Path, pki: Pki, big: list[Path], variants: dict[str, Path | None],
+           log: Log) -> list[dict[str, Any]]:
+    """Peak RSS (VmHWM) of the receiving process: our server (idle, then after one big
+    object over TLS) and storescp (its parent; the forked child is not measured)."""
+    results = []
+    nbytes = sum(f.stat().st_size for f in big)
+    for name, src in variants.items():
+        srv = OurServer(work / "mem", pki, src=src).start()
+        try:
+            idle = srv.hwm_kb()
+            seconds = storescu(srv.port, big, pki)
+            peak = srv.hwm_kb()
+            stored = srv.stored()
+        finally:
+            srv.stop()
+        r = {"kind": "memory", "server": name, "bytes": nbytes, "idle_hwm_kb": idle,
+             "hwm_kb": peak, "seconds": seconds, "stored": stored,
+             "mb_per_s": nbytes / 1e6 / seconds}
+        log(f"memory {name:12s} object {nbytes / 1e6:.0f} MB: idle {idle / 1024:.0f} MiB, "
+            f"peak {peak / 1024:.0f} MiB, {r['mb_per_s']:.0f} MB/s, stored {stored}")
+        results.append(r)
+    return results
