@@ -106,7 +106,7 @@ def make_pki(folder: Path) -> Pki:
     paths = []
     for name, role, sans, org in (("server", "server", ["127.0.0.1", "localhost"], None),
                                   ("client", "client", [], "Bench Hospital")):
-        key, cert = authority.issue_certificate(ca_key, ca_cert, common_name=name, role=role,
+        key, cert = authority.issue_certificate(ca_key, ca_cert, common_name=name, role=role,  # type: ignore[arg-type]
                                                 at=now, days=7, sans=sans, organization=org)
         assert key is not None
         authority.write_private_key(folder / f"{name}.key", key)
@@ -221,13 +221,17 @@ class OurServer:
                                       "--config", str(cfg)], stdout=log,
                                      stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         log.close()
-        wait_for_port(self.port, self.proc)
-        wait_for_port(self.plain_port, self.proc)
-        deadline = time.monotonic() + 30
-        while "ready" not in (self.folder / "server.log").read_text(errors="replace"):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("server did not start:\n" + self.log()[-2000:])
-            time.sleep(0.05)
+        try:
+            wait_for_port(self.port, self.proc)
+            wait_for_port(self.plain_port, self.proc)
+            deadline = time.monotonic() + 30
+            while "ready" not in (self.folder / "server.log").read_text(errors="replace"):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("server did not start:\n" + self.log()[-2000:])
+                time.sleep(0.05)
+        except BaseException:
+            stop(self.proc, grace=3)
+            raise
         return self
 
     def log(self) -> str:

@@ -142,10 +142,11 @@ def _image_query(counts: dict[str, int], rng: random.Random) -> Dataset:
     return q
 
 
-def query(work: Path, pki: Pki, sizes: list[int], repeats: int, log: Log) -> list[dict[str, Any]]:
+def query(work: Path, pki: Pki, sizes: list[int], repeats: int, log: Log,
+          src: Path | None = None) -> list[dict[str, Any]]:
     results = []
     for size in sizes:
-        srv = OurServer(work / f"query-{size}", pki)
+        srv = OurServer(work / f"query-{size}", pki, src=src)
         srv.folder.mkdir(parents=True, exist_ok=True)
         data = work / f"query-index-{size}"
         data.mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
            f"`{path.with_suffix('.json').name}`).", "",
            "Machine: " + ", ".join(f"{k} {v}" for k, v in m.items()) + ".", "",
            "Rerun: `.venv/bin/python -m bench` from the repository root (`--quick` for a short "
-           "trial, `--only ingest,send` for some sections, `--baseline-src before=DIR` to run an "
-           "older copy of `src/` side by side, `--report-only docs/benchmarks.json` to rebuild "
+           "trial, `--only ingest,send` for some sections, `--server-src before=DIR --server-src after=DIR` "
+           "to run copies of `src/` side by side, `--report-only docs/benchmarks.json` to rebuild "
            "this file). The run generates its data, a throwaway CA, and starts every server on "
            "loopback; DCMTK runs with `TCP_NODELAY=1`; both sides use 128 KB PDUs "
            "(`-pdu 131072`, `max_pdu = 131072`); `storescp --fork` so parallel associations run "
@@ -100,8 +100,10 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             dc = _med(snd, "images_per_s", client="storescu", size=size)
             if dc != dc:
                 continue
-            out.append(f"| {size} | {_fmt(ours, 1)} ({_fmt(_med(snd, 'mb_per_s', client='securepacs send', size=size))}) "
-                       f"| {_fmt(tr, 1)} ({_fmt(_med(snd, 'transfer_mb_per_s', client='securepacs send', size=size))}) "
+            ours_mb = _med(snd, "mb_per_s", client="securepacs send", size=size)
+            tr_mb = _med(snd, "transfer_mb_per_s", client="securepacs send", size=size)
+            out.append(f"| {size} | {_fmt(ours, 1)} ({_fmt(ours_mb)}) "
+                       f"| {_fmt(tr, 1)} ({_fmt(tr_mb)}) "
                        f"| {_fmt(dc, 1)} ({_fmt(_med(snd, 'mb_per_s', client='storescu', size=size))}) "
                        f"| {_ratio(ours, dc)} | {_ratio(tr, dc)} |")
         out.append("")
@@ -149,7 +151,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
                 out += ["", f"PBKDF2 derivations for one open of the {r['files']}-file media "
                             f"(counted by the reader's KEK cache): **{r['derivations_per_open']}**."]
         out.append("")
-    out += _targets(rows, variants[0])
+    out += _targets(rows, variants[-1])
     text = "\n".join(out) + "\n"
     notes = ""
     if path.exists():
@@ -174,12 +176,14 @@ def _targets(rows: list[dict[str, Any]], ours: str) -> list[str]:
         return _med(ing, "images_per_s", server=server, **k)
 
     for par, goal in ((4, 1.0), (1, 0.5)):
-        a, b = rate(ours, size="small", tls=True, parallel=par), rate("storescp", size="small", tls=True, parallel=par)
+        a = rate(ours, size="small", tls=True, parallel=par)
+        b = rate("storescp", size="small", tls=True, parallel=par)
         line(f"small TLS ingest, {par} assoc. >= {goal}x storescp", a / b if b else float("nan"), goal,
              f"{a:.0f} vs {b:.0f} img/s = {a / b:.2f}x" if b else "–")
     for size in ("small", "large"):
         for par in (1, 4):
-            t, p = rate(ours, size=size, tls=True, parallel=par), rate(ours, size=size, tls=False, parallel=par)
+            t = rate(ours, size=size, tls=True, parallel=par)
+            p = rate(ours, size=size, tls=False, parallel=par)
             line(f"TLS / plain >= 0.9 ({size}, {par} assoc.)", t / p if p else float("nan"), 0.9,
                  f"{t / p:.2f}" if p else "–")
     a = _med(ing, "mb_per_s", server=ours, size="large", tls=True, parallel=1)
@@ -209,7 +213,7 @@ def _targets(rows: list[dict[str, Any]], ours: str) -> list[str]:
                  f"{a:.0f} vs {b:.0f} MB/s = {a / b:.2f}x" if b else "–")
     for r in rows:
         if r["kind"] == "media-derivations":
-            line("one PBKDF2 derivation per media open", 1.0 if r["derivations_per_open"] == 1 else 0.0,
-                 1.0, str(r["derivations_per_open"]))
+            n = r["derivations_per_open"]
+            line("one PBKDF2 derivation per media open", 1.0 if n == 1 else 0.0, 1.0, str(n))
     out.append("")
     return out

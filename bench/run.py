@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench              # full run (~20 min on 2 cores)
     .venv/bin/python -m bench --quick      # small counts, to try it out
-    .venv/bin/python -m bench --baseline-src /tmp/before/src   # also run an older server
+    .venv/bin/python -m bench --server-src before=/tmp/before/src --server-src after=src
     .venv/bin/python -m bench --report-only docs/benchmarks.json   # redo the markdown
 """
 
@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small counts, one round")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 1)")
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
-    ap.add_argument("--baseline-src", type=Path, action="append", default=[],
-                    metavar="NAME=DIR", help="also run the server from this source tree "
-                    "(e.g. a copy of src/ before a change), as a variant named NAME")
+    ap.add_argument("--server-src", action="append", default=[], metavar="NAME=DIR",
+                    help="run the server from this copy of src/ as a variant named NAME "
+                    "(repeatable, e.g. before=/tmp/before/src after=/tmp/after/src); default: "
+                    "the installed package; the last variant is checked against the targets")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temp folder)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="where to write results")
     ap.add_argument("--report-only", type=Path, help="rewrite the markdown from a JSON file")
@@ -92,10 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     rounds = args.rounds or (1 if quick else 5)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
-    variants: dict[str, Path | None] = {"securepacs": None}
-    for spec in args.baseline_src:
+    variants: dict[str, Path | None] = {}
+    for spec in args.server_src:
         name, _, folder = str(spec).partition("=")
-        variants[name if folder else "baseline"] = Path(folder or name).resolve()
+        if not folder:
+            ap.error("--server-src takes NAME=DIR")
+        variants[name] = Path(folder).resolve()
+    variants = variants or {"securepacs": None}
     work = args.work or Path(tempfile.mkdtemp(prefix="securepacs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stamp} {line}", flush=True)
         log_lines.append(line)
 
-    counts = {"small": 40 if quick else 200, "large": 2 if quick else 5,
+    counts: dict[str, Any] = {"small": 40 if quick else 200, "large": 2 if quick else 5,
               "large_mb": 20 if quick else 50, "huge_mb": 200 if quick else 1024,
               "media": 100 if quick else 1000,
               "query": [10_000, 100_000] if quick else [100_000, 1_000_000],
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             results += transfer.memory(work, pki, huge, variants, log)
             shutil.rmtree(work / "data-huge", ignore_errors=True)
         if "query" in sections:
-            results += query_bench.query(work, pki, counts["query"], counts["query_repeats"], log)
+            results += query_bench.query(work, pki, counts["query"], counts["query_repeats"], log,
+                                         src=list(variants.values())[-1])
         if "media" in sections:
             files = write_images(work / "data-media", counts["media"], rows=256, cols=256)
             results += media_bench.media(work, files, max(1, min(rounds, 3)), log)

@@ -56,14 +56,15 @@ def ingest(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
             nbytes = sum(f.stat().st_size for f in files)
             for tls in (False, True):
                 for parallel in (1, 4):
-                    peers: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-                        (name, lambda s=src: _ours_run(work, pki, s, files, tls, parallel))  # type: ignore[misc]
-                        for name, src in variants.items()]
-                    peers.append(("storescp", lambda: _dcmtk_run(work, pki, files, tls, parallel)))
+                    peers: list[tuple[str, Path | None]] = list(variants.items())
+                    peers.append(("storescp", None))
                     if rnd % 2:
                         peers.reverse()
-                    for name, fn in peers:
-                        r = fn()
+                    for name, src in peers:
+                        if name == "storescp":
+                            r = _dcmtk_run(work, pki, files, tls, parallel)
+                        else:
+                            r = _ours_run(work, pki, src, files, tls, parallel)
                         r.update(kind="ingest", server=name, size=size, tls=tls,
                                  parallel=parallel, round=rnd, images=len(files), bytes=nbytes,
                                  images_per_s=len(files) / r["seconds"],
@@ -106,7 +107,7 @@ def send(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
                 scp = Storescp(work / "send-scp", pki, tls=True).start()
                 try:
                     if name == "storescu":
-                        r = {"seconds": storescu(scp.port, files, pki)}
+                        r: dict[str, Any] = {"seconds": storescu(scp.port, files, pki)}
                     else:
                         r = _securepacs_send(scp.port, pki, files, folder)
                 finally:

@@ -46,7 +46,7 @@ class Settings:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     plain_port: int | None = None
-    database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)  # may hold a password
     blob_dir: Path | None = None
     replace_duplicates: bool = False
     max_pdu: int = 131072
@@ -58,6 +58,7 @@ class Settings:
     max_find_results: int = 10000
     hostnames: tuple[str, ...] = ()
     log_level: str = "INFO"
+    viewer_port: int | None = None  # HTTPS archive viewer; None: port + 2; 0: off
     audit_required: bool = True
     audit_jsonl: Path | None = None
     audit_syslog: str | None = None

@@ -19,12 +19,14 @@ from securepacs.errors import ConfigError, PacsError
 from securepacs.index.repository import SqlIndex
 from securepacs.index.trust import SqlTrustStore
 from securepacs.pki import authority, tlspolicy
+from securepacs.services.audit_events import AuditEvents, MediaAudit
 from securepacs.services.authority import CertificateAuthority
 from securepacs.services.ingest import IngestService, SweepReport, sweep_orphans
 from securepacs.services.ports import BlobPort
 from securepacs.services.query import QueryService, RetrieveService
 from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
 from securepacs.settings import Settings
+from securepacs.web.archive import ArchiveViewerServer
 from securepacs.web.enrolment import EnrolmentServer
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class TlsFiles:
         return tuple(out)
 
     enrolment: EnrolmentServer | None = None
+    viewer: ArchiveViewerServer | None = None
 
     def context(self, require_client_cert: bool = True):  # noqa: ANN201 - ssl.SSLContext
         self._stamp = self._mtimes()
@@ -85,6 +88,8 @@ class TlsFiles:
         self.server.set_tls_context(context)
         if self.enrolment is not None:
             self.enrolment.tls_context = self.context(require_client_cert=False)
+        if self.viewer is not None:
+            self.viewer.tls_context = context
         cert = authority.load_certificates(self.settings.server_cert_path)[0]
         log.warning("TLS files reloaded: server certificate serial %x, valid until %s",
                     cert.serial_number, cert.not_valid_after_utc.date())
@@ -105,6 +110,8 @@ class Archive:
     monitor: TrustMonitor
     tls_files: TlsFiles
     enrolment: EnrolmentServer | None = None
+    viewer: ArchiveViewerServer | None = None
+    audit: AuditEvents | None = None
 
     def warn_expiring(self, at: datetime) -> None:
         within = timedelta(days=self.settings.expiry_warning_days)
@@ -122,6 +129,8 @@ class Archive:
 def build_archive(settings: Settings) -> Archive:
     """Open the stores, run the start-up check, bind the listeners (not yet serving)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    audit = AuditEvents(build_audit_trail(settings), ae_title=settings.ae_title,
+                        address=socket.getfqdn())
     boot = None
     ca = None
     trust: StoreTrust | FileTrust = FileTrust()
@@ -169,6 +178,7 @@ def build_archive(settings: Settings) -> Archive:
         dimse_timeout=settings.dimse_timeout,
         handshake_timeout=settings.handshake_timeout,
         gatekeeper=trust,
+        audit=audit,
     )
     tls_files.server = server
     enrolment = None
@@ -176,7 +186,7 @@ def build_archive(settings: Settings) -> Archive:
         enrolment = EnrolmentServer(
             (settings.host, settings.enroll_port or settings.port + 1), ca,
             tls_files.context(require_client_cert=False), ae_title=settings.ae_title, clock=now,
-            handshake_timeout=settings.handshake_timeout)
+            handshake_timeout=settings.handshake_timeout, audit=audit)
         tls_files.enrolment = enrolment
 
     def on_change(revoked: set[int]) -> None:
@@ -185,8 +195,17 @@ def build_archive(settings: Settings) -> Archive:
 
     monitor = TrustMonitor(trust, on_change, interval=settings.trust_poll_seconds,
                            extra=tls_files.reload_if_changed)
+    viewer = None
+    if settings.viewer_port != 0:
+        try:
+            viewer = tls_files.viewer = archive_viewer(settings, index, blobs,
+                                                       tls_files.context(), trust)
+        except ConfigError as exc:
+            if settings.viewer_port is not None:  # asked for: a real error
+                raise
+            log.warning("no archive viewer (set viewer_port, 0 to disable): %s", exc)
     return Archive(settings, index, blobs, server, boot, sweep, trust, monitor, tls_files,
-                   enrolment)
+                   enrolment, viewer, audit)
 
 
 __all__ = ["Archive", "build_archive", "certificate_authority", "local_hostnames", "now", "Path"]
@@ -206,11 +225,10 @@ def study_archive(settings: Settings):  # noqa: ANN201 - services.media.Retrieve
     sqlite_file = settings.data_dir / "index.sqlite"
     if settings.database_url is None and not sqlite_file.is_file():
         raise ConfigError(f"no archive in {settings.data_dir} (no index.sqlite)")
-    if not settings.blob_root.is_dir():
+    if settings.blob_backend == "filesystem" and not settings.blob_root.is_dir():
         raise ConfigError(f"no archive blob folder {settings.blob_root}")
     index = SqlIndex(settings.index_url)
-    return RetrieveStudies(RetrieveService(index, FileBlobStore(settings.blob_root)),
-                           close=index.close)
+    return RetrieveStudies(RetrieveService(index, blob_store(settings)), close=index.close)
 
 
 def blob_store(settings: Settings) -> BlobPort:
@@ -348,3 +366,43 @@ def local_viewer(path: Path, *, port: int, connect: Callable[[], object],
 
     config = ViewerConfig(path, connect=connect, destination=destination)  # type: ignore[arg-type]
     return LocalViewer(create_app(config), local.bind(port), config.token, local.HOST)
+
+
+def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_context: object,
+                   gatekeeper: StoreTrust | FileTrust) -> ArchiveViewerServer:
+    """The HTTPS image viewer of ``serve`` (bound, not yet serving) on ``viewer_port``.
+
+    Default port: ``port + 2``. Client certificates are required (the DICOM server's TLS
+    context) and admitted by the DICOM gatekeeper; viewing needs FIND and GET.
+
+    Raises
+    ------
+    ConfigError
+        The port cannot be bound.
+    """
+    from securepacs.services.archive_view import ArchiveCatalog
+    from securepacs.web.viewer import ViewerConfig, create_app
+
+    port = settings.viewer_port if settings.viewer_port is not None else settings.port + 2
+    catalog = ArchiveCatalog(index, blobs, name=f"{settings.ae_title} archive")
+    app = create_app(ViewerConfig.for_archive(catalog))
+    try:
+        return ArchiveViewerServer((settings.host, port), app, tls_context,
+                                   gatekeeper=gatekeeper,
+                                   handshake_timeout=settings.handshake_timeout)
+    except (OSError, OverflowError) as exc:
+        raise ConfigError(f"viewer_port: cannot listen on {settings.host}:{port}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def media_audit(settings: Settings) -> MediaAudit:
+    """Audit events of a media command, into the data folder's audit trail."""
+    import getpass
+
+    trail = build_audit_trail(settings)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    events = AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn())
+    return MediaAudit(events, user=user)

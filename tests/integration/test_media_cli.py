@@ -282,6 +282,14 @@ def test_escrow_recovery_is_audited(disc: Path, src, keys, tmp_path: Path) -> No
     assert refused.exit_code == 2 and not (tmp_path / "nope").exists()
     last = json.loads((data_dir / "audit-interim.jsonl").read_text().splitlines()[-1])
     assert last["outcome"] == "key-refused" and last["escrow_certificate_sha256"] is None
+    # the same steps are Emergency Override events in the data folder's audit trail
+    from securepacs.settings import load
+    from securepacs.wiring import audit_log
+
+    trail = audit_log(load(overrides={"data_dir": data_dir}, environ={}))
+    overrides = [r for r in trail.records() if r.kind == "emergency-override"]
+    trail.close()
+    assert len(overrides) == 3, [r.kind for r in trail.records()]
 
 
 def test_recovery_with_an_encrypted_escrow_key(disc: Path, src, keys, tmp_path: Path) -> None:  # noqa: ANN001

@@ -115,6 +115,49 @@ def test_get_and_duplicate_warning_rerun(engines: dict, pki, tmp_path: Path) -> 
     stored_everywhere(engines, 4)
 
 
+@needs_dcmtk
+def test_kill_during_storescu_then_restart(engines: dict, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """test_crash on PostgreSQL + Azurite: SIGKILL after 60 acknowledged images of 200;
+    after the restart every acknowledged image is indexed and intact in Azure, and the
+    start-up check left no blob without a row."""
+    files = write_study(tmp_path / "src", 200, rows=64, columns=64)
+    by_uid = {dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in files}
+    srv = make_server(tmp_path, pki).start()
+    sender = subprocess.Popen(
+        ["storescu", "-v", *tls_args(pki.client.key, pki.client.cert, pki.ca_cert),
+         "-aec", srv.ae_title, HOST, str(srv.port), *map(str, files)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"})
+    assert sender.stdout is not None
+    successes = 0
+    for line in sender.stdout:
+        if "Received Store Response (Success)" in line:
+            successes += 1
+            if successes == 60:
+                srv.kill()  # SIGKILL: no clean-up of any kind
+    sender.wait(timeout=60)
+    assert 60 <= successes < 200
+    acknowledged = [dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files[:successes]]
+    restarted = make_server(tmp_path, pki)
+    restarted.log_path = tmp_path / "server2.log"
+    restarted.start()
+    restarted.stop()
+    index = SqlIndex(engines["url"])
+    store = AzureBlobStore(engines["azure"], engines["container"])
+    try:
+        for uid in acknowledged:
+            assert index.get(uid) is not None, f"acknowledged instance {uid} was lost"
+        keys = set(store.keys())
+        assert index.referenced_blob_keys(keys) == keys, "an orphan blob survived the restart"
+        assert len(keys) == index.count_instances()
+        for uid, f in by_uid.items():
+            stored = index.get(uid)
+            if stored is not None:
+                assert dataset_bytes(store.read(stored.blob_key)) == dataset_bytes(f.read_bytes())
+    finally:
+        index.close()
+
+
 _RESPONSE = re.compile(r"Received Store Response \(([^)]*)\)")
 
 

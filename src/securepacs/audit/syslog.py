@@ -13,26 +13,28 @@ file per message, written to a temporary name, fsynced, renamed); a sender threa
 spool in order and reconnects with exponential backoff on any failure.
 
 RFC 5425 (TLS over TCP) has no application-level acknowledgement, so a message written to
-the connection is not yet known to be stored. A sent message stays in the spool, *in
-flight*, until either
+the connection is not known to be stored. A sent message stays in the spool, *in flight*,
+until the connection is still open ``confirm_after`` seconds (default 1) after it was written:
+a collector stores what it reads within that time, and one that stops (restart, crash)
+closes or resets its connections well within it, so the end of the connection is seen
+first. When the connection ends (orderly close, reset, write error), every in-flight message
+is sent again on the next connection. An orderly close with every byte acknowledged proves
+only that the collector *read* the bytes, not that it stored them: rsyslog drops messages it
+has read but not yet processed when it shuts down (the integration test saw it), so no
+close confirms anything.
 
-- the connection is still open ``confirm_after`` seconds (default 1) after it was written:
-  a collector reads promptly, and one that stopped reading closes its connections well
-  within that time, so the close would have been seen first; or
-- the collector closes the connection in an orderly way with nothing left unacknowledged
-  (:meth:`Stream.peer_state` ``"closed"``: a TCP peer that closes with unread data sends RST
-  instead), which proves it read every byte.
-
-When the connection is reset, fails, or closes with bytes unacknowledged, the in-flight
-messages are sent again on the next connection. Guarantees, honestly: *at-least-once* —
-a collector restart, crash (RST) or outage loses nothing that reached the spool; a clean
-restart at a quiet moment also duplicates nothing. Duplicates are possible when the
-collector goes away while messages are in flight (it may have read some of them before the
-reset); the structured data's ``recordId`` identifies them. Not covered: a collector that
-acknowledges and reads bytes but loses them itself (its own queues, its disk), or one that
-stays silent longer than ``confirm_after`` before resetting. Never exactly-once. The
-database table (:mod:`securepacs.index.audit`) remains the authoritative, verifiable record.
-The SD-ID uses the documentation enterprise number 32473 (RFC 5612); a site with its own number may change it.
+Guarantees, honestly: *at-least-once* for everything that reached the spool, through
+collector restarts, crashes and outages of any length, as long as a dying collector ends its
+connections within ``confirm_after``. *No duplicates* when the collector stops at a quiet
+moment (nothing sent in the last ``confirm_after`` seconds); messages in flight when it goes
+away are sent again and may arrive twice — the structured data's ``recordId`` identifies
+them. Not covered: a collector that loses what it has stored (its queues, its disk), a
+collector that stays silent longer than ``confirm_after`` before resetting. A crash of this
+host loses nothing spooled (fsynced); what was in flight is sent again. Never exactly-once:
+RFC 5425 cannot give that (RELP or an acknowledging protocol would). The database table
+(:mod:`securepacs.index.audit`) remains the authoritative, verifiable record. The SD-ID
+uses the documentation enterprise number 32473 (RFC 5612); a site with its own number may
+change it.
 """
 
 from __future__ import annotations
@@ -252,12 +254,12 @@ class SyslogSink:
                     break
                 self._confirm(entry)
             return True
-        if state == "closed":  # orderly close, every byte acknowledged: all were read
-            for entry in list(self._in_flight):
-                self._confirm(entry)
-            self._failed("the collector closed the connection")
-        else:
-            self._failed("the collector reset the connection")
+        # Even an orderly close with every byte acknowledged does not prove the collector
+        # stored what it read: rsyslog drops messages it has read but not yet processed when
+        # it shuts down (seen in tests/integration/test_audit_syslog.py). So whatever is in
+        # flight is sent again.
+        self._failed("the collector closed the connection" if state == "closed"
+                     else "the collector reset the connection")
         self._drop_stream()
         return False
 

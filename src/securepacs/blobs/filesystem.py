@@ -52,6 +52,7 @@ class FileBlobStore:
         self._tmp = self.root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
+        self._folders: set[Path] = set()  # fan-out folders known to exist (and be durable)
 
     @staticmethod
     def new_key() -> str:
@@ -84,7 +85,11 @@ class FileBlobStore:
                     size += len(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
-            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.parent not in self._folders:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                _fsync_dir(final.parent.parent)
+                _fsync_dir(self.root)
+                self._folders.add(final.parent)
             os.replace(tmp, final)
             _fsync_dir(final.parent)
         except OSError as exc:

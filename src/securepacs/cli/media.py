@@ -192,6 +192,7 @@ def create(
     finally:
         if archive is not None:
             archive.close()
+    _audit_export(config, data_dir, report)
     where = f"ISO image {report.target} (fits a {report.fits})" if report.iso else \
         f"folder {report.target}"
     typer.echo(f"Wrote {report.instances} instance(s) of {report.studies} study(ies), "
@@ -325,7 +326,23 @@ def verify(
                f"{len(report.failures)} failed; DICOMDIR "
                f"{'consistent' if not report.dicomdir_problems else 'has problems'}.")
     if not report.passed:
+        _audit_tampered(media, report.failures, report.dicomdir_problems)
         raise typer.Exit(1)
+
+
+def _audit_tampered(media: Path, failures: Any, problems: Any) -> None:
+    """A Security Alert (media integrity failure) for media that does not verify."""
+    from securepacs.wiring import media_audit
+
+    detail = "; ".join([f"{p}: {r}" for p, r in list(failures)[:5]] + list(problems)[:5])
+    try:
+        audit = media_audit(load())
+    except PacsError:
+        return
+    try:
+        audit.tampered(str(media), detail or "verification failed")
+    finally:
+        audit.events.close()
 
 
 @app.command("recover")
@@ -346,21 +363,41 @@ def recover(
 ) -> None:
     """Emergency access with the escrow key when the password is lost; the access is audited.
 
-    Every attempt is recorded, before any plaintext is written, in the INTERIM audit log
-    ``<data folder>/audit-interim.jsonl`` (who, when, which media, which escrow certificate),
-    until the audit trail of a later release replaces it.
+    Every attempt is recorded, before any plaintext is written, in the recovery log
+    ``<data folder>/audit-interim.jsonl`` (who, when, which media, which escrow certificate,
+    fsynced) and as an Emergency Override event in the audit trail of the data folder (the
+    index database's hash-chained table, and the syslog collector when configured).
     """
+    from securepacs.wiring import media_audit
+
     settings = _run(lambda: load(config, overrides={"data_dir": data_dir}))
     passphrase = _key_passphrase(key_passphrase_file)
-    report = _run(lambda: media_recovery.recover_media(
-        media, to, escrow_key, audit_dir=settings.data_dir, at=_now(), escrow_cert=escrow_cert,
-        key_passphrase=passphrase, reason=reason, keep_going=keep_going,
-        progress=_CliProgress()))
+    audit = _run(lambda: media_audit(settings))
+    try:
+        report = _run(lambda: media_recovery.recover_media(
+            media, to, escrow_key, audit_dir=settings.data_dir, at=_now(), escrow_cert=escrow_cert,
+            key_passphrase=passphrase, reason=reason, keep_going=keep_going,
+            progress=_CliProgress(), observe=audit.override))
+    finally:
+        audit.events.close()
     typer.echo(f"Recovered {report.written} file(s) to {report.target}; the access is recorded "
-               f"in {settings.data_dir / 'audit-interim.jsonl'} (interim audit log).")
+               f"in {settings.data_dir / 'audit-interim.jsonl'} (interim audit log) and in the "
+               "audit trail (Emergency Override).")
     _report_failures(report.failures, report.dicomdir_problems)
     if report.failures:
         raise fail(f"{len(report.failures)} file(s) could not be extracted", 1)
 
 
 __all__ = ["app"]
+
+
+def _audit_export(config: Path | None, data_dir: Path | None, report: Any) -> None:
+    """Record the Export event (PS3.15 A.5.3.7) in the data folder's audit trail."""
+    from securepacs.wiring import media_audit
+
+    audit = _run(lambda: media_audit(load(config, overrides={"data_dir": data_dir})))
+    try:
+        audit.exported(str(report.target), patient_ids=report.patient_ids,
+                       study_uids=report.study_uids, success=True)
+    finally:
+        audit.events.close()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -115,6 +115,9 @@ def import_media(
         typer.echo(f"importing {len(entries)} image(s) to {ep.endpoint.where}")
         summary = media_import.import_catalog(catalog, rec, ep, at=datetime.now(UTC),
                                               entries=entries, on_progress=_progress(len(entries)))
+        studies = [st for st in catalog.studies
+                   if not media_patient_id or st.patient_id == media_patient_id]
+        _audit_import(media, studies, rec.patient_id, ok=summary.ok)
     for path, reason in summary.failed:
         typer.echo(f"failed: {path}: {reason}", err=True)
     typer.echo(f"imported to {ep.endpoint.where}: {summary.total} image(s): sent {summary.sent}, already "
@@ -124,3 +127,22 @@ def import_media(
         raise fail(summary.stopped, EXIT_CONNECTION)
     if not summary.ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _audit_import(media: Path, studies: list[Any], new_id: str | None, *, ok: bool) -> None:
+    """Record the Import event (PS3.15 A.5.3.8), with the reconciliation, locally."""
+    from securepacs.settings import load
+    from securepacs.wiring import media_audit
+
+    try:
+        audit = media_audit(load())
+    except PacsError as exc:
+        typer.echo(f"warning: the import could not be audited locally: {exc}", err=True)
+        return
+    try:
+        originals = sorted({st.patient_id for st in studies if st.patient_id})
+        audit.imported(str(media), patient_id=new_id or ",".join(originals),
+                       study_uids=[st.uid for st in studies],
+                       original_patient_id=",".join(originals) if new_id else None, success=ok)
+    finally:
+        audit.events.close()

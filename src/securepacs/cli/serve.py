@@ -74,6 +74,9 @@ def serve(
     if archive.enrolment is not None:
         where = archive.enrolment.server_address
         typer.echo(f"  Enrolment (HTTPS, for `securepacs enroll`) on {where[0]!s}:{where[1]}")
+    if archive.viewer is not None:
+        typer.echo(f"  Viewer (HTTPS, client certificate with find+get required): "
+                   f"{archive.viewer.url}")
     if s.plain_port is not None:
         log.warning("plain TCP listener enabled on port %d: traffic there is NOT encrypted "
                     "and clients are NOT authenticated", s.plain_port)
@@ -90,10 +93,14 @@ def serve(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, _reload)
+    if archive.audit is not None:
+        archive.audit.application(started=True)
     archive.server.start()
     archive.monitor.start()
     if archive.enrolment is not None:
         archive.enrolment.start()
+    if archive.viewer is not None:
+        archive.viewer.start()
     archive.warn_expiring(now())
     log.info("ready: %d instance(s) in the index", archive.index.count_instances())
     last_expiry_check = time.monotonic()
@@ -104,6 +111,11 @@ def serve(
     archive.monitor.stop()
     if archive.enrolment is not None:
         archive.enrolment.stop()
+    if archive.viewer is not None:
+        archive.viewer.stop()
     archive.server.stop()
+    if archive.audit is not None:
+        archive.audit.application(started=False)
+        archive.audit.close()
     archive.index.close()
     log.info("stopped")

@@ -26,12 +26,16 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
-from securepacs.dimse.status import REFUSED_NOT_AUTHORIZED
+from securepacs.dimse.status import REFUSED_NOT_AUTHORIZED, STORE_OUT_OF_RESOURCES
+from securepacs.errors import AuditError
 from securepacs.model.identity import Identity, Permission
+from securepacs.services.audit_events import AuditEvents, NoAudit
 
 log = logging.getLogger(__name__)
 
 IDENTITY_ATTR = "securepacs_identity"
+OUT_OF_RESOURCES = STORE_OUT_OF_RESOURCES  # A700: refused while the audit store cannot write
+_NO_AUDIT = NoAudit()
 
 #: DIMSE request primitive -> the permission it needs.
 REQUIRED: dict[type, Permission] = {
@@ -41,6 +45,12 @@ REQUIRED: dict[type, Permission] = {
     C_MOVE: Permission.MOVE,
     C_GET: Permission.GET,
 }
+
+
+def audit_of(assoc: Any) -> AuditEvents:
+    """The audit events of the server an association belongs to."""
+    server = getattr(assoc, "_server", None)
+    return getattr(server, "audit", None) or _NO_AUDIT
 
 
 def identity_of(assoc: Any) -> Identity | None:
@@ -60,6 +70,9 @@ class GuardedAcse(ACSE):
             log.warning("association from %s rejected: calling AE title %r is not bound to "
                         "its certificate (allowed: %s)", identity.describe(), calling,
                         ", ".join(identity.ae_titles))
+            audit_of(self.assoc).refused(
+                address=str(self.assoc.requestor.address), name=f"CN={identity.name}",
+                reason=f"calling AE title {calling!r} not bound to the certificate")
             self.send_reject(0x01, 0x01, 0x03)
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
             self.assoc.kill()
@@ -70,20 +83,36 @@ class GuardedAcse(ACSE):
 class GuardedAssociation(Association):
     """An acceptor association that refuses requests its identity may not make."""
 
+    def _refuse(self, msg: Any, context_id: int, status: int, comment: str) -> None:
+        rsp = type(msg)()
+        rsp.MessageIDBeingRespondedTo = msg.MessageID
+        rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
+        if isinstance(msg, C_STORE):
+            rsp.AffectedSOPInstanceUID = msg.AffectedSOPInstanceUID
+        rsp.Status = status
+        rsp.ErrorComment = comment[:64]
+        self.dimse.send_msg(rsp, context_id)
+
     def _serve_request(self, msg: Any, context_id: int) -> None:
         identity = identity_of(self)
         needed = REQUIRED.get(type(msg))
-        if identity is not None and needed is not None and not identity.allows(needed):
+        if needed is None:
+            super()._serve_request(msg, context_id)
+            return
+        audit = audit_of(self)
+        try:
+            audit.check_writable()
+        except AuditError as exc:
+            log.error("%s refused: %s (audit_required)", msg.msg_type, exc)
+            self._refuse(msg, context_id, OUT_OF_RESOURCES, "audit trail unavailable")
+            return
+        if identity is not None and not identity.allows(needed):
             log.warning("%s refused: %s lacks the %r permission", msg.msg_type,
                         identity.describe(), needed.value)
-            rsp = type(msg)()
-            rsp.MessageIDBeingRespondedTo = msg.MessageID
-            rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
-            if isinstance(msg, C_STORE):
-                rsp.AffectedSOPInstanceUID = msg.AffectedSOPInstanceUID
-            rsp.Status = REFUSED_NOT_AUTHORIZED
-            rsp.ErrorComment = f"not authorised: {needed.value} permission missing"
-            self.dimse.send_msg(rsp, context_id)
+            audit.permission_refused(identity, address=str(self.requestor.address),
+                                     ae_title=self.requestor.ae_title, permission=needed.value)
+            self._refuse(msg, context_id, REFUSED_NOT_AUTHORIZED,
+                         f"not authorised: {needed.value} permission missing")
             return
         super()._serve_request(msg, context_id)
 

@@ -11,6 +11,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.dataset import Dataset
@@ -22,6 +23,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from securepacs.dimse import status as st
 from securepacs.dimse.contexts import FIND_MODELS, GET_MODELS, MOVE_MODELS, sending_contexts
+from securepacs.dimse.guard import audit_of, identity_of
 from securepacs.errors import PacsError
 from securepacs.services.ingest import IngestService, Received
 from securepacs.services.query import QueryService, RetrieveService
@@ -85,23 +87,30 @@ class Handlers:
     # -- storage --------------------------------------------------------------------
     def on_store(self, event: Event) -> Dataset:
         req = cast(C_STORE, event.request)
+        # With STORE_RECV_CHUNKED_DATASET (see server.make_server) the data set is in a
+        # temp file that pynetdicom removes after this handler returns.
+        received: Path | None = getattr(req, "_dataset_path", None)
         item = Received(
-            dataset=req.DataSet.getvalue(),  # type: ignore[union-attr]
+            dataset=b"" if received else req.DataSet.getvalue(),  # type: ignore[union-attr]
             sop_class_uid=str(req.AffectedSOPClassUID),
             sop_instance_uid=str(req.AffectedSOPInstanceUID),
             transfer_syntax_uid=str(event.context.transfer_syntax),
             calling_ae=event.assoc.requestor.ae_title.strip(),
+            dataset_file=Path(received) if received else None,
         )
         try:
-            outcome = self.ingest.store(item)
+            result = self.ingest.store_instance(item)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             code = st.status_for(exc, st.STORE_ERRORS)
             reason = str(exc) if isinstance(exc, PacsError) else f"internal error: {exc!r}"
             log.error("C-STORE %s from %s refused (0x%04X): %s",
                       item.sop_instance_uid, peer(event), code, reason,
                       exc_info=not isinstance(exc, PacsError))
+            _audit_store(event, item.sop_class_uid, "", "", success=False, why=reason)
             return st.status_dataset(code, reason)
-        code, comment = st.STORE_OUTCOMES[outcome]
+        _audit_store(event, item.sop_class_uid, result.patient_id, result.study_uid,
+                     success=True, why=None)
+        code, comment = st.STORE_OUTCOMES[result.outcome]
         if comment:
             log.warning("C-STORE %s from %s: %s", item.sop_instance_uid, peer(event), comment)
         return st.status_dataset(code, comment)
@@ -115,8 +124,10 @@ class Handlers:
             code = st.status_for(exc, st.QUERY_ERRORS)
             log.error("C-FIND from %s failed (0x%04X): %s", peer(event), code, exc,
                       exc_info=not isinstance(exc, PacsError))
+            _audit_query(event, success=False)
             yield st.status_dataset(code, str(exc)).Status, None
             return
+        _audit_query(event, success=True)
         for ds in results:
             if event.is_cancelled:
                 yield st.CANCEL, None
@@ -128,7 +139,14 @@ class Handlers:
         root = models[str(event.request.AffectedSOPClassUID)]
         return self.retrieve.instances(event.identifier, root)
 
-    def _send(self, event: Event, instances: list[Any]) -> Iterator[tuple[int, Dataset | None]]:
+    def _send(self, event: Event, instances: list[Any], destination: str
+              ) -> Iterator[tuple[int, Dataset | None]]:
+        req = event.assoc.requestor
+        audit_of(event.assoc).retrieved(
+            identity_of(event.assoc), ae_title=req.ae_title.strip(), address=str(req.address),
+            destination=destination, patient_ids=[i.patient_id for i in instances
+                                                  if getattr(i, "patient_id", "")],
+            study_uids=[i.study_uid for i in instances], success=True)
         for item in instances:
             if event.is_cancelled:
                 yield st.CANCEL, None
@@ -177,7 +195,7 @@ class Handlers:
                  " over TLS" if dest.tls else " (plain TCP)")
         yield dest.host, dest.port, kwargs
         yield len(instances)
-        yield from self._send(event, instances)
+        yield from self._send(event, instances, dest.ae_title)
 
     def on_get(self, event: Event) -> Iterator[Any]:
         try:
@@ -191,4 +209,22 @@ class Handlers:
             return
         log.info("C-GET from %s: %d instance(s)", peer(event), len(instances))
         yield len(instances)
-        yield from self._send(event, instances)
+        yield from self._send(event, instances, event.assoc.requestor.ae_title.strip())
+
+
+def _audit_query(event: Event, *, success: bool) -> None:
+    req = event.assoc.requestor
+    raw = getattr(event.request, "Identifier", None)
+    audit_of(event.assoc).queried(
+        identity_of(event.assoc), ae_title=req.ae_title.strip(), address=str(req.address),
+        sop_class_uid=str(event.request.AffectedSOPClassUID),
+        identifier=raw.getvalue() if raw is not None else b"", success=success)
+
+
+def _audit_store(event: Event, sop_class_uid: str, patient_id: str, study_uid: str, *,
+                 success: bool, why: str | None) -> None:
+    req = event.assoc.requestor
+    audit_of(event.assoc).stored(
+        identity_of(event.assoc), ae_title=req.ae_title.strip(), address=str(req.address),
+        patient_id=patient_id, study_uid=study_uid, sop_class_uid=sop_class_uid,
+        success=success, description=why)

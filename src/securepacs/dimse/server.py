@@ -18,14 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
+from securepacs.audit.messages import Alert
 from securepacs.dimse.contexts import supported_contexts
 from securepacs.dimse.guard import IDENTITY_ATTR, GuardedRequestHandler, identity_of
 from securepacs.dimse.handlers import Handlers
 from securepacs.errors import AccessRefused, HandshakeRefused
 from securepacs.pki.tlspolicy import cipher_description, peer_certificate, server_handshake
+from securepacs.services.audit_events import AuditEvents, NoAudit
 from securepacs.services.trust import FileTrust, Gatekeeper
 
 if TYPE_CHECKING:  # ssl itself is used only by securepacs.pki.tlspolicy
@@ -39,6 +41,7 @@ class TlsAssociationServer(ThreadedAssociationServer):
 
     handshake_timeout: float = 10.0
     gatekeeper: Gatekeeper = FileTrust()
+    audit: AuditEvents = NoAudit()
     daemon_threads = True
     block_on_close = False
 
@@ -64,6 +67,7 @@ class TlsAssociationServer(ThreadedAssociationServer):
             tls = server_handshake(context, sock, timeout=self.handshake_timeout)
         except HandshakeRefused as exc:
             log.warning("TLS handshake with %s refused: %s", where, exc)
+            self.audit.refused(address=address[0], reason=str(exc))
             return None
         cert = peer_certificate(tls)
         if cert is None:  # cannot happen with CERT_REQUIRED; never admit without one
@@ -75,9 +79,14 @@ class TlsAssociationServer(ThreadedAssociationServer):
                                              name=cert.subject_cn, organization=cert.organization)
         except AccessRefused as exc:
             log.warning("TLS connection from %s refused: %s", where, exc)
+            alert = (Alert.REVOKED_CERTIFICATE if "revoked" in str(exc)
+                     else Alert.UNKNOWN_CERTIFICATE)
+            self.audit.refused(address=address[0], reason=str(exc), alert=alert,
+                               name=f"CN={cert.subject_cn}")
             tls.close()
             return None
         setattr(tls, IDENTITY_ATTR, identity)
+        self.audit.authenticated(identity, address=address[0])
         log.info("TLS connection from %s: CN=%s O=%s serial=%x (%s)", where,
                  cert.subject_cn, cert.organization or "-", cert.serial, cipher_description(tls))
         return tls
@@ -153,9 +162,14 @@ def make_server(
     dimse_timeout: float = 60.0,
     handshake_timeout: float = 10.0,
     gatekeeper: Gatekeeper | None = None,
+    audit: AuditEvents | None = None,
     extra_handlers: list[tuple[Any, Callable[..., Any]]] | None = None,
 ) -> DicomServer:
     """Bind the listeners (TLS on `port`, plain TCP on `plain_port` only if given)."""
+    # Received C-STORE data sets go to a temp file (the system temp folder), not memory:
+    # a 1 GB object then costs the server no more memory than a small one. Ingest reads
+    # only the header from it and streams the rest into the blob store.
+    _config.STORE_RECV_CHUNKED_DATASET = True
     ae = AE(ae_title=ae_title)
     ae.maximum_pdu_size = max_pdu
     ae.network_timeout = network_timeout
@@ -174,6 +188,7 @@ def make_server(
 
     _Server.handshake_timeout = handshake_timeout
     _Server.gatekeeper = gatekeeper or FileTrust()
+    _Server.audit = audit or NoAudit()
     server = DicomServer(ae)
     tls_server = ae.make_server((host, port), ssl_context=tls_context, evt_handlers=bindings,
                                 server_class=_Server, request_handler=GuardedRequestHandler)

@@ -565,7 +565,8 @@ def _stored_select() -> sa.Select[Any]:
         instance.c.size,
         study.c.study_uid,
         series.c.series_uid,
-    ).select_from(instance.join(series).join(study))
+        patient.c.patient_id,
+    ).select_from(instance.join(series).join(study).join(patient))
 
 
 def _stored(row: Row[Any]) -> StoredInstance:
@@ -577,4 +578,5 @@ def _stored(row: Row[Any]) -> StoredInstance:
         size=int(row.size),
         study_uid=row.study_uid,
         series_uid=row.series_uid,
+        patient_id=row.patient_id,
     )

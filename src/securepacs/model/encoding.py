@@ -22,7 +22,7 @@ _MAX_DEPTH = 64
 
 
 class _Walker:
-    def __init__(self, data: bytes, *, implicit: bool, little: bool):
+    def __init__(self, data: bytes | memoryview, *, implicit: bool, little: bool):
         self.data = data
         self.implicit = implicit
         self.u16 = struct.Struct("<H" if little else ">H").unpack_from
@@ -49,7 +49,7 @@ class _Walker:
                 length = int(self.u32(self.data, pos + 4)[0])
                 pos += 8
             else:
-                vr = self.data[pos + 4:pos + 6]
+                vr = bytes(self.data[pos + 4:pos + 6])
                 if not (len(vr) == 2 and vr.isalpha() and vr.isupper()):
                     raise ValueError(f"invalid VR {vr!r} at byte {pos}")
                 if vr in _LONG_VRS:
@@ -110,21 +110,23 @@ class _Walker:
                 pos += length  # item content (or a pixel data fragment) is not walked
 
 
-def check_structure(data: bytes, *, implicit: bool, little: bool = True,
+def check_structure(data: bytes | memoryview, *, implicit: bool, little: bool = True,
                     deflated: bool = False) -> None:
     """Raise ``ValueError`` unless `data` is a complete, well-delimited data set.
 
     Parameters
     ----------
-    data : bytes
-        The encoded data set (no preamble, no File Meta Information).
+    data : bytes or memoryview
+        The encoded data set (no preamble, no File Meta Information); a memoryview (e.g.
+        of an ``mmap`` of a received file) is walked in place, only element headers are
+        touched.
     implicit, little, deflated : bool
         The transfer syntax's encoding.
     """
     if deflated:
         try:
             inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            data = inflater.decompress(data) + inflater.flush()
+            data = inflater.decompress(bytes(data)) + inflater.flush()
         except zlib.error as exc:
             raise ValueError(f"deflated data set does not inflate: {exc}") from None
     walker = _Walker(data, implicit=implicit, little=little)

@@ -121,3 +121,4 @@ class StoredInstance:
     size: int
     study_uid: str
     series_uid: str
+    patient_id: str = ""

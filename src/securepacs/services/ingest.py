@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import mmap
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from securepacs.errors import InvalidInstanceError, SopClassMismatchError
 from securepacs.model.levels import Level
@@ -28,6 +32,8 @@ from securepacs.services.ports import BlobPort, IndexPort
 
 log = logging.getLogger(__name__)
 
+_CHUNK = 1 << 20
+
 
 class Outcome(enum.Enum):
     STORED = "stored"
@@ -36,14 +42,60 @@ class Outcome(enum.Enum):
 
 
 @dataclass(frozen=True)
+class StoreResult:
+    """What :meth:`IngestService.store_instance` did, and where the instance belongs."""
+
+    outcome: Outcome
+    patient_id: str
+    study_uid: str
+
+
+@dataclass(frozen=True)
 class Received:
-    """One C-STORE as the network delivered it."""
+    """One C-STORE as the network delivered it: the data set bytes, or (large objects
+    never held in memory) `dataset_file`, a Part 10 file the network layer wrote whose
+    data set follows its own File Meta Information; `dataset` is then unused."""
 
     dataset: bytes
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
     calling_ae: str = ""
+    dataset_file: Path | None = None
+
+
+def _check_file(path: Path, transfer_syntax_uid: str) -> int:
+    """Check the data set of a received Part 10 file in place (mmap, element headers
+    only); where the data set starts."""
+    try:
+        with open(path, "rb") as fh:
+            offset = part10.dataset_offset(fh.read(144))
+            if os.fstat(fh.fileno()).st_size <= offset:
+                part10.check_encoding(b"", transfer_syntax_uid)
+                return offset
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                whole = memoryview(mm)
+                view = whole[offset:]
+                try:
+                    part10.check_encoding(view, transfer_syntax_uid)
+                finally:
+                    view.release()
+                    whole.release()
+            finally:
+                mm.close()
+    except OSError as exc:
+        raise InvalidInstanceError(f"received data set unreadable: {exc.strerror}") from None
+    return offset
+
+
+def _file_chunks(header: bytes, path: Path, offset: int) -> Iterator[bytes]:
+    """Our Part 10 header, then the received data set in 1 MiB pieces."""
+    yield header
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while chunk := fh.read(_CHUNK):
+            yield chunk
 
 
 class IngestService:
@@ -55,7 +107,15 @@ class IngestService:
         self._replace = replace_duplicates
 
     def store(self, item: Received) -> Outcome:
-        """Store `item` durably.
+        """Store `item` durably (see :meth:`store_instance`); only the outcome."""
+        return self.store_instance(item).outcome
+
+    def store_instance(self, item: Received) -> StoreResult:
+        """Store `item` durably; the outcome with the patient and study it was filed under.
+
+        A duplicate (kept-first policy) is detected by the index transaction itself, so
+        an ordinary new instance costs one index transaction, not two; the blob written
+        for a duplicate is removed again.
 
         Raises
         ------
@@ -64,17 +124,22 @@ class IngestService:
         StorageError
             The blob store or the index failed (nothing left behind).
         """
-        part10.check_encoding(item.dataset, item.transfer_syntax_uid)
         meta = part10.file_meta(item.sop_class_uid, item.sop_instance_uid,
                                 item.transfer_syntax_uid, item.calling_ae)
         header = part10.part10_header(meta)
-        ds = part10.read_header(header + item.dataset)
+        chunks: Iterable[bytes]
+        if item.dataset_file is None:
+            part10.check_encoding(item.dataset, item.transfer_syntax_uid)
+            ds = part10.read_header(header + item.dataset)
+            chunks = [header, item.dataset]
+        else:
+            offset = _check_file(item.dataset_file, item.transfer_syntax_uid)
+            ds = part10.read_header(item.dataset_file)
+            chunks = _file_chunks(header, item.dataset_file, offset)
         values = part10.level_values(ds)
         self._validate(values, item)
-        if not self._replace and self._index.get(item.sop_instance_uid) is not None:
-            return Outcome.DUPLICATE
         key = self._blobs.new_key()
-        size = self._blobs.put(key, [header, item.dataset])
+        size = self._blobs.put(key, chunks)
         record = InstanceRecord(values=values, transfer_syntax_uid=item.transfer_syntax_uid,
                                 blob_key=key, size=size, source_ae=item.calling_ae)
         try:
@@ -82,14 +147,16 @@ class IngestService:
         except BaseException:
             self._blobs.delete(key)
             raise
+        filed = (values[Level.PATIENT].get("PatientID", ""), values[Level.STUDY].get(
+            "StudyInstanceUID", ""))
         if result.outcome == "duplicate":
             self._blobs.delete(key)
-            return Outcome.DUPLICATE
+            return StoreResult(Outcome.DUPLICATE, *filed)
         if result.outcome == "replaced":
             if result.previous_blob_key:
                 self._blobs.delete(result.previous_blob_key)
-            return Outcome.REPLACED
-        return Outcome.STORED
+            return StoreResult(Outcome.REPLACED, *filed)
+        return StoreResult(Outcome.STORED, *filed)
 
     @staticmethod
     def _validate(values: dict[Level, dict[str, str]], item: Received) -> None:

@@ -229,6 +229,8 @@ class CreateReport:
     recipients: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...] = ()
     fits: str = ""
+    patient_ids: tuple[str, ...] = ()
+    study_uids: tuple[str, ...] = ()
 
 
 def _folder_sources(folder: Path) -> list[Source]:
@@ -387,8 +389,27 @@ def create_media(
             finally:
                 shutil.rmtree(temp, ignore_errors=True)
             fits = image.fits(total)
+    patient_ids, study_uids = _identities(plan.dicomdir)
     return CreateReport(target, iso is not None, plan.instances, plan.patients, plan.studies,
-                        plan.series, total, tuple(kinds), plan.skipped, fits)
+                        plan.series, total, tuple(kinds), plan.skipped, fits, patient_ids,
+                        study_uids)
+
+
+def _identities(dicomdir: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Patient IDs and Study Instance UIDs named by a DICOMDIR's records (for the audit)."""
+    from io import BytesIO
+
+    from pydicom import dcmread
+
+    try:
+        records = dcmread(BytesIO(dicomdir)).get("DirectoryRecordSequence", [])
+    except Exception:  # noqa: BLE001 - the audit falls back to "unknown"
+        return (), ()
+    patients = tuple(dict.fromkeys(str(r.get("PatientID", "")) for r in records
+                                   if r.get("DirectoryRecordType") == "PATIENT"))
+    studies = tuple(dict.fromkeys(str(r.get("StudyInstanceUID", "")) for r in records
+                                  if r.get("DirectoryRecordType") == "STUDY"))
+    return tuple(p for p in patients if p), tuple(u for u in studies if u)
 
 
 # --------------------------------------------------------------------------- reading

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,8 @@ def append(audit_dir: Path, record: dict[str, Any]) -> Path:
 def recover_media(path: Path, to: Path, escrow_key: Path, *, audit_dir: Path, at: datetime,
                   escrow_cert: Path | None = None, key_passphrase: bytes | None = None,
                   reason: str | None = None, keep_going: bool = False,
-                  progress: Progress = NO_PROGRESS) -> ExtractReport:
+                  progress: Progress = NO_PROGRESS,
+                  observe: Callable[[dict[str, Any]], None] | None = None) -> ExtractReport:
     """Emergency access: open media with the escrow key, recording the access first.
 
     The record (who, when, which media, which escrow certificate) goes to the INTERIM audit
@@ -162,23 +164,28 @@ def recover_media(path: Path, to: Path, escrow_key: Path, *, audit_dir: Path, at
         The audit record cannot be written, or as
         :func:`securepacs.services.media.extract_media`.
     """
+    def note(entry: dict[str, Any]) -> None:
+        append(audit_dir, entry)  # durable before any plaintext; raises if it cannot
+        if observe is not None:
+            observe(entry)  # the audit trail (Emergency Override)
+
     keyring = keyring_from(keys=[escrow_key], certificates=[escrow_cert] if escrow_cert else [],
                            key_passphrase=key_passphrase)
     with open_media(path) as media:
         record = recovery_record(media, path, keyring, at=at, reason=reason)
 
         def granted() -> None:
-            append(audit_dir, {**record, "outcome": "access-granted"})
+            note({**record, "outcome": "access-granted"})
 
         try:
             report = extract_from(media, Path(to), keyring, keep_going=keep_going,
                                   progress=progress, on_first=granted)
         except WrongKeyError:
-            append(audit_dir, {**record, "outcome": "key-refused"})
+            note({**record, "outcome": "key-refused"})
             raise
         except MediaError as exc:
-            append(audit_dir, {**record, "outcome": "failed", "error": str(exc)})
+            note({**record, "outcome": "failed", "error": str(exc)})
             raise
-    append(audit_dir, {**record, "outcome": "extracted", "files": report.written,
+    note({**record, "outcome": "extracted", "files": report.written,
                        "failures": len(report.failures)})
     return report

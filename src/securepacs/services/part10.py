@@ -7,6 +7,7 @@ The bytes a peer sent are kept as they are; only the File Meta Information is ad
 from __future__ import annotations
 
 from io import BytesIO
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -48,7 +49,7 @@ def part10_header(meta: FileMetaDataset) -> bytes:
     return buf.getvalue()
 
 
-def check_encoding(dataset: bytes, transfer_syntax_uid: str) -> None:
+def check_encoding(dataset: bytes | memoryview, transfer_syntax_uid: str) -> None:
     """Raise InvalidInstanceError unless `dataset` is a whole data set in that syntax."""
     ts = UID(transfer_syntax_uid)
     if not ts.is_transfer_syntax:
@@ -60,8 +61,8 @@ def check_encoding(dataset: bytes, transfer_syntax_uid: str) -> None:
         raise InvalidInstanceError(f"malformed data set: {exc}") from None
 
 
-def read_header(part10: bytes) -> Dataset:
-    """Parse a Part 10 file up to (not including) the pixel data.
+def read_header(part10: bytes | Path) -> Dataset:
+    """Parse a Part 10 file (bytes, or a file's path) up to (not including) the pixel data.
 
     Raises
     ------
@@ -69,11 +70,26 @@ def read_header(part10: bytes) -> Dataset:
         The bytes are not a readable DICOM data set.
     """
     try:
-        ds = dcmread(BytesIO(part10), stop_before_pixels=True)
+        ds = dcmread(part10 if isinstance(part10, Path) else BytesIO(part10),
+                     stop_before_pixels=True)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError,
             IndexError, NotImplementedError) as exc:
         raise InvalidInstanceError(f"malformed data set: {exc}".splitlines()[0]) from None
     return ds
+
+
+def dataset_offset(head: bytes) -> int:
+    """Where the data set starts in a Part 10 file, from its first 144 bytes (preamble,
+    ``DICM``, then the File Meta Information Group Length element, PS3.10 7.1).
+
+    Raises
+    ------
+    InvalidInstanceError
+        The bytes do not start a Part 10 file with a group length.
+    """
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
+        raise InvalidInstanceError("received file has no File Meta Information Group Length")
+    return 144 + int.from_bytes(head[140:144], "little")
 
 
 def as_text(value: object) -> str:

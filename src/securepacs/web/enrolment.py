@@ -22,6 +22,7 @@ from securepacs.errors import HandshakeRefused, PacsError
 from securepacs.pki.csr import load_csr
 from securepacs.pki.pemfiles import certificate_pem
 from securepacs.pki.tlspolicy import server_handshake
+from securepacs.services.audit_events import AuditEvents, NoAudit
 from securepacs.services.authority import CertificateAuthority
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         except PacsError as exc:
             log.warning("enrolment from %s refused: %s", where, exc)
+            self.server.audit.token_refused(address=self.client_address[0], reason=str(exc))
             self._reply(403, {"error": str(exc)})
             return
         log.warning("enrolled %s from %s: organisation %s, group %s, serial %x",
@@ -88,8 +90,10 @@ class EnrolmentServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], ca: CertificateAuthority, tls_context: Any, *,
-                 ae_title: str, clock: Callable[[], datetime], handshake_timeout: float = 10.0):
+                 ae_title: str, clock: Callable[[], datetime], handshake_timeout: float = 10.0,
+                 audit: AuditEvents | None = None):
         self.ca = ca
+        self.audit = audit or NoAudit()
         self.tls_context = tls_context
         self.ae_title = ae_title
         self.clock = clock

@@ -11,6 +11,14 @@ The app listens on loopback only. A random token in the URL opened by the CLI be
 ``SameSite=Strict`` cookie; every request but the static files needs it, and the Host header
 must be a loopback name (no DNS rebinding, no cross-site form posts). Every page and image
 is sent with ``Cache-Control: no-store``, so the browser keeps no decrypted data on disk.
+
+The same app serves the archive of ``securepacs serve`` (:meth:`ViewerConfig.for_archive`):
+then the catalog is the archive's (:mod:`securepacs.services.archive_view`), the unlock and
+import forms do not exist, the home page is a study list with a Patient ID / name search and
+each study has a page of its series; instead of the token, every request must carry the
+identity admitted by the HTTPS listener (:mod:`securepacs.web.archive`, client certificate
+checked by the DICOM gatekeeper) and that identity needs the FIND and GET permissions
+(viewing is querying and retrieving, PS3.4 C.4).
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from securepacs.errors import MediaError, PacsError, WrongKeyError
-from securepacs.services import media_import, media_view, rendering
+from securepacs.model.identity import Identity, Permission
+from securepacs.services import archive_view, media_import, media_view, rendering
 from securepacs.services.media import keyring_from
 from securepacs.services.scuport import StoreConnector
 from securepacs.web import viewer_pages as pages
@@ -42,6 +51,12 @@ __all__ = ["ViewerConfig", "create_app"]
 STATIC = Path(__file__).with_name("static")
 COOKIE = "securepacs_view"
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]"}
+#: The ASGI scope key where the archive's HTTPS listener puts the admitted identity.
+IDENTITY_KEY = "securepacs.identity"
+#: What viewing archived images needs: querying and retrieving.
+VIEW_PERMISSIONS = (Permission.FIND, Permission.GET)
+
+AnyCatalog = media_view.Catalog | archive_view.ArchiveCatalog
 
 
 @dataclass
@@ -59,12 +74,21 @@ class ViewerConfig:
         client profile and flags); may raise :class:`~securepacs.errors.PacsError`.
     destination : str
         The import destination in words (AE title at host:port), or why there is none.
+    archive : ArchiveCatalog, optional
+        Archive mode (see the module docstring): this catalog is shown, `media` is only its
+        name, `token` is not used.
     """
 
     media: Path
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     connect: Callable[[], StoreConnector] | None = None
     destination: str = ""
+    archive: archive_view.ArchiveCatalog | None = None
+
+    @classmethod
+    def for_archive(cls, catalog: archive_view.ArchiveCatalog) -> ViewerConfig:
+        """The viewer of an archive (served by :mod:`securepacs.web.archive`)."""
+        return cls(Path(catalog.name), archive=catalog)
 
 
 @dataclass
@@ -82,10 +106,10 @@ class _State:
     def __init__(self, config: ViewerConfig):
         self.config = config
         self.lock = threading.Lock()
-        self.catalog: media_view.Catalog | None = None
+        self.catalog: AnyCatalog | None = config.archive
         self.job: _Import | None = None
-        self.needs_key = media_view.needs_key(config.media)
-        if not self.needs_key:
+        self.needs_key = config.archive is None and media_view.needs_key(config.media)
+        if config.archive is None and not self.needs_key:
             self.catalog = media_view.open_catalog(config.media)
 
     def close(self) -> None:
@@ -121,6 +145,24 @@ class _Guard(BaseHTTPMiddleware):
         return response
 
 
+class _IdentityGuard(BaseHTTPMiddleware):
+    """Archive mode: the listener's admitted identity, with the FIND and GET permissions."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path.startswith("/static/"):
+            return await call_next(request)
+        identity = request.scope.get(IDENTITY_KEY)
+        if not isinstance(identity, Identity):
+            return HTMLResponse(pages.message("No admitted client certificate."), status_code=403)
+        missing = [p.value.upper() for p in VIEW_PERMISSIONS if not identity.allows(p)]
+        if missing:
+            return HTMLResponse(pages.not_permitted(identity.name, " and ".join(missing)),
+                                status_code=403)
+        response = await call_next(request)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+
 def create_app(config: ViewerConfig) -> Starlette:
     """The viewer app for one disc (the media is probed now; unlocking happens in the page).
 
@@ -131,15 +173,28 @@ def create_app(config: ViewerConfig) -> Starlette:
     """
     state = _State(config)
 
-    def catalog_or_none() -> media_view.Catalog | None:
+    def catalog_or_none() -> AnyCatalog | None:
         with state.lock:
             return state.catalog
 
     def home(request: Request) -> Response:
+        if config.archive is not None:
+            search = request.query_params.get("q", "")
+            return HTMLResponse(pages.archive_studies(config.archive.name,
+                                                      config.archive.search(search), search))
         catalog = catalog_or_none()
         if catalog is None:
             return HTMLResponse(pages.unlock(config.media.name))
+        assert isinstance(catalog, media_view.Catalog)
         return HTMLResponse(pages.studies(catalog))
+
+    def study_page(request: Request) -> Response:
+        assert config.archive is not None
+        try:
+            study = config.archive.study(request.path_params["uid"])
+        except KeyError:
+            return HTMLResponse(pages.message("No such study in the archive."), status_code=404)
+        return HTMLResponse(pages.study(config.archive.name, study))
 
     async def unlock(request: Request) -> Response:
         form = await request.form()
@@ -164,10 +219,15 @@ def create_app(config: ViewerConfig) -> Starlette:
             old.close()
         return RedirectResponse("/", status_code=303)
 
-    def need() -> media_view.Catalog:
+    def need() -> AnyCatalog:
         catalog = catalog_or_none()
         if catalog is None:
             raise _Locked()
+        return catalog
+
+    def need_media() -> media_view.Catalog:
+        catalog = need()
+        assert isinstance(catalog, media_view.Catalog)  # no import routes in archive mode
         return catalog
 
     def series_page(request: Request) -> Response:
@@ -176,7 +236,8 @@ def create_app(config: ViewerConfig) -> Starlette:
         try:
             study, series = catalog.study_of(uid), catalog.series(uid)
         except KeyError:
-            return HTMLResponse(pages.message("No such series on this media."), status_code=404)
+            where = "in the archive" if config.archive is not None else "on this media"
+            return HTMLResponse(pages.message(f"No such series {where}."), status_code=404)
         return HTMLResponse(pages.viewer(study, series))
 
     def series_api(request: Request) -> Response:
@@ -234,12 +295,12 @@ def create_app(config: ViewerConfig) -> Starlette:
         return Response(png, media_type="image/png")
 
     def import_form(request: Request) -> Response:
-        catalog = need()
+        catalog = need_media()
         return HTMLResponse(pages.import_form(media_import.identities(catalog),
                                               config.destination))
 
     async def import_start(request: Request) -> Response:
-        catalog = need()
+        catalog = need_media()
         form = {k: str(v).strip() for k, v in (await request.form()).items()}
         who = form.get("from", "")
         try:
@@ -289,16 +350,23 @@ def create_app(config: ViewerConfig) -> Starlette:
 
     routes = [
         Route("/", home),
-        Route("/unlock", unlock, methods=["POST"]),
         Route("/series/{uid}", series_page),
         Route("/api/series/{uid}", series_api),
         Route("/render/{uid}/{index:int}/{frame:int}", render),
         Route("/thumb/{uid}", thumb),
-        Route("/import", import_form),
-        Route("/import", import_start, methods=["POST"]),
-        Route("/import/status", import_status),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    if config.archive is not None:
+        routes.append(Route("/study/{uid}", study_page))
+        guard = Middleware(_IdentityGuard)
+    else:
+        routes += [
+            Route("/unlock", unlock, methods=["POST"]),
+            Route("/import", import_form),
+            Route("/import", import_start, methods=["POST"]),
+            Route("/import/status", import_status),
+        ]
+        guard = Middleware(_Guard, token=config.token)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -306,7 +374,7 @@ def create_app(config: ViewerConfig) -> Starlette:
         finally:
             state.close()
 
-    app = Starlette(routes=routes, middleware=[Middleware(_Guard, token=config.token)],
+    app = Starlette(routes=routes, middleware=[guard],
                     exception_handlers={_Locked: locked}, lifespan=lifespan)
     app.state.viewer = state
     return app

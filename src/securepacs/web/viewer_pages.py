@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from html import escape
 from urllib.parse import quote
 
+from securepacs.services.archive_view import StudyList
 from securepacs.services.media_import import ImportSummary
 from securepacs.services.media_view import Catalog, SeriesEntry, StudyEntry
 
-__all__ = ["forbidden", "import_form", "import_status", "message", "studies", "unlock", "viewer"]
+__all__ = ["archive_studies", "forbidden", "import_form", "import_status", "message",
+           "not_permitted", "studies", "study", "unlock", "viewer"]
 
 
 def _e(value: object) -> str:
@@ -44,6 +46,13 @@ def forbidden() -> str:
     """The page for a request without the session key."""
     return _page("Not allowed", '<p class="error">Open the viewer with the address printed by '
                  "<code>securepacs view</code> (it carries this session's key).</p>")
+
+
+def not_permitted(who: str, missing: str) -> str:
+    """The page for a certificate admitted to the archive but not allowed to view images."""
+    return _page("Not allowed", f'<p class="error" id="not-permitted">{_e(who)} may not view '
+                 f"images here: viewing needs the {_e(missing)} permission(s) of its group. Ask "
+                 "the archive's administrator.</p>")
 
 
 def message(text: str) -> str:
@@ -86,17 +95,51 @@ def studies(catalog: Catalog) -> str:
     if catalog.studies:
         parts.append('<p><a class="button" href="/import" id="import-link">Import into a PACS'
                      "</a></p>")
-    for study in catalog.studies:
-        rows = "".join(_series_row(s) for s in study.series)
-        parts.append(f"""<section class="study">
+    parts.extend(_study_section(study) for study in catalog.studies)
+    return _page(catalog.name, "".join(parts))
+
+
+def _study_section(study: StudyEntry) -> str:
+    rows = "".join(_series_row(s) for s in study.series)
+    return f"""<section class="study">
 <h2><span class="patient-name">{_e(_name(study.patient_name))}</span>
  <span class="patient-id">ID {_e(study.patient_id)}</span>
  <span>{_e(_date(study.date))}</span> <span>{_e(study.modalities)}</span>
  <span class="study-description">{_e(study.description)}</span>
  <span class="count">{study.images} image(s)</span></h2>
 <table><thead><tr><th></th><th>Series</th><th>Modality</th><th>Description</th><th>Images</th>
-</tr></thead><tbody>{rows}</tbody></table></section>""")
-    return _page(catalog.name, "".join(parts))
+</tr></thead><tbody>{rows}</tbody></table></section>"""
+
+
+def archive_studies(name: str, listing: StudyList, search: str = "") -> str:
+    """The archive's study list (newest first, or a Patient ID / name search), one row each."""
+    rows = "".join(
+        f'<tr class="archive-study"><td><a class="open-study" href="/study/{quote(s.uid, safe="")}">'
+        f'{_e(_name(s.patient_name) or "(no name)")}</a></td><td class="patient-id">'
+        f"{_e(s.patient_id)}</td><td>{_e(_date(s.date))}</td>"
+        f"<td>{_e(listing.modalities.get(s.uid, ''))}</td><td>{_e(s.description)}</td>"
+        f"<td>{_e(s.accession)}</td><td class=\"count\">{listing.images.get(s.uid, 0)}</td></tr>"
+        for s in listing.studies)
+    shown = len(listing.studies)
+    note = f"{shown} of {listing.matched} stud{'y' if listing.matched == 1 else 'ies'}"
+    if listing.since:
+        note += f" since {_date(listing.since)}"
+    note += ", newest first"
+    if listing.capped:
+        note += " (only the first matches were scanned: narrow the search)"
+    return _page(name, f"""<h1>{_e(name)}</h1>
+<form method="get" action="/" id="search" role="search">
+<label>Patient ID or name <input type="search" name="q" id="q" value="{_e(search)}"
+ maxlength="64"></label> <button type="submit">Search</button></form>
+<p id="list-note">{_e(note)}</p>
+<table id="studies"><thead><tr><th>Patient</th><th>ID</th><th>Date</th><th>Modalities</th>
+<th>Description</th><th>Accession</th><th>Images</th></tr></thead><tbody>{rows}</tbody></table>""")
+
+
+def study(name: str, entry: StudyEntry) -> str:
+    """One archived study: its series with a thumbnail each."""
+    return _page(f"{_name(entry.patient_name)} {_date(entry.date)}",
+                 f'<p><a href="/">&larr; {_e(name)}</a></p>{_study_section(entry)}')
 
 
 def viewer(study: StudyEntry, series: SeriesEntry) -> str:

@@ -44,6 +44,7 @@ def test_add_then_get(index: SqlIndex, record: Factory) -> None:
         size=1234,
         study_uid="1.2.3",
         series_uid="1.2.3.1",
+        patient_id="P1",
     )
     assert index.get("9.9.9") is None
     assert index.count_instances() == 1

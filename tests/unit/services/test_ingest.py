@@ -134,3 +134,63 @@ def test_sweep_removes_orphans_and_keeps_referenced(stores: tuple[SqlIndex, File
     stored = index.get(item.sop_instance_uid)
     assert stored is not None and list(blobs.keys()) == [stored.blob_key]
     assert not os.listdir(blobs.root / "tmp")
+
+
+def as_received_file(item: Received, path: Path) -> Received:
+    """The same C-STORE as the network layer delivers a large one: a Part 10 file with
+    its own (another implementation's) File Meta Information, then the data set."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(item.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(item.sop_instance_uid)
+    meta.TransferSyntaxUID = UID(item.transfer_syntax_uid)
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.9.3811.2.0.0")
+    buf = BytesIO()
+    buf.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buf, meta)  # type: ignore[arg-type]
+    path.write_bytes(buf.getvalue() + item.dataset)
+    return Received(b"", item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax_uid,
+                    item.calling_ae, dataset_file=path)
+
+
+def test_received_file_is_stored_like_bytes(stores: tuple[SqlIndex, FileBlobStore],
+                                            tmp_path: Path) -> None:
+    index, blobs = stores
+    service = IngestService(index, blobs)
+    item = received()
+    assert service.store(as_received_file(item, tmp_path / "rx.dcm")) is Outcome.STORED
+    stored = index.get(item.sop_instance_uid)
+    assert stored is not None
+    kept = blobs.read(stored.blob_key)
+    # our File Meta Information (with the calling AE), then the data set as sent
+    assert kept.endswith(item.dataset) and b"TESTSCU" in kept[:len(kept) - len(item.dataset)]
+    other = received()
+    assert service.store(other) is Outcome.STORED
+    by_bytes = index.get(other.sop_instance_uid)
+    assert by_bytes is not None
+    assert len(blobs.read(by_bytes.blob_key)) == len(kept)
+
+
+def test_received_file_garbage_or_truncated_writes_nothing(
+        stores: tuple[SqlIndex, FileBlobStore], tmp_path: Path) -> None:
+    index, blobs = stores
+    service = IngestService(index, blobs)
+    item = received()
+    rx = as_received_file(item, tmp_path / "rx.dcm")
+    whole = rx.dataset_file.read_bytes()  # type: ignore[union-attr]
+    rx.dataset_file.write_bytes(whole[:-7])  # type: ignore[union-attr]
+    with pytest.raises(InvalidInstanceError, match="malformed"):
+        service.store(rx)
+    bad = as_received_file(Received(b"\x08\x00\x18\x00UI\xff\x7fgarbage", item.sop_class_uid,
+                                    item.sop_instance_uid, item.transfer_syntax_uid),
+                           tmp_path / "bad.dcm")
+    with pytest.raises(InvalidInstanceError, match="malformed"):
+        service.store(bad)
+    (tmp_path / "nometa.dcm").write_bytes(b"\x00" * 200)
+    with pytest.raises(InvalidInstanceError):
+        service.store(Received(b"", item.sop_class_uid, item.sop_instance_uid,
+                               item.transfer_syntax_uid, dataset_file=tmp_path / "nometa.dcm"))
+    assert list(blobs.keys()) == [] and index.get(item.sop_instance_uid) is None

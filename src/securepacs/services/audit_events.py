@@ -1,0 +1,196 @@
+"""What the archive tells the audit trail, in its own words (PS3.15 A.5.3, IHE ATNA).
+
+The edges (DICOM server, enrolment, media commands) say what happened with plain values;
+this module builds the audit messages (:mod:`securepacs.audit.messages`) and hands them to
+the trail, whose ``record`` never blocks. Every method is safe to call on the per-request
+path: it does no I/O and swallows nothing but its own argument errors, which are logged.
+:class:`NoAudit` stands in where no trail is configured (tests, tools).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from securepacs.audit import messages as m
+from securepacs.audit.record import AuditRecord
+from securepacs.model.identity import Identity
+
+log = logging.getLogger(__name__)
+
+Alert = m.Alert  # re-exported: the edges name alerts without importing the audit package
+
+
+class TrailPort(Protocol):
+    def record(self, record: AuditRecord) -> None: ...
+    def check_writable(self) -> None: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditEvents:
+    """The archive's audit events for one server (or one command).
+
+    Parameters
+    ----------
+    trail : TrailPort
+        Where records go (:class:`securepacs.audit.trail.AuditTrail`).
+    ae_title : str
+        This application's AE title (the audit source and the local participant).
+    address : str
+        This host's name or address.
+    clock : callable
+        Returns the current time (timezone-aware); a parameter for tests.
+    """
+
+    def __init__(self, trail: TrailPort, *, ae_title: str, address: str,
+                 clock: Callable[[], datetime] = _now) -> None:
+        self.trail = trail
+        self.local = m.Peer.application(ae_title, address=address)
+        self._clock = clock
+
+    def _emit(self, build: Callable[[], AuditRecord]) -> None:
+        try:
+            self.trail.record(build())
+        except (TypeError, ValueError) as exc:  # a bad value must not break DICOM work
+            log.error("audit record not built: %s", exc)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (within `timeout`) and stop the trail's workers."""
+        close = getattr(self.trail, "close", None)
+        if close is not None:
+            close(timeout=timeout)
+
+    def check_writable(self) -> None:
+        """Raise :class:`~securepacs.errors.AuditError` when new work must be refused."""
+        self.trail.check_writable()
+
+    @staticmethod
+    def peer(identity: Identity | None, *, ae_title: str | None, address: str) -> m.Peer:
+        if identity is not None and identity.serial:
+            return m.Peer.from_identity(identity, ae_title=ae_title, address=address)
+        return m.Peer(ae_title or "unknown", ae_title=ae_title or None, address=address)
+
+    # -- application and authentication -------------------------------------------------
+    def application(self, *, started: bool) -> None:
+        self._emit(lambda: m.application_activity(started=started, application=self.local,
+                                                  at=self._clock()))
+
+    def authenticated(self, identity: Identity, *, address: str) -> None:
+        peer = self.peer(identity, ae_title=None, address=address)
+        self._emit(lambda: m.user_authentication(user=peer, node=self.local, accepted=True,
+                                                 at=self._clock()))
+
+    def refused(self, *, address: str, reason: str, name: str | None = None,
+                alert: m.Alert | None = None) -> None:
+        """A TLS connection or association refused; with `alert` also a Security Alert."""
+        peer = m.Peer(name or address, address=address)
+        self._emit(lambda: m.user_authentication(user=peer, node=self.local, accepted=False,
+                                                 at=self._clock(), reason=reason))
+        if alert is not None:
+            self._emit(lambda: m.security_alert(alert=alert, reporter=self.local,
+                                                subject=name or address, at=self._clock(),
+                                                reason=reason, performer=peer))
+
+    def permission_refused(self, identity: Identity, *, address: str, ae_title: str,
+                           permission: str) -> None:
+        peer = self.peer(identity, ae_title=ae_title, address=address)
+        self._emit(lambda: m.security_alert(
+            alert=m.Alert.PERMISSION_REFUSED, reporter=self.local, subject=peer.user_id,
+            at=self._clock(), reason=f"{permission} permission missing", performer=peer))
+
+    def token_refused(self, *, address: str, reason: str) -> None:
+        peer = m.Peer(address, address=address)
+        self._emit(lambda: m.security_alert(alert=m.Alert.TOKEN_REUSE, reporter=self.local,
+                                            subject=address, at=self._clock(), reason=reason,
+                                            performer=peer))
+
+    # -- DICOM work -------------------------------------------------------------------
+    def stored(self, identity: Identity | None, *, ae_title: str, address: str,
+               patient_id: str, study_uid: str, sop_class_uid: str, success: bool,
+               description: str | None = None) -> None:
+        """One C-STORE received (DICOM Instances Transferred, action Create)."""
+        peer = self.peer(identity, ae_title=ae_title, address=address)
+        study = m.Study.of(study_uid, {sop_class_uid: 1}) if study_uid else None
+        self._emit(lambda: m.instances_transferred(
+            action="C", outcome=0 if success else 4, source=peer, destination=self.local,
+            patient_id=patient_id or "unknown", study_uids=[study] if study else [],
+            at=self._clock(), requestor=peer, description=description))
+
+    def retrieved(self, identity: Identity | None, *, ae_title: str, address: str,
+                  destination: str, patient_ids: Sequence[str], study_uids: Sequence[str],
+                  success: bool) -> None:
+        """A C-MOVE or C-GET served (DICOM Instances Transferred, action Read)."""
+        peer = self.peer(identity, ae_title=ae_title, address=address)
+        target = peer if destination == ae_title else m.Peer(destination, ae_title=destination)
+        patient = ",".join(sorted(set(patient_ids))) or "unknown"
+        self._emit(lambda: m.instances_transferred(
+            action="R", outcome=0 if success else 4, source=self.local, destination=target,
+            patient_id=patient, study_uids=list(dict.fromkeys(study_uids)), at=self._clock(),
+            requestor=peer))
+
+    def queried(self, identity: Identity | None, *, ae_title: str, address: str,
+                sop_class_uid: str, identifier: bytes, success: bool) -> None:
+        peer = self.peer(identity, ae_title=ae_title, address=address)
+        self._emit(lambda: m.query(requestor=peer, responder=self.local,
+                                   sop_class_uid=sop_class_uid, query=identifier,
+                                   at=self._clock(), outcome=0 if success else 4))
+
+
+class NoAudit(AuditEvents):
+    """Audit events that go nowhere (no trail configured)."""
+
+    def __init__(self) -> None:
+        class _Drop:
+            def record(self, record: AuditRecord) -> None:
+                return None
+
+            def check_writable(self) -> None:
+                return None
+
+        super().__init__(_Drop(), ae_title="SECUREPACS", address="localhost")
+
+
+class MediaAudit:
+    """Audit events of the media commands (Export, Import, Emergency Override, tampering)."""
+
+    def __init__(self, events: AuditEvents, *, user: str) -> None:
+        self.events = events
+        self.user = m.Peer(user, address=events.local.address)
+
+    def exported(self, media_id: str, *, patient_ids: Sequence[str], study_uids: Sequence[str],
+                 success: bool, encrypted: bool = True) -> None:
+        patient = ",".join(sorted(set(patient_ids))) or "unknown"
+        self.events._emit(lambda: m.export_media(
+            user=self.user, media=m.Media(media_id), patient_id=patient,
+            study_uids=list(dict.fromkeys(study_uids)), at=self.events._clock(),
+            outcome=0 if success else 4, encrypted=encrypted))
+
+    def imported(self, media_id: str, *, patient_id: str, study_uids: Sequence[str],
+                 original_patient_id: str | None, success: bool) -> None:
+        self.events._emit(lambda: m.import_media(
+            user=self.user, media=m.Media(media_id), patient_id=patient_id or "unknown",
+            study_uids=list(dict.fromkeys(study_uids)), at=self.events._clock(),
+            outcome=0 if success else 4, original_patient_id=original_patient_id))
+
+    def override(self, entry: dict[str, object]) -> None:
+        """One step of an escrow recovery (the recovery log's entry) as Emergency Override."""
+        outcome = str(entry.get("outcome", ""))
+        media = entry.get("media")
+        media_id = str(media.get("path", "media")) if isinstance(media, dict) else "media"
+        reason = (f"escrow recovery: {outcome}; escrow certificate "
+                  f"{entry.get('escrow_certificate_sha256') or 'unknown'}"
+                  + (f"; reason: {entry['reason']}" if entry.get("reason") else ""))
+        self.events._emit(lambda: m.emergency_override(
+            user=self.user, started=outcome == "access-granted", at=self.events._clock(),
+            reason=reason, media=m.Media(media_id),
+            outcome=0 if outcome in ("access-granted", "extracted") else 4))
+
+    def tampered(self, media_id: str, detail: str) -> None:
+        self.events._emit(lambda: m.security_alert(
+            alert=m.Alert.TAMPERED_MEDIA, reporter=self.events.local, subject=media_id,
+            at=self.events._clock(), reason=detail, performer=self.user))
