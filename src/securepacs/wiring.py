@@ -199,7 +199,7 @@ def build_archive(settings: Settings) -> Archive:
     if settings.viewer_port != 0:
         try:
             viewer = tls_files.viewer = archive_viewer(settings, index, blobs,
-                                                       tls_files.context(), trust)
+                                                       tls_files.context(), trust, audit)
         except ConfigError as exc:
             if settings.viewer_port is not None:  # asked for: a real error
                 raise
@@ -369,26 +369,37 @@ def local_viewer(path: Path, *, port: int, connect: Callable[[], object],
 
 
 def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_context: object,
-                   gatekeeper: StoreTrust | FileTrust) -> ArchiveViewerServer:
+                   gatekeeper: StoreTrust | FileTrust, audit: AuditEvents | None = None
+                   ) -> ArchiveViewerServer:
     """The HTTPS image viewer of ``serve`` (bound, not yet serving) on ``viewer_port``.
 
     Default port: ``port + 2``. Client certificates are required (the DICOM server's TLS
-    context) and admitted by the DICOM gatekeeper; viewing needs FIND and GET.
+    context) and admitted by the DICOM gatekeeper; viewing needs FIND and GET. With `audit`,
+    logins and refusals are audited as for DICOM, and each series opened as a retrieve
+    (DICOM Instances Transferred, Read) of its study by the viewing identity.
 
     Raises
     ------
     ConfigError
         The port cannot be bound.
     """
+    from securepacs.model.identity import Identity
     from securepacs.services.archive_view import ArchiveCatalog
+    from securepacs.services.media_view import StudyEntry
     from securepacs.web.viewer import ViewerConfig, create_app
 
     port = settings.viewer_port if settings.viewer_port is not None else settings.port + 2
     catalog = ArchiveCatalog(index, blobs, name=f"{settings.ae_title} archive")
-    app = create_app(ViewerConfig.for_archive(catalog))
+
+    def viewed(identity: Identity | None, address: str, study: StudyEntry) -> None:
+        if audit is not None:
+            audit.retrieved(identity, ae_title="", address=address, destination="",
+                            patient_ids=[study.patient_id], study_uids=[study.uid], success=True)
+
+    app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed))
     try:
         return ArchiveViewerServer((settings.host, port), app, tls_context,
-                                   gatekeeper=gatekeeper,
+                                   gatekeeper=gatekeeper, audit=audit,
                                    handshake_timeout=settings.handshake_timeout)
     except (OSError, OverflowError) as exc:
         raise ConfigError(f"viewer_port: cannot listen on {settings.host}:{port}: "

@@ -250,3 +250,28 @@ def test_chromium_with_a_client_certificate(archive: Archive, tmp_path: Path) ->
             bare.close()
         finally:
             browser.close()
+
+
+def _audit(data: Path, *args: str) -> str:
+    from typer.testing import CliRunner
+
+    from securepacs.cli.main import app
+
+    result = CliRunner().invoke(app, ["audit", "--data-dir", str(data), "list", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_viewing_and_refusals_are_audited(archive: Archive) -> None:
+    archive.get(f"/series/{quote(archive.series_uids[0])}")
+    deadline = time.monotonic() + 10
+    while True:  # the trail writes in the background
+        viewed = _audit(archive.data, "--identity", "CN=ws1", "--type", "instances-transferred",
+                        "--patient", "PAT001")
+        alerts = _audit(archive.data, "--type", "security-alert")
+        if "PAT001" in viewed and "gone" in alerts and "modality" in alerts:
+            break
+        assert time.monotonic() < deadline, (viewed, alerts)
+        time.sleep(0.2)
+    logins = _audit(archive.data, "--identity", "CN=ws1", "--type", "user-authentication")
+    assert "ws1" in logins

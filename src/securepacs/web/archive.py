@@ -7,7 +7,10 @@ its handshake runs in the connection's own thread, with a deadline; the verified
 certificate is then admitted by the same gatekeeper as DICOM associations (unknown or
 revoked certificates are refused), again before every request, so that a revocation also
 ends a kept-alive connection. The identity admitted is handed to the app in the ASGI scope
-(``scope["securepacs.identity"]``), where the viewer checks its permissions.
+(``scope["securepacs.identity"]``), where the viewer checks its permissions. The audit
+trail gets what the DICOM listener gives it (PS3.15 A.5.3.12 User Authentication, A.5.3.11
+Security Alert for revoked or unknown certificates and missing permissions), once per
+connection.
 
 The HTTP/1.1 side is the standard library's (``http.server``); each request is run on one
 asyncio event loop in a background thread (a small ASGI bridge: whole request bodies in,
@@ -25,8 +28,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from securepacs.errors import AccessRefused, HandshakeRefused, PacsError
-from securepacs.model.identity import Identity
+from securepacs.model.identity import Identity, Permission
 from securepacs.pki.tlspolicy import PeerCertificate, peer_certificate, server_handshake
+from securepacs.services.audit_events import Alert, AuditEvents, NoAudit
 from securepacs.services.trust import Gatekeeper
 
 __all__ = ["IDENTITY_KEY", "ArchiveViewerServer"]
@@ -37,6 +41,9 @@ log = logging.getLogger(__name__)
 IDENTITY_KEY = "securepacs.identity"
 MAX_BODY = 1024 * 1024
 _PEER_ATTR = "securepacs_peer"
+_AUDITED_ATTR = "securepacs_audited"
+#: What viewing needs (the viewer app decides; the listener only audits a refusal).
+_VIEW = (Permission.FIND, Permission.GET)
 _REFUSED = (b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Not allowed'
             b'</title></head><body><h1>Not allowed</h1><p id="refused">This certificate is not '
             b"admitted to this archive (unknown or revoked). Ask the archive's administrator."
@@ -77,19 +84,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _admit(self) -> Identity | None:
         cert: PeerCertificate | None = getattr(self.request, _PEER_ATTR, None)
-        where = f"{self.client_address[0]}:{self.client_address[1]}"
+        address = self.client_address[0]
+        where = f"{address}:{self.client_address[1]}"
+        first = not getattr(self.request, _AUDITED_ATTR, False)
+        setattr(self.request, _AUDITED_ATTR, True)
+        audit = self.server.audit
         if cert is None:
             return None
         try:
-            return self.server.gatekeeper.admit(serial=cert.serial, fingerprint=cert.fingerprint,
-                                                name=cert.subject_cn,
-                                                organization=cert.organization)
+            identity = self.server.gatekeeper.admit(
+                serial=cert.serial, fingerprint=cert.fingerprint, name=cert.subject_cn,
+                organization=cert.organization)
         except AccessRefused as exc:
             log.warning("viewer connection from %s refused: %s", where, exc)
+            alert = Alert.REVOKED_CERTIFICATE if "revoked" in str(exc) else Alert.UNKNOWN_CERTIFICATE
+            audit.refused(address=address, reason=str(exc), alert=alert,
+                          name=f"CN={cert.subject_cn}")
             return None
         except PacsError as exc:  # the trust store cannot answer: refuse, never guess
             log.error("viewer connection from %s refused: trust store error: %s", where, exc)
             return None
+        if first:
+            audit.authenticated(identity, address=address)
+            missing = [p.value for p in _VIEW if not identity.allows(p)]
+            if missing:
+                log.warning("viewer: %s from %s lacks the %s permission(s)", identity.describe(),
+                            where, "+".join(missing))
+                audit.permission_refused(identity, address=address, ae_title="",
+                                         permission="+".join(missing))
+        return identity
 
     def _handle(self) -> None:
         identity = self._admit()
@@ -135,19 +158,23 @@ class ArchiveViewerServer(ThreadingHTTPServer):
         Admits a verified certificate (the DICOM server's).
     handshake_timeout, request_timeout : float
         Seconds for a TLS handshake, and for the app to answer one request.
+    audit : AuditEvents, optional
+        The archive's audit events (none by default).
     """
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 64  # a browser opens several connections at once
 
     def __init__(self, address: tuple[str, int], app: Asgi, tls_context: Any, *,
                  gatekeeper: Gatekeeper, handshake_timeout: float = 10.0,
-                 request_timeout: float = 120.0):
+                 request_timeout: float = 120.0, audit: AuditEvents | None = None):
         self.app = app
         self.tls_context = tls_context
         self.gatekeeper = gatekeeper
         self.handshake_timeout = handshake_timeout
         self.request_timeout = request_timeout
+        self.audit = audit or NoAudit()
         self._loop = asyncio.new_event_loop()
         self._loop_thread: threading.Thread | None = None
         super().__init__(address, _Handler)
@@ -163,6 +190,7 @@ class ArchiveViewerServer(ThreadingHTTPServer):
             request = server_handshake(self.tls_context, request, timeout=self.handshake_timeout)
         except HandshakeRefused as exc:
             log.warning("viewer TLS handshake with %s refused: %s", client_address[0], exc)
+            self.audit.refused(address=client_address[0], reason=str(exc))
             return
         cert = peer_certificate(request)
         if cert is not None:

@@ -77,6 +77,9 @@ class ViewerConfig:
     archive : ArchiveCatalog, optional
         Archive mode (see the module docstring): this catalog is shown, `media` is only its
         name, `token` is not used.
+    on_view : callable, optional
+        Archive mode: called with (identity, client address, study) when a series is opened
+        (for the audit trail).
     """
 
     media: Path
@@ -84,11 +87,13 @@ class ViewerConfig:
     connect: Callable[[], StoreConnector] | None = None
     destination: str = ""
     archive: archive_view.ArchiveCatalog | None = None
+    on_view: Callable[[Identity | None, str, media_view.StudyEntry], None] | None = None
 
     @classmethod
-    def for_archive(cls, catalog: archive_view.ArchiveCatalog) -> ViewerConfig:
+    def for_archive(cls, catalog: archive_view.ArchiveCatalog, on_view: Callable[
+            [Identity | None, str, media_view.StudyEntry], None] | None = None) -> ViewerConfig:
         """The viewer of an archive (served by :mod:`securepacs.web.archive`)."""
-        return cls(Path(catalog.name), archive=catalog)
+        return cls(Path(catalog.name), archive=catalog, on_view=on_view)
 
 
 @dataclass
@@ -238,6 +243,10 @@ def create_app(config: ViewerConfig) -> Starlette:
         except KeyError:
             where = "in the archive" if config.archive is not None else "on this media"
             return HTMLResponse(pages.message(f"No such series {where}."), status_code=404)
+        if config.on_view is not None:
+            identity = request.scope.get(IDENTITY_KEY)
+            config.on_view(identity if isinstance(identity, Identity) else None,
+                           request.client.host if request.client else "", study)
         return HTMLResponse(pages.viewer(study, series))
 
     def series_api(request: Request) -> Response:
