@@ -50,6 +50,7 @@ class _Worker:
         self.failures = 0
         self.written = 0
         self.failing: str | None = None
+        self.overflowed = False  # a record was dropped since the last successful write
         self._stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"audit-{sink.name}", daemon=True)
         self.thread.start()
@@ -60,6 +61,7 @@ class _Worker:
             return True
         except queue.Full:
             self.dropped += 1
+            self.overflowed = True
             return False
 
     def _run(self) -> None:
@@ -90,6 +92,8 @@ class _Worker:
                 else:
                     self.sink.emit_batch(records)  # type: ignore[attr-defined]
                 self.written += len(records)
+                if self.queue.empty():
+                    self.overflowed = False
                 if self.failing:
                     log.warning("audit sink %s writes again", self.sink.name)
                 self.failing = None
@@ -177,11 +181,12 @@ class AuditTrail:
 
     @property
     def healthy(self) -> bool:
-        """False while the required store's last write failed or its queue is full."""
+        """False while the required store's last write failed, its queue is full, or it
+        dropped a record since its queue last drained."""
         worker = self._required
         if worker is None:
             return True
-        return worker.failing is None and not worker.queue.full()
+        return worker.failing is None and not worker.queue.full() and not worker.overflowed
 
     def check_writable(self) -> None:
         """Raise when new work must be refused: required store failing and audit required.

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
+from types import MethodType
 from typing import Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.fileset import FileInstance, FileSet
+from pydicom.fileset import FileInstance, FileSet, RecordNode
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from securepacs.errors import (
@@ -149,10 +150,31 @@ class _UniqueFileSet(FileSet):
 
     def add_unique(self, ds: Dataset) -> FileInstance:
         self._adding = True
+        tree = self._tree
+        tree.add = MethodType(_add_leaf, tree)  # type: ignore[method-assign]
         try:
             return self.add(ds)
         finally:
+            del tree.add
             self._adding = False
+
+
+def _add_leaf(tree: RecordNode, leaf: RecordNode) -> None:
+    """pydicom's ``RecordNode.add`` with the two tests of its loop swapped.
+
+    pydicom asks ``node in current`` before ``node.children``; for the instance record
+    (no children) that is a scan of every sibling's key, so filling one series of N
+    images was quadratic (two thirds of ``media create`` for 1,000 images). The tests
+    have no side effects, so the result is the same.
+    """
+    node = leaf.root
+    if node is tree:
+        node = node.children[0]
+    current = tree.root
+    while node.children and node in current:
+        current = current[node]
+        node = node.children[0]
+    node.parent = current
 
 
 def plan_fileset(sources: Iterable[Source], *, fileset_id: str = "SECUREPACS",
