@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the server from this copy of src/ as a variant named NAME "
                     "(repeatable, e.g. before=/tmp/before/src after=/tmp/after/src); default: "
                     "the installed package; the last variant is checked against the targets")
+    ap.add_argument("--sizes", default="small,large", help="ingest/send image sizes to run")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temp folder)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="where to write results")
     ap.add_argument("--report-only", type=Path, help="rewrite the markdown from a JSON file")
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if {"ingest", "send"} & set(sections):
         data["small"] = write_images(work / "data-small", counts["small"])
         data["large"] = write_images(work / "data-large", counts["large"], frames=frames_large)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    data = {k: v for k, v in data.items() if k in sizes}
     results: list[dict[str, Any]] = []
     try:
         if "ingest" in sections:

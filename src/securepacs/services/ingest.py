@@ -124,9 +124,8 @@ class IngestService:
         StorageError
             The blob store or the index failed (nothing left behind).
         """
-        meta = part10.file_meta(item.sop_class_uid, item.sop_instance_uid,
-                                item.transfer_syntax_uid, item.calling_ae)
-        header = part10.part10_header(meta)
+        header = part10.header_for(item.sop_class_uid, item.sop_instance_uid,
+                                   item.transfer_syntax_uid, item.calling_ae)
         chunks: Iterable[bytes]
         if item.dataset_file is None:
             part10.check_encoding(item.dataset, item.transfer_syntax_uid)

@@ -6,6 +6,7 @@ The bytes a peer sent are kept as they are; only the File Meta Information is ad
 
 from __future__ import annotations
 
+import struct
 from io import BytesIO
 from pathlib import Path
 
@@ -47,6 +48,44 @@ def part10_header(meta: FileMetaDataset) -> bytes:
     buf.write(PREAMBLE)
     write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[arg-type]
     return buf.getvalue()
+
+
+_UID_CHARS = frozenset("0123456789.")
+_IMPLEMENTATION_UID = str(PYDICOM_IMPLEMENTATION_UID).encode("ascii")
+
+
+def _element(elem: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
+    if len(value) % 2:
+        value += pad
+    return struct.pack("<HH2sH", 0x0002, elem, vr, len(value)) + value
+
+
+def header_for(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+               source_ae: str = "") -> bytes:
+    """``part10_header(file_meta(...))``, byte for byte, encoded directly.
+
+    The per-image path of ingest calls this for every instance; pydicom's writer takes
+    ~0.5 ms, this a few microseconds. Anything out of the ordinary (a UID that is not
+    digits and dots, a non-ASCII AE title) goes through pydicom as before.
+    """
+    ae = source_ae[:16]
+    uids = (sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+    if (not all(u and set(u) <= _UID_CHARS for u in uids) or not ae.isascii()
+            or ae != ae.strip() or "\\" in ae or not UID(transfer_syntax_uid).is_transfer_syntax):
+        return part10_header(file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid,
+                                       source_ae))
+    parts = [
+        b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01",
+        _element(0x0002, b"UI", sop_class_uid.encode("ascii"), b"\x00"),
+        _element(0x0003, b"UI", sop_instance_uid.encode("ascii"), b"\x00"),
+        _element(0x0010, b"UI", transfer_syntax_uid.encode("ascii"), b"\x00"),
+        _element(0x0012, b"UI", _IMPLEMENTATION_UID, b"\x00"),
+        _element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode("ascii"), b" "),
+    ]
+    if ae:
+        parts.append(_element(0x0016, b"AE", ae.encode("ascii"), b" "))
+    body = b"".join(parts)
+    return PREAMBLE + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
 
 def check_encoding(dataset: bytes | memoryview, transfer_syntax_uid: str) -> None:
