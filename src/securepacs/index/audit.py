@@ -28,7 +28,7 @@ from sqlalchemy import exc as sa_exc
 
 from securepacs.errors import StorageError
 from securepacs.index.engine import READ_ONLY, make_engine
-from securepacs.index.schema import metadata
+from securepacs.index.schema import create_tables, metadata
 
 GENESIS = "0" * 64
 
@@ -134,19 +134,8 @@ class SqlAuditLog:
 
     def create_schema(self) -> None:
         """Create the audit tables if missing (idempotent, safe against a concurrent creator)."""
-        for attempt in range(2):
-            try:
-                with self._engine.begin() as conn:
-                    metadata.create_all(conn, tables=TABLES)
-                    if conn.execute(sa.select(audit_head.c.id)).first() is None:
-                        conn.execute(sa.insert(audit_head).values(id=1, last_seq=0,
-                                                                  last_hash=GENESIS))
-                return
-            except (sa_exc.IntegrityError, sa_exc.OperationalError):
-                if attempt:
-                    raise
-            except sa_exc.SQLAlchemyError as exc:
-                raise StorageError(f"audit log: {type(exc).__name__}") from exc
+        create_tables(self._engine, TABLES, audit_head, {"last_seq": 0, "last_hash": GENESIS},
+                      what="audit log")
 
     def close(self) -> None:
         self._engine.dispose()

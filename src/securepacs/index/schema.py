@@ -107,3 +107,32 @@ schema_version = sa.Table(
     metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
 )
+
+
+def create_tables(engine: sa.Engine, tables: list[sa.Table], seed: sa.Table,
+                  row: dict[str, object], *, what: str) -> None:
+    """Create `tables` if missing and insert the singleton `row` (id 1) of `seed` once.
+
+    Idempotent and safe against a concurrent creator (one retry after a lost race).
+
+    Raises
+    ------
+    StorageError
+        The database refused (the message names `what`).
+    """
+    from sqlalchemy import exc as sa_exc
+
+    from securepacs.errors import StorageError
+
+    for attempt in range(2):
+        try:
+            with engine.begin() as conn:
+                metadata.create_all(conn, tables=tables)
+                if conn.execute(sa.select(seed.c.id)).first() is None:
+                    conn.execute(sa.insert(seed).values(id=1, **row))
+            return
+        except (sa_exc.IntegrityError, sa_exc.OperationalError):
+            if attempt:
+                raise
+        except sa_exc.SQLAlchemyError as exc:
+            raise StorageError(f"{what}: {type(exc).__name__}") from exc

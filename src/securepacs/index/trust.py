@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 
 from securepacs.errors import PkiError, StorageError
 from securepacs.index.engine import READ_ONLY, make_engine
-from securepacs.index.schema import metadata
+from securepacs.index.schema import create_tables, metadata
 from securepacs.model.identity import Permission
 from securepacs.model.trust import CertificateRecord, EnrolmentToken, Group, TrustSnapshot
 
@@ -111,18 +111,7 @@ class SqlTrustStore:
 
     def create_schema(self) -> None:
         """Create the trust tables if missing (idempotent, safe against a concurrent creator)."""
-        for attempt in range(2):
-            try:
-                with self._engine.begin() as conn:
-                    metadata.create_all(conn, tables=TABLES)
-                    if conn.execute(sa.select(trust_state.c.id)).first() is None:
-                        conn.execute(sa.insert(trust_state).values(id=1, version=1, crl_number=0))
-                return
-            except (sa_exc.IntegrityError, sa_exc.OperationalError):
-                if attempt:
-                    raise
-            except sa_exc.SQLAlchemyError as exc:
-                raise StorageError(f"trust store: {type(exc).__name__}") from exc
+        create_tables(self._engine, TABLES, trust_state, {"version": 1, "crl_number": 0}, what="trust store")
 
     def close(self) -> None:
         self._engine.dispose()

@@ -26,16 +26,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from io import BytesIO
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from securepacs.errors import MediaError, PacsError
 from securepacs.model.levels import Level, Root
 from securepacs.model.query import Key, Query
-from securepacs.services.media_view import InstanceEntry, SeriesEntry, StudyEntry
+from securepacs.services.media_view import InstanceEntry, SeriesEntry, StudyEntry, decode_instance
 from securepacs.services.ports import BlobPort, IndexPort
 
 __all__ = ["LIST_LIMIT", "SCAN_LIMIT", "WINDOWS", "ArchiveCatalog", "StudyList"]
@@ -284,10 +281,7 @@ class ArchiveCatalog:
 
     def dataset(self, path: str) -> Dataset:
         """The decoded instance `path` (a SOP Instance UID), pixel data included."""
-        try:
-            return dcmread(BytesIO(self.part10(path)))
-        except (InvalidDicomError, ValueError, EOFError, OSError, KeyError) as exc:
-            raise MediaError(f"{path}: not a readable DICOM file ({exc})".splitlines()[0]) from None
+        return decode_instance(path, self.part10(path))
 
     def close(self) -> None:
         """Forget the files and series kept in memory (the index and blobs stay open)."""

@@ -133,6 +133,14 @@ _MAIN_TAGS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate
               "RescaleSlope", "RescaleIntercept", "Manufacturer", "InstitutionName")
 
 
+def decode_instance(path: str, data: bytes) -> Dataset:
+    """Part 10 bytes -> data set, or a one-line MediaError naming `path`."""
+    try:
+        return dcmread(BytesIO(data))
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError) as exc:
+        raise MediaError(f"{path}: not a readable DICOM file ({exc})".splitlines()[0]) from None
+
+
 def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     if value is None:
@@ -206,10 +214,7 @@ class Catalog:
 
     def dataset(self, path: str) -> Dataset:
         """The decoded instance at `path` (pixel data included)."""
-        try:
-            return dcmread(BytesIO(self.part10(path)))
-        except (InvalidDicomError, ValueError, EOFError, OSError, KeyError) as exc:
-            raise MediaError(f"{path}: not a readable DICOM file ({exc})".splitlines()[0]) from None
+        return decode_instance(path, self.part10(path))
 
     def _index(self) -> None:
         studies: dict[str, StudyEntry] = {}
