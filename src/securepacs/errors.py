@@ -11,6 +11,7 @@
     ├── InvalidInstanceError   a data set we refuse to store (malformed, mismatched UIDs)
     │   └── SopClassMismatchError
     ├── AccessRefused          a verified certificate the trust store does not admit
+    │   └── CertificateRevoked
     ├── QueryError             an identifier we cannot evaluate
     ├── RetrieveError          a retrieve that cannot proceed (unknown destination ...)
     │   └── UnknownDestinationError
@@ -71,6 +72,10 @@ class HandshakeRefused(PkiError):
 
 class AccessRefused(PacsError):
     """A verified peer the trust store does not admit (revoked, unknown); reason in message."""
+
+
+class CertificateRevoked(AccessRefused):
+    """The peer's certificate was revoked."""
 
 
 class MediaError(PacsError):

@@ -339,10 +339,8 @@ def _audit_tampered(media: Path, failures: Any, problems: Any) -> None:
         audit = media_audit(load())
     except PacsError:
         return
-    try:
+    with audit:
         audit.tampered(str(media), detail or "verification failed")
-    finally:
-        audit.events.close()
 
 
 @app.command("recover")
@@ -372,14 +370,11 @@ def recover(
 
     settings = _run(lambda: load(config, overrides={"data_dir": data_dir}))
     passphrase = _key_passphrase(key_passphrase_file)
-    audit = _run(lambda: media_audit(settings))
-    try:
+    with _run(lambda: media_audit(settings)) as audit:
         report = _run(lambda: media_recovery.recover_media(
             media, to, escrow_key, audit_dir=settings.data_dir, at=_now(), escrow_cert=escrow_cert,
             key_passphrase=passphrase, reason=reason, keep_going=keep_going,
             progress=_CliProgress(), observe=audit.override))
-    finally:
-        audit.events.close()
     typer.echo(f"Recovered {report.written} file(s) to {report.target}; the access is recorded "
                f"in {settings.data_dir / 'audit-interim.jsonl'} (interim audit log) and in the "
                "audit trail (Emergency Override).")
@@ -388,16 +383,13 @@ def recover(
         raise fail(f"{len(report.failures)} file(s) could not be extracted", 1)
 
 
-__all__ = ["app"]
-
-
 def _audit_export(config: Path | None, data_dir: Path | None, report: Any) -> None:
     """Record the Export event (PS3.15 A.5.3.7) in the data folder's audit trail."""
     from securepacs.wiring import media_audit
 
-    audit = _run(lambda: media_audit(load(config, overrides={"data_dir": data_dir})))
-    try:
+    with _run(lambda: media_audit(load(config, overrides={"data_dir": data_dir}))) as audit:
         audit.exported(str(report.target), patient_ids=report.patient_ids,
                        study_uids=report.study_uids, success=True)
-    finally:
-        audit.events.close()
+
+
+__all__ = ["app"]

@@ -139,10 +139,8 @@ def _audit_import(media: Path, studies: list[Any], new_id: str | None, *, ok: bo
     except PacsError as exc:
         typer.echo(f"warning: the import could not be audited locally: {exc}", err=True)
         return
-    try:
+    with audit:
         originals = sorted({st.patient_id for st in studies if st.patient_id})
         audit.imported(str(media), patient_id=new_id or ",".join(originals),
                        study_uids=[st.uid for st in studies],
                        original_patient_id=",".join(originals) if new_id else None, success=ok)
-    finally:
-        audit.events.close()

@@ -145,7 +145,7 @@ class Handlers:
         audit_of(event.assoc).retrieved(
             identity_of(event.assoc), ae_title=req.ae_title.strip(), address=str(req.address),
             destination=destination, patient_ids=[i.patient_id for i in instances
-                                                  if getattr(i, "patient_id", "")],
+                                                  if i.patient_id],
             study_uids=[i.study_uid for i in instances], success=True)
         for item in instances:
             if event.is_cancelled:

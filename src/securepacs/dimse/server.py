@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from securepacs.audit.messages import Alert
 from securepacs.dimse.contexts import supported_contexts
 from securepacs.dimse.guard import IDENTITY_ATTR, GuardedRequestHandler, identity_of
 from securepacs.dimse.handlers import Handlers
@@ -79,10 +78,7 @@ class TlsAssociationServer(ThreadedAssociationServer):
                                              name=cert.subject_cn, organization=cert.organization)
         except AccessRefused as exc:
             log.warning("TLS connection from %s refused: %s", where, exc)
-            alert = (Alert.REVOKED_CERTIFICATE if "revoked" in str(exc)
-                     else Alert.UNKNOWN_CERTIFICATE)
-            self.audit.refused(address=address[0], reason=str(exc), alert=alert,
-                               name=f"CN={cert.subject_cn}")
+            self.audit.certificate_refused(exc, address=address[0], name=cert.subject_cn)
             tls.close()
             return None
         setattr(tls, IDENTITY_ATTR, identity)

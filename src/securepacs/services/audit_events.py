@@ -16,6 +16,7 @@ from typing import Protocol
 
 from securepacs.audit import messages as m
 from securepacs.audit.record import AuditRecord
+from securepacs.errors import AccessRefused, CertificateRevoked
 from securepacs.model.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,12 @@ class AuditEvents:
                                                 subject=name or address, at=self._clock(),
                                                 reason=reason, performer=peer))
 
+    def certificate_refused(self, exc: AccessRefused, *, address: str, name: str) -> None:
+        """A verified certificate the trust store refused: login failure + Security Alert."""
+        alert = (m.Alert.REVOKED_CERTIFICATE if isinstance(exc, CertificateRevoked)
+                 else m.Alert.UNKNOWN_CERTIFICATE)
+        self.refused(address=address, reason=str(exc), alert=alert, name=f"CN={name}")
+
     def permission_refused(self, identity: Identity, *, address: str, ae_title: str,
                            permission: str) -> None:
         peer = self.peer(identity, ae_title=ae_title, address=address)
@@ -161,6 +168,12 @@ class MediaAudit:
     def __init__(self, events: AuditEvents, *, user: str) -> None:
         self.events = events
         self.user = m.Peer(user, address=events.local.address)
+
+    def __enter__(self) -> MediaAudit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.events.close()  # deliver what was recorded before the command ends
 
     def exported(self, media_id: str, *, patient_ids: Sequence[str], study_uids: Sequence[str],
                  success: bool, encrypted: bool = True) -> None:

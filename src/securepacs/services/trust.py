@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from securepacs.errors import AccessRefused, PacsError
+from securepacs.errors import AccessRefused, CertificateRevoked, PacsError
 from securepacs.model.identity import ALL_PERMISSIONS, Identity
 from securepacs.model.trust import CertificateRecord, TrustSnapshot
 from securepacs.services.authority import TrustPort
@@ -94,7 +94,7 @@ class StoreTrust:
                                 "one the trust store recorded")
         if record.is_revoked:
             when = record.revoked_at.date().isoformat() if record.revoked_at else "?"
-            raise AccessRefused(f"certificate {name!r} (serial {serial:x}) was revoked on "
+            raise CertificateRevoked(f"certificate {name!r} (serial {serial:x}) was revoked on "
                                 f"{when} ({record.revocation_reason or 'unspecified'})")
         group = self._snapshot.groups.get(record.group or "")
         if group is None and record.group:

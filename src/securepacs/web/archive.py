@@ -30,7 +30,7 @@ from urllib.parse import unquote
 from securepacs.errors import AccessRefused, HandshakeRefused, PacsError
 from securepacs.model.identity import Identity, Permission
 from securepacs.pki.tlspolicy import PeerCertificate, peer_certificate, server_handshake
-from securepacs.services.audit_events import Alert, AuditEvents, NoAudit
+from securepacs.services.audit_events import AuditEvents, NoAudit
 from securepacs.services.trust import Gatekeeper
 
 __all__ = ["IDENTITY_KEY", "ArchiveViewerServer"]
@@ -97,9 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
                 organization=cert.organization)
         except AccessRefused as exc:
             log.warning("viewer connection from %s refused: %s", where, exc)
-            alert = Alert.REVOKED_CERTIFICATE if "revoked" in str(exc) else Alert.UNKNOWN_CERTIFICATE
-            audit.refused(address=address, reason=str(exc), alert=alert,
-                          name=f"CN={cert.subject_cn}")
+            audit.certificate_refused(exc, address=address, name=cert.subject_cn)
             return None
         except PacsError as exc:  # the trust store cannot answer: refuse, never guess
             log.error("viewer connection from %s refused: trust store error: %s", where, exc)

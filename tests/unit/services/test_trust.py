@@ -132,3 +132,40 @@ def test_crl_lists_revocations_with_increasing_numbers(ca: CertificateAuthority,
     number = first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     later = second.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     assert later > number
+
+
+def test_revoked_and_unknown_are_told_apart_by_type(ca: CertificateAuthority,
+                                                    tmp_path: Path) -> None:
+    from securepacs.errors import CertificateRevoked
+    from securepacs.services.audit_events import AuditEvents
+
+    issued = ca.issue_client("ws1", organization="C", group="radiology", out=tmp_path, at=NOW)
+    ca.revoke("ws1", reason="key_compromise", at=NOW)
+    trust = StoreTrust(ca.store)
+    with pytest.raises(CertificateRevoked):
+        admit(trust, issued.record)
+    try:
+        trust.admit(serial=999, fingerprint="AA", name="stranger", organization=None)
+    except AccessRefused as exc:
+        unknown = exc
+    assert not isinstance(unknown, CertificateRevoked)
+
+    class Trail:
+        records: list = []
+
+        def record(self, record) -> None:  # noqa: ANN001
+            self.records.append(record)
+
+        def check_writable(self) -> None:
+            return None
+
+    trail = Trail()
+    events = AuditEvents(trail, ae_title="PACS", address="pacs.test", clock=lambda: NOW)
+    with pytest.raises(CertificateRevoked) as revoked:
+        admit(trust, issued.record)
+    events.certificate_refused(revoked.value, address="10.0.0.1", name="ws1")
+    events.certificate_refused(unknown, address="10.0.0.2", name="stranger")
+    alerts = [r for r in trail.records if "Security Alert" in str(r.event_id)]
+    assert len(alerts) == 2
+    assert "revoked" in (alerts[0].outcome_description or "")
+    assert "not in the trust store" in (alerts[1].outcome_description or "")
