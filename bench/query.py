@@ -17,7 +17,7 @@ from pydicom.uid import MRImageStorage
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 from bench.common import HOST, OurServer, Pki, median, percentile
-from securepacs.dimse import client_command as cmd
+from securepacs.dimse import commands as cmd
 from securepacs.dimse.client import (
     UNCOMPRESSED,
     _decode_identifier,

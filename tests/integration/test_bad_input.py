@@ -91,6 +91,10 @@ def test_full_disk_answers_out_of_resources_and_leaves_nothing(tmp_path: Path, p
         files = write_study(tmp_path / "big", 20, rows=128, columns=128)  # ~32 KB each
         assoc = associate(server.port, pki.client.key, pki.client.cert, pki.ca_cert)
         statuses = [int(assoc.send_c_store(dcmread(f)).Status) for f in files]
+        # a large object (over the 8 MB the server keeps in memory) goes to a temp file
+        # in the full store: refused the same way, on the same association
+        large = write_study(tmp_path / "large", 1, rows=2048, columns=2304)[0]  # ~9.4 MB
+        assert int(assoc.send_c_store(dcmread(large)).Status) == 0xA700
         assoc.release()
         assert 0xA700 in statuses, [hex(s) for s in statuses]
         stored = statuses.count(0)

@@ -36,6 +36,10 @@ log = logging.getLogger("securepacs.audit")
 
 _STOP = object()
 _BATCH = 256  # records a batching sink (the database) writes in one transaction
+#: How long a batching sink waits for more records after the first: a burst of C-STOREs
+#: then costs a few transactions a second, not one per image (records are in memory
+#: until written either way).
+_LINGER = 0.05
 
 
 class _Worker:
@@ -68,6 +72,10 @@ class _Worker:
         batching = callable(getattr(self.sink, "emit_batch", None))
         while True:
             items = [self.queue.get()]
+            if batching and items[-1] is not _STOP:
+                # sleep rather than wait on the queue: a waiting consumer would be woken
+                # (and take the GIL from the DICOM threads) by every record put
+                self._stopping.wait(_LINGER)
             while batching and len(items) < _BATCH and items[-1] is not _STOP:
                 try:
                     items.append(self.queue.get_nowait())

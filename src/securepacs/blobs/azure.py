@@ -19,6 +19,7 @@ import base64
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from securepacs.errors import ConfigError, StorageError
@@ -151,6 +152,18 @@ class AzureBlobStore:
         except self._errors.AzureError as exc:
             raise StorageError(f"cannot write blob {key} to Azure: {_short(exc)}") from exc
         return size
+
+    spool_folder: Path | None = None
+
+    def put_file(self, key: str, path: Path) -> int:
+        """Upload the file at `path` as the blob `key` (streamed); `path` is gone afterwards."""
+        try:
+            with open(path, "rb") as fh:
+                return self.put(key, iter(lambda: fh.read(self.block_size), b""))
+        except OSError as exc:
+            raise StorageError(f"cannot read {path} for blob {key}: {exc.strerror}") from exc
+        finally:
+            path.unlink(missing_ok=True)
 
     def read(self, key: str) -> bytes:
         """The whole blob."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from securepacs.errors import StorageError, StorageFullError
 
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+KEYS_PER_FOLDER = 256
 
 
 def _fsync_dir(path: Path) -> None:
@@ -51,13 +53,27 @@ class FileBlobStore:
         self.root = Path(root)
         self._tmp = self.root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.spool_folder: Path | None = self._tmp
         os.chmod(self.root, 0o700)
         self._folders: set[Path] = set()  # fan-out folders known to exist (and be durable)
+        self._prefix = ""
+        self._prefix_left = 0
+        self._lock = threading.Lock()
 
-    @staticmethod
-    def new_key() -> str:
-        """A fresh, unique blob key."""
-        return uuid.uuid4().hex
+    def new_key(self) -> str:
+        """A fresh, unique blob key (random, 32 hex digits).
+
+        Consecutive keys share their first four digits (the ``ab/cd`` folder) for
+        :data:`KEYS_PER_FOLDER` blobs before a new random folder is chosen: a new folder
+        costs a ``mkdir`` and three directory ``fsync`` calls, which fully random keys
+        would pay on nearly every blob of a young archive. Folders still fill evenly.
+        """
+        with self._lock:
+            if self._prefix_left == 0:
+                self._prefix = uuid.uuid4().hex[:4]
+                self._prefix_left = KEYS_PER_FOLDER
+            self._prefix_left -= 1
+            return self._prefix + uuid.uuid4().hex[4:]
 
     def path(self, key: str) -> Path:
         """Where the blob `key` lives (whether or not it exists)."""
@@ -85,19 +101,54 @@ class FileBlobStore:
                     size += len(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
-            if final.parent not in self._folders:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(final.parent.parent)
-                _fsync_dir(self.root)
-                self._folders.add(final.parent)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            self._move_in(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            if exc.errno in _SPACE_ERRNOS:
-                raise StorageFullError(f"no space left for blob storage under {self.root}") from exc
-            raise StorageError(f"cannot write blob under {self.root}: {exc.strerror}") from exc
+            raise self._error(exc) from exc
         return size
+
+    def put_file(self, key: str, path: Path) -> int:
+        """Make the file at `path` the blob `key`, durably; returns its size. A file in
+        :attr:`spool_folder` is moved in (no copy), any other is copied; `path` is gone
+        afterwards either way.
+
+        Raises
+        ------
+        StorageFullError, StorageError
+            As :meth:`put`; `path` is removed and nothing is left behind.
+        """
+        final = self.path(key)
+        try:
+            if path.parent != self._tmp:
+                with open(path, "rb") as fh:
+                    return self.put(key, iter(lambda: fh.read(1 << 20), b""))
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            self._move_in(path, final)
+        except OSError as exc:
+            raise self._error(exc) from exc
+        finally:
+            path.unlink(missing_ok=True)
+        return size
+
+    def _move_in(self, tmp: Path, final: Path) -> None:
+        """Rename a durable temp file into place and make the rename durable."""
+        if final.parent not in self._folders:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(final.parent.parent)
+            _fsync_dir(self.root)
+            self._folders.add(final.parent)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+    def _error(self, exc: OSError) -> StorageError:
+        if exc.errno in _SPACE_ERRNOS:
+            return StorageFullError(f"no space left for blob storage under {self.root}")
+        return StorageError(f"cannot write blob under {self.root}: {exc.strerror}")
 
     def read(self, key: str) -> bytes:
         """The whole blob."""

@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from securepacs.dimse import client_command as cmd
+from securepacs.dimse import commands as cmd
 from securepacs.dimse.client_ul import Association, ContextRequest, Endpoint, Message
 from securepacs.errors import QueryError, RetrieveError
 from securepacs.model.levels import Level

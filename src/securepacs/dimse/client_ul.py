@@ -23,7 +23,6 @@ import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -38,8 +37,20 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from securepacs.dimse import client_command as cmd
+from securepacs.dimse.channel import (
+    PDU_HEADER,
+    RELEASE_RQ,
+    Message,
+    PduChannel,
+    PduTooLarge,
+    PeerAborted,
+    PeerClosed,
+    PeerReleased,
+    UnexpectedPdu,
+    abort_pdu,
+)
 from securepacs.dimse.client_errors import closed_early, tls_failure, unreachable
+from securepacs.dimse.negotiation import APPLICATION_CONTEXT
 from securepacs.services.part10 import IMPLEMENTATION_VERSION
 from securepacs.services.scuport import (
     AssociationLost,
@@ -51,15 +62,9 @@ from securepacs.services.scuport import (
 if TYPE_CHECKING:  # ssl itself is used only by securepacs.pki.tlspolicy
     import ssl
 
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1
 DEFAULT_MAX_PDU = 262144
-_PDU_HEADER = struct.Struct(">BBI")
-_DATA_HEADER = struct.Struct(">BBIIBB")  # P-DATA-TF header + one PDV item header
-_RELEASE_RQ = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
-_RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
-_ABORT = b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00"
-_LARGEST_PDU = 16 * 1024 * 1024  # refuse to allocate more for one incoming PDU
-_SEND_BUFFER = 512 * 1024  # PDUs are gathered up to this size per sendall
+_PDU_HEADER = PDU_HEADER
+_ABORT = abort_pdu()
 
 _CONTEXT_RESULTS = {
     1: "refused by the server (user rejection)",
@@ -125,15 +130,6 @@ class Accepted:
     transfer_syntax: str
 
 
-@dataclass
-class Message:
-    """A received DIMSE message: presentation context, command set and data set bytes."""
-
-    context_id: int
-    command: cmd.Command
-    dataset: bytes | None
-
-
 class Association:
     """An established association; use :meth:`open`, then send and receive, then release."""
 
@@ -145,9 +141,8 @@ class Association:
         self.accepted = accepted
         self.refused = refused
         self.peer_max_pdu = peer_max_pdu
-        fragment = (peer_max_pdu or 1 << 20) - 6
-        self._fragment = max(min(fragment, 4 << 20), 1024)
-        self._buffer = bytearray(max(_SEND_BUFFER, 2 * (12 + self._fragment)))
+        self._channel = PduChannel(sock, endpoint.max_pdu)
+        self._channel.set_peer_max(peer_max_pdu)
         self._closed = False
         self._next_id = 0
 
@@ -326,88 +321,26 @@ class Association:
     # -- sending ------------------------------------------------------------------------
     def send(self, context_id: int, command: bytes, dataset: BinaryIO | bytes | None = None,
              length: int | None = None) -> None:
-        """Send one DIMSE message: the command set, then the data set, as P-DATA-TF PDUs.
-
-        Parameters
-        ----------
-        context_id : int
-            The accepted presentation context.
-        command : bytes
-            The encoded command set.
-        dataset : binary stream, bytes or None
-            The encoded data set (a stream is read from its current position).
-        length : int, optional
-            Bytes to send from `dataset` (default: all of it).
-        """
+        """Send one DIMSE message (see :meth:`securepacs.dimse.channel.PduChannel.send`)."""
         try:
             self._sock.settimeout(self.endpoint.dimse_timeout)
-            pos = self._fill(context_id, BytesIO(command), len(command), 0x01, 0)
-            if dataset is not None:
-                stream = BytesIO(dataset) if isinstance(dataset, bytes | bytearray) else dataset
-                if length is None:
-                    here = stream.tell()
-                    length = stream.seek(0, 2) - here
-                    stream.seek(here)
-                pos = self._fill(context_id, stream, length, 0x00, pos)
-            self._sock.sendall(memoryview(self._buffer)[:pos])
-        except ConnectionFailed:
+            self._channel.send(context_id, command, dataset, length)
+        except EOFError as exc:
             self.abort()
-            raise
+            raise AssociationLost(str(exc)) from None
         except OSError as exc:
             failure = self._lost(exc, "sending")
             self.abort()
             raise failure from None
 
-    def _fill(self, context_id: int, stream: BinaryIO, length: int, kind: int, pos: int) -> int:
-        """Append P-DATA-TF PDUs (one PDV each) for `length` bytes of `stream` to the send
-        buffer at `pos`, writing the buffer out whenever the next PDU does not fit; returns
-        the new fill position. The bytes go from the file into the buffer (``readinto``),
-        and many PDUs leave in one ``sendall``: few system calls, no copies in Python."""
-        buf = self._buffer
-        view = memoryview(buf)
-        remaining = length
-        while True:
-            size = min(remaining, self._fragment)
-            if pos + 12 + size > len(buf):
-                self._sock.sendall(view[:pos])
-                pos = 0
-            start = pos + 12
-            got = 0
-            while got < size:
-                n = stream.readinto(view[start + got:start + size])  # type: ignore[attr-defined]
-                if not n:
-                    raise AssociationLost(f"the data ended {remaining - got} bytes early "
-                                          "(was the file changed while sending?)")
-                got += n
-            remaining -= size
-            control = kind | (0x02 if remaining == 0 else 0x00)
-            _DATA_HEADER.pack_into(buf, pos, 0x04, 0, size + 6, size + 2, context_id, control)
-            pos = start + size
-            if remaining == 0:
-                return pos
-
     # -- receiving ----------------------------------------------------------------------
-    def _recv_exact(self, size: int) -> bytearray:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        while got < size:
-            n = self._sock.recv_into(view[got:], size - got)
-            if n == 0:
-                raise EOFError
-            got += n
-        return buf
-
     def _read_pdu(self, doing: str) -> tuple[int, bytearray]:
         try:
-            header = self._recv_exact(6)
-            kind, _, length = _PDU_HEADER.unpack(header)
-            if length > max(_LARGEST_PDU, self.endpoint.max_pdu + 6):
-                raise AssociationLost(f"{self.endpoint.where} sent a {length}-byte PDU, "
-                                      "larger than we accept")
-            return kind, self._recv_exact(length)
-        except EOFError:
+            return self._channel.read_pdu()
+        except PeerClosed:
             raise self._lost(None, doing) from None
+        except PduTooLarge as exc:
+            raise AssociationLost(f"{self.endpoint.where} sent {exc}") from None
 
     def _lost(self, exc: BaseException | None, doing: str) -> ConnectionFailed:
         where = self.endpoint.where
@@ -426,56 +359,28 @@ class Association:
 
     def receive(self, doing: str = "waiting for an answer") -> Message:
         """Read the next complete DIMSE message; A-ABORT and A-RELEASE end the association."""
-        command = bytearray()
-        data = bytearray()
-        command_done = data_done = False
-        context_id = 0
+        where = self.endpoint.where
         try:
             self._sock.settimeout(self.endpoint.dimse_timeout)
-            while True:
-                kind, body = self._read_pdu(doing)
-                if kind == 0x07:
-                    self.close()
-                    raise AssociationLost(f"{self.endpoint.where} aborted the association "
-                                          f"while {doing} ({self._abort_reason(body)})")
-                if kind == 0x05:
-                    with contextlib.suppress(OSError):
-                        self._sock.sendall(_RELEASE_RP)
-                    self.close()
-                    raise AssociationLost(f"{self.endpoint.where} released the association "
-                                          f"while {doing}")
-                if kind != 0x04:
-                    self.abort()
-                    raise AssociationLost(f"{self.endpoint.where} sent an unexpected PDU "
-                                          f"(type 0x{kind:02X}) while {doing}")
-                pos = 0
-                while pos + 6 <= len(body):
-                    item_length, context_id, control = struct.unpack_from(">IBB", body, pos)
-                    fragment = body[pos + 6:pos + 4 + item_length]
-                    pos += 4 + item_length
-                    if control & 0x01:
-                        command += fragment
-                        command_done = command_done or bool(control & 0x02)
-                    else:
-                        data += fragment
-                        data_done = data_done or bool(control & 0x02)
-                if not command_done:
-                    continue
-                decoded = cmd.decode(command)
-                if decoded.get(cmd.DATA_SET_TYPE) == cmd.NO_DATA_SET:
-                    return Message(context_id, decoded, None)
-                if data_done:
-                    return Message(context_id, decoded, bytes(data))
-        except ConnectionFailed:
-            self.abort()
-            raise
+            return self._channel.receive()
+        except PeerClosed:
+            failure: ConnectionFailed = self._lost(None, doing)
+        except PeerAborted as exc:
+            failure = AssociationLost(f"{where} aborted the association while {doing} "
+                                      f"({self._abort_reason(exc.body)})")
+        except PeerReleased:
+            failure = AssociationLost(f"{where} released the association while {doing}")
+        except UnexpectedPdu as exc:
+            failure = AssociationLost(f"{where} sent an unexpected PDU "
+                                      f"(type 0x{exc.kind:02X}) while {doing}")
+        except PduTooLarge as exc:
+            failure = AssociationLost(f"{where} sent {exc}")
         except ValueError as exc:
-            self.abort()
-            raise AssociationLost(f"{self.endpoint.where} sent a malformed message: {exc}") from None
+            failure = AssociationLost(f"{where} sent a malformed message: {exc}")
         except OSError as exc:
             failure = self._lost(exc, doing)
-            self.abort()
-            raise failure from None
+        self.abort()
+        raise failure
 
     # -- ending -------------------------------------------------------------------------
     def release(self) -> None:
@@ -484,7 +389,7 @@ class Association:
             return
         try:
             self._sock.settimeout(self.endpoint.acse_timeout)
-            self._sock.sendall(_RELEASE_RQ)
+            self._sock.sendall(RELEASE_RQ)
             while True:
                 kind, _ = self._read_pdu("releasing")
                 if kind in (0x06, 0x07):

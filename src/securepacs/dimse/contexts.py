@@ -8,11 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydicom import uid
-from pynetdicom.presentation import (
-    AllStoragePresentationContexts,
-    PresentationContext,
-    build_context,
-)
+from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -81,8 +77,9 @@ def supported_contexts() -> list[tuple[str, tuple[str, ...], bool]]:
     return out
 
 
-def sending_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
-    """Contexts to propose for sending stored instances, given (SOP class, stored TS).
+def sending_contexts(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, tuple[str, ...]]]:
+    """Contexts to propose for sending stored instances, given (SOP class, stored TS):
+    (abstract syntax, transfer syntaxes) each.
 
     Each stored transfer syntax is offered as it is; uncompressed instances also offer
     the other uncompressed syntaxes so that a peer may pick either.
@@ -93,17 +90,12 @@ def sending_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationConte
         for candidate in (ts, *UNCOMPRESSED) if ts in UNCOMPRESSED else (ts,):
             if candidate not in syntaxes:
                 syntaxes.append(candidate)
-    contexts = []
+    contexts: list[tuple[str, tuple[str, ...]]] = []
     for sop_class, syntaxes in by_class.items():
-        if ts_compressed := [t for t in syntaxes if t not in UNCOMPRESSED]:
-            # one context per compressed syntax: the peer may accept some and not others
-            for ts in ts_compressed:
-                contexts.append(build_context(sop_class, [ts]))
-            rest = [t for t in syntaxes if t in UNCOMPRESSED]
-            if rest:
-                contexts.append(build_context(sop_class, rest))
-        else:
-            contexts.append(build_context(sop_class, syntaxes))
+        # one context per compressed syntax: the peer may accept some and not others
+        contexts += [(sop_class, (ts,)) for ts in syntaxes if ts not in UNCOMPRESSED]
+        if rest := tuple(t for t in syntaxes if t in UNCOMPRESSED):
+            contexts.append((sop_class, rest))
     if len(contexts) > 128:
         raise ValueError(f"{len(contexts)} presentation contexts needed, 128 is the maximum")
     return contexts

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Row, RowMapping
 
 from securepacs.errors import ConfigError, InvalidInstanceError, StorageError, StorageFullError
 from securepacs.index.engine import READ_ONLY, make_engine
+from securepacs.index.groupcommit import GroupCommit, Job
 from securepacs.index.lookup import matches, output_keywords
 from securepacs.index.schema import (
     SCHEMA_VERSION,
@@ -89,6 +90,7 @@ class SqlIndex:
     """
 
     def __init__(self, url: str) -> None:
+        self._group = GroupCommit(self._add_batch)
         try:
             self._engine = make_engine(url)
         except sa_exc.ArgumentError as exc:
@@ -149,6 +151,9 @@ class SqlIndex:
             What to do when the SOP Instance UID is already indexed: False leaves the row
             alone (``"duplicate"``), True points it at the new blob and values.
 
+        Adds from concurrent threads are committed together (:mod:`securepacs.index.groupcommit`):
+        one transaction, one commit for the batch; each returns once its row is committed.
+
         Returns
         -------
         AddResult
@@ -163,6 +168,35 @@ class SqlIndex:
             Any other database failure (the add did not happen).
         """
         keys = _Keys.of(record)
+        result: AddResult = self._group.submit((record, keys, replace))
+        return result
+
+    def _add_batch(self, jobs: list[Job]) -> None:
+        """Run the adds of `jobs` in one transaction, each inside a savepoint; an add that
+        fails there, or a batch whose commit fails, is run again on its own."""
+        alone = jobs
+        if len(jobs) > 1:
+            results: dict[int, AddResult] = {}
+            try:
+                with self._engine.begin() as conn:
+                    for n, job in enumerate(jobs):
+                        try:
+                            with conn.begin_nested():
+                                results[n] = _add(conn, *job.payload)
+                        except sa_exc.DBAPIError:
+                            continue  # e.g. a concurrent writer's row: retried on its own
+            except sa_exc.SQLAlchemyError:
+                results.clear()  # nothing of the batch was committed
+            for n, result in results.items():
+                jobs[n].result = result
+            alone = [job for n, job in enumerate(jobs) if n not in results]
+        for job in alone:
+            try:
+                job.result = self._add_one(*job.payload)
+            except StorageError as exc:
+                job.error = exc
+
+    def _add_one(self, record: InstanceRecord, keys: _Keys, replace: bool) -> AddResult:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._engine.begin() as conn:

@@ -4,7 +4,9 @@ pydicom reads leniently: a value cut short or a length running past the end of t
 is read as whatever bytes are there. Before an archive acknowledges an instance it must
 know that the bytes it keeps are a whole data set, so :func:`check_structure` walks every
 element header, sequence item and delimiter, without decoding a single value, and raises
-``ValueError`` naming the offset of the first element that does not fit.
+``ValueError`` naming the offset of the first element that does not fit. On the way it
+can hand back the raw values of chosen top-level elements (what an index needs), so that
+the data set is walked once, not parsed a second time.
 """
 
 from __future__ import annotations
@@ -21,10 +23,17 @@ _SEQ_END = 0xFFFEE0DD
 _MAX_DEPTH = 64
 
 
+#: tag -> (VR as in the data, b"" for implicit VR; the value bytes)
+RawElements = dict[int, tuple[bytes, bytes]]
+
+
 class _Walker:
-    def __init__(self, data: bytes | memoryview, *, implicit: bool, little: bool):
+    def __init__(self, data: bytes | memoryview, *, implicit: bool, little: bool,
+                 collect: frozenset[int] = frozenset()):
         self.data = data
         self.implicit = implicit
+        self.collect = collect
+        self.found: RawElements = {}
         self.u16 = struct.Struct("<H" if little else ">H").unpack_from
         self.u32 = struct.Struct("<I" if little else ">I").unpack_from
         self.tag = struct.Struct("<HH" if little else ">HH").unpack_from
@@ -69,6 +78,8 @@ class _Walker:
                 if pos + length > end:
                     raise ValueError(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) of "
                                      f"{length} bytes at byte {pos} runs past the end")
+                if depth == 0 and tag in self.collect:
+                    self.found[tag] = (vr, bytes(self.data[pos:pos + length]))
                 if vr == b"SQ":
                     self.dataset_items(pos, pos + length, depth + 1, implicit)
                 pos += length
@@ -111,8 +122,11 @@ class _Walker:
 
 
 def check_structure(data: bytes | memoryview, *, implicit: bool, little: bool = True,
-                    deflated: bool = False) -> None:
-    """Raise ``ValueError`` unless `data` is a complete, well-delimited data set.
+                    deflated: bool = False, collect: frozenset[int] = frozenset()
+                    ) -> RawElements:
+    """Raise ``ValueError`` unless `data` is a complete, well-delimited data set; return
+    the raw values of the top-level elements whose tags are in `collect` (defined
+    length only).
 
     Parameters
     ----------
@@ -129,5 +143,6 @@ def check_structure(data: bytes | memoryview, *, implicit: bool, little: bool = 
             data = inflater.decompress(bytes(data)) + inflater.flush()
         except zlib.error as exc:
             raise ValueError(f"deflated data set does not inflate: {exc}") from None
-    walker = _Walker(data, implicit=implicit, little=little)
+    walker = _Walker(data, implicit=implicit, little=little, collect=collect)
     walker.dataset(0, len(data), 0, implicit)
+    return walker.found

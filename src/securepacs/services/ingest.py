@@ -20,7 +20,7 @@ import enum
 import logging
 import mmap
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,10 @@ class StoreResult:
 class Received:
     """One C-STORE as the network delivered it: the data set bytes, or (large objects
     never held in memory) `dataset_file`, a Part 10 file the network layer wrote whose
-    data set follows its own File Meta Information; `dataset` is then unused."""
+    data set follows its own File Meta Information; `dataset` is then unused. A file that
+    starts with exactly the header ingest writes (:func:`part10.header_for`) becomes the
+    blob itself (moved in when it lies in :attr:`IngestService.spool_folder`) and is gone
+    once stored."""
 
     dataset: bytes
     sop_class_uid: str
@@ -64,21 +67,22 @@ class Received:
     dataset_file: Path | None = None
 
 
-def _check_file(path: Path, transfer_syntax_uid: str) -> int:
+def _check_file(path: Path, transfer_syntax_uid: str
+                ) -> tuple[int, dict[Level, dict[str, str]] | None]:
     """Check the data set of a received Part 10 file in place (mmap, element headers
-    only); where the data set starts."""
+    only); where the data set starts, and its indexed values (see
+    :func:`part10.check_and_index`)."""
     try:
         with open(path, "rb") as fh:
             offset = part10.dataset_offset(fh.read(144))
             if os.fstat(fh.fileno()).st_size <= offset:
-                part10.check_encoding(b"", transfer_syntax_uid)
-                return offset
+                return offset, part10.check_and_index(b"", transfer_syntax_uid)
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             try:
                 whole = memoryview(mm)
                 view = whole[offset:]
                 try:
-                    part10.check_encoding(view, transfer_syntax_uid)
+                    values = part10.check_and_index(view, transfer_syntax_uid)
                 finally:
                     view.release()
                     whole.release()
@@ -86,7 +90,15 @@ def _check_file(path: Path, transfer_syntax_uid: str) -> int:
                 mm.close()
     except OSError as exc:
         raise InvalidInstanceError(f"received data set unreadable: {exc.strerror}") from None
-    return offset
+    return offset, values
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(prefix)) == prefix
+    except OSError:
+        return False
 
 
 def _file_chunks(header: bytes, path: Path, offset: int) -> Iterator[bytes]:
@@ -105,6 +117,12 @@ class IngestService:
         self._index = index
         self._blobs = blobs
         self._replace = replace_duplicates
+
+    @property
+    def spool_folder(self) -> Path | None:
+        """Where the network layer best writes a large received object (see
+        :attr:`Received.dataset_file`): the blob store can then move it in."""
+        return self._blobs.spool_folder
 
     def store(self, item: Received) -> Outcome:
         """Store `item` durably (see :meth:`store_instance`); only the outcome."""
@@ -126,19 +144,22 @@ class IngestService:
         """
         header = part10.header_for(item.sop_class_uid, item.sop_instance_uid,
                                    item.transfer_syntax_uid, item.calling_ae)
-        chunks: Iterable[bytes]
         if item.dataset_file is None:
-            part10.check_encoding(item.dataset, item.transfer_syntax_uid)
-            ds = part10.read_header(header + item.dataset)
-            chunks = [header, item.dataset]
+            values = part10.check_and_index(item.dataset, item.transfer_syntax_uid)
+            if values is None:  # values that need pydicom to read them
+                values = part10.level_values(part10.read_header(header + item.dataset))
         else:
-            offset = _check_file(item.dataset_file, item.transfer_syntax_uid)
-            ds = part10.read_header(item.dataset_file)
-            chunks = _file_chunks(header, item.dataset_file, offset)
-        values = part10.level_values(ds)
+            offset, values = _check_file(item.dataset_file, item.transfer_syntax_uid)
+            if values is None:
+                values = part10.level_values(part10.read_header(item.dataset_file))
         self._validate(values, item)
         key = self._blobs.new_key()
-        size = self._blobs.put(key, chunks)
+        if item.dataset_file is None:
+            size = self._blobs.put(key, [header, item.dataset])
+        elif offset == len(header) and _starts_with(item.dataset_file, header):
+            size = self._blobs.put_file(key, item.dataset_file)  # already the blob: moved in
+        else:
+            size = self._blobs.put(key, _file_chunks(header, item.dataset_file, offset))
         record = InstanceRecord(values=values, transfer_syntax_uid=item.transfer_syntax_uid,
                                 blob_key=key, size=size, source_ae=item.calling_ae)
         try:

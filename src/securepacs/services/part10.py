@@ -11,6 +11,7 @@ from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
@@ -19,7 +20,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from securepacs import __version__
 from securepacs.errors import InvalidInstanceError
-from securepacs.model.encoding import check_structure
+from securepacs.model.encoding import RawElements, check_structure
 from securepacs.model.levels import Level
 from securepacs.model.record import LEVEL_ATTRIBUTES
 
@@ -90,14 +91,63 @@ def header_for(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: s
 
 def check_encoding(dataset: bytes | memoryview, transfer_syntax_uid: str) -> None:
     """Raise InvalidInstanceError unless `dataset` is a whole data set in that syntax."""
+    _walk(dataset, transfer_syntax_uid, frozenset())
+
+
+def _walk(dataset: bytes | memoryview, transfer_syntax_uid: str,
+          collect: frozenset[int]) -> RawElements:
     ts = UID(transfer_syntax_uid)
     if not ts.is_transfer_syntax:
         raise InvalidInstanceError(f"unknown transfer syntax {transfer_syntax_uid}")
     try:
-        check_structure(dataset, implicit=ts.is_implicit_VR, little=ts.is_little_endian,
-                        deflated=ts.is_deflated)
+        return check_structure(dataset, implicit=ts.is_implicit_VR, little=ts.is_little_endian,
+                               deflated=ts.is_deflated, collect=collect)
     except ValueError as exc:
         raise InvalidInstanceError(f"malformed data set: {exc}") from None
+
+
+_CHARSET = 0x00080005
+#: tag -> (level, keyword, VR) of every indexed attribute
+_INDEXED = {int(tag_for_keyword(keyword) or 0): (level, keyword, dictionary_VR(keyword))
+            for level, keywords in LEVEL_ATTRIBUTES.items() for keyword in keywords}
+_COLLECT = frozenset({_CHARSET, *_INDEXED})
+#: Character sets in which an ASCII byte string means those ASCII characters (PS3.3
+#: C.12.1.1.2; ISO 2022 escapes excluded).
+_ASCII_SAFE = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110",
+               "ISO_IR 126", "ISO_IR 127", "ISO_IR 138", "ISO_IR 144", "ISO_IR 148",
+               "ISO_IR 166", "ISO_IR 192", "GB18030", "GBK"}
+_STRING_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UI", "UC"}
+
+
+def check_and_index(dataset: bytes | memoryview, transfer_syntax_uid: str
+                    ) -> dict[Level, dict[str, str]] | None:
+    """:func:`check_encoding`, and the indexed values read from the raw bytes in the same
+    walk: what :func:`level_values` gives for the parsed data set, without parsing it.
+
+    Returns None (after the check) when the values need pydicom to read them: a character
+    set other than ASCII-compatible single-byte or UTF-8, a non-ASCII value, or a VR in
+    the data other than the dictionary's.
+    """
+    found = _walk(dataset, transfer_syntax_uid, _COLLECT)
+    little = UID(transfer_syntax_uid).is_little_endian
+    charset = found.pop(_CHARSET, (b"", b""))[1]
+    if not charset.isascii() or charset.decode().strip(" \x00") not in _ASCII_SAFE:
+        return None
+    out: dict[Level, dict[str, str]] = {level: {} for level in LEVEL_ATTRIBUTES}
+    for tag, (vr, raw) in found.items():
+        level, keyword, dict_vr = _INDEXED[tag]
+        if vr and vr.decode() != dict_vr:
+            return None
+        if dict_vr == "US":
+            fmt = ("<" if little else ">") + "H" * (len(raw) // 2)
+            text = "\\".join(str(v) for v in struct.unpack(fmt, raw[:len(raw) // 2 * 2]))
+        elif dict_vr in _STRING_VRS and raw.isascii():
+            text = "\\".join(v.strip().strip("\x00").strip() for v in raw.decode().split("\\"))
+        else:
+            return None
+        if text:
+            out[level][keyword] = text
+    return out
 
 
 def read_header(part10: bytes | Path) -> Dataset:

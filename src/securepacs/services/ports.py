@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from securepacs.model.query import Query
@@ -23,8 +24,13 @@ class IndexPort(Protocol):
 
 
 class BlobPort(Protocol):
+    #: Where a large incoming object is best written before :meth:`put_file` (a folder on
+    #: the store's own filesystem, so that the file can be moved in); None: anywhere.
+    spool_folder: Path | None
+
     def new_key(self) -> str: ...
     def put(self, key: str, chunks: bytes | Iterable[bytes]) -> int: ...
+    def put_file(self, key: str, path: Path) -> int: ...
     def read(self, key: str) -> bytes: ...
     def delete(self, key: str) -> None: ...
     def keys(self, *, older_than: float = 0.0, now: float | None = None) -> Iterator[str]: ...

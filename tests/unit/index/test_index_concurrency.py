@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from securepacs.index.repository import SqlIndex
 from securepacs.model.levels import Level, Root
 from securepacs.model.query import Query
@@ -55,8 +57,16 @@ def assert_hierarchy(index: SqlIndex, instances: int, patients: int, studies: in
     assert len(index.find(Query(Root.STUDY, Level.SERIES, ()))) == series
 
 
-def test_threads_adding_the_same_records(index_url: str) -> None:
-    index = SqlIndex(index_url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request: pytest.FixtureRequest, index_url: str) -> str:
+    """The same test on SQLite and on PostgreSQL (group commits, row locks, retries)."""
+    if request.param == "sqlite":
+        return index_url
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_threads_adding_the_same_records(any_url: str) -> None:
+    index = SqlIndex(any_url)
     index.create_schema()
     records = [make_record(n) for n in range(50)]
     barrier = threading.Barrier(8)

@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pynetdicom.dsutils import encode
 
-from securepacs.dimse import client_command as cmd
+from securepacs.dimse import commands as cmd
 
 
 def test_store_request_matches_pydicom() -> None:

@@ -1,4 +1,4 @@
-"""DIMSE command sets of a requestor (PS3.7 Annex E, 9.3, 10.3): encode requests, decode responses.
+"""DIMSE command sets (PS3.7 Annex E, 9.3, 10.3): encode requests and responses, decode both.
 
 A command set is always Implicit VR Little Endian (PS3.7 6.3.1) and holds a handful of
 group 0000 elements; encoding them by hand costs microseconds per C-STORE, where building a
@@ -30,6 +30,8 @@ STATUS = 0x0900
 OFFENDING_ELEMENT = 0x0901
 ERROR_COMMENT = 0x0902
 AFFECTED_SOP_INSTANCE = 0x1000
+MOVE_ORIGINATOR_AE = 0x1030
+MOVE_ORIGINATOR_ID = 0x1031
 REMAINING = 0x1020
 COMPLETED = 0x1021
 FAILED = 0x1022
@@ -139,22 +141,50 @@ def request(command_field: int, message_id: int, sop_class_uid: str, *,
         elements[AFFECTED_SOP_INSTANCE] = str(extra["sop_instance_uid"])
     if "move_destination" in extra:
         elements[MOVE_DESTINATION] = str(extra["move_destination"])
+    if "move_originator_ae" in extra:  # a C-STORE sub-operation of a C-MOVE (PS3.7 9.3.1.1)
+        elements[MOVE_ORIGINATOR_AE] = str(extra["move_originator_ae"])
+        elements[MOVE_ORIGINATOR_ID] = int(extra.get("move_originator_id", 0))
+    return encode(elements)
+
+
+#: Request command field -> its response's (PS3.7 E.1-1)
+RESPONSE_TO = {C_STORE_RQ: C_STORE_RSP, C_GET_RQ: C_GET_RSP, C_FIND_RQ: C_FIND_RSP,
+               C_MOVE_RQ: C_MOVE_RSP, C_ECHO_RQ: C_ECHO_RSP}
+_SUB_OPERATIONS = (("remaining", REMAINING), ("completed", COMPLETED), ("failed", FAILED),
+                   ("warning", WARNING))
+
+
+def response(request_command: Command, status: int, *, comment: str = "",
+             has_data_set: bool = False, counts: Mapping[str, int | None] | None = None
+             ) -> bytes:
+    """The response to a request we received (PS3.7 9.3): same SOP Class (and Instance for
+    C-STORE), Message ID Being Responded To, Status, an Error Comment (LO, 64 characters)
+    and, for C-GET/C-MOVE, the sub-operation `counts` (keys ``remaining``, ``completed``,
+    ``failed``, ``warning``; None leaves one out).
+    """
+    field = int(request_command.get(COMMAND_FIELD, 0))  # type: ignore[arg-type]
+    elements: dict[int, int | str] = {
+        COMMAND_FIELD: RESPONSE_TO.get(field, field | 0x8000),
+        MESSAGE_ID_RESPONDED: int(request_command.get(MESSAGE_ID, 0)),  # type: ignore[arg-type]
+        DATA_SET_TYPE: HAS_DATA_SET if has_data_set else NO_DATA_SET,
+        STATUS: status,
+    }
+    if AFFECTED_SOP_CLASS in request_command:
+        elements[AFFECTED_SOP_CLASS] = str(request_command[AFFECTED_SOP_CLASS])
+    if field == C_STORE_RQ:
+        elements[AFFECTED_SOP_INSTANCE] = str(request_command.get(AFFECTED_SOP_INSTANCE, ""))
+    if comment:
+        elements[ERROR_COMMENT] = comment.replace("\\", "/")[:64]
+    for name, element in _SUB_OPERATIONS:
+        value = (counts or {}).get(name)
+        if value is not None:
+            elements[element] = value
     return encode(elements)
 
 
 def store_response(request_command: Command, status: int, comment: str = "") -> bytes:
-    """The C-STORE-RSP (PS3.7 9.3.1.2) answering a C-STORE-RQ we received (C-GET)."""
-    elements: dict[int, int | str] = {
-        AFFECTED_SOP_CLASS: str(request_command.get(AFFECTED_SOP_CLASS, "")),
-        COMMAND_FIELD: C_STORE_RSP,
-        MESSAGE_ID_RESPONDED: int(request_command.get(MESSAGE_ID, 0)),  # type: ignore[arg-type]
-        DATA_SET_TYPE: NO_DATA_SET,
-        STATUS: status,
-        AFFECTED_SOP_INSTANCE: str(request_command.get(AFFECTED_SOP_INSTANCE, "")),
-    }
-    if comment:
-        elements[ERROR_COMMENT] = comment[:64]
-    return encode(elements)
+    """The C-STORE-RSP (PS3.7 9.3.1.2) answering a C-STORE-RQ we received."""
+    return response(request_command, status, comment=comment)
 
 
 def cancel(message_id: int) -> bytes:

@@ -1,0 +1,109 @@
+"""PduChannel: messages cut into P-DATA-TF PDUs come back whole, large data sets go to a temp
+file, a temp file that cannot be written leaves the message answerable, control PDUs end it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from securepacs.dimse import channel as ch
+from securepacs.dimse import commands as cmd
+
+
+@pytest.fixture()
+def pair():
+    a, b = socket.socketpair()
+    a.settimeout(10)
+    b.settimeout(10)
+    yield ch.PduChannel(a, 16384), ch.PduChannel(b, 16384)
+    a.close()
+    b.close()
+
+
+def send_async(sender: ch.PduChannel, *args: object) -> threading.Thread:
+    t = threading.Thread(target=sender.send, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def store_command(n: int = 1) -> bytes:
+    return cmd.request(cmd.C_STORE_RQ, n, "1.2.840.10008.5.1.4.1.1.2", has_data_set=True,
+                       sop_instance_uid=f"1.2.3.{n}")
+
+
+def test_message_without_data_set(pair) -> None:
+    a, b = pair
+    a.send(1, cmd.request(cmd.C_ECHO_RQ, 7, "1.2.840.10008.1.1", has_data_set=False))
+    message = b.receive()
+    assert message.field == cmd.C_ECHO_RQ and message.context_id == 1
+    assert message.command[cmd.MESSAGE_ID] == 7 and message.dataset is None
+
+
+@pytest.mark.parametrize("peer_max", [0, 1024, 16384])
+def test_data_set_in_many_pdus_comes_back_whole(pair, peer_max: int) -> None:
+    a, b = pair
+    a.set_peer_max(peer_max)
+    data = os.urandom(100_003)
+    t = send_async(a, 3, store_command(), data)
+    message = b.receive()
+    t.join()
+    assert message.context_id == 3 and message.dataset == data and message.dataset_file is None
+
+
+def test_large_data_set_goes_to_a_temp_file_with_the_prefix(pair, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    monkeypatch.setattr(ch, "SPILL_AT", 50_000)
+    a, b = pair
+    data = os.urandom(200_000)
+    t = send_async(a, 1, store_command(), data)
+    message = b.receive(lambda command, context_id: (b"HEAD", tmp_path))
+    t.join()
+    assert message.dataset is None and message.dataset_file is not None
+    assert message.dataset_file.parent == tmp_path
+    assert message.dataset_file.name.endswith(f".{os.getpid()}.tmp")  # a sweep knows whose
+    assert oct(message.dataset_file.stat().st_mode & 0o777) == "0o600"
+    assert message.dataset_file.read_bytes() == b"HEAD" + data
+    message.discard()
+    assert not list(tmp_path.iterdir())
+
+
+def test_spill_failure_reads_the_rest_and_leaves_nothing(pair, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    monkeypatch.setattr(ch, "SPILL_AT", 50_000)
+    a, b = pair
+    missing = tmp_path / "gone"  # the temp file cannot be created
+    t = send_async(a, 1, store_command(1), os.urandom(120_000))
+    message = b.receive(lambda command, context_id: (b"", missing))
+    t.join()
+    assert message.spill_error is not None and message.dataset_file is None
+    assert message.command[cmd.AFFECTED_SOP_INSTANCE] == "1.2.3.1"
+    # the stream is still in step: the next message arrives intact
+    t = send_async(a, 1, store_command(2), b"abcd")
+    assert b.receive().dataset == b"abcd"
+    t.join()
+
+
+def test_release_is_answered_and_abort_reported(pair) -> None:
+    a, b = pair
+    a.sock.sendall(ch.RELEASE_RQ)
+    with pytest.raises(ch.PeerReleased):
+        b.receive()
+    assert a.read_pdu()[0] == ch.RELEASE_RP_TYPE
+    a.sock.sendall(ch.abort_pdu(2, 1))
+    with pytest.raises(ch.PeerAborted) as info:
+        b.receive()
+    assert info.value.body[-2:] == b"\x02\x01"
+
+
+def test_oversized_and_malformed_pdus(pair) -> None:
+    a, b = pair
+    a.sock.sendall(bytes((0x04, 0)) + (64 << 20).to_bytes(4, "big"))
+    with pytest.raises(ch.PduTooLarge):
+        b.receive()
+    a.sock.sendall(bytes((0x04, 0, 0, 0, 0, 6)) + (100).to_bytes(4, "big") + b"\x01\x03")
+    with pytest.raises(ValueError, match="malformed"):
+        b.receive()
