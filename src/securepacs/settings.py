@@ -50,6 +50,7 @@ class Settings:
     blob_dir: Path | None = None
     replace_duplicates: bool = False
     max_pdu: int = 131072
+    workers: int = 1  # processes accepting DICOM associations on the same port(s)
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
@@ -198,6 +199,8 @@ def load(
 def _validate(s: Settings) -> None:
     if not 0 < s.port < 65536:
         raise ConfigError(f"port {s.port} is out of range")
+    if not 1 <= s.workers <= 64:
+        raise ConfigError(f"workers must be 1 to 64, not {s.workers}")
     if s.plain_port is not None and s.plain_port == s.port:
         raise ConfigError("plain_port must differ from the TLS port (PS3.15 B.1)")
     if not 0 < len(s.ae_title.strip()) <= 16:

@@ -5,29 +5,29 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from securepacs.blobs.filesystem import FileBlobStore
-from securepacs.clientprofile import load_profile, split_server, valid_ae_title
-from securepacs.dimse.client import DicomClient, Endpoint
-from securepacs.dimse.handlers import Destination, Handlers
-from securepacs.dimse.server import DicomServer, make_server
 from securepacs.errors import ConfigError, PacsError
-from securepacs.index.repository import SqlIndex
-from securepacs.index.trust import SqlTrustStore
-from securepacs.pki import authority, tlspolicy
-from securepacs.services.audit_events import AuditEvents, MediaAudit
-from securepacs.services.authority import CertificateAuthority
-from securepacs.services.ingest import IngestService, SweepReport, sweep_orphans
-from securepacs.services.ports import BlobPort
-from securepacs.services.query import QueryService, RetrieveService
-from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
 from securepacs.settings import Settings
-from securepacs.web.archive import ArchiveViewerServer
-from securepacs.web.enrolment import EnrolmentServer
+
+# Each function imports what it wires, so that a command pays only for its own part of
+# the system at start-up (``securepacs send`` needs neither SQLAlchemy nor the web server).
+if TYPE_CHECKING:
+    from securepacs.dimse.client import DicomClient
+    from securepacs.dimse.server import DicomServer
+    from securepacs.index.repository import SqlIndex
+    from securepacs.pki import authority
+    from securepacs.services.audit_events import AuditEvents, MediaAudit
+    from securepacs.services.authority import CertificateAuthority
+    from securepacs.services.ingest import SweepReport
+    from securepacs.services.ports import BlobPort
+    from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
+    from securepacs.web.archive import ArchiveViewerServer
+    from securepacs.web.enrolment import EnrolmentServer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ def local_hostnames() -> list[str]:
 def certificate_authority(settings: Settings, passphrase: bytes | None = None
                           ) -> CertificateAuthority:
     """The data folder's CA over the index database's trust store."""
+    from securepacs.index.trust import SqlTrustStore
+    from securepacs.services.authority import CertificateAuthority
+
     store = SqlTrustStore(settings.index_url)
     store.create_schema()
     return CertificateAuthority(store, settings.pki_dir, passphrase=passphrase)
@@ -71,6 +74,8 @@ class TlsFiles:
     viewer: ArchiveViewerServer | None = None
 
     def context(self, require_client_cert: bool = True):  # noqa: ANN201 - ssl.SSLContext
+        from securepacs.pki import tlspolicy
+
         self._stamp = self._mtimes()
         s = self.settings
         return tlspolicy.server_context(s.server_cert_path, s.server_key_path, s.ca_bundle_path,
@@ -78,6 +83,8 @@ class TlsFiles:
 
     def reload_if_changed(self, force: bool = False) -> bool:
         """New connections get the new files; running associations finish unchanged."""
+        from securepacs.pki import authority
+
         if self.server is None or (not force and self._mtimes() == self._stamp):
             return False
         try:
@@ -114,6 +121,9 @@ class Archive:
     audit: AuditEvents | None = None
 
     def warn_expiring(self, at: datetime) -> None:
+        from securepacs.pki import authority
+        from securepacs.services.trust import StoreTrust
+
         within = timedelta(days=self.settings.expiry_warning_days)
         if isinstance(self.trust, StoreTrust):
             for record in self.trust.expiring(at=at, within=within):
@@ -126,8 +136,22 @@ class Archive:
                         cert.not_valid_after_utc.date())
 
 
-def build_archive(settings: Settings) -> Archive:
-    """Open the stores, run the start-up check, bind the listeners (not yet serving)."""
+def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()) -> Archive:
+    """Open the stores, run the start-up check, bind the listeners (not yet serving).
+
+    With `inherited` listening sockets this is a worker process (``workers`` setting): it
+    accepts DICOM associations on its parent's sockets and runs no start-up check, no
+    enrolment and no viewer (the parent does)."""
+    from securepacs.dimse.handlers import Destination, Handlers
+    from securepacs.dimse.server import make_server
+    from securepacs.index.repository import SqlIndex
+    from securepacs.pki import tlspolicy
+    from securepacs.services.audit_events import AuditEvents
+    from securepacs.services.ingest import IngestService, SweepReport, sweep_orphans
+    from securepacs.services.query import QueryService, RetrieveService
+    from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
+    from securepacs.web.enrolment import EnrolmentServer
+
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     audit = AuditEvents(build_audit_trail(settings), ae_title=settings.ae_title,
                         address=socket.getfqdn())
@@ -145,7 +169,9 @@ def build_archive(settings: Settings) -> Archive:
     index = SqlIndex(settings.index_url)
     index.create_schema()
     blobs = blob_store(settings)
-    sweep = sweep_orphans(index, blobs, grace_seconds=settings.orphan_grace_seconds)
+    worker = bool(inherited)
+    sweep = (SweepReport(0, 0) if worker else
+             sweep_orphans(index, blobs, grace_seconds=settings.orphan_grace_seconds))
 
     move_tls = tlspolicy.client_context(
         settings.ca_bundle_path, settings.server_cert_path, settings.server_key_path)
@@ -179,10 +205,12 @@ def build_archive(settings: Settings) -> Archive:
         handshake_timeout=settings.handshake_timeout,
         gatekeeper=trust,
         audit=audit,
+        inherited=inherited,
     )
     tls_files.server = server
     enrolment = None
-    if ca is not None and ca.exists and settings.trust_from_index and settings.enroll_port != 0:
+    if (ca is not None and ca.exists and settings.trust_from_index and settings.enroll_port != 0
+            and not worker):
         enrolment = EnrolmentServer(
             (settings.host, settings.enroll_port or settings.port + 1), ca,
             tls_files.context(require_client_cert=False), ae_title=settings.ae_title, clock=now,
@@ -196,7 +224,7 @@ def build_archive(settings: Settings) -> Archive:
     monitor = TrustMonitor(trust, on_change, interval=settings.trust_poll_seconds,
                            extra=tls_files.reload_if_changed)
     viewer = None
-    if settings.viewer_port != 0:
+    if settings.viewer_port != 0 and not worker:
         try:
             viewer = tls_files.viewer = archive_viewer(settings, index, blobs,
                                                        tls_files.context(), trust, audit)
@@ -220,7 +248,9 @@ def study_archive(settings: Settings):  # noqa: ANN201 - services.media.Retrieve
         The data folder holds no archive (no SQLite index or no blob folder).
     """
     from securepacs.errors import ConfigError
+    from securepacs.index.repository import SqlIndex
     from securepacs.services.media import RetrieveStudies
+    from securepacs.services.query import RetrieveService
 
     sqlite_file = settings.data_dir / "index.sqlite"
     if settings.database_url is None and not sqlite_file.is_file():
@@ -244,6 +274,8 @@ def blob_store(settings: Settings) -> BlobPort:
     from securepacs.errors import ConfigError
 
     if settings.blob_backend == "filesystem":
+        from securepacs.blobs.filesystem import FileBlobStore
+
         return FileBlobStore(settings.blob_root)
     if settings.blob_backend == "azure":
         from securepacs.blobs.azure import AzureBlobStore
@@ -285,6 +317,7 @@ def build_audit_trail(settings: Settings, *, hostname: str | None = None):  # no
     from securepacs.audit.syslog import DirectorySpool, SyslogSink
     from securepacs.audit.trail import AuditTrail
     from securepacs.errors import ConfigError
+    from securepacs.pki import tlspolicy
 
     host, _, port_text = (settings.audit_syslog or "").rpartition(":")
     host = host.strip("[]")
@@ -323,6 +356,10 @@ def dicom_client(*, profile: Path | None, server: str | None, aec: str | None, a
     ConfigError, PkiError
         A bad profile or flag, or TLS files that cannot be used (the message names them).
     """
+    from securepacs.clientprofile import load_profile, split_server, valid_ae_title
+    from securepacs.dimse.client import DicomClient, Endpoint
+    from securepacs.pki import tlspolicy
+
     p = load_profile(profile).with_overrides(server=server, called_ae=aec, calling_ae=aet,
                                              cert=cert, key=key, ca=ca,
                                              tls=False if no_tls else None)
@@ -386,6 +423,7 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
     from securepacs.model.identity import Identity
     from securepacs.services.archive_view import ArchiveCatalog
     from securepacs.services.media_view import StudyEntry
+    from securepacs.web.archive import ArchiveViewerServer
     from securepacs.web.viewer import ViewerConfig, create_app
 
     port = settings.viewer_port if settings.viewer_port is not None else settings.port + 2
@@ -409,6 +447,8 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
 def media_audit(settings: Settings) -> MediaAudit:
     """Audit events of a media command, into the data folder's audit trail."""
     import getpass
+
+    from securepacs.services.audit_events import AuditEvents, MediaAudit
 
     trail = build_audit_trail(settings)
     try:

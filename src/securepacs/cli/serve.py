@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from securepacs.cli import workers
 from securepacs.errors import PacsError
 from securepacs.settings import load
 
@@ -52,12 +54,22 @@ def serve(
             "database_url": database_url,
         })
         configure_logging(settings.log_level)
+        # A thread that waits on the network (or a disk) gives up the GIL; with the default
+        # 5 ms switch interval it then waits up to 5 ms to get it back from a busy thread
+        # (the audit writer, another association): 1 ms keeps per-image latency low.
+        sys.setswitchinterval(0.001)
         from securepacs.wiring import build_archive, now
 
-        archive = build_archive(settings)
+        inherited = workers.inherited_sockets()
+        if inherited:
+            workers.die_with_parent()
+        archive = build_archive(settings, inherited=inherited)
     except (PacsError, OSError) as exc:
         typer.echo(f"securepacs serve: {exc}", err=True)
         raise typer.Exit(2) from None
+    if inherited:
+        _run_worker(archive)
+        return
 
     s = settings
     boot = archive.bootstrap
@@ -101,13 +113,27 @@ def serve(
         archive.enrolment.start()
     if archive.viewer is not None:
         archive.viewer.start()
+    pool = None
+    if s.workers > 1:
+        pool = workers.Workers(s.workers - 1, archive.server.share())
+        pool.start()
+
+        def _reload_all(signum: int, frame: object) -> None:
+            _reload(signum, frame)
+            pool.signal(signum)  # type: ignore[union-attr]
+
+        signal.signal(signal.SIGHUP, _reload_all)
     archive.warn_expiring(now())
     log.info("ready: %d instance(s) in the index", archive.index.count_instances())
     last_expiry_check = time.monotonic()
     while not stop.wait(1.0):
+        if pool is not None:
+            pool.check()
         if time.monotonic() - last_expiry_check > 86400:
             archive.warn_expiring(now())
             last_expiry_check = time.monotonic()
+    if pool is not None:
+        pool.stop()
     archive.monitor.stop()
     if archive.enrolment is not None:
         archive.enrolment.stop()
@@ -119,3 +145,22 @@ def serve(
         archive.audit.close()
     archive.index.close()
     log.info("stopped")
+
+
+def _run_worker(archive) -> None:  # noqa: ANN001 - wiring.Archive (imported lazily)
+    """A worker process: serve DICOM on the inherited sockets until SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    signal.signal(signal.SIGHUP, lambda signum, frame: archive.tls_files.reload_if_changed(
+        force=True))
+    archive.server.start()
+    archive.monitor.start()
+    log.info("worker %d serving", os.getpid())
+    while not stop.wait(1.0):
+        pass
+    archive.monitor.stop()
+    archive.server.stop()
+    if archive.audit is not None:
+        archive.audit.close()
+    archive.index.close()

@@ -20,6 +20,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from securepacs.dimse import commands as cmd
 from securepacs.dimse.channel import (
@@ -92,10 +93,11 @@ class AcceptedAssociation:
         self._next_id = self._next_id % 65535 + 1
         return self._next_id
 
-    def send(self, context_id: int, command: bytes, dataset: object = None,
+    def send(self, context_id: int, command: bytes, dataset: BinaryIO | bytes | None = None,
              length: int | None = None) -> None:
+        """One message, within the DIMSE timeout (see :meth:`PduChannel.send`)."""
         self.channel.sock.settimeout(self.settings.dimse_timeout)
-        self.channel.send(context_id, command, dataset, length)  # type: ignore[arg-type]
+        self.channel.send(context_id, command, dataset, length)
 
     def respond(self, message: Message, status: int, *, comment: str = "",
                 counts: dict[str, int | None] | None = None) -> None:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom.dsutils import decode, encode
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -27,6 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from securepacs.dimse import commands as cmd
 from securepacs.dimse.client_ul import Association, ContextRequest, Endpoint, Message
+from securepacs.dimse.datasets import decode_dataset, encode_dataset
 from securepacs.errors import QueryError, RetrieveError
 from securepacs.model.levels import Level
 from securepacs.services.scuport import (
@@ -60,18 +59,10 @@ class EchoResult:
 
 
 def _encode_identifier(identifier: Dataset, transfer_syntax: str) -> bytes:
-    ts = UID(transfer_syntax)
-    raw = encode(identifier, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
-    if raw is None:
-        raise QueryError("the identifier cannot be encoded (check the -k values)")
-    return raw
-
-
-def _decode_identifier(raw: bytes | None, transfer_syntax: str) -> Dataset:
-    ts = UID(transfer_syntax)
-    if not raw:
-        return Dataset()
-    return decode(BytesIO(raw), ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+    try:
+        return encode_dataset(identifier, transfer_syntax)
+    except ValueError:
+        raise QueryError("the identifier cannot be encoded (check the -k values)") from None
 
 
 def _status(message: Message) -> DimseStatus:
@@ -228,7 +219,7 @@ class DicomClient:
                 answer = assoc.receive("waiting for C-FIND responses")
                 status = _status(answer)
                 if status.category == "pending":
-                    yield _decode_identifier(answer.dataset, ts)
+                    yield decode_dataset(answer.dataset, ts)
                     continue
                 finished = True
                 if status.status == STATUS_NOT_AUTHORIZED:

@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
-from pynetdicom.dsutils import decode, encode
 
 from securepacs.dimse import commands as cmd
 from securepacs.dimse import status as st
@@ -35,6 +33,7 @@ from securepacs.dimse.contexts import (
     UNCOMPRESSED,
     sending_contexts,
 )
+from securepacs.dimse.datasets import decode_dataset, encode_dataset
 from securepacs.dimse.negotiation import AcceptedContext
 from securepacs.errors import PacsError
 from securepacs.model.levels import Root
@@ -62,22 +61,6 @@ class Destination:
     host: str
     port: int
     tls: ssl.SSLContext | None
-
-
-def _decode(raw: bytes | None, transfer_syntax: str) -> Dataset:
-    ts = UID(transfer_syntax)
-    ds = decode(BytesIO(raw or b""), ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
-    if ds is None:
-        raise ValueError("the identifier cannot be decoded")
-    return ds
-
-
-def _encode(ds: Dataset, transfer_syntax: str) -> bytes:
-    ts = UID(transfer_syntax)
-    raw = encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
-    if raw is None:
-        raise ValueError("the data set cannot be encoded")
-    return raw
 
 
 def _category(status: int) -> str:
@@ -208,7 +191,7 @@ class Handlers:
                 context: AcceptedContext) -> None:
         root = FIND_MODELS[context.abstract_syntax]
         try:
-            identifier = _decode(message.dataset, context.transfer_syntax)
+            identifier = decode_dataset(message.dataset, context.transfer_syntax)
             results = list(self.query.find(identifier, root))
         except Exception as exc:  # noqa: BLE001
             code = (st.FIND_UNABLE_TO_PROCESS if isinstance(exc, ValueError)
@@ -225,7 +208,7 @@ class Handlers:
             if assoc.cancel_requested(message_id):
                 assoc.respond(message, st.CANCEL)
                 return
-            assoc.send(message.context_id, pending, _encode(ds, context.transfer_syntax))
+            assoc.send(message.context_id, pending, encode_dataset(ds, context.transfer_syntax))
         assoc.respond(message, st.SUCCESS)
 
     # -- retrieve ---------------------------------------------------------------------
@@ -234,7 +217,7 @@ class Handlers:
                    what: str) -> list[StoredInstance] | None:
         """The instances a C-GET/C-MOVE names, or None after answering its failure."""
         try:
-            identifier = _decode(message.dataset, context.transfer_syntax)
+            identifier = decode_dataset(message.dataset, context.transfer_syntax)
             return self.retrieve.instances(identifier, models[context.abstract_syntax])
         except Exception as exc:  # noqa: BLE001
             code = (st.RETRIEVE_UNABLE_TO_PROCESS if isinstance(exc, ValueError)
@@ -249,7 +232,7 @@ class Handlers:
         blob = self.retrieve.read(item)
         if transfer_syntax == item.transfer_syntax_uid:
             return blob[part10.dataset_offset(blob[:144]):]
-        return _encode(dcmread(BytesIO(blob)), transfer_syntax)  # File Meta is not encoded
+        return encode_dataset(dcmread(BytesIO(blob)), transfer_syntax)  # File Meta is not encoded
 
     def _run_sub_operations(self, assoc: AcceptedAssociation, message: Message,
                             instances: list[StoredInstance],
@@ -285,7 +268,7 @@ class Handlers:
         context = assoc.contexts[message.context_id]
         assoc.send(message.context_id,
                    cmd.response(message.command, status, has_data_set=True, counts=counts),
-                   _encode(failed, context.transfer_syntax))
+                   encode_dataset(failed, context.transfer_syntax))
 
     def on_get(self, assoc: AcceptedAssociation, message: Message,
                context: AcceptedContext) -> None:

@@ -15,6 +15,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,24 +43,42 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 class AssociationListener(socketserver.ThreadingTCPServer):
-    """One listening port (TLS when `ssl_context` is set, else plain TCP)."""
+    """One listening port (TLS when `ssl_context` is set, else plain TCP).
+
+    The listening socket may be shared with other worker processes (``workers`` setting):
+    it is non-blocking, so that a process that lost the race for a connection goes back
+    to waiting, and a process already serving associations waits a little before each
+    accept, so that an idler one takes the next connection.
+    """
 
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], *, ssl_context: ssl.SSLContext | None,
-                 owner: DicomServer):
+                 owner: DicomServer, inherited: socket.socket | None = None):
         self.ssl_context = ssl_context
         self.owner = owner
-        super().__init__(address, _Handler)
+        self.shared = False
+        super().__init__(address, _Handler, bind_and_activate=inherited is None)
+        if inherited is not None:
+            self.socket.close()
+            self.socket = inherited
+            self.server_address = inherited.getsockname()
+            self.shared = True
+        self.socket.setblocking(False)
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        client, address = self.socket.accept()
+        if self.shared:
+            busy = len(self.owner.registry.live())
+            if busy:
+                time.sleep(min(0.002 * busy, 0.02))
+        client, address = self.socket.accept()  # BlockingIOError: another process took it
+        client.setblocking(True)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
 
@@ -151,6 +170,13 @@ class DicomServer:
                 closed += 1
         return closed
 
+    def share(self) -> list[socket.socket]:
+        """The listening sockets, for worker processes to accept on too; from now on this
+        process defers to idler workers as well."""
+        for listener in self.listeners:
+            listener.shared = True
+        return [listener.socket for listener in self.listeners]
+
     def set_tls_context(self, context: ssl.SSLContext) -> None:
         """New TLS connections use `context`; running associations continue unchanged."""
         for listener in self.listeners:
@@ -173,19 +199,22 @@ def make_server(
     handshake_timeout: float = 10.0,
     gatekeeper: Gatekeeper | None = None,
     audit: AuditEvents | None = None,
+    inherited: Sequence[socket.socket] = (),
 ) -> DicomServer:
-    """Bind the listeners (TLS on `port`, plain TCP on `plain_port` only if given)."""
+    """Bind the listeners (TLS on `port`, plain TCP on `plain_port` only if given), or
+    serve on `inherited` listening sockets (TLS first, then plain) of a parent process."""
     settings = AcceptorSettings(
         ae_title=ae_title, max_pdu=max_pdu, contexts=supported(supported_contexts()),
         acse_timeout=acse_timeout, network_timeout=network_timeout,
         dimse_timeout=dimse_timeout)
     server = DicomServer(settings, handlers, gatekeeper or FileTrust(), audit or NoAudit(),
                          handshake_timeout=handshake_timeout)
+    shared = list(inherited) + [None, None]
     server.listeners.append(AssociationListener((host, port), ssl_context=tls_context,
-                                                owner=server))
+                                                owner=server, inherited=shared[0]))
     if plain_port is not None:
         server.listeners.append(AssociationListener((host, plain_port), ssl_context=None,
-                                                    owner=server))
+                                                    owner=server, inherited=shared[1]))
     return server
 
 

@@ -120,6 +120,17 @@ def _bytes(value: Any) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
+# The statements of every append, built once (compiled once, parameters bound per call).
+_LOCK_HEAD = sa.update(audit_head).where(audit_head.c.id == 1).values(
+    last_seq=audit_head.c.last_seq)
+_HEAD = sa.select(audit_head).where(audit_head.c.id == 1)
+_KNOWN = sa.select(audit_event.c.record_id, audit_event.c.seq).where(
+    audit_event.c.record_id.in_(sa.bindparam("ids", expanding=True)))
+_INSERT_EVENT = sa.insert(audit_event)
+_SET_HEAD = sa.update(audit_head).where(audit_head.c.id == 1).values(
+    last_seq=sa.bindparam("seq"), last_hash=sa.bindparam("hash"))
+
+
 class SqlAuditLog:
     """The audit table of the index database (SQLite or PostgreSQL).
 
@@ -176,28 +187,30 @@ class SqlAuditLog:
         try:
             with self._engine.begin() as conn:
                 # take the head's row lock first: appenders queue here, the chain never forks
-                conn.execute(sa.update(audit_head).where(audit_head.c.id == 1)
-                             .values(last_seq=audit_head.c.last_seq))
-                head = conn.execute(sa.select(audit_head).where(audit_head.c.id == 1)).one()
+                conn.execute(_LOCK_HEAD)
+                head = conn.execute(_HEAD).one()
                 seq, last_hash = int(head.last_seq), str(head.last_hash)
+                ids = [entry["record_id"] for entry in entries]
+                known = {str(r.record_id): int(r.seq) for r in conn.execute(_KNOWN, {"ids": ids})}
+                rows = []
                 for entry in entries:
-                    known = conn.execute(sa.select(audit_event.c.seq).where(
-                        audit_event.c.record_id == entry["record_id"])).first()
-                    if known is not None:  # a retried append: already in the chain
-                        seqs.append(int(known.seq))
+                    if entry["record_id"] in known:  # a retried append: already in the chain
+                        seqs.append(int(known[entry["record_id"]]))
                         continue
                     seq += 1
                     digest = chain_hash(last_hash, entry["body"])
-                    conn.execute(sa.insert(audit_event).values(
-                        seq=seq, record_id=entry["record_id"],
-                        event_time=entry["at"].astimezone(UTC), kind=entry["kind"],
-                        outcome=int(entry["outcome"]), user_ids=_SEP.join(entry["user_ids"]),
-                        patient_ids=_SEP.join(entry["patient_ids"]), body=entry["body"],
-                        prev_hash=last_hash, hash=digest))
+                    rows.append({
+                        "seq": seq, "record_id": entry["record_id"],
+                        "event_time": entry["at"].astimezone(UTC), "kind": entry["kind"],
+                        "outcome": int(entry["outcome"]), "user_ids": _SEP.join(entry["user_ids"]),
+                        "patient_ids": _SEP.join(entry["patient_ids"]), "body": entry["body"],
+                        "prev_hash": last_hash, "hash": digest})
+                    known[entry["record_id"]] = seq
                     seqs.append(seq)
                     last_hash = digest
-                conn.execute(sa.update(audit_head).where(audit_head.c.id == 1)
-                             .values(last_seq=seq, last_hash=last_hash))
+                if rows:
+                    conn.execute(_INSERT_EVENT, rows)
+                conn.execute(_SET_HEAD, {"seq": seq, "hash": last_hash})
             return seqs
         except sa_exc.SQLAlchemyError as exc:
             detail = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else ""

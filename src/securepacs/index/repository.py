@@ -445,16 +445,33 @@ def _columns(table: sa.Table, attrs: Mapping[str, str]) -> dict[str, Any]:
     return cols
 
 
-def _one(conn: sa.Connection, table: sa.Table, where: Any) -> RowMapping | None:
+def _locked(table: sa.Table, *where: Any) -> sa.Select[Any]:
     """The row, locked until commit where the database locks rows (PostgreSQL), so that
     concurrent adds to one study do not lose each other's updates. SQLite has no row
     locks and needs none: its write transactions run one at a time."""
-    return conn.execute(sa.select(table).where(where).with_for_update()).mappings().first()
+    return sa.select(table).where(*where).with_for_update()
+
+
+# The statements of every add, built once: SQLAlchemy then reuses their compiled form
+# without rebuilding them and their cache keys per image (parameters bound at execution).
+_SERIES_BY_UID = _locked(series, series.c.series_uid == sa.bindparam("v"))
+_STUDY_BY_ID = _locked(study, study.c.id == sa.bindparam("v"))
+_STUDY_BY_UID = _locked(study, study.c.study_uid == sa.bindparam("v"))
+_PATIENT_BY_ID = _locked(patient, patient.c.id == sa.bindparam("v"))
+_PATIENT_BY_KEY = _locked(patient, patient.c.patient_id == sa.bindparam("v"),
+                          patient.c.issuer == sa.bindparam("issuer"))
+_INSTANCE_BY_UID = sa.select(instance.c.id, instance.c.series_pk, instance.c.blob_key).where(
+    instance.c.sop_instance_uid == sa.bindparam("v"))
+_INSERT = {table: sa.insert(table) for table in (patient, study, series, instance)}
+
+
+def _one(conn: sa.Connection, statement: sa.Select[Any], v: Any, **more: Any) -> RowMapping | None:
+    return conn.execute(statement, {"v": v, **more}).mappings().first()
 
 
 def _insert(conn: sa.Connection, table: sa.Table, attrs: Mapping[str, str], **extra: Any) -> int:
     values = dict(attrs)
-    result = conn.execute(sa.insert(table).values(attrs=values, **_columns(table, values), **extra))
+    result = conn.execute(_INSERT[table], {"attrs": values, **_columns(table, values), **extra})
     pk = result.inserted_primary_key
     assert pk is not None
     return int(pk[0])
@@ -473,11 +490,7 @@ def _fill(conn: sa.Connection, table: sa.Table, row: RowMapping, new: Mapping[st
 
 
 def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool) -> AddResult:
-    old = conn.execute(
-        sa.select(instance.c.id, instance.c.series_pk, instance.c.blob_key).where(
-            instance.c.sop_instance_uid == keys.sop
-        )
-    ).first()
+    old = conn.execute(_INSTANCE_BY_UID, {"v": keys.sop}).first()
     if old is not None and not replace:
         return AddResult("duplicate")
     series_pk = _file(conn, record, keys)
@@ -493,7 +506,7 @@ def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool
         "attrs": attrs,
     }
     if old is None:
-        conn.execute(sa.insert(instance).values(row))
+        conn.execute(_INSERT[instance], row)
         return AddResult("added")
     conn.execute(sa.update(instance).where(instance.c.id == old.id).values(row))
     if old.series_pk != series_pk:
@@ -504,9 +517,9 @@ def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool
 def _file(conn: sa.Connection, record: InstanceRecord, keys: _Keys) -> int:
     """Find or create the patient, study and series rows of `record`; the series pk."""
     values = record.values
-    se = _one(conn, series, series.c.series_uid == keys.series)
+    se = _one(conn, _SERIES_BY_UID, keys.series)
     if se is not None:
-        st = _one(conn, study, study.c.id == se["study_pk"])
+        st = _one(conn, _STUDY_BY_ID, se["study_pk"])
         assert st is not None
         if st["study_uid"] != keys.study:
             _log.warning(
@@ -516,16 +529,12 @@ def _file(conn: sa.Connection, record: InstanceRecord, keys: _Keys) -> int:
                 st["study_uid"],
             )
     else:
-        st = _one(conn, study, study.c.study_uid == keys.study)
+        st = _one(conn, _STUDY_BY_UID, keys.study)
     if st is not None:
-        pt = _one(conn, patient, patient.c.id == st["patient_pk"])
+        pt = _one(conn, _PATIENT_BY_ID, st["patient_pk"])
         assert pt is not None
     else:
-        pt = _one(
-            conn,
-            patient,
-            sa.and_(patient.c.patient_id == keys.patient[0], patient.c.issuer == keys.patient[1]),
-        )
+        pt = _one(conn, _PATIENT_BY_KEY, keys.patient[0], issuer=keys.patient[1])
 
     if pt is None:
         patient_pk = _insert(conn, patient, values.get(Level.PATIENT, {}))

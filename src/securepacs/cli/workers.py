@@ -1,0 +1,84 @@
+"""Worker processes of ``serve`` (setting ``workers``).
+
+One Python process runs Python code on one core at a time; with ``workers = N`` the
+parent starts N-1 more ``securepacs serve`` processes that accept DICOM associations on
+the parent's own listening sockets (inherited file descriptors), so that N cores share the
+work. Each worker has its own index connections, trust monitor and audit trail; the
+parent alone runs the start-up check, enrolment and the viewer. Workers end with the
+parent (Linux ``PR_SET_PDEATHSIG``) and are restarted if they die.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+log = logging.getLogger("securepacs.serve")
+
+ENV = "SECUREPACS_WORKER_FDS"
+
+
+def inherited_sockets() -> list[socket.socket]:
+    """The listening sockets handed down by a parent ``serve`` (empty: not a worker)."""
+    raw = os.environ.pop(ENV, "")
+    return [socket.socket(fileno=int(fd)) for fd in raw.split(",") if fd.strip().isdigit()]
+
+
+def die_with_parent() -> None:
+    """Get SIGTERM when the parent process ends (Linux); exit if it is already gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        raise SystemExit(0)
+
+
+class Workers:
+    """`count` worker processes serving on `sockets`."""
+
+    def __init__(self, count: int, sockets: list[socket.socket]):
+        self.count = count
+        self.sockets = sockets
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._last_restart = 0.0
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        fds = [s.fileno() for s in self.sockets]
+        env = dict(os.environ, **{ENV: ",".join(map(str, fds))})
+        return subprocess.Popen([sys.executable, "-m", "securepacs.cli", *sys.argv[1:]],
+                                pass_fds=fds, env=env)
+
+    def start(self) -> None:
+        self.procs = [self._spawn() for _ in range(self.count)]
+        log.info("%d worker process(es) started: %s", self.count,
+                 ", ".join(str(p.pid) for p in self.procs))
+
+    def check(self) -> None:
+        """Restart workers that died (at most one every 5 s)."""
+        for n, proc in enumerate(self.procs):
+            if proc.poll() is not None and time.monotonic() - self._last_restart > 5:
+                log.error("worker process %d exited with %s: restarting it", proc.pid,
+                          proc.returncode)
+                self._last_restart = time.monotonic()
+                self.procs[n] = self._spawn()
+
+    def signal(self, signum: int) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    def stop(self, grace: float = 10.0) -> None:
+        self.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
