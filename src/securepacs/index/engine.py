@@ -117,5 +117,36 @@ def _use_wal(cursor: Any) -> None:
 
 
 def _on_begin(connection: sa.Connection) -> None:
-    read_only = connection.get_execution_options().get(READ_ONLY, False)
-    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+    if connection.get_execution_options().get(READ_ONLY, False):
+        connection.exec_driver_sql("BEGIN DEFERRED")
+        return
+    _begin_immediate(connection.connection.dbapi_connection)
+
+
+def _begin_immediate(dbapi_connection: Any) -> None:
+    """``BEGIN IMMEDIATE``, waiting for the write lock in steps of 0.1 to 2 ms.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts: with several
+    writers (server threads, the audit writer, worker processes) each holding the lock for
+    about a millisecond, most of the time would be spent asleep. Here the busy timeout is
+    off just for the BEGIN, and the wait is a short poll up to the same 30 s.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=0")
+        try:
+            deadline = time.monotonic() + _BUSY_SECONDS
+            delay = 0.0001
+            while True:
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    return
+                except Exception as exc:  # the driver's OperationalError
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.002)
+        finally:
+            cursor.execute(_PRAGMAS[0])
+    finally:
+        cursor.close()
