@@ -119,3 +119,32 @@ def test_full_disk_answers_out_of_resources_and_leaves_nothing(tmp_path: Path, p
     finally:
         server.stop()
         subprocess.run(["umount", "-l", str(blob_dir)], check=False)
+
+
+def test_protocol_garbage_is_aborted_and_the_server_goes_on(tmp_path: Path, pki) -> None:  # noqa: ANN001
+    """Upper-layer garbage (PS3.8 9.3): no A-ASSOCIATE-RQ first, an oversized PDU, a P-DATA
+    before any association: each connection gets an A-ABORT and is closed, with a log line."""
+    import socket
+
+    from harness import HOST, free_port
+
+    plain = free_port()
+    server = make_server(tmp_path, pki, plain_port=plain).start()
+    try:
+        for garbage in (b"GET / HTTP/1.1\r\n\r\n",
+                        bytes((0x01, 0)) + (64 << 20).to_bytes(4, "big"),
+                        bytes((0x04, 0, 0, 0, 0, 8, 0, 0, 0, 4, 1, 3, 0, 0))):
+            with socket.create_connection((HOST, plain), timeout=10) as sock:
+                sock.sendall(garbage)
+                answer = sock.recv(64)
+                assert answer[:1] == b"\x07", answer  # A-ABORT
+                try:  # then closed (reset when unread garbage was left behind)
+                    assert sock.recv(64) == b""
+                except ConnectionResetError:
+                    pass
+        server.wait_for_log(r"connection from 127\.0\.0\.1:\d+ aborted: [^\n]*(PDU|larger)")
+        assoc = associate(server.port, pki.client.key, pki.client.cert, pki.ca_cert)
+        assert int(assoc.send_c_echo().Status) == 0
+        assoc.release()
+    finally:
+        server.stop()
