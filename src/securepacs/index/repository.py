@@ -12,7 +12,7 @@ runs in Python on the merged values of the row and the levels above it. Computed
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -136,7 +136,8 @@ class SqlIndex:
 
     # -- writing ---------------------------------------------------------------------
 
-    def add(self, record: InstanceRecord, *, replace: bool = False) -> AddResult:
+    def add(self, record: InstanceRecord, *, replace: bool = False,
+            ready: Callable[[], object] | None = None) -> AddResult:
         """Index one stored instance, filing it under its patient, study and series.
 
         Missing patient, study and series rows are created; existing ones receive the
@@ -150,6 +151,11 @@ class SqlIndex:
         replace : bool
             What to do when the SOP Instance UID is already indexed: False leaves the row
             alone (``"duplicate"``), True points it at the new blob and values.
+
+        ready : callable, optional
+            Called inside the transaction, before the commit: the row is committed only if
+            it returns (e.g. once the blob is durable, so that both are written at once);
+            what it raises aborts this add.
 
         Adds from concurrent threads are committed together (:mod:`securepacs.index.groupcommit`):
         one transaction, one commit for the batch; each returns once its row is committed.
@@ -168,7 +174,7 @@ class SqlIndex:
             Any other database failure (the add did not happen).
         """
         keys = _Keys.of(record)
-        result: AddResult = self._group.submit((record, keys, replace))
+        result: AddResult = self._group.submit((record, keys, replace, ready))
         return result
 
     def _add_batch(self, jobs: list[Job]) -> None:
@@ -180,27 +186,38 @@ class SqlIndex:
             try:
                 with self._engine.begin() as conn:
                     for n, job in enumerate(jobs):
+                        ready = job.payload[3]
+                        if ready is not None:
+                            try:
+                                ready()
+                            except Exception as exc:  # noqa: BLE001 - this add's own failure
+                                job.error = exc
+                                continue
                         try:
                             with conn.begin_nested():
-                                results[n] = _add(conn, *job.payload)
+                                results[n] = _add(conn, *job.payload[:3])
                         except sa_exc.DBAPIError:
                             continue  # e.g. a concurrent writer's row: retried on its own
             except sa_exc.SQLAlchemyError:
                 results.clear()  # nothing of the batch was committed
             for n, result in results.items():
                 jobs[n].result = result
-            alone = [job for n, job in enumerate(jobs) if n not in results]
+            alone = [job for n, job in enumerate(jobs) if n not in results and job.error is None]
         for job in alone:
             try:
                 job.result = self._add_one(*job.payload)
-            except StorageError as exc:
+            except Exception as exc:  # noqa: BLE001 - reported to the job's caller
                 job.error = exc
 
-    def _add_one(self, record: InstanceRecord, keys: _Keys, replace: bool) -> AddResult:
+    def _add_one(self, record: InstanceRecord, keys: _Keys, replace: bool,
+                 ready: Callable[[], object] | None) -> AddResult:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._engine.begin() as conn:
-                    return _add(conn, record, keys, replace)
+                    result = _add(conn, record, keys, replace)
+                    if ready is not None:
+                        ready()
+                    return result
             except sa_exc.DBAPIError as exc:
                 # A concurrent writer filed the same patient/study/series/instance first
                 # (or, on PostgreSQL, a deadlock was broken): look again. A conflict that

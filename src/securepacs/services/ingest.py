@@ -16,12 +16,16 @@ Duplicates (PS3.4 B.2.3 leaves the policy to the SCP): keep the first copy and r
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import mmap
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from securepacs.errors import InvalidInstanceError, SopClassMismatchError
@@ -117,6 +121,14 @@ class IngestService:
         self._index = index
         self._blobs = blobs
         self._replace = replace_duplicates
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _writer(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-writer")
+            return self._pool
 
     @property
     def spool_folder(self) -> Path | None:
@@ -154,17 +166,27 @@ class IngestService:
                 values = part10.level_values(part10.read_header(item.dataset_file))
         self._validate(values, item)
         key = self._blobs.new_key()
-        if item.dataset_file is None:
-            size = self._blobs.put(key, [header, item.dataset])
-        elif offset == len(header) and _starts_with(item.dataset_file, header):
-            size = self._blobs.put_file(key, item.dataset_file)  # already the blob: moved in
+        path = item.dataset_file
+        write: Callable[[], int]
+        if path is None:
+            size = len(header) + len(item.dataset)
+            write = partial(self._blobs.put, key, [header, item.dataset])
+        elif offset == len(header) and _starts_with(path, header):
+            size = path.stat().st_size
+            write = partial(self._blobs.put_file, key, path)  # already the blob: moved in
         else:
-            size = self._blobs.put(key, _file_chunks(header, item.dataset_file, offset))
+            size = len(header) + path.stat().st_size - offset
+            write = partial(self._blobs.put, key, _file_chunks(header, path, offset))
         record = InstanceRecord(values=values, transfer_syntax_uid=item.transfer_syntax_uid,
                                 blob_key=key, size=size, source_ae=item.calling_ae)
+        # The blob is written (and fsynced) by another thread while the index transaction
+        # runs; the transaction commits only once the blob is durable (`ready`).
+        written = self._writer().submit(write)
         try:
-            result = self._index.add(record, replace=self._replace)
+            result = self._index.add(record, replace=self._replace, ready=written.result)
         except BaseException:
+            with contextlib.suppress(Exception):
+                written.result()
             self._blobs.delete(key)
             raise
         filed = (values[Level.PATIENT].get("PatientID", ""), values[Level.STUDY].get(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,7 +16,8 @@ class AddResultLike(Protocol):
 
 
 class IndexPort(Protocol):
-    def add(self, record: InstanceRecord, *, replace: bool = False) -> Any: ...
+    def add(self, record: InstanceRecord, *, replace: bool = False,
+            ready: Callable[[], object] | None = None) -> Any: ...
     def get(self, sop_instance_uid: str) -> StoredInstance | None: ...
     def find(self, query: Query, *, limit: int | None = None) -> list[dict[str, str]]: ...
     def instances(self, query: Query) -> list[StoredInstance]: ...

@@ -51,3 +51,39 @@ def test_a_lone_job_runs_at_once_and_a_crashing_batch_fails_its_jobs() -> None:
 
     with pytest.raises(RuntimeError, match="disk on fire"):
         GroupCommit(crash).submit(2)
+
+
+def test_ready_hook_gates_the_commit(tmp_path) -> None:  # noqa: ANN001
+    """A row is committed only if its `ready` returns; a failing one aborts that add alone,
+    also inside a batch shared with other threads."""
+    from securepacs.index.repository import SqlIndex
+    from test_index_concurrency import make_record
+
+    index = SqlIndex(f"sqlite:///{tmp_path / 'i.db'}")
+    index.create_schema()
+
+    def fail() -> None:
+        raise OSError("blob write failed")
+
+    with pytest.raises(OSError, match="blob write failed"):
+        index.add(make_record(0), ready=fail)
+    assert index.count_instances() == 0
+    barrier = threading.Barrier(8)
+    errors: dict[int, str] = {}
+
+    def work(n: int) -> None:
+        barrier.wait()
+        try:
+            index.add(make_record(n), ready=fail if n % 3 == 0 else (lambda: None))
+        except OSError as exc:
+            errors[n] = str(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(errors) == [3, 6]
+    assert index.count_instances() == 6
+    assert index.get("1.4.3") is None and index.get("1.4.4") is not None
+    index.close()
