@@ -16,14 +16,13 @@ Duplicates (PS3.4 B.2.3 leaves the policy to the SCP): keep the first copy and r
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -185,9 +184,7 @@ class IngestService:
         try:
             result = self._index.add(record, replace=self._replace, ready=written.result)
         except BaseException:
-            with contextlib.suppress(Exception):
-                written.result()
-            self._blobs.delete(key)
+            self._discard(written, key)
             raise
         filed = (values[Level.PATIENT].get("PatientID", ""), values[Level.STUDY].get(
             "StudyInstanceUID", ""))
@@ -199,6 +196,18 @@ class IngestService:
                 self._blobs.delete(result.previous_blob_key)
             return StoreResult(Outcome.REPLACED, *filed)
         return StoreResult(Outcome.STORED, *filed)
+
+    def _discard(self, written: Future[int], key: str) -> None:
+        """Remove the blob of an add that failed, once its write is over (a write that
+        failed left nothing); a failing removal is logged, the add's own error stands."""
+        try:
+            written.result()
+        except Exception:  # noqa: BLE001 - the write's failure is the add's failure
+            return
+        try:
+            self._blobs.delete(key)
+        except Exception as exc:  # noqa: BLE001 - the start-up sweep removes it later
+            log.error("blob %s of a failed store not removed: %s", key, exc)
 
     @staticmethod
     def _validate(values: dict[Level, dict[str, str]], item: Received) -> None:

@@ -56,8 +56,9 @@ def test_a_lone_job_runs_at_once_and_a_crashing_batch_fails_its_jobs() -> None:
 def test_ready_hook_gates_the_commit(tmp_path) -> None:  # noqa: ANN001
     """A row is committed only if its `ready` returns; a failing one aborts that add alone,
     also inside a batch shared with other threads."""
-    from securepacs.index.repository import SqlIndex
     from test_index_concurrency import make_record
+
+    from securepacs.index.repository import SqlIndex
 
     index = SqlIndex(f"sqlite:///{tmp_path / 'i.db'}")
     index.create_schema()
