@@ -16,8 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from securepacs.cli.options import duration, fail, read_secret
 from securepacs.errors import PacsError
@@ -169,6 +167,9 @@ def list_(
             "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
             "revocation_reason": r.revocation_reason} for r in records], indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"{len(records)} certificate(s)")
     for column in ("name", "kind", "org / group", "AE titles", "status", "expires", "serial",
                    "fingerprint (SHA-256)"):

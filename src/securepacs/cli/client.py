@@ -22,29 +22,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from pydicom.dataset import Dataset
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
-from securepacs.clientprofile import valid_ae_title
 from securepacs.errors import ConfigError, PacsError, PkiError
 from securepacs.model.levels import Level
-from securepacs.services import fetch, identifier
-from securepacs.services.coerce import Coercion
-from securepacs.services.discovery import discover
-from securepacs.services.part10 import as_text
-from securepacs.services.scuport import ConnectionFailed, RetrieveProgress
-from securepacs.services.send import SendOptions, SendProgress, SendSummary
-from securepacs.services.send import send as send_all
+
+# The services (and with them pydicom), rich and the wiring are imported by the command that
+# uses them, when it runs: see securepacs.cli.main on start-up time.
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+    from rich.progress import Progress, TaskID
+
+    from securepacs.dimse.client import DicomClient as Client
+    from securepacs.services.scuport import RetrieveProgress
+    from securepacs.services.send import SendProgress, SendSummary
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION, EXIT_INTERRUPTED = 1, 2, 3, 130
 _MB = 1_000_000
@@ -69,10 +59,6 @@ def _fail(command: str, message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-if TYPE_CHECKING:
-    from securepacs.dimse.client import DicomClient as Client
-
-
 def endpoint(*, profile: Path | None, server: str | None, aec: str | None, aet: str | None,
              cert: Path | None, key: Path | None, ca: Path | None, no_tls: bool,
              timeout: float) -> Client:
@@ -86,6 +72,8 @@ def endpoint(*, profile: Path | None, server: str | None, aec: str | None, aet: 
 @contextmanager
 def _errors(command: str) -> Iterator[None]:
     """Turn every expected error into one line on stderr and an exit code."""
+    from securepacs.services.scuport import ConnectionFailed
+
     try:
         yield
     except ConnectionFailed as exc:
@@ -129,6 +117,16 @@ class _SendProgress:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         if tty and total:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self.progress = Progress(
                 TextColumn("[bold]send"), BarColumn(),
                 TextColumn("{task.fields[images]} images"), DownloadColumn(),
@@ -203,6 +201,11 @@ def send(
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
     """Send DICOM files (C-STORE): progress, retries, a summary; exit 1 if any file failed."""
+    from securepacs.services.coerce import Coercion
+    from securepacs.services.discovery import discover
+    from securepacs.services.send import SendOptions
+    from securepacs.services.send import send as send_all
+
     with _errors("send"):
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
@@ -225,6 +228,8 @@ def send(
 
 
 def _cell(match: Dataset, keyword: str) -> str:
+    from securepacs.services.part10 import as_text
+
     return as_text(match.get(keyword))
 
 
@@ -239,6 +244,11 @@ def find(
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
     """Query the server (C-FIND) at any level; a table, or --json for scripts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from securepacs.services import identifier
+
     with _errors("find"):
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
@@ -269,6 +279,9 @@ class _RetrieveProgress:
         self.task: TaskID | None = None
         self.last = 0.0
         if tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
             self.progress = Progress(TextColumn(f"[bold]{verb}"), BarColumn(),
                                      TextColumn("{task.fields[count]}"), TimeRemainingColumn(),
                                      console=Console(stderr=True), transient=True)
@@ -311,6 +324,8 @@ def get(
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
     """Retrieve a study, series or instance (C-GET) into DIR/Patient/Study/Series/."""
+    from securepacs.services import fetch, identifier
+
     with _errors("get"):
         _check_study(study)
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
@@ -354,6 +369,9 @@ def move(
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
     """Ask the server to send a study, series or instance to another AE (C-MOVE)."""
+    from securepacs.clientprofile import valid_ae_title
+    from securepacs.services import fetch, identifier
+
     with _errors("move"):
         _check_study(study)
         destination = valid_ae_title(dest, "--dest")

@@ -1,19 +1,45 @@
-"""The ``securepacs`` command: global options and the command groups."""
+"""The ``securepacs`` command: global options and the command groups.
+
+Start-up time is part of every command (``securepacs send`` of a few images is mostly
+start-up), so nothing here imports a command's module before that command runs:
+:func:`main` gives Typer the root with only the command named on the command line, and
+the whole CLI (``securepacs --help``, an unknown command, tests) is built on first use of
+:data:`app`. Both have the same root options and the same commands, so help, errors and
+exit codes are the same either way. :func:`defer_import` spares every command the import of
+``requests`` that pydicom makes at start-up for its test-data downloader (about a tenth of a
+second, urllib3 compiling its regular expressions) until something really uses it, and
+:func:`main` spares the interpreter its last full garbage collection at exit (another tenth).
+"""
 
 from __future__ import annotations
+
+import gc
+import importlib.util
+import sys
+import threading
+import types
+from importlib import import_module
 
 import typer
 
 from securepacs import __version__
-from securepacs.cli import audit, ca, client, db, enroll, media, media_import, serve, view
 
-app = typer.Typer(
-    name="securepacs",
-    help="A secure PACS: DICOM archive over mutual TLS, its own CA, encrypted media.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+#: Top-level name -> (module of securepacs.cli, attribute, a group?), in help order.
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "serve": ("serve", "serve", False),
+    "echo": ("client", "echo", False),
+    "send": ("client", "send", False),
+    "find": ("client", "find", False),
+    "get": ("client", "get", False),
+    "move": ("client", "move", False),
+    "ca": ("ca", "app", True),
+    "enroll": ("enroll", "enroll", False),
+    "media": ("media", "app", True),
+    "view": ("view", "view", False),
+    "audit": ("audit", "app", True),
+    "db": ("db", "app", True),
+    "check": ("db", "check", False),
+}
 
 
 def _version(value: bool) -> None:
@@ -22,7 +48,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
@@ -30,21 +55,86 @@ def root(
     """A secure PACS: DICOM archive over mutual TLS, its own CA, encrypted media."""
 
 
-app.command("serve")(serve.serve)
-app.command("echo")(client.echo)
-app.command("send")(client.send)
-app.command("find")(client.find)
-app.command("get")(client.get)
-app.command("move")(client.move)
-app.add_typer(ca.app, name="ca")
-app.command("enroll")(enroll.enroll)
-media.app.command("import")(media_import.import_media)
-app.add_typer(media.app, name="media")
-app.command("view")(view.view)
-app.add_typer(audit.app, name="audit")
-app.add_typer(db.app, name="db")
-app.command("check")(db.check)
+def build(only: str | None = None) -> typer.Typer:
+    """The ``securepacs`` Typer app: every command, or only the top-level command `only`."""
+    cli = typer.Typer(
+        name="securepacs",
+        help="A secure PACS: DICOM archive over mutual TLS, its own CA, encrypted media.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    cli.callback()(root)
+    for name, (module, attribute, group) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        target = getattr(import_module(f"securepacs.cli.{module}"), attribute)
+        if group:
+            cli.add_typer(target, name=name)
+        else:
+            cli.command(name)(target)
+    return cli
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``, the whole CLI, built once on first use (PEP 562)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    app = build()
+    globals()["app"] = app
+    return app
+
+
+class _Deferred(types.ModuleType):
+    """Stands in ``sys.modules`` for a module until one of its attributes is first read.
+
+    An ``import`` statement finds this stand-in (with the real module's spec, so the import
+    system sees an initialised module) and runs nothing; the first attribute read imports
+    the real module, which then replaces the stand-in in ``sys.modules`` and lends it its
+    namespace, so earlier importers see the same objects.
+    """
+
+    def __init__(self, name: str, spec: importlib.machinery.ModuleSpec) -> None:
+        super().__init__(name)
+        self.__spec__ = spec
+        self.__dict__["_deferred_lock"] = threading.Lock()
+
+    def __getattr__(self, attribute: str) -> object:
+        with self.__dict__["_deferred_lock"]:
+            module = sys.modules.get(self.__name__)
+            if module is self or module is None:
+                sys.modules.pop(self.__name__, None)
+                try:
+                    module = import_module(self.__name__)
+                except BaseException:
+                    sys.modules.setdefault(self.__name__, self)
+                    raise
+                self.__dict__.update(module.__dict__)
+        return getattr(module, attribute)
+
+
+def defer_import(name: str) -> None:
+    """Import the top-level module `name` only when an attribute of it is first used.
+
+    Nothing happens when it is already imported or not installed (``import`` then raises
+    ImportError as before).
+    """
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is not None:
+        sys.modules[name] = _Deferred(name, spec)
 
 
 def main() -> None:
-    app()
+    defer_import("requests")  # pydicom.data.download: `import requests` for test data only
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    cli = build(only=command if command in COMMANDS else None)
+    try:
+        cli()
+    finally:
+        # The process ends here. The interpreter's last garbage collection would walk every
+        # object of pydicom, pynetdicom and pydantic (about 0.1 s, a tenth of a small send);
+        # frozen, they go back to the operating system with the process. atexit handlers
+        # (temporary folders, logging) still run.
+        gc.freeze()

@@ -29,17 +29,18 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from securepacs.cli.media_import import import_media
 from securepacs.cli.options import fail
 from securepacs.errors import PacsError, WrongKeyError
 from securepacs.services import media as service
-from securepacs.services import media_recovery
 from securepacs.settings import load
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = typer.Typer(help="Encrypted DICOM media (CD/DVD/USB): create, info, extract, verify, "
                        "recover.", no_args_is_help=True)
@@ -64,6 +65,15 @@ class _CliProgress:
         self._name, self._total, self._done = task, total, 0
         self._last, self._printed = time.monotonic(), False
         if self._tty:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeRemainingColumn(),
                                  console=Console(stderr=True), transient=True)
@@ -366,6 +376,7 @@ def recover(
     fsynced) and as an Emergency Override event in the audit trail of the data folder (the
     index database's hash-chained table, and the syslog collector when configured).
     """
+    from securepacs.services import media_recovery
     from securepacs.wiring import media_audit
 
     settings = _run(lambda: load(config, overrides={"data_dir": data_dir}))
@@ -391,5 +402,7 @@ def _audit_export(config: Path | None, data_dir: Path | None, report: Any) -> No
         audit.exported(str(report.target), patient_ids=report.patient_ids,
                        study_uids=report.study_uids, success=True)
 
+
+app.command("import")(import_media)
 
 __all__ = ["app"]

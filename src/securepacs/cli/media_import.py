@@ -17,15 +17,16 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from securepacs.cli.client import Aec, Aet, Ca, Cert, Key, NoTls, ProfileOpt, Server, Timeout, endpoint
 from securepacs.cli.options import fail
 from securepacs.errors import ConfigError, PacsError, PkiError, WrongKeyError
-from securepacs.services import media_import, media_view
-from securepacs.services.media import keyring_from
+
+if TYPE_CHECKING:  # imported when the command runs (start-up time: securepacs.cli.main)
+    from securepacs.services import media_import
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION = 1, 2, 3
 
@@ -72,6 +73,9 @@ def import_media(
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
     """Decrypt media in memory and send its images to a PACS with a reconciled Patient ID."""
+    from securepacs.services import media_import, media_view
+    from securepacs.services.media import keyring_from
+
     try:
         rec = media_import.Reconciliation(patient_id, issuer, patient_name, birth_date,
                                           source=media_import.source_label(str(media)))

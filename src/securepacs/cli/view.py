@@ -12,14 +12,16 @@ from __future__ import annotations
 import sys
 import webbrowser
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from securepacs.cli.client import Aec, Aet, Ca, Cert, Key, NoTls, ProfileOpt, Server, Timeout, endpoint
 from securepacs.cli.options import fail
 from securepacs.errors import ConfigError, PacsError
-from securepacs.services.scuport import StoreConnector
+
+if TYPE_CHECKING:
+    from securepacs.services.scuport import StoreConnector
 
 
 def view(

@@ -49,7 +49,7 @@ from securepacs.media.recipients import (
     Recipient,
     RecipientKey,
     check_certificate,
-    recipient_info,
+    recipient_info_der,
 )
 
 __all__ = [
@@ -152,7 +152,7 @@ def _tlv(tag: int, parts: list[bytes]) -> list[bytes]:
 
 _OID_DATA = core.ObjectIdentifier("1.2.840.113549.1.7.1").dump()
 _OID_ENVELOPED = core.ObjectIdentifier("1.2.840.113549.1.7.3").dump()
-_SEQUENCE, _OCTET_STRING, _EXPLICIT_0, _IMPLICIT_0 = 0x30, 0x04, 0xA0, 0x80
+_SEQUENCE, _SET, _OCTET_STRING, _EXPLICIT_0, _IMPLICIT_0 = 0x30, 0x31, 0x04, 0xA0, 0x80
 
 
 def _digested_parts(content: bytes, digest: str) -> list[bytes]:
@@ -213,7 +213,7 @@ def seal(content: bytes, recipients: Sequence[Recipient], *, inner: InnerType = 
     cek = os.urandom(spec.key_bytes)
     iv = os.urandom(spec.block_bytes)
     encrypted = spec.encrypt_padded(cek, iv, payload)
-    infos = [recipient_info(r, cek) for r in recipients]
+    infos = sorted(recipient_info_der(r, cek) for r in recipients)  # DER SET OF: sorted
     version = 3 if any(isinstance(r, PasswordRecipient) for r in recipients) else 0
     encrypted_content_info = _tlv(_SEQUENCE, [
         cms.ContentType(inner).dump(),
@@ -222,7 +222,7 @@ def seal(content: bytes, recipients: Sequence[Recipient], *, inner: InnerType = 
     ])
     enveloped = _tlv(_SEQUENCE, [
         core.Integer(version).dump(),
-        cms.RecipientInfos(infos).dump(),  # a SET OF: asn1crypto sorts the elements (DER)
+        *_tlv(_SET, infos),  # RecipientInfos, a SET OF (X.690 11.6: encodings in order)
         *encrypted_content_info,
     ])
     return b"".join(_tlv(_SEQUENCE, [_OID_ENVELOPED, *_tlv(_EXPLICIT_0, enveloped)]))

@@ -7,8 +7,8 @@ file-set to open it again.
 - File IDs (PS3.10 8.2, 8.5): at most 8 components of 1 to 8 characters from ``A-Z 0-9 _``;
   pydicom's :class:`~pydicom.fileset.FileSet` assigns ``PTxxxxxx/STxxxxxx/SExxxxxx/IMxxxxxx``
   and builds the DICOMDIR's directory records (PS3.3 F.5). The records are computed from the
-  instances' headers only (pixel data is never read for it); pydicom stages those headers in
-  private (mode 0700) temporary folders that are removed before :func:`plan_fileset` returns.
+  instances' headers only (pixel data is never read for it), and the DICOMDIR is encoded in
+  memory: nothing of an instance is written anywhere but, sealed, to the media.
 - The instances themselves are sealed byte for byte as read from their source, so a round
   trip gives back identical files; the DICOMDIR is sealed like any other file.
 - ``README.TXT`` at the root is the only plain file: what the media is and how to open it.
@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
-from types import MethodType
 from typing import Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.fileset import FileInstance, FileSet, RecordNode
+from pydicom.filebase import DicomFileLike
+from pydicom.fileset import _PREFIXES, FileInstance, FileSet, RecordNode
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from securepacs.errors import (
@@ -133,30 +132,66 @@ def _header(source: Source) -> Dataset | None:
 
 
 class _UniqueFileSet(FileSet):
-    """A FileSet whose :meth:`add_unique` skips pydicom's scan for a duplicate instance.
+    """pydicom's :class:`FileSet`, built for one write of a DICOMDIR that exists only in memory.
 
-    :meth:`FileSet.add` looks for the SOP Instance UID among all instances added so far by
-    iterating the file-set, which makes building a file-set quadratic (minutes for a DVD of
-    10,000 images). :func:`plan_fileset` has already made the UIDs unique, so while adding,
-    iteration yields nothing; at any other time the file-set behaves as pydicom's.
+    :meth:`add_unique` is :meth:`FileSet.add` without its scan for a duplicate instance
+    (:func:`plan_fileset` has already made the UIDs unique; the scan made building a file-set
+    quadratic) and without staging a copy of each header in a temporary folder (no instance
+    file is written here: the sources are sealed straight from where they are).
+    :meth:`encode` assigns the File IDs as :meth:`FileSet.write` does and encodes the
+    DICOMDIR to bytes, without copying staged files to a folder and reading it back.
+    The directory records are pydicom's own (PS3.3 F.5), as is the DICOMDIR encoding.
     """
 
-    _adding = False
-
-    def __iter__(self) -> Iterator[FileInstance]:
-        if self._adding:
-            return iter(())
-        return super().__iter__()
-
     def add_unique(self, ds: Dataset) -> FileInstance:
-        self._adding = True
-        tree = self._tree
-        tree.add = MethodType(_add_leaf, tree)  # type: ignore[method-assign]
-        try:
-            return self.add(ds)
-        finally:
-            del tree.add
-            self._adding = False
+        records = self._recordify(ds)
+        node = parent = RecordNode(next(records))
+        for record in records:
+            node = RecordNode(record)
+            node.parent = parent
+            parent = node
+        instance = FileInstance(node)
+        node.instance = instance
+        _add_leaf(self._tree, node)
+        self._instances.append(instance)
+        return instance
+
+    def encode(self) -> tuple[bytes, dict[int, tuple[str, ...]]]:
+        """The DICOMDIR (Part 10 bytes) and each instance's File ID, by ``id(instance)``."""
+        alphanumeric = len(self._instances) > 10**6  # as FileSet.write decides
+        file_ids: dict[int, tuple[str, ...]] = {}
+
+        def walk(node: RecordNode, parts: tuple[str, ...]) -> None:
+            for index, child in enumerate(node.children):
+                here = (*parts, _component(child, index, alphanumeric))
+                if child.instance is not None:
+                    file_ids[id(child.instance)] = here
+                    child._record.ReferencedFileID = list(here)
+                walk(child, here)
+
+        walk(self._tree, ())
+        self._use_alphanumeric = alphanumeric
+        buffer = BytesIO()
+        self._write_dicomdir(DicomFileLike(buffer))
+        return buffer.getvalue(), file_ids
+
+
+def _component(node: RecordNode, index: int, alphanumeric: bool) -> str:
+    """pydicom's ``RecordNode.component`` for the node at `index` among its siblings.
+
+    pydicom finds the index with ``list.index`` on every call, quadratic over a series.
+    """
+    record_type = node.record_type
+    prefix = _PREFIXES[record_type]
+    if record_type == "PRIVATE":
+        prefix = f"{prefix}{node.depth}"
+    chars = "0123456789ABCDEFGHIKLMNOPQRSTUVWXYZ" if alphanumeric else "0123456789"
+    suffix = ""
+    n = index
+    while n:
+        suffix += chars[n % len(chars)]
+        n //= len(chars)
+    return f"{prefix}{suffix[::-1]:>0{8 - len(prefix)}}"
 
 
 def _add_leaf(tree: RecordNode, leaf: RecordNode) -> None:
@@ -203,6 +238,7 @@ def plan_fileset(sources: Iterable[Source], *, fileset_id: str = "SECUREPACS",
     fs = _UniqueFileSet()
     fs.ID = fileset_id
     by_uid: dict[str, Source] = {}
+    added: list[tuple[FileInstance, Source]] = []
     skipped: list[tuple[str, str]] = []
     levels: tuple[set[str], set[str], set[str]] = (set(), set(), set())
     for source in sources:
@@ -221,7 +257,7 @@ def plan_fileset(sources: Iterable[Source], *, fileset_id: str = "SECUREPACS",
             skipped.append((source.label, f"same SOP Instance UID as {by_uid[uid].label}"))
             continue
         try:
-            fs.add_unique(ds)
+            added.append((fs.add_unique(ds), source))
         except (ValueError, KeyError, AttributeError, NotImplementedError) as exc:
             raise MediaError(f"{source.label}: cannot make a directory record ({exc})") from None
         by_uid[uid] = source
@@ -230,12 +266,9 @@ def plan_fileset(sources: Iterable[Source], *, fileset_id: str = "SECUREPACS",
             seen.add(str(ds.get(keyword, "")))
     if not by_uid:
         raise MediaError("no DICOM Part 10 file among the sources")
-    with tempfile.TemporaryDirectory(prefix="securepacs-dicomdir-") as staging:
-        fs.write(staging)
-        dicomdir = (Path(staging) / DICOMDIR).read_bytes()
-        entries = tuple(
-            (tuple(Path(inst.FileID).parts), by_uid[str(inst.SOPInstanceUID)]) for inst in fs)
-    del fs  # pydicom's own staging folder goes with the object
+    dicomdir, file_ids = fs.encode()
+    entries = tuple((file_ids[id(instance)], source) for instance, source in added)
+    del fs  # pydicom's own (empty) staging folder goes with the object
     for parts, source in entries:
         if not is_valid_file_id(parts):  # pragma: no cover - pydicom's IDs conform
             raise MediaError(f"{source.label}: file ID {'/'.join(parts)} breaks PS3.10 8.2")

@@ -294,3 +294,21 @@ def test_check_certificate(tmp_path, pki, alice: RsaHolder) -> None:  # noqa: AN
     other = rsa_holder(tmp_path, "carol", pki)
     with pytest.raises(ValueError, match="does not belong"):
         cms.RecipientKey(alice.key, other.cert)
+
+
+def test_password_recipient_der_is_asn1crypto_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-file DER of a password RecipientInfo (a template filled with the wrap IV and
+    the wrapped key) is exactly what asn1crypto encodes, for every content-key length."""
+    import random
+
+    from securepacs.media import recipients
+
+    writer = cms.PasswordRecipient.derive(b"correct horse", iterations=3, salt=b"s" * 16)
+    rng = random.Random(5)
+    monkeypatch.setattr(recipients.os, "urandom", lambda n: rng.randbytes(n))
+    for size in (16, 24, 32):
+        recipients.recipient_info_der(writer, b"k" * size)  # the template is made once
+        rng.seed(size)
+        fast = recipients.recipient_info_der(writer, bytes(range(size)))
+        rng.seed(size)
+        assert fast == recipients.recipient_info(writer, bytes(range(size))).dump()

@@ -200,3 +200,23 @@ def test_iso_refuses_names_that_do_not_fit(tmp_path: Path) -> None:
     (tmp_path / "src" / "lower.dcm").write_bytes(b"x")
     with pytest.raises(MediaError, match="ISO 9660"):
         image.write_iso(tmp_path / "src", tmp_path / "x.iso")
+
+
+def test_dicomdir_is_byte_for_byte_what_pydicom_writes(studies: dict[str, bytes], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """plan_fileset encodes the DICOMDIR in memory with pydicom's own records and encoder;
+    the result is the file pydicom's FileSet.add/write would put on disc, File IDs included."""
+    import pydicom.fileset
+    from pydicom.uid import UID
+
+    monkeypatch.setattr(pydicom.fileset, "generate_uid", lambda *a, **k: UID("1.2.3.4.5"))
+    ours = fileset.plan_fileset([Src(uid, data) for uid, data in studies.items()],
+                                fileset_id="TESTSET")
+    fs = pydicom.fileset.FileSet()
+    fs.ID = "TESTSET"
+    for data in studies.values():
+        fs.add(dcmread(BytesIO(data), stop_before_pixels=True))
+    fs.write(tmp_path / "pydicom")
+    assert ours.dicomdir == (tmp_path / "pydicom" / fileset.DICOMDIR).read_bytes()
+    theirs = {str(inst.SOPInstanceUID): tuple(Path(inst.FileID).parts) for inst in fs}
+    assert {src.label: parts for parts, src in ours.entries} == theirs

@@ -1,0 +1,67 @@
+"""The ``securepacs`` entry point: one command built at a time, the same help and errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import pytest
+from typer.testing import CliRunner
+
+from securepacs.cli import main
+
+HELPS = [[name, "--help"] for name in main.COMMANDS] + [
+    ["send"], ["media"], ["ca", "issue", "--help"], ["media", "create", "--help"],
+    ["media", "import", "--help"], ["find", "--level", "NOPE"], ["send", "--bogus"],
+]
+
+
+def test_full_app_lists_every_command() -> None:
+    result = CliRunner().invoke(main.app, ["--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    for name in main.COMMANDS:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("args", HELPS, ids=" ".join)
+def test_one_command_app_says_what_the_whole_app_says(args: list[str]) -> None:
+    runner = CliRunner()
+    whole = runner.invoke(main.app, args, env={"COLUMNS": "120"})
+    alone = runner.invoke(main.build(only=args[0]), args, env={"COLUMNS": "120"})
+    assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output)
+
+
+def test_send_imports_only_what_it_needs(tmp_path: object) -> None:
+    """No database, web server, CMS or rich for ``send`` (its start-up is its cost)."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['securepacs', 'send', '/nonexistent/x', '--no-tls', '--server', '127.0.0.1:9']\n"
+        "from securepacs.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 2, exc.code\n"
+        "heavy = ['sqlalchemy', 'starlette', 'uvicorn', 'asn1crypto', 'rich', 'securepacs.index',\n"
+        "         'securepacs.web', 'securepacs.media', 'securepacs.cli.media']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "print(type(sys.modules['requests']).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "_Deferred"]
+
+
+def test_deferred_module_loads_on_first_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    main.defer_import("colorsys")
+    import colorsys
+
+    assert type(colorsys) is main._Deferred
+    assert colorsys.rgb_to_hsv(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0)  # loads it
+    assert type(sys.modules["colorsys"]) is types.ModuleType
+    import colorsys as again
+
+    assert again is sys.modules["colorsys"]
+    main.defer_import("securepacs_no_such_module")
+    assert "securepacs_no_such_module" not in sys.modules
