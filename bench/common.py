@@ -46,20 +46,32 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: floa
     raise TimeoutError(f"nothing listening on port {port}")
 
 
+def first_line(*argv: str) -> str:
+    """The first line a command prints (a version), "?" when it cannot run."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
 def dcmtk_env() -> dict[str, str]:
     """DCMTK leaves Nagle on unless told (DESIGN.md, Measuring)."""
     return dict(os.environ, TCP_NODELAY="1")
 
 
-def stop(proc: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
-    """SIGTERM, then SIGKILL after `grace` seconds (the data is thrown away anyway)."""
+def stop(proc: subprocess.Popen[bytes] | None, grace: float = 15, *, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds (the data is thrown away anyway); to the
+    process group `proc` leads when `group` (it was started with ``start_new_session``)."""
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
+    pid = proc.pid
+    send = (lambda sig: os.killpg(pid, sig)) if group else proc.send_signal
+    send(signal.SIGTERM)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        send(signal.SIGKILL)
         proc.wait(timeout=5)
 
 
@@ -69,6 +81,35 @@ def vm_hwm_kb(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return -1
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy since boot (all cores; /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """User + system CPU seconds of the processes `roots` (all threads) and of every
+    descendant, live or already reaped (cutime/cstime), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    own: dict[int, float] = {}
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        pid = int(stat.parent.name)
+        own[pid] = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, todo = 0.0, list(roots)
+    while todo:
+        pid = todo.pop()
+        total += own.get(pid, 0.0)
+        todo += children.get(pid, [])
+    return total
 
 
 def median(values: list[float]) -> float:

@@ -1,41 +1,108 @@
-"""C-FIND latency on a large index: synthetic rows bulk-inserted with SQLAlchemy core
-into a fresh index, then study- and image-level queries over one persistent association
-(TLS) to our server."""
+"""C-FIND latency on a large index: synthetic rows bulk-loaded into a fresh index, then
+study- and image-level queries over one persistent association (TLS) to our server.
+
+Two index backends: SQLite (a file in the run's folder; rows inserted with SQLAlchemy core
+in batches of 20,000) and PostgreSQL (a private cluster, see :mod:`bench.engines`; rows
+loaded with ``COPY ... FROM STDIN`` through psycopg, then ``VACUUM (ANALYZE)`` so that the
+planner has statistics and autovacuum does not start in the middle of the measurement)."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import random
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from pydicom.dataset import Dataset
-from pydicom.uid import MRImageStorage
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
+from bench import engines
 from bench.common import HOST, OurServer, Pki, median, percentile
 from securepacs.dimse import commands as cmd
-from securepacs.dimse.client import (
-    UNCOMPRESSED,
-    _decode_identifier,
-    _encode_identifier,
-    _status,
-)
 from securepacs.dimse.client_ul import Association, ContextRequest, Endpoint
+from securepacs.dimse.datasets import decode_dataset, encode_dataset
 from securepacs.index.repository import SqlIndex, _columns
 from securepacs.index.schema import instance, patient, series, study
 from securepacs.pki.tlspolicy import client_context
 
 Log = Callable[[str], None]
 PER_SERIES, SERIES_PER_STUDY, STUDIES_PER_PATIENT = 25, 2, 2
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _ROOT = "1.2.826.0.1.3680043.10.543."
 
 
 def _uid(kind: int, n: int) -> str:
     return f"{_ROOT}{kind}.{n}"
+
+
+def _patients(n: int) -> Iterator[dict[str, Any]]:
+    for p in range(n):
+        attrs = {"PatientID": f"P{p:07d}", "PatientName": f"BENCH^PATIENT{p}",
+                 "PatientBirthDate": f"19{p % 100:02d}0101", "PatientSex": "MF"[p % 2]}
+        yield {"id": p + 1, "attrs": attrs, **_columns(patient, attrs)}
+
+
+def _studies(n: int) -> Iterator[dict[str, Any]]:
+    for s in range(n):
+        attrs = {"StudyInstanceUID": _uid(1, s), "StudyDate": f"20{s % 26:02d}0{1 + s % 9}15",
+                 "StudyTime": "101500", "AccessionNumber": f"ACC{s:08d}",
+                 "StudyID": str(s), "StudyDescription": "MR BRAIN"}
+        yield {"id": s + 1, "patient_pk": s // STUDIES_PER_PATIENT + 1,
+               "modalities": "MR", "attrs": attrs, **_columns(study, attrs)}
+
+
+def _series(n: int) -> Iterator[dict[str, Any]]:
+    for e in range(n):
+        attrs = {"SeriesInstanceUID": _uid(2, e), "Modality": "MR",
+                 "SeriesNumber": str(e % SERIES_PER_STUDY + 1), "SeriesDescription": "T1"}
+        yield {"id": e + 1, "study_pk": e // SERIES_PER_STUDY + 1, "attrs": attrs,
+               **_columns(series, attrs)}
+
+
+def _instances(n: int) -> Iterator[dict[str, Any]]:
+    now = datetime.now(UTC)
+    for i in range(n):
+        attrs = {"SOPInstanceUID": _uid(3, i), "SOPClassUID": MRImageStorage,
+                 "InstanceNumber": str(i % PER_SERIES + 1)}
+        yield {"id": i + 1, "series_pk": i // PER_SERIES + 1,
+               "transfer_syntax_uid": "1.2.840.10008.1.2.1", "blob_key": f"b{i:012d}",
+               "size": 524_288, "stored_at": now, "source_ae": "BENCH", "attrs": attrs,
+               **_columns(instance, attrs)}
+
+
+def _insert(conn: sa.Connection, table: sa.Table, rows: Iterator[dict[str, Any]]) -> None:
+    """SQLAlchemy core executemany, 20,000 rows at a time."""
+    while batch := list(itertools.islice(rows, 20_000)):
+        conn.execute(sa.insert(table), batch)
+
+
+def _copy(conn: sa.Connection, table: sa.Table, rows: Iterator[dict[str, Any]]) -> None:
+    """PostgreSQL ``COPY FROM STDIN`` through the psycopg connection under `conn`."""
+    first = next(rows, None)
+    if first is None:
+        return
+    names = list(first)
+    as_json = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    columns = ", ".join(f'"{n}"' for n in names)
+    with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+        for row in itertools.chain([first], rows):
+            copy.write_row([json.dumps(row[n]) if n in as_json else row[n] for n in names])
+    conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                         f'(SELECT max(id) FROM "{table.name}"))')
+
+
+def _vacuum_analyze(engine: sa.Engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM (ANALYZE)")
 
 
 def build_index(url: str, instances: int, log: Log) -> dict[str, int]:
@@ -47,76 +114,42 @@ def build_index(url: str, instances: int, log: Log) -> dict[str, int]:
     n_series = instances // PER_SERIES
     n_studies = n_series // SERIES_PER_STUDY
     n_patients = n_studies // STUDIES_PER_PATIENT
-    now = datetime.now(UTC)
     start = time.perf_counter()
     with engine.begin() as conn:
+        load = _copy if conn.dialect.name == "postgresql" else _insert
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("PRAGMA synchronous=OFF")
-
-        def bulk(table: sa.Table, rows: Any) -> None:
-            batch = []
-            for row in rows:
-                batch.append(row)
-                if len(batch) == 20000:
-                    conn.execute(sa.insert(table), batch)
-                    batch = []
-            if batch:
-                conn.execute(sa.insert(table), batch)
-
-        def patients() -> Any:
-            for p in range(n_patients):
-                attrs = {"PatientID": f"P{p:07d}", "PatientName": f"BENCH^PATIENT{p}",
-                         "PatientBirthDate": f"19{p % 100:02d}0101", "PatientSex": "MF"[p % 2]}
-                yield {"id": p + 1, "attrs": attrs, **_columns(patient, attrs)}
-
-        def studies() -> Any:
-            for s in range(n_studies):
-                attrs = {"StudyInstanceUID": _uid(1, s), "StudyDate": f"20{s % 26:02d}0{1 + s % 9}15",
-                         "StudyTime": "101500", "AccessionNumber": f"ACC{s:08d}",
-                         "StudyID": str(s), "StudyDescription": "MR BRAIN"}
-                yield {"id": s + 1, "patient_pk": s // STUDIES_PER_PATIENT + 1,
-                       "modalities": "MR", "attrs": attrs, **_columns(study, attrs)}
-
-        def all_series() -> Any:
-            for e in range(n_series):
-                attrs = {"SeriesInstanceUID": _uid(2, e), "Modality": "MR",
-                         "SeriesNumber": str(e % SERIES_PER_STUDY + 1), "SeriesDescription": "T1"}
-                yield {"id": e + 1, "study_pk": e // SERIES_PER_STUDY + 1, "attrs": attrs,
-                       **_columns(series, attrs)}
-
-        def instances_() -> Any:
-            for i in range(n_series * PER_SERIES):
-                attrs = {"SOPInstanceUID": _uid(3, i), "SOPClassUID": MRImageStorage,
-                         "InstanceNumber": str(i % PER_SERIES + 1)}
-                yield {"id": i + 1, "series_pk": i // PER_SERIES + 1,
-                       "transfer_syntax_uid": "1.2.840.10008.1.2.1", "blob_key": f"b{i:012d}",
-                       "size": 524_288, "stored_at": now, "source_ae": "BENCH", "attrs": attrs,
-                       **_columns(instance, attrs)}
-
-        bulk(patient, patients())
-        bulk(study, studies())
-        bulk(series, all_series())
-        bulk(instance, instances_())
+        load(conn, patient, _patients(n_patients))
+        load(conn, study, _studies(n_studies))
+        load(conn, series, _series(n_series))
+        load(conn, instance, _instances(n_series * PER_SERIES))
+    note = (f"query: loaded {instances:,} instances into {engine.dialect.name} in "
+            f"{time.perf_counter() - start:.0f} s")
+    if engine.dialect.name == "postgresql":
+        start = time.perf_counter()
+        _vacuum_analyze(engine)
+        note += f", VACUUM (ANALYZE) {time.perf_counter() - start:.0f} s"
     engine.dispose()
-    log(f"query: built an index of {instances:,} instances in {time.perf_counter() - start:.0f} s")
+    log(note)
     return {"patients": n_patients, "studies": n_studies, "series": n_series,
             "instances": n_series * PER_SERIES}
 
 
 def _find(assoc: Association, context_id: int, ts: str, query: Dataset) -> int:
+    """One C-FIND on the open association: the number of matches (each decoded)."""
     assoc.send(context_id, cmd.request(cmd.C_FIND_RQ, assoc.next_message_id(),
                                        StudyRootQueryRetrieveInformationModelFind,
-                                       has_data_set=True), _encode_identifier(query, ts))
+                                       has_data_set=True), encode_dataset(query, ts))
     matches = 0
     while True:
         answer = assoc.receive("C-FIND")
-        status = _status(answer).status
+        status = answer.command.get(cmd.STATUS)
         if status in (0xFF00, 0xFF01):
-            _decode_identifier(answer.dataset, ts)
+            decode_dataset(answer.dataset, ts)
             matches += 1
             continue
         if status != 0:
-            raise RuntimeError(f"C-FIND failed with 0x{status:04X}")
+            raise RuntimeError(f"C-FIND failed with status {status!r}")
         return matches
 
 
@@ -142,45 +175,79 @@ def _image_query(counts: dict[str, int], rng: random.Random) -> Dataset:
     return q
 
 
-def query(work: Path, pki: Pki, sizes: list[int], repeats: int, log: Log,
-          src: Path | None = None) -> list[dict[str, Any]]:
+def _measure(port: int, pki: Pki, counts: dict[str, int], repeats: int,
+             seed: int) -> Iterator[tuple[str, list[float], list[int]]]:
+    """(level, milliseconds, matches) of `repeats` queries per level after 5 warm-ups."""
+    ep = Endpoint(HOST, port, "SECUREPACS", "BENCH",
+                  tls=client_context(pki.ca, pki.client_cert, pki.client_key))
+    assoc = Association.open(ep, [ContextRequest(
+        StudyRootQueryRetrieveInformationModelFind, UNCOMPRESSED)])
+    ctx = assoc.context_for(StudyRootQueryRetrieveInformationModelFind)
+    assert ctx is not None
+    rng = random.Random(seed)
+    try:
+        for level, make in (("STUDY", _study_query), ("IMAGE", _image_query)):
+            times, matched = [], []
+            for n in range(repeats + 5):
+                q = make(counts, rng)
+                t0 = time.perf_counter()
+                m = _find(assoc, ctx.context_id, ctx.transfer_syntax, q)
+                dt = time.perf_counter() - t0
+                if n >= 5:  # warm-up
+                    times.append(dt * 1000)
+                    matched.append(m)
+            yield level, times, matched
+    finally:
+        assoc.release()
+
+
+def _one_index(work: Path, pki: Pki, url: str, backend: str, size: int, repeats: int,
+               log: Log, src: Path | None) -> list[dict[str, Any]]:
+    counts = build_index(url, size, log)
+    srv = OurServer(work / f"query-{size}", pki, src=src, extra={"database_url": url}).start()
     results = []
-    for size in sizes:
-        srv = OurServer(work / f"query-{size}", pki, src=src)
-        srv.folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for level, times, matched in _measure(srv.port, pki, counts, repeats, size):
+            r = {"kind": "query", "backend": backend, "instances": counts["instances"],
+                 "level": level, "ms": times, "p50_ms": median(times),
+                 "p95_ms": percentile(times, 95),
+                 "matches_median": median([float(m) for m in matched])}
+            log(f"query {backend:10s} {counts['instances']:>9,} {level:5s} p50 "
+                f"{r['p50_ms']:6.1f} ms p95 {r['p95_ms']:6.1f} ms ({r['matches_median']:.0f} matches)")
+            results.append(r)
+    finally:
+        srv.stop()
+    return results
+
+
+@contextmanager
+def _fresh_index(work: Path, backend: str, size: int, pg: engines.Postgres | None) -> Iterator[str]:
+    """The URL of an empty index on `backend`, removed afterwards."""
+    if backend == "postgresql" and pg is not None:
+        url = pg.create_database()
+        try:
+            yield url
+        finally:
+            pg.drop_database(url)
+    elif backend == "sqlite":
         data = work / f"query-index-{size}"
         data.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{data / 'index.sqlite'}"
-        counts = build_index(url, size, log)
-        srv.extra = {"database_url": url}
-        srv.start()
         try:
-            ep = Endpoint(HOST, srv.port, "SECUREPACS", "BENCH",
-                          tls=client_context(pki.ca, pki.client_cert, pki.client_key))
-            assoc = Association.open(ep, [ContextRequest(
-                StudyRootQueryRetrieveInformationModelFind, UNCOMPRESSED)])
-            ctx = assoc.context_for(StudyRootQueryRetrieveInformationModelFind)
-            assert ctx is not None
-            rng = random.Random(size)
-            try:
-                for level, make in (("STUDY", _study_query), ("IMAGE", _image_query)):
-                    times, matched = [], []
-                    for n in range(repeats + 5):
-                        q = make(counts, rng)
-                        t0 = time.perf_counter()
-                        m = _find(assoc, ctx.context_id, ctx.transfer_syntax, q)
-                        dt = time.perf_counter() - t0
-                        if n >= 5:  # warm-up
-                            times.append(dt * 1000)
-                            matched.append(m)
-                    r = {"kind": "query", "instances": counts["instances"], "level": level,
-                         "ms": times, "p50_ms": median(times), "p95_ms": percentile(times, 95),
-                         "matches_median": median([float(m) for m in matched])}
-                    log(f"query {counts['instances']:>9,} {level:5s} p50 {r['p50_ms']:6.1f} ms "
-                        f"p95 {r['p95_ms']:6.1f} ms ({r['matches_median']:.0f} matches)")
-                    results.append(r)
-            finally:
-                assoc.release()
+            yield f"sqlite:///{data / 'index.sqlite'}"
         finally:
-            srv.stop()
+            shutil.rmtree(data, ignore_errors=True)
+    else:
+        raise ValueError(f"unknown query backend {backend!r} (sqlite, postgresql)")
+
+
+def query(work: Path, pki: Pki, sizes: list[int], repeats: int, log: Log,
+          src: Path | None = None, backends: tuple[str, ...] = ("sqlite",)) -> list[dict[str, Any]]:
+    """Every size on every backend, each on a freshly loaded index."""
+    results = []
+    with ExitStack() as stack:
+        pg = stack.enter_context(engines.postgres()) if "postgresql" in backends else None
+        for backend in backends:
+            for size in sizes:
+                with _fresh_index(work, backend, size, pg) as url:
+                    results += _one_index(work, pki, url, backend, size, repeats, log, src)
     return results
