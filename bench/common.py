@@ -220,6 +220,18 @@ def write_images(folder: Path, count: int, *, rows: int = 512, cols: int = 512,
 # -------------------------------------------------------------------------- servers
 
 
+@dataclass(frozen=True)
+class ServerSpec:
+    """A server variant: which copy of src/ (None: the installed package) and extra
+    settings (e.g. ``workers``)."""
+
+    src: Path | None = None
+    settings: tuple[tuple[str, object], ...] = ()
+
+    def server(self, folder: Path, pki: Pki) -> OurServer:
+        return OurServer(folder, pki, src=self.src, extra=dict(self.settings))
+
+
 @dataclass
 class OurServer:
     """`securepacs serve` with a TLS port and a plain port, on a fresh data folder."""
@@ -266,7 +278,8 @@ class OurServer:
             wait_for_port(self.port, self.proc)
             wait_for_port(self.plain_port, self.proc)
             deadline = time.monotonic() + 30
-            while "ready" not in (self.folder / "server.log").read_text(errors="replace"):
+            workers = int(str(self.extra.get("workers", 1)))
+            while not self._started(workers):
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError("server did not start:\n" + self.log()[-2000:])
                 time.sleep(0.05)
@@ -274,6 +287,11 @@ class OurServer:
             stop(self.proc, grace=3)
             raise
         return self
+
+    def _started(self, workers: int) -> bool:
+        """Ready, and every worker process serving (their start-up must not overlap a run)."""
+        text = (self.folder / "server.log").read_text(errors="replace")
+        return "ready" in text and text.count(" serving") >= workers - 1
 
     def log(self) -> str:
         return (self.folder / "server.log").read_text(errors="replace")

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench import engines, results, transfer  # noqa: E402
 from bench import media as media_bench  # noqa: E402
 from bench import scale as scale_bench  # noqa: E402
-from bench.common import ROOT, Pki, first_line, make_pki, write_images  # noqa: E402
+from bench.common import ROOT, Pki, ServerSpec, first_line, make_pki, write_images  # noqa: E402
 from bench.report import write_markdown  # noqa: E402
 from bench.results import SECTIONS, rounds_of  # noqa: E402
 
@@ -87,11 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 1)")
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help="comma-separated sections (default: all of " + ",".join(SECTIONS) + ")")
-    ap.add_argument("--server-src", action="append", default=[], metavar="NAME=DIR",
-                    help="run the server from this copy of src/ as a variant named NAME "
-                    "(repeatable, e.g. before=/tmp/before/src after=/tmp/after/src); default: "
-                    "the installed package; the last variant is checked against the targets "
-                    "and is the one the query and scale sections run")
+    ap.add_argument("--server-src", action="append", default=[], metavar="NAME=DIR[,KEY=VALUE]",
+                    help="run the server from this copy of src/ (`installed`: the installed "
+                    "package) as a variant named NAME, with extra settings "
+                    "(repeatable, e.g. before=/tmp/before/src after-w2=src,workers=2 "
+                    "after=src); default: the installed package; the last variant is checked "
+                    "against the targets and is the one the query and scale sections run")
     ap.add_argument("--sizes", default="small,large", help="ingest/send image sizes to run")
     ap.add_argument("--query-backends", default="sqlite,postgresql",
                     help="index backends of the query section (sqlite,postgresql)")
@@ -110,7 +111,7 @@ class Run:
     pki: Pki
     rounds: int
     counts: dict[str, Any]
-    variants: dict[str, Path | None]
+    variants: dict[str, ServerSpec]
     log: Callable[[str], None]
 
     def images(self, name: str, count: int, **kw: Any) -> list[Path]:
@@ -119,7 +120,7 @@ class Run:
 
     @property
     def ours(self) -> Path | None:
-        return list(self.variants.values())[-1]
+        return list(self.variants.values())[-1].src
 
 
 def _transfer_data(run: Run) -> dict[str, list[Path]]:
@@ -178,14 +179,20 @@ def _entry(run: Run, name: str, rows: list[dict[str, Any]], started: float,
             "machine": machine, "results": rows, "log": log_lines[log_from:]}
 
 
-def _variants(ap: argparse.ArgumentParser, specs: list[str]) -> dict[str, Path | None]:
-    variants: dict[str, Path | None] = {}
+def _variants(ap: argparse.ArgumentParser, specs: list[str]) -> dict[str, ServerSpec]:
+    variants: dict[str, ServerSpec] = {}
     for spec in specs:
-        name, _, folder = spec.partition("=")
+        name, _, rest = spec.partition("=")
+        folder, *options = rest.split(",")
         if not folder:
-            ap.error("--server-src takes NAME=DIR")
-        variants[name] = Path(folder).resolve()
-    return variants or {"securepacs": None}
+            ap.error("--server-src takes NAME=DIR[,KEY=VALUE...]")
+        settings: list[tuple[str, object]] = []
+        for option in options:
+            key, _, value = option.partition("=")
+            settings.append((key, int(value) if value.isdigit() else value))
+        src = None if folder == "installed" else Path(folder).resolve()
+        variants[name] = ServerSpec(src, tuple(settings))
+    return variants or {"securepacs": ServerSpec()}
 
 
 def _counts(quick: bool) -> dict[str, Any]:

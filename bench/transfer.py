@@ -12,14 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import HOST, OurServer, Pki, Storescp, storescu
+from bench.common import HOST, Pki, ServerSpec, Storescp, storescu
 
 Log = Callable[[str], None]
 
 
-def _ours_run(work: Path, pki: Pki, src: Path | None, files: list[Path], tls: bool,
+def _ours_run(work: Path, pki: Pki, spec: ServerSpec, files: list[Path], tls: bool,
               parallel: int) -> dict[str, Any]:
-    srv = OurServer(work / "ours", pki, src=src).start()
+    srv = spec.server(work / "ours", pki).start()
     try:
         seconds = storescu(srv.port if tls else srv.plain_port, files, pki if tls else None,
                            parallel=parallel)
@@ -48,7 +48,7 @@ def _dcmtk_run(work: Path, pki: Pki, files: list[Path], tls: bool, parallel: int
 
 
 def ingest(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
-           variants: dict[str, Path | None], log: Log) -> list[dict[str, Any]]:
+           variants: dict[str, ServerSpec], log: Log) -> list[dict[str, Any]]:
     """Every (size, tls, parallel) combination, servers interleaved within each round."""
     results = []
     for rnd in range(rounds):
@@ -56,15 +56,15 @@ def ingest(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
             nbytes = sum(f.stat().st_size for f in files)
             for tls in (False, True):
                 for parallel in (1, 4):
-                    peers: list[tuple[str, Path | None]] = list(variants.items())
+                    peers: list[tuple[str, ServerSpec | None]] = list(variants.items())
                     peers.append(("storescp", None))
                     if rnd % 2:
                         peers.reverse()
-                    for name, src in peers:
-                        if name == "storescp":
+                    for name, spec in peers:
+                        if spec is None:
                             r = _dcmtk_run(work, pki, files, tls, parallel)
                         else:
-                            r = _ours_run(work, pki, src, files, tls, parallel)
+                            r = _ours_run(work, pki, spec, files, tls, parallel)
                         r.update(kind="ingest", server=name, size=size, tls=tls,
                                  parallel=parallel, round=rnd, images=len(files), bytes=nbytes,
                                  images_per_s=len(files) / r["seconds"],
@@ -126,14 +126,14 @@ def send(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
     return results
 
 
-def memory(work: Path, pki: Pki, big: list[Path], variants: dict[str, Path | None],
+def memory(work: Path, pki: Pki, big: list[Path], variants: dict[str, ServerSpec],
            log: Log) -> list[dict[str, Any]]:
     """Peak RSS (VmHWM) of the receiving process: our server (idle, then after one big
     object over TLS) and storescp (its parent; the forked child is not measured)."""
     results = []
     nbytes = sum(f.stat().st_size for f in big)
-    for name, src in variants.items():
-        srv = OurServer(work / "mem", pki, src=src).start()
+    for name, spec in variants.items():
+        srv = spec.server(work / "mem", pki).start()
         try:
             idle = srv.hwm_kb()
             seconds = storescu(srv.port, big, pki)
