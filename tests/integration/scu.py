@@ -26,11 +26,17 @@ def client_tls(key: Path, cert: Path, ca: Path) -> ssl.SSLContext:
 
 def associate(port: int, key: Path, cert: Path, ca: Path, *, ae_title: str = "TESTSCU",
               called: str = "SECUREPACS", get_classes: tuple[str, ...] = (),
-              handlers: list | None = None) -> Association:  # noqa: ANN001
+              handlers: list | None = None,
+              get_syntaxes: tuple[str, ...] | None = None) -> Association:  # noqa: ANN001
     ae = AE(ae_title=ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     storage = list(get_classes) or [cx.abstract_syntax for cx in StoragePresentationContexts[:100]]
-    for sop in (*storage, Verification, StudyRootQueryRetrieveInformationModelFind,
+    for sop in storage:
+        if get_syntaxes is not None and sop in get_classes:
+            ae.add_requested_context(sop, list(get_syntaxes))
+        else:
+            ae.add_requested_context(sop)
+    for sop in (Verification, StudyRootQueryRetrieveInformationModelFind,
                 StudyRootQueryRetrieveInformationModelMove,
                 StudyRootQueryRetrieveInformationModelGet):
         ae.add_requested_context(sop)

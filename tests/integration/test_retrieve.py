@@ -103,3 +103,50 @@ def test_get_returns_identical_bytes_and_duplicates_warn(server, pki, tmp_path: 
     assert len(received) == 4
     for f in files:
         assert received[dcmread(f).SOPInstanceUID] == dataset_bytes(f.read_bytes())
+
+
+def test_get_converts_between_uncompressed_syntaxes_or_reports_failure(server, pki,  # noqa: ANN001
+                                                                        tmp_path: Path) -> None:
+    """Stored Explicit VR LE; a C-GET requestor that accepts only Implicit VR LE gets the same
+    data set re-encoded; one that accepts only JPEG Baseline gets nothing and a Failure
+    final status (0xA702) naming every instance in Failed SOP Instance UID List."""
+    from io import BytesIO
+
+    from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit
+    from pynetdicom.dsutils import decode
+
+    files = write_study(tmp_path / "src", 3)
+    assert store_files(server.port, pki, files) == [0] * 3
+    study_uid = dcmread(files[0]).StudyInstanceUID
+    received: dict[str, bytes] = {}
+
+    def on_store(event) -> int:  # noqa: ANN001
+        received[str(event.request.AffectedSOPInstanceUID)] = event.request.DataSet.getvalue()
+        return 0x0000
+
+    assoc = associate(server.port, pki.client.key, pki.client.cert, pki.ca_cert,
+                      get_classes=(CTImageStorage,), handlers=[(evt.EVT_C_STORE, on_store)],
+                      get_syntaxes=(ImplicitVRLittleEndian,))
+    statuses = [int(s.Status) for s, _ in assoc.send_c_get(
+        study_identifier(study_uid), StudyRootQueryRetrieveInformationModelGet) if s]
+    assoc.release()
+    assert statuses[-1] == 0x0000 and len(received) == 3
+    for f in files:
+        original = dcmread(f)
+        got = decode(BytesIO(received[original.SOPInstanceUID]), True, True)
+        assert got.PatientID == original.PatientID
+        assert got.PixelData == original.PixelData
+        assert len(got) == len(original)
+
+    received.clear()
+    assoc = associate(server.port, pki.client.key, pki.client.cert, pki.ca_cert,
+                      get_classes=(CTImageStorage,), handlers=[(evt.EVT_C_STORE, on_store)],
+                      get_syntaxes=(JPEGBaseline8Bit,))
+    answers = list(assoc.send_c_get(study_identifier(study_uid),
+                                    StudyRootQueryRetrieveInformationModelGet))
+    assoc.release()
+    final, identifier = answers[-1]
+    assert int(final.Status) == 0xA702 and not received
+    assert int(final.NumberOfFailedSuboperations) == 3
+    assert sorted(identifier.FailedSOPInstanceUIDList) == sorted(
+        dcmread(f).SOPInstanceUID for f in files)
