@@ -6,8 +6,6 @@ Statuses from PS3.4 B.2.3 (C-STORE), C.4.1.1.4 (C-FIND), C.4.2.1.5 / C.4.3.1.4
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
-
 from securepacs.errors import (
     InvalidInstanceError,
     PacsError,
@@ -74,12 +72,3 @@ def status_for(exc: BaseException, table: tuple[tuple[type[BaseException], int],
         if isinstance(exc, kind):
             return status
     return fallback
-
-
-def status_dataset(status: int, comment: str = "") -> Dataset:
-    """A status with an Error Comment (LO, at most 64 characters)."""
-    ds = Dataset()
-    ds.Status = status
-    if comment:
-        ds.ErrorComment = comment.replace("\\", "/")[:64]
-    return ds
