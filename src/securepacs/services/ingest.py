@@ -8,6 +8,10 @@ Write order (the archive's durability contract):
 3. index row in one transaction (committed with ``synchronous=FULL`` on SQLite);
 4. only then the caller answers Success.
 
+Steps 2 and 3 overlap in time (the blob is written by another thread while the index
+transaction runs) but not in effect: the transaction commits only once the blob is
+durable.
+
 A failure after step 2 removes the blob again; a crash between 2 and 3 leaves an
 unreferenced blob that :func:`sweep_orphans` removes at the next start.
 Duplicates (PS3.4 B.2.3 leaves the policy to the SCP): keep the first copy and report
@@ -114,7 +118,7 @@ def _file_chunks(header: bytes, path: Path, offset: int) -> Iterator[bytes]:
 
 
 class IngestService:
-    """Stores received instances in the blob store and the index, in that order."""
+    """Stores received instances in the blob store and the index (committed in that order)."""
 
     def __init__(self, index: IndexPort, blobs: BlobPort, *, replace_duplicates: bool = False):
         self._index = index
