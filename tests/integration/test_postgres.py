@@ -211,6 +211,37 @@ def test_permission_matrix_rerun(tmp_path: Path, pg_folder: Path) -> None:
     trust.test_permission_matrix_and_ae_binding(tmp_path, pg_folder)
 
 
+@needs_dcmtk
+def test_move_to_storescp_over_tls_rerun(engines: dict, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    import test_retrieve
+
+    test_retrieve.test_move_to_storescp(tmp_path, pki, True)
+    stored_everywhere(engines, 5)
+
+
+def test_get_conversion_and_failure_rerun(engines: dict, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    import test_retrieve
+
+    srv = make_server(tmp_path, pki).start()
+    try:
+        test_retrieve.test_get_converts_between_uncompressed_syntaxes_or_reports_failure(
+            srv, pki, tmp_path)
+    finally:
+        srv.stop()
+    stored_everywhere(engines, 3)
+
+
+def test_enrolment_rerun(tmp_path: Path, pg_folder: Path) -> None:
+    trust.test_enrolment_end_to_end_reuse_and_expiry(tmp_path, pg_folder)
+    assert not (pg_folder / "index.sqlite").exists(), "tokens went to SQLite, not PostgreSQL"
+
+
+@needs_dcmtk
+def test_crl_and_rotation_rerun(tmp_path: Path, pg_folder: Path) -> None:
+    trust.test_dcmtk_checks_the_server_against_our_crl(tmp_path / "crl", pg_folder)
+    trust.test_server_certificate_rotation_during_a_send(tmp_path / "rotation", pg_folder)
+
+
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SECUREPACS, *args], capture_output=True, text=True, timeout=60,
                           env=None if env is None else {**os.environ, **env})
