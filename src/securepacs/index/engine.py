@@ -20,6 +20,7 @@ Every engine hides bound parameters in error messages: they are patient data.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,18 +103,26 @@ def _use_wal(cursor: Any) -> None:
     without waiting, when two processes open a new database together: retry until the
     busy timeout.
     """
+    def switch() -> None:
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
+
+    _while_locked(switch, delay=0.005, longest=0.2)
+
+
+def _while_locked(attempt: Callable[[], object], *, delay: float, longest: float) -> None:
+    """Run `attempt` until it does not fail with "database is locked", sleeping `delay`
+    seconds between tries (growing 1.5x up to `longest`), for at most the busy timeout."""
     deadline = time.monotonic() + _BUSY_SECONDS
-    delay = 0.005
     while True:
         try:
-            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                cursor.execute("PRAGMA journal_mode=WAL")
+            attempt()
             return
         except Exception as exc:  # the driver's OperationalError
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
+        time.sleep(delay)
+        delay = min(delay * 1.5, longest)
 
 
 def _on_begin(connection: sa.Connection) -> None:
@@ -135,17 +144,8 @@ def _begin_immediate(dbapi_connection: Any) -> None:
     try:
         cursor.execute("PRAGMA busy_timeout=0")
         try:
-            deadline = time.monotonic() + _BUSY_SECONDS
-            delay = 0.0001
-            while True:
-                try:
-                    cursor.execute("BEGIN IMMEDIATE")
-                    return
-                except Exception as exc:  # the driver's OperationalError
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.002)
+            _while_locked(lambda: cursor.execute("BEGIN IMMEDIATE"), delay=0.0001,
+                          longest=0.002)
         finally:
             cursor.execute(_PRAGMAS[0])
     finally:
