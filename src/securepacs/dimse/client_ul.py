@@ -38,7 +38,11 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from securepacs.dimse.channel import (
+    ABORT,
+    ASSOCIATE_AC,
+    ASSOCIATE_RJ,
     PDU_HEADER,
+    RELEASE_RP_TYPE,
     RELEASE_RQ,
     Message,
     PduChannel,
@@ -63,7 +67,6 @@ if TYPE_CHECKING:  # ssl itself is used only by securepacs.pki.tlspolicy
     import ssl
 
 DEFAULT_MAX_PDU = 262144
-_PDU_HEADER = PDU_HEADER
 _ABORT = abort_pdu()
 
 _CONTEXT_RESULTS = {
@@ -241,17 +244,17 @@ class Association:
             raise
         except OSError as exc:
             raise probe._lost(exc, doing) from None
-        if kind == 0x03:
+        if kind == ASSOCIATE_RJ:
             raise cls._rejection(endpoint, body)
-        if kind == 0x07:
+        if kind == ABORT:
             raise AssociationRejected(
                 f"{endpoint.where} aborted the association request ({cls._abort_reason(body)})")
-        if kind != 0x02:
+        if kind != ASSOCIATE_AC:
             raise AssociationLost(f"{endpoint.where} answered the association request with "
                                   f"an unexpected PDU (type 0x{kind:02X})")
         try:
             ac = A_ASSOCIATE_AC()
-            ac.decode(bytes(_PDU_HEADER.pack(kind, 0, len(body))) + bytes(body))
+            ac.decode(bytes(PDU_HEADER.pack(kind, 0, len(body))) + bytes(body))
             answer = ac.to_primitive()
         except (ValueError, KeyError, IndexError, struct.error) as exc:
             raise AssociationLost(f"{endpoint.where} sent a malformed A-ASSOCIATE-AC "
@@ -276,7 +279,7 @@ class Association:
     def _rejection(endpoint: Endpoint, body: bytes | bytearray) -> AssociationRejected:
         rj = A_ASSOCIATE_RJ()
         try:
-            rj.decode(bytes(_PDU_HEADER.pack(0x03, 0, len(body))) + bytes(body))
+            rj.decode(bytes(PDU_HEADER.pack(ASSOCIATE_RJ, 0, len(body))) + bytes(body))
             reason = rj.reason_str
         except (ValueError, KeyError, IndexError, struct.error):
             reason = f"reason {getattr(rj, 'reason_diagnostic', '?')}"
@@ -300,7 +303,7 @@ class Association:
     def _abort_reason(body: bytes | bytearray) -> str:
         pdu = A_ABORT_RQ()
         try:
-            pdu.decode(bytes(_PDU_HEADER.pack(0x07, 0, len(body))) + bytes(body))
+            pdu.decode(bytes(PDU_HEADER.pack(ABORT, 0, len(body))) + bytes(body))
             return f"{pdu.source_str}: {pdu.reason_str}"
         except (ValueError, KeyError, struct.error):
             return "no reason given"
@@ -392,7 +395,7 @@ class Association:
             self._sock.sendall(RELEASE_RQ)
             while True:
                 kind, _ = self._read_pdu("releasing")
-                if kind in (0x06, 0x07):
+                if kind in (RELEASE_RP_TYPE, ABORT):
                     break
         except (OSError, ConnectionFailed):
             pass

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -25,7 +25,7 @@ from securepacs.dimse import commands as cmd
 from securepacs.dimse import status as st
 from securepacs.dimse.association import AcceptedAssociation, ProtocolError
 from securepacs.dimse.channel import Message, SpillPrefix
-from securepacs.dimse.client_ul import Association, ContextRequest, Endpoint
+from securepacs.dimse.client_ul import Accepted, Association, ContextRequest, Endpoint
 from securepacs.dimse.contexts import (
     FIND_MODELS,
     GET_MODELS,
@@ -110,13 +110,17 @@ class Handlers:
     destinations: Callable[[str], Destination | None]
     max_pdu: int = 131072
 
+    def __post_init__(self) -> None:
+        self._services: dict[int, Callable[[AcceptedAssociation, Message, AcceptedContext],
+                                           None]] = {
+            cmd.C_ECHO_RQ: self.on_echo, cmd.C_STORE_RQ: self.on_store,
+            cmd.C_FIND_RQ: self.on_find, cmd.C_GET_RQ: self.on_get, cmd.C_MOVE_RQ: self.on_move,
+        }
+
     def dispatch(self, assoc: AcceptedAssociation, message: Message,
                  context: AcceptedContext) -> None:
         """Serve one request (the guard has admitted it)."""
-        handler = {
-            cmd.C_ECHO_RQ: self.on_echo, cmd.C_STORE_RQ: self.on_store,
-            cmd.C_FIND_RQ: self.on_find, cmd.C_GET_RQ: self.on_get, cmd.C_MOVE_RQ: self.on_move,
-        }[message.field]
+        handler = self._services[message.field]
         sop_class = str(message.command.get(cmd.AFFECTED_SOP_CLASS, ""))
         if sop_class != context.abstract_syntax:
             log.error("request from %s refused: SOP Class %s on a context for %s",
@@ -276,12 +280,15 @@ class Handlers:
         if instances is None:
             return
         log.info("C-GET from %s: %d instance(s)", assoc.peer, len(instances))
+        # contexts on which the requestor took the Storage SCP role (PS3.7 D.3.3.4)
+        storage = [c for c in assoc.contexts.values() if c.as_scu]
         self._run_sub_operations(assoc, message, instances,
-                                 lambda item: self._store_back(assoc, item))
+                                 lambda item: self._store_back(assoc, storage, item))
 
-    def _store_back(self, assoc: AcceptedAssociation, item: StoredInstance) -> int:
+    def _store_back(self, assoc: AcceptedAssociation, storage: list[AcceptedContext],
+                    item: StoredInstance) -> int:
         """A C-STORE sub-operation on the C-GET's own association; its status."""
-        choice = _pick(list(assoc.contexts.values()), item, scu_only=True)
+        choice = _pick(storage, item)
         if choice is None:
             log.error("C-GET from %s: no accepted context (with the SCP role for the "
                       "requestor) for %s in %s", assoc.peer, item.sop_class_uid,
@@ -349,8 +356,7 @@ class Handlers:
         """A C-STORE sub-operation of a C-MOVE, on the association to the destination."""
         if not sub.is_open:
             return SUB_OPERATIONS_FAILED
-        choice = _pick([AcceptedContext(c.context_id, c.abstract_syntax, c.transfer_syntax, True)
-                        for c in sub.accepted.values()], item, scu_only=False)
+        choice = _pick(sub.accepted.values(), item)
         if choice is None:
             log.error("C-MOVE to %s: %s in %s not accepted by the destination",
                       sub.endpoint.called_ae, item.sop_class_uid, item.transfer_syntax_uid)
@@ -371,12 +377,13 @@ class Handlers:
         return value if isinstance(value, int) else st.PROCESSING_FAILURE
 
 
-def _pick(contexts: list[AcceptedContext], item: StoredInstance, *,
-          scu_only: bool) -> AcceptedContext | None:
+_Context = TypeVar("_Context", AcceptedContext, Accepted)
+
+
+def _pick(contexts: Iterable[_Context], item: StoredInstance) -> _Context | None:
     """The context to send `item` on: its own transfer syntax first, else another
     uncompressed one if it is uncompressed."""
-    usable = [c for c in contexts if c.abstract_syntax == item.sop_class_uid
-              and (c.as_scu or not scu_only)]
+    usable = [c for c in contexts if c.abstract_syntax == item.sop_class_uid]
     for context in usable:
         if context.transfer_syntax == item.transfer_syntax_uid:
             return context

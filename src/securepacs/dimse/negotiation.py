@@ -63,7 +63,6 @@ class Request:
     """What the requestor asked for."""
 
     calling_ae: str
-    called_ae: str
     max_pdu: int
     primitive: A_ASSOCIATE = field(repr=False)
 
@@ -78,7 +77,6 @@ def read_request(body: bytes | bytearray) -> Request:
         raise ValueError(f"malformed A-ASSOCIATE-RQ ({exc})") from None
     return Request(
         calling_ae=str(primitive.calling_ae_title or "").strip(),
-        called_ae=str(primitive.called_ae_title or "").strip(),
         max_pdu=int(primitive.maximum_length_received or 0),
         primitive=primitive,
     )
