@@ -403,3 +403,39 @@ export async function reconcilePart10(part10, target, { now, mediaPatientId, sou
   if (deflated) newBody = await pipe(newBody, new CompressionStream('deflate-raw'));
   return concat([part10.subarray(0, metaEnd), newBody]);
 }
+
+/**
+ * SOP Instance UID (0008,0018) of a Part 10 file, read from its data set (what a server
+ * stores and answers with; the File Meta's copy may disagree). Deflated files, and files
+ * whose data set cannot be walked, answer the File Meta's Media Storage SOP Instance UID.
+ * @param {Uint8Array} part10
+ * @returns {string} '' when neither is readable
+ */
+export function sopInstanceUid(part10) {
+  try {
+    if (part10.length < 144 || String.fromCharCode(...part10.subarray(128, 132)) !== 'DICM') return '';
+    const meta = new Reader(part10, true, true);
+    let p = 132;
+    let syntax = '';
+    let metaUid = '';
+    while (p + 8 <= part10.length && meta.u16(p) === 0x0002) {
+      const el = meta.element(p, part10.length, 0);
+      if (el.tag === 0x00020010) syntax = text(part10.subarray(el.valueStart, el.valueEnd), '');
+      if (el.tag === 0x00020003) metaUid = text(part10.subarray(el.valueStart, el.valueEnd), '');
+      p = el.end;
+    }
+    if (syntax === DEFLATED) return metaUid;
+    const r = new Reader(part10.subarray(p), syntax !== EXPLICIT_BE, syntax !== IMPLICIT_LE);
+    let q = 0;
+    while (q < r.b.length) {
+      const el = r.element(q, r.b.length, 0);
+      if (el.tag === 0x00080018) return text(r.b.subarray(el.valueStart, el.valueEnd), '');
+      if (el.tag > 0x00080018) break;
+      q = el.end;
+    }
+    return metaUid;
+  } catch (err) {
+    if (err instanceof ReconcileError) return '';
+    throw err;
+  }
+}
