@@ -93,6 +93,10 @@ export async function openSecureFile(bytes, keys, cache, { requireDigest = false
   if (!(cache instanceof KeyCache)) throw new TypeError('openSecureFile needs a KeyCache');
   const env = parseEnvelope(bytes);
   if (env.cipherProblem) throw env.cipherProblem;
+  if (!env.cipher.webcrypto) {
+    throw new MediaError('unsupported-algorithm',
+      `This file is encrypted with ${env.cipher.name} (Triple-DES), which browsers cannot decrypt; open it with securepacs (media extract).`);
+  }
   const block = env.cipher.blockBytes;
   if (env.ciphertext.length === 0 || env.ciphertext.length % block) {
     throw new MediaError('truncated', 'The file is truncated: its encrypted content is not whole cipher blocks.');

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { reconcilePart10, ReconcileError } from '../src/reconcile.js';
-import { bytes, testdata } from './fixtures.mjs';
+import { bytes, testdata } from '../testkit/fixtures.mjs';
 
 const now = new Date('2026-12-03T09:00:00Z');
 

@@ -1,6 +1,7 @@
 // openSecureFile / describe / PrivateKey against files made at test time by the Python
 // package (securepacs media create) and by openssl cms.
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
+import { rmSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import {
   MediaError, PasswordKey, PrivateKey, KeyCache, describe, openSecureFile,
@@ -8,7 +9,7 @@ import {
 import {
   PASSWORD, OPENSSL_PASSWORD, SECUREPACS, bytes, join, python, rsaPair, run, tempDir, testdata,
   walk, writeFileSync, readFileSync,
-} from './fixtures.mjs';
+} from '../testkit/fixtures.mjs';
 
 let dir; let disc; let plainDir; let ct; let pair; let oaepDisc; let pkcs1Disc;
 
@@ -23,6 +24,8 @@ async function rejects(promise, code) {
 function discFiles(d) {
   return walk(d).filter((p) => !/README|INDEX|VIEWER/i.test(p));
 }
+
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 before(() => {
   dir = tempDir(null);
@@ -177,6 +180,15 @@ open(sys.argv[4], 'wb').write(pkcs12('holder', key, cert, [], b'p12 secret', leg
   const f = discFiles(pkcs1Disc)[0];
   assert.equal(describe(bytes(f)).recipients[0].kind, 'rsa-pkcs1');
   await rejects(openSecureFile(bytes(f), [combined], new KeyCache()), 'unsupported-recipient');
+});
+
+test('Triple-DES content is recognised and refused as unsupported', async (t) => {
+  const d = tempDir(t);
+  const out = join(d, 'des.p7m');
+  run('openssl', ['cms', '-encrypt', '-binary', '-des3', '-pwri_password', OPENSSL_PASSWORD,
+    '-in', ct, '-outform', 'DER', '-out', out]);
+  assert.equal(describe(bytes(out)).content.algorithm, 'des-ede3-cbc');
+  await rejects(openSecureFile(bytes(out), [new PasswordKey(OPENSSL_PASSWORD)], new KeyCache()), 'unsupported-algorithm');
 });
 
 test('a hostile PBKDF2 iteration count is refused at once', async (t) => {

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { stow } from '../src/stow.js';
-import { bytes, python, testdata } from './fixtures.mjs';
+import { bytes, python, testdata } from '../testkit/fixtures.mjs';
 
 const NAMES = ['CT_small.dcm', 'MR_small.dcm', 'rtplan.dcm', 'JPEG2000.dcm'];
 

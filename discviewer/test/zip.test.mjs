@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { ZipWriter, crc32 } from '../src/zip.js';
-import { PY, join, tempDir, writeFileSync } from './fixtures.mjs';
+import { PY, join, tempDir, writeFileSync } from '../testkit/fixtures.mjs';
 
 const CHECK = `
 import sys, zipfile, json, hashlib

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")]
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = ROOT / "discviewer" / "test" / "reconcile-cli.mjs"
+CLI = ROOT / "discviewer" / "testkit" / "reconcile-cli.mjs"
 AT = datetime(2026, 12, 3, 9, 10, 11, 123000, tzinfo=UTC)
 FILES = ["CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
          "image_dfl.dcm", "JPEG2000.dcm", "rtplan.dcm"]
