@@ -147,8 +147,8 @@ export function readElement(bytes, pos, limit = bytes.length, depth = 0) {
     const end = contentStart + length;
     if (end > limit) {
       // past the enclosing element: truncation if it is past the input, else a lie
-      fail(limit === bytes.length ? 'truncated' : 'malformed',
-        limit === bytes.length ? 'the file ends before its ASN.1 structure does'
+      fail(end > bytes.length ? 'truncated' : 'malformed',
+        end > bytes.length ? 'the file ends before its ASN.1 structure does'
           : 'an ASN.1 element is longer than the element holding it');
     }
     return new Element(bytes, cls, constructed, tag, start, contentStart, end, end, false, depth);

@@ -132,6 +132,10 @@ export async function openSecureFile(bytes, keys, cache, { requireDigest = false
       ? 'The password is wrong: it does not unlock this file.'
       : 'The private key does not open this file.');
   }
+  const damaged = env.recipients.find((r) => r.problem);
+  if (damaged && (damaged.problem.code !== 'unsupported-algorithm' || keys.some((k) => k instanceof PasswordKey))) {
+    throw damaged.problem;
+  }
   const kinds = new Set(env.recipients.map((r) => r.kind));
   const canPassword = kinds.has('password');
   const canOaep = env.recipients.some((r) => r.kind === 'rsa-oaep' && !r.problem);

@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import { rmSync } from 'node:fs';
 import assert from 'node:assert/strict';
+import { parse } from '../src/asn1.js';
 import {
   MediaError, PasswordKey, PrivateKey, KeyCache, describe, openSecureFile,
 } from '../src/secure.js';
@@ -11,7 +12,7 @@ import {
   walk, writeFileSync, readFileSync,
 } from '../testkit/fixtures.mjs';
 
-let dir; let disc; let plainDir; let ct; let pair; let oaepDisc; let pkcs1Disc;
+let mixedDisc; let dir; let disc; let plainDir; let ct; let pair; let oaepDisc; let pkcs1Disc;
 
 async function rejects(promise, code) {
   await assert.rejects(promise, (err) => {
@@ -41,6 +42,9 @@ before(() => {
   pair = rsaPair(dir);
   oaepDisc = join(dir, 'oaep');
   run(SECUREPACS, ['media', 'create', src, '--out', oaepDisc, '--recipient', pair.cert, '--oaep']);
+  mixedDisc = join(dir, 'mixed');
+  run(SECUREPACS, ['media', 'create', src, '--out', mixedDisc, '--password-file', join(dir, 'pw.txt'),
+    '--recipient', pair.cert, '--oaep']);
   pkcs1Disc = join(dir, 'pkcs1');
   run(SECUREPACS, ['media', 'create', src, '--out', pkcs1Disc, '--recipient', pair.cert]);
 });
@@ -236,4 +240,31 @@ test('mutated files never hang or throw anything but MediaError', async () => {
   for (let i = 0; i < 2000; i++) { deep[2 * i] = 0x30; deep[2 * i + 1] = 0x80; }
   assert.throws(() => describe(deep), MediaError);
   assert.throws(() => describe(new Uint8Array([0x30, 0x84, 0x7f, 0xff, 0xff, 0xff, 0x06])), (e) => e.code === 'truncated');
+});
+
+test('files opened at once still cost one PBKDF2 run', async () => {
+  const cache = new KeyCache();
+  const key = new PasswordKey(PASSWORD);
+  const out = await Promise.all(discFiles(disc).map((f) => openSecureFile(bytes(f), [key], cache)));
+  assert.ok(out.every((o) => o.integrity === 'verified'));
+  assert.equal(cache.derivations, 1);
+});
+
+test('a damaged certificate recipient is named; the password recipient still opens', async () => {
+  const f = discFiles(mixedDisc).find((p) => !p.endsWith('DICOMDIR'));
+  const data = bytes(f);
+  const kinds = describe(data).recipients.map((r) => r.kind).sort();
+  assert.deepEqual(kinds, ['password', 'rsa-oaep']);
+  // find the KeyTransRecipientInfo and turn its rid SEQUENCE into a SET
+  const ed = parse(data).children()[1].children()[0].children();
+  const ktri = ed.find((e) => e.is(17)).children().find((e) => e.is(16));
+  const bad = data.slice();
+  bad[ktri.children()[1].start] = 0x31;
+  const desc = describe(bad).recipients.find((r) => r.problem);
+  assert.match(desc.problem, /damaged/);
+  const out = await openSecureFile(bad, [new PasswordKey(PASSWORD)], new KeyCache(), { requireDigest: true });
+  assert.equal(out.integrity, 'verified');
+  const key = await PrivateKey.fromFile(bytes(pair.key));
+  await rejects(openSecureFile(bad, [key], new KeyCache()), 'malformed');
+  assert.equal((await openSecureFile(data, [key], new KeyCache())).integrity, 'verified');
 });
