@@ -208,7 +208,8 @@ export function jpegPrecision(bytes) {
  * @param {number} frameIndex
  * @returns {Promise<{rows:number, columns:number, samplesPerPixel:number, photometric:string,
  *   bitsAllocated:number, bitsStored:number, pixelRepresentation:number,
- *   pixels: Uint8Array|Int8Array|Uint16Array|Int16Array|Uint32Array|Int32Array|Float32Array|Float64Array}>}
+ *   pixels: Uint8Array|Int8Array|Uint16Array|Int16Array|Uint32Array|Int32Array|Float32Array|Float64Array,
+ *   index: number}>}
  * @throws {DicomError} no pixel data, unsupported transfer syntax, damaged data
  */
 export async function decodeFrame(dicomFile, frameIndex = 0) {
@@ -244,5 +245,6 @@ export async function decodeFrame(dicomFile, frameIndex = 0) {
     bitsStored: info.bitsStored,
     pixelRepresentation: info.pixelRepresentation,
     pixels,
+    index: frameIndex,
   };
 }
