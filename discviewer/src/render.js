@@ -12,6 +12,8 @@
 // - RGB shown as is (16-bit scaled to 8).
 // Pure and allocation-free per pixel: one lookup table per call for integer data.
 
+const LITTLE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 function groupItem(file, index) {
   const per = file.sequence('52009230');
   const shared = file.sequence('52009229');
@@ -181,18 +183,23 @@ export function renderRGBA(dicomFile, frame, { center, width, invert = false } =
     const signed = px instanceof Int8Array || px instanceof Int16Array;
     const size = px.BYTES_PER_ELEMENT === 1 ? 256 : 65536;
     const base = signed ? size / 2 : 0;
-    const lut = new Uint8ClampedArray(size);
+    const lut = new Uint32Array(size);
+    const lo = center - 0.5 - (width - 1) / 2;
+    const hi = center - 0.5 + (width - 1) / 2;
+    const scale = width <= 1 ? 0 : 255 / (width - 1);
+    const off = center - 0.5;
     for (let k = 0; k < size; k++) {
-      const v = voi((k - base) * slope + intercept, center, width);
-      lut[k] = flip ? 255 - v : v;
+      const x = (k - base) * slope + intercept;
+      let v;
+      if (width <= 1) v = x > off ? 255 : 0;
+      else if (x <= lo) v = 0;
+      else if (x > hi) v = 255;
+      else v = Math.round((x - off) * scale + 127.5);
+      if (flip) v = 255 - v;
+      lut[k] = LITTLE ? 0xff000000 | (v << 16) | (v << 8) | v : ((v << 24) | (v << 16) | (v << 8) | 0xff) >>> 0;
     }
-    for (let i = 0, j = 0; i < n; i++, j += 4) {
-      const v = lut[px[i] + base];
-      out[j] = v;
-      out[j + 1] = v;
-      out[j + 2] = v;
-      out[j + 3] = 255;
-    }
+    const out32 = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) out32[i] = lut[px[i] + base];
     return out;
   }
   for (let i = 0, j = 0; i < n; i++, j += 4) {

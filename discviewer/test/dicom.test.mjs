@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DicomError, loadPart10, parsePart10, inflatePart10, lookupTag } from '../src/dicom.js';
-import { HAVE_PYTHON, testFile, python } from './helpers.mjs';
+import { HAVE_PYTHON, testFile, python } from '../tools/helpers.mjs';
 
 const opts = { skip: !HAVE_PYTHON && 'needs the worktree .venv (pydicom test files)' };
 

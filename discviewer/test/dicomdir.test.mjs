@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadPart10, parsePart10 } from '../src/dicom.js';
 import { readDicomdir } from '../src/dicomdir.js';
-import { HAVE_PYTHON, testFile, testFilesDir, python } from './helpers.mjs';
+import { HAVE_PYTHON, testFile, testFilesDir, python } from '../tools/helpers.mjs';
 
 const opts = { skip: !HAVE_PYTHON && 'needs the worktree .venv (pydicom test files)' };
 

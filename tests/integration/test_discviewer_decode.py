@@ -3,7 +3,7 @@
 For each transfer syntax of PS3.5 the viewer shows (native little/big endian, deflated, JPEG
 baseline/extended/lossless, JPEG-LS, JPEG 2000, HTJ2K, RLE) and each photometric
 interpretation (MONOCHROME1/2, RGB, YBR_FULL(_422), PALETTE COLOR), one file is decoded by
-``discviewer/test/decode-cli.mjs`` (``src/decode.js`` under node, with the same WebAssembly
+``discviewer/tools/decode-cli.mjs`` (``src/decode.js`` under node, with the same WebAssembly
 decoders the page bundles) and compared with ``pydicom``'s ``pixel_array`` (pydicom 3
 defaults: YBR converted to RGB, unused bits masked or sign-extended).
 
@@ -36,9 +36,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.uid import (
+    HTJ2K,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
-    HTJ2K,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
@@ -130,8 +130,12 @@ def _base(
 
 def _save(ds: Dataset, path: Path, ts: str = ExplicitVRLittleEndian) -> Path:
     ds.file_meta.TransferSyntaxUID = ts
-    ds.save_as(path, enforce_file_format=True, little_endian=ts != ExplicitVRBigEndian,
-               implicit_vr=ts == ImplicitVRLittleEndian)
+    ds.save_as(
+        path,
+        enforce_file_format=True,
+        little_endian=ts != ExplicitVRBigEndian,
+        implicit_vr=ts == ImplicitVRLittleEndian,
+    )
     return path
 
 
@@ -173,7 +177,9 @@ def _palette16(d: Path, rng: np.random.Generator) -> Path:
     ds.PixelData = rng.integers(100, 356, (12, 14), dtype=np.uint16).tobytes()
     for color in ("Red", "Green", "Blue"):
         setattr(ds, f"{color}PaletteColorLookupTableDescriptor", [256, 100, 16])
-        setattr(ds, f"{color}PaletteColorLookupTableData", rng.integers(0, 65536, 256, dtype=np.uint16).tobytes())
+        setattr(
+            ds, f"{color}PaletteColorLookupTableData", rng.integers(0, 65536, 256, dtype=np.uint16).tobytes()
+        )
     return _save(ds, d / "palette16.dcm")
 
 
@@ -182,7 +188,9 @@ def _jpeg57(d: Path, _rng: np.random.Generator) -> Path:
     out = d / "jpeg57.dcm"
     subprocess.run(
         ["dcmcjpeg", "+el", "+sv", "6", str(get_testdata_file("CT_small.dcm")), str(out)],
-        check=True, capture_output=True, timeout=60,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return out
 
@@ -191,8 +199,12 @@ def _dcmcjpeg(name: str, source: str, *options: str) -> Callable[[Path, np.rando
     # DCMTK's dcmcjpeg (+ee: JPEG extended, 12-bit for 12-bit sources; .51)
     def make(d: Path, _rng: np.random.Generator) -> Path:
         out = d / f"{name}.dcm"
-        subprocess.run(["dcmcjpeg", *options, str(get_testdata_file(source)), str(out)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["dcmcjpeg", *options, str(get_testdata_file(source)), str(out)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         return out
 
     return make
@@ -204,19 +216,40 @@ def _rle_ybr(d: Path, rng: np.random.Generator) -> Path:
     return _save(ds, d / "rle_ybr.dcm", RLELossless)
 
 
-def _htj2k(name: str, ts: str, arr: np.ndarray, *, bits: int, signed: int, photometric: str) -> Callable[[Path, np.random.Generator], Path]:
+def _htj2k(
+    name: str, ts: str, arr: np.ndarray, *, bits: int, signed: int, photometric: str
+) -> Callable[[Path, np.random.Generator], Path]:
     def make(d: Path, _rng: np.random.Generator) -> Path:
         rows, cols = arr.shape[:2]
         spp = arr.shape[2] if arr.ndim == 3 else 1
         raw, j2c = d / f"{name}.raw", d / f"{name}.j2c"
         raw.write_bytes(arr.astype(arr.dtype.newbyteorder("<")).tobytes())
         subprocess.run(
-            [NODE or "node", str(VIEWER / "test" / "htj2k-encode.mjs"), str(raw), str(j2c),
-             str(cols), str(rows), str(bits), str(spp), str(signed)],
-            check=True, capture_output=True, timeout=60, cwd=VIEWER,
+            [
+                NODE or "node",
+                str(VIEWER / "tools" / "htj2k-encode.mjs"),
+                str(raw),
+                str(j2c),
+                str(cols),
+                str(rows),
+                str(bits),
+                str(spp),
+                str(signed),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+            cwd=VIEWER,
         )
-        ds = _base(rows, cols, spp=spp, bits=8 if bits <= 8 else 16, stored=bits, signed=signed,
-                   photometric=photometric)
+        ds = _base(
+            rows,
+            cols,
+            spp=spp,
+            bits=8 if bits <= 8 else 16,
+            stored=bits,
+            signed=signed,
+            photometric=photometric,
+        )
         ds.PixelData = encapsulate([j2c.read_bytes()])
         ds["PixelData"].VR = "OB"
         return _save(ds, d / f"{name}.dcm", ts)
@@ -237,14 +270,29 @@ MADE: dict[str, Callable[[Path, np.random.Generator], Path]] = {
     "jpeg51_8bit": _dcmcjpeg("jpeg51_8bit", "image_dfl.dcm", "+ee"),
     "rle_ybr": _rle_ybr,
     "htj2k_lossless_s16": _htj2k(
-        "htj2k_lossless_s16", HTJ2KLossless, _RNG.integers(-2000, 3000, (40, 33), dtype=np.int16),
-        bits=16, signed=1, photometric="MONOCHROME2"),
+        "htj2k_lossless_s16",
+        HTJ2KLossless,
+        _RNG.integers(-2000, 3000, (40, 33), dtype=np.int16),
+        bits=16,
+        signed=1,
+        photometric="MONOCHROME2",
+    ),
     "htj2k_rpcl_u12": _htj2k(
-        "htj2k_rpcl_u12", HTJ2KLosslessRPCL, _RNG.integers(0, 4096, (31, 29), dtype=np.uint16),
-        bits=12, signed=0, photometric="MONOCHROME2"),
+        "htj2k_rpcl_u12",
+        HTJ2KLosslessRPCL,
+        _RNG.integers(0, 4096, (31, 29), dtype=np.uint16),
+        bits=12,
+        signed=0,
+        photometric="MONOCHROME2",
+    ),
     "htj2k_u8": _htj2k(
-        "htj2k_u8", HTJ2K, _RNG.integers(0, 256, (24, 26), dtype=np.uint8),
-        bits=8, signed=0, photometric="MONOCHROME2"),
+        "htj2k_u8",
+        HTJ2K,
+        _RNG.integers(0, 256, (24, 26), dtype=np.uint8),
+        bits=8,
+        signed=0,
+        photometric="MONOCHROME2",
+    ),
 }
 
 
@@ -265,8 +313,12 @@ def decoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Decoded]:
     jobs = [{"path": str(p), "out": str(d / f"{i}.bin")} for i, p in enumerate(paths.values())]
     (d / "list.json").write_text(json.dumps(jobs))
     run = subprocess.run(
-        [NODE or "node", str(VIEWER / "test" / "decode-cli.mjs"), str(d / "list.json")],
-        capture_output=True, text=True, timeout=300, cwd=VIEWER, check=False,
+        [NODE or "node", str(VIEWER / "tools" / "decode-cli.mjs"), str(d / "list.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=VIEWER,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
@@ -276,7 +328,9 @@ def decoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Decoded]:
         meta = by_path[str(path)]
         values = None
         if meta["ok"]:
-            values = np.frombuffer(Path(job["out"]).read_bytes(), dtype=np.dtype(str(meta["dtype"])).newbyteorder("<"))
+            values = np.frombuffer(
+                Path(job["out"]).read_bytes(), dtype=np.dtype(str(meta["dtype"])).newbyteorder("<")
+            )
         result[name] = Decoded(meta, values, path)
     return result
 

@@ -1,6 +1,6 @@
 // Encode raw samples as an HTJ2K codestream (reversible, lossless) with OpenJPH's own encoder
 // (the same @cornerstonejs/codec-openjph package, encoder half), for the pixel tests.
-// Usage: node test/htj2k-encode.mjs in.raw out.j2c width height bitsPerSample components signed(0|1)
+// Usage: node tools/htj2k-encode.mjs in.raw out.j2c width height bitsPerSample components signed(0|1)
 //   in.raw: little-endian samples, interleaved, 1 byte (<= 8 bits) or 2 bytes per sample.
 import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';

@@ -1,6 +1,6 @@
 // Decode DICOM files with src/decode.js and write the raw sample values, for
 // tests/integration/test_discviewer_decode.py (which compares them with pydicom).
-// Usage: node test/decode-cli.mjs LIST.json
+// Usage: node tools/decode-cli.mjs LIST.json
 //   LIST.json: [{ "path": "in.dcm", "out": "out.bin" }, ...]; every frame is decoded and
 //   written one after another as little-endian values of the frame's array type.
 // Prints one JSON line per file: { path, ok, frames, dtype, rows, columns, samplesPerPixel,

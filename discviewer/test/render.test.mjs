@@ -1,0 +1,119 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parsePart10 } from '../src/dicom.js';
+import { decodeFrame } from '../src/decode.js';
+import { defaultWindow, renderRGBA, rescale } from '../src/render.js';
+import { useNodeWasm } from '../tools/wasm-node.mjs';
+import { HAVE_PYTHON, testFile, python } from '../tools/helpers.mjs';
+
+const opts = { skip: !HAVE_PYTHON && 'needs the worktree .venv (pydicom test files)' };
+useNodeWasm();
+
+function grey(rgba) {
+  const out = [];
+  for (let i = 0; i < rgba.length; i += 4) {
+    assert.equal(rgba[i], rgba[i + 1]);
+    assert.equal(rgba[i], rgba[i + 2]);
+    assert.equal(rgba[i + 3], 255);
+    out.push(rgba[i]);
+  }
+  return out;
+}
+
+function frameOf(pixels, photometric = 'MONOCHROME2', extra = {}) {
+  return { rows: 1, columns: pixels.length, samplesPerPixel: 1, photometric, bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 1, pixels, index: 0, ...extra };
+}
+
+test('rescale then the linear VOI function of PS3.3 C.11.2.1.2.1', opts, () => {
+  const ct = parsePart10(testFile('CT_small.dcm')); // slope 1, intercept -1024
+  assert.deepEqual(rescale(ct, null), { slope: 1, intercept: -1024 });
+  // center 40, width 400: x <= -160 -> 0, x > 239 -> 255, else ((x - 39.5) / 399 + 0.5) * 255
+  const stored = [-2000, 864, 865, 1064, 1263, 1264, 3000].map((x) => x);
+  const f = frameOf(new Int16Array(stored));
+  const want = [0, 0, 1, 128, 255, 255, 255];
+  assert.deepEqual(grey(renderRGBA(ct, f, { center: 40, width: 400 })), want);
+  // the same through the float path (32-bit data is not tabled)
+  assert.deepEqual(grey(renderRGBA(ct, { ...f, pixels: new Float32Array(stored) }, { center: 40, width: 400 })), want);
+  // MONOCHROME1 is shown inverted; `invert` inverts again
+  assert.deepEqual(grey(renderRGBA(ct, frameOf(new Int16Array(stored), 'MONOCHROME1'), { center: 40, width: 400 })), want.map((v) => 255 - v));
+  assert.deepEqual(grey(renderRGBA(ct, frameOf(new Int16Array(stored), 'MONOCHROME1'), { center: 40, width: 400, invert: true })), want);
+  // width 1: a threshold at c - 0.5
+  assert.deepEqual(grey(renderRGBA(ct, frameOf(new Int16Array([1063, 1064])), { center: 40, width: 1 })), [0, 255]);
+});
+
+test('default window: the file\'s own, else the range of the rescaled values', opts, async () => {
+  const mr = parsePart10(testFile('MR_small.dcm'));
+  const fr = await decodeFrame(mr, 0);
+  assert.deepEqual(defaultWindow(mr, fr), { center: 600, width: 1600 });
+  const ct = parsePart10(testFile('CT_small.dcm'));
+  const f = frameOf(new Int16Array([100, 300, 1124]));
+  assert.deepEqual(defaultWindow(ct, f), { center: ((100 + 1124) / 2) - 1024, width: 1024 });
+  const rgba = renderRGBA(ct, f);
+  assert.deepEqual(grey(rgba).map((v) => v > 0 && v < 255), [false, true, false]);
+});
+
+test('palette colour: 16-bit tables, first mapped value, 8-bit tables in 16-bit words', opts, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dvpal-'));
+  try {
+    python(`
+import sys, numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+def make(path, desc, luts):
+    ds = Dataset(); ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.7'
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 1, 5, 1
+    ds.BitsAllocated = ds.BitsStored = 16; ds.HighBit = 15; ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = 'PALETTE COLOR'
+    ds.PixelData = np.array([50, 100, 150, 355, 400], dtype='<u2').tobytes()
+    for c, lut in zip(('Red', 'Green', 'Blue'), luts):
+        setattr(ds, c + 'PaletteColorLookupTableDescriptor', desc)
+        setattr(ds, c + 'PaletteColorLookupTableData', np.asarray(lut, dtype='<u2').tobytes())
+    ds.save_as(path, enforce_file_format=True)
+k = np.arange(256)
+make(sys.argv[1], [256, 100, 16], [k * 256, (255 - k) * 256, np.full(256, 0x8000)])
+make(sys.argv[2], [256, 100, 8], [k, 255 - k, np.full(256, 7)])
+`, [join(dir, 'p16.dcm'), join(dir, 'p8.dcm')]);
+    for (const name of ['p16.dcm', 'p8.dcm']) {
+      const f = parsePart10(new Uint8Array(readFileSync(join(dir, name))));
+      const fr = { rows: 1, columns: 5, samplesPerPixel: 1, photometric: 'PALETTE COLOR', bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 0, pixels: new Uint16Array([50, 100, 150, 355, 400]), index: 0 };
+      const rgba = Array.from(renderRGBA(f, fr));
+      const blue = name === 'p16.dcm' ? 0x80 : 7;
+      // indices below 100 -> entry 0, 150 -> entry 50, at or above 355 -> the last entry
+      assert.deepEqual(rgba, [0, 255, blue, 255, 0, 255, blue, 255, 50, 205, blue, 255, 255, 0, blue, 255, 255, 0, blue, 255], name);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('RGB shown as is; 16-bit RGB scaled to 8 bits; invert', () => {
+  const fr = { rows: 1, columns: 2, samplesPerPixel: 3, photometric: 'RGB', bitsAllocated: 8, bitsStored: 8, pixelRepresentation: 0, pixels: new Uint8Array([1, 2, 3, 250, 251, 252]) };
+  assert.deepEqual(Array.from(renderRGBA(null, fr)), [1, 2, 3, 255, 250, 251, 252, 255]);
+  assert.deepEqual(Array.from(renderRGBA(null, fr, { invert: true })), [254, 253, 252, 255, 5, 4, 3, 255]);
+  const f16 = { ...fr, bitsAllocated: 16, bitsStored: 16, pixels: new Uint16Array([0x0100, 0xff00, 0x8000, 0, 0, 0]) };
+  assert.deepEqual(Array.from(renderRGBA(null, f16)).slice(0, 4), [1, 255, 128, 255]);
+});
+
+test('speed (reported, not asserted): decode + render of a 512x512 CT frame and a JPEG 2000 frame', opts, async () => {
+  const big = parsePart10(testFile('CT_small.dcm'));
+  const px = new Int16Array(512 * 512);
+  for (let i = 0; i < px.length; i++) px[i] = (i * 7919) % 4096;
+  const fr = { ...frameOf(px), rows: 512, columns: 512 };
+  renderRGBA(big, fr, { center: 40, width: 400 });
+  let t = performance.now();
+  const N = 20;
+  for (let i = 0; i < N; i++) renderRGBA(big, fr, { center: 40 + i, width: 400 });
+  const render = (performance.now() - t) / N;
+  const j2k = parsePart10(testFile('693_J2KI.dcm')); // 512x512, 14 bits, lossy J2K
+  await decodeFrame(j2k, 0);
+  t = performance.now();
+  for (let i = 0; i < 5; i++) renderRGBA(j2k, await decodeFrame(j2k, 0));
+  const jt = (performance.now() - t) / 5;
+  console.log(`# render 512x512 int16: ${render.toFixed(2)} ms; decode+render 512x512 JPEG 2000: ${jt.toFixed(1)} ms`);
+});
