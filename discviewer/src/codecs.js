@@ -121,6 +121,19 @@ export async function decodeJpeg12(bytes, { rows, columns, signed }) {
   return { width: columns, height: rows, components, bits: 12, pixels };
 }
 
+/**
+ * JPEG baseline/extended 8-bit without any colour transform: for 3-component streams that
+ * libjpeg would take as YCbCr (no JFIF/Adobe marker, component IDs 1-2-3) while the DICOM
+ * Photometric Interpretation says RGB (pdf.js JpegImage from dicom-image-loader).
+ */
+export async function decodeJpeg8Raw(bytes, { rows, columns }) {
+  const jpeg = new JpegImage();
+  jpeg.parse(bytes);
+  jpeg.colorTransform = false;
+  const pixels = jpeg.getData(columns, rows);
+  return { width: columns, height: rows, components: jpeg.components.length, bits: 8, pixels };
+}
+
 /** JPEG lossless, process 14 (any selection value). */
 export async function decodeJpegLossless(bytes, { bitsAllocated, signed }) {
   const dec = new LosslessDecoder();

@@ -145,8 +145,15 @@ async function compressedFrame(file, info, index) {
   if (ts === TS.rle) {
     return decodeRle(bytes, info);
   } else if (JPEG.has(ts)) {
-    const precision = jpegPrecision(bytes);
-    out = precision > 8 ? await codecs.decodeJpeg12(bytes, { rows, columns, signed }) : await codecs.decodeJpeg8(bytes, false);
+    const { precision, ycc } = jpegInfo(bytes);
+    if (precision > 8) out = await codecs.decodeJpeg12(bytes, { rows, columns, signed });
+    else if (ycc && info.photometric === 'RGB') out = await codecs.decodeJpeg8Raw(bytes, { rows, columns });
+    else {
+      out = await codecs.decodeJpeg8(bytes, false);
+      // libjpeg leaves RGB-coded streams (Adobe transform 0, component IDs R G B) as they are:
+      // when the file says YBR_FULL(_422) for one, convert as pydicom does.
+      if (!ycc && spp === 3 && info.photometric.startsWith('YBR_FULL')) out.pixels = ybrFullToRgb(out.pixels, rows * columns);
+    }
   } else if (JPEG_LL.has(ts)) {
     out = await codecs.decodeJpegLossless(bytes, { bitsAllocated: ba, signed: false });
   } else if (JLS.has(ts)) {
@@ -178,9 +185,17 @@ function checkSize(arr, info) {
   return arr.length === want ? arr : arr.subarray(0, want);
 }
 
-/** Sample precision from a JPEG stream's SOF marker (8 or 12; 16 for lossless). */
-export function jpegPrecision(bytes) {
+/**
+ * From a JPEG stream's markers (ISO/IEC 10918-1 B.2, JFIF APP0, Adobe APP14): the sample
+ * precision (SOF), and whether libjpeg takes 3 components as YCbCr and converts them to RGB
+ * (its rule: JFIF marker, or Adobe transform 1, or no Adobe marker and IDs other than R G B).
+ */
+export function jpegInfo(bytes) {
   let i = 2;
+  let precision = 8;
+  let jfif = false;
+  let adobe = null;
+  let ids = [];
   while (i + 4 < bytes.length) {
     if (bytes[i] !== 0xff) {
       i++;
@@ -191,14 +206,31 @@ export function jpegPrecision(bytes) {
       i++;
       continue;
     }
-    if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) return bytes[i + 4];
     if (m === 0xd8 || (m >= 0xd0 && m <= 0xd7) || m === 0x01) {
       i += 2;
       continue;
     }
-    i += 2 + ((bytes[i + 2] << 8) | bytes[i + 3]);
+    if (m === 0xda || m === 0xd9) break; // start of scan: the header is over
+    const len = (bytes[i + 2] << 8) | bytes[i + 3];
+    const body = i + 4;
+    if (m === 0xe0 && bytes[body] === 0x4a && bytes[body + 1] === 0x46 && bytes[body + 2] === 0x49 && bytes[body + 3] === 0x46) jfif = true;
+    if (m === 0xee && len >= 12 && bytes[body] === 0x41 && bytes[body + 1] === 0x64 && bytes[body + 2] === 0x6f && bytes[body + 3] === 0x62) adobe = bytes[body + 11];
+    if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
+      precision = bytes[body];
+      const nc = bytes[body + 5];
+      ids = [];
+      for (let c = 0; c < nc; c++) ids.push(bytes[body + 6 + 3 * c]);
+    }
+    i += 2 + len;
   }
-  return 8;
+  const rgbIds = ids.length === 3 && ids[0] === 0x52 && ids[1] === 0x47 && ids[2] === 0x42;
+  const ycc = ids.length === 3 && (jfif || adobe === 1 || (adobe === null && !rgbIds));
+  return { precision, ycc };
+}
+
+/** Sample precision from a JPEG stream's SOF marker (8 or 12; up to 16 for lossless). */
+export function jpegPrecision(bytes) {
+  return jpegInfo(bytes).precision;
 }
 
 /**

@@ -62,6 +62,10 @@ TOLERANCE = {
     "SC_rgb_dcmtk_+eb+cy+np.dcm": 3,
     "SC_rgb_dcmtk_+eb+cr.dcm": 3,
     "SC_jpeg_no_color_transform.dcm": 3,
+    "SC_jpeg_no_color_transform_2.dcm": 3,
+    "SC_rgb_dcmtk_+eb+cy+n1.dcm": 3,
+    "SC_rgb_jpeg_lossy_gdcm.dcm": 3,
+    "SC_rgb_small_odd_jpeg.dcm": 3,
     "examples_ybr_color.dcm": 3,
     "jpeg51_12bit": 2,
     "jpeg51_8bit": 3,
@@ -83,6 +87,11 @@ PYDICOM_FILES = [
     "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline YBR_FULL
     "SC_rgb_dcmtk_+eb+cy+np.dcm",  # JPEG baseline YBR_FULL_422
     "SC_rgb_dcmtk_+eb+cr.dcm",  # JPEG baseline RGB
+    "SC_jpeg_no_color_transform.dcm",  # JPEG baseline RGB, no colour transform, IDs 1 2 3
+    "SC_jpeg_no_color_transform_2.dcm",  # same, another writer
+    "SC_rgb_dcmtk_+eb+cy+n1.dcm",  # JPEG baseline YBR_FULL
+    "SC_rgb_jpeg_lossy_gdcm.dcm",  # JPEG baseline YBR_FULL (GDCM)
+    "SC_rgb_small_odd_jpeg.dcm",  # JPEG baseline, 3x3 odd size
     "examples_ybr_color.dcm",  # JPEG baseline, YBR_FULL_422, 30 frames
     "SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless SV1 (.70), RGB
     "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless, 16-bit signed
