@@ -20,6 +20,7 @@ export const EXPLICIT_BE = '1.2.840.10008.1.2.2';
 
 const MAX_VALUE_CHARS = 160;
 const MAX_TAG_ROWS = 20000;
+const MAX_TRAILING = 16;
 const MAX_INFLATED = 1 << 30; // 1 GiB: a hostile deflate stream cannot exhaust memory
 
 /** A file that is not DICOM or is damaged: `.message` is one plain sentence. */
@@ -316,6 +317,28 @@ export function parsePart10(bytes) {
 
 const INFLATED = new WeakMap();
 
+function wrapInflate(e) {
+  return e instanceof DicomError ? e : new DicomError('The deflated data set is damaged.');
+}
+
+/** Raw DEFLATE (RFC 1951) with the web platform's DecompressionStream, bounded in size. */
+async function inflateRaw(data) {
+  const reader = new Blob([data]).stream().pipeThrough(new DecompressionStream('deflate-raw')).getReader();
+  const chunks = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > MAX_INFLATED) {
+      await reader.cancel().catch(() => {});
+      throw new DicomError('The deflated data set is too large.');
+    }
+    chunks.push(value);
+  }
+  return chunks;
+}
+
 /**
  * For a deflated file (PS3.5 A.5): inflate the data set with DecompressionStream('deflate-raw')
  * and return bytes that parsePart10 accepts. Any other file is returned as it is.
@@ -327,25 +350,24 @@ export async function inflatePart10(bytes) {
   const meta = metaHeader(bytes);
   if ((meta.string('x00020010') || '') !== DEFLATED) return bytes;
   const pos = meta.position;
-  const stream = new Blob([bytes.subarray(pos)]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
-  const reader = stream.getReader();
-  const chunks = [];
-  let total = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.length;
-      if (total > MAX_INFLATED) {
-        await reader.cancel();
-        throw new DicomError('The deflated data set is too large.');
-      }
-      chunks.push(value);
+  const body = bytes.subarray(pos);
+  let chunks;
+  let error;
+  // Some writers leave bytes after the end of the deflate stream (a pad byte to keep the file
+  // even, or a zlib/gzip trailer); Chromium's DecompressionStream rejects any byte after the
+  // end. So on failure, try again without the last 1..MAX_TRAILING bytes: cutting too many
+  // gives a truncated stream (an error too), so the first success is the real end.
+  for (let cut = 0; cut <= MAX_TRAILING && cut < body.length; cut++) {
+    try {
+      chunks = await inflateRaw(cut ? body.subarray(0, body.length - cut) : body);
+      break;
+    } catch (e) {
+      if (e instanceof DicomError) throw e;
+      error = e;
     }
-  } catch (e) {
-    if (e instanceof DicomError) throw e;
-    throw new DicomError('The deflated data set is damaged.');
   }
+  if (!chunks) throw wrapInflate(error);
+  const total = chunks.reduce((a, c) => a + c.length, 0);
   const full = new Uint8Array(pos + total);
   full.set(bytes.subarray(0, pos), 0);
   let off = pos;
