@@ -117,3 +117,45 @@ test('speed (reported, not asserted): decode + render of a 512x512 CT frame and 
   const jt = (performance.now() - t) / 5;
   console.log(`# render 512x512 int16: ${render.toFixed(2)} ms; decode+render 512x512 JPEG 2000: ${jt.toFixed(1)} ms`);
 });
+
+test('enhanced multi-frame: rescale and window from the per-frame and shared functional groups', opts, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dvenh-'));
+  try {
+    python(`
+import sys, numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+ds = Dataset(); ds.file_meta = FileMetaDataset()
+ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.2.1'
+ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.NumberOfFrames = 1, 3, 1, 2
+ds.BitsAllocated = ds.BitsStored = 16; ds.HighBit = 15; ds.PixelRepresentation = 0
+ds.PhotometricInterpretation = 'MONOCHROME2'
+ds.PixelData = np.array([[0, 50, 100], [0, 50, 100]], dtype='<u2').tobytes()
+pvt = Dataset(); pvt.RescaleSlope = 2; pvt.RescaleIntercept = -100; pvt.RescaleType = 'HU'
+shared = Dataset(); shared.PixelValueTransformationSequence = Sequence([pvt])
+ds.SharedFunctionalGroupsSequence = Sequence([shared])
+frames = []
+for c, w in ((0, 201), (100, 2)):
+    voi = Dataset(); voi.WindowCenter = c; voi.WindowWidth = w
+    f = Dataset(); f.FrameVOILUTSequence = Sequence([voi]); frames.append(f)
+ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+ds.save_as(sys.argv[1], enforce_file_format=True)
+`, [join(dir, 'enh.dcm')]);
+    const f = parsePart10(new Uint8Array(readFileSync(join(dir, 'enh.dcm'))));
+    assert.equal(f.frames, 2);
+    const f0 = await decodeFrame(f, 0);
+    const f1 = await decodeFrame(f, 1);
+    assert.deepEqual(rescale(f, f1), { slope: 2, intercept: -100 });
+    assert.deepEqual(defaultWindow(f, f0), { center: 0, width: 201 });
+    assert.deepEqual(defaultWindow(f, f1), { center: 100, width: 2 });
+    // modality values -100, 0, 100: window 0/201 -> ((x + 0.5) / 200 + 0.5) * 255 = 0.64, 128.1, 255;
+    // window 100/2 -> 0, 0, 255
+    assert.deepEqual(grey(renderRGBA(f, f0, defaultWindow(f, f0))), [1, 128, 255]);
+    assert.deepEqual(grey(renderRGBA(f, f1, defaultWindow(f, f1))), [0, 0, 255]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

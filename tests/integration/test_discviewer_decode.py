@@ -219,6 +219,16 @@ def _dcmcjpeg(name: str, source: str, *options: str) -> Callable[[Path, np.rando
     return make
 
 
+def _jls_signed12(d: Path, rng: np.random.Generator) -> Path:
+    # DCMTK's dcmcjpls: JPEG-LS lossless of signed 12-bit data (pydicom sign-corrects it)
+    ds = _base(33, 35, spp=1, bits=16, stored=12, signed=1, photometric="MONOCHROME2")
+    ds.PixelData = rng.integers(-2048, 2048, (33, 35), dtype=np.int16).tobytes()
+    src = _save(ds, d / "jls_src.dcm")
+    out = d / "jls_signed12.dcm"
+    subprocess.run(["dcmcjpls", "+el", str(src), str(out)], check=True, capture_output=True, timeout=60)
+    return out
+
+
 def _rle_ybr(d: Path, rng: np.random.Generator) -> Path:
     ds = dcmread(_ybr_full(d, rng))
     ds.compress(RLELossless, encoding_plugin="pydicom")
@@ -278,6 +288,7 @@ MADE: dict[str, Callable[[Path, np.random.Generator], Path]] = {
     "jpeg51_12bit": _dcmcjpeg("jpeg51_12bit", "examples_overlay.dcm", "+ee"),
     "jpeg51_8bit": _dcmcjpeg("jpeg51_8bit", "image_dfl.dcm", "+ee"),
     "rle_ybr": _rle_ybr,
+    "jls_signed12": _jls_signed12,
     "htj2k_lossless_s16": _htj2k(
         "htj2k_lossless_s16",
         HTJ2KLossless,
@@ -293,6 +304,14 @@ MADE: dict[str, Callable[[Path, np.random.Generator], Path]] = {
         bits=12,
         signed=0,
         photometric="MONOCHROME2",
+    ),
+    "htj2k_rgb8": _htj2k(
+        "htj2k_rgb8",
+        HTJ2KLossless,
+        _RNG.integers(0, 256, (21, 19, 3), dtype=np.uint8),
+        bits=8,
+        signed=0,
+        photometric="YBR_RCT",
     ),
     "htj2k_u8": _htj2k(
         "htj2k_u8",
