@@ -101,27 +101,90 @@ function voi(x, c, w) {
   return ((x - (c - 0.5)) / (w - 1) + 0.5) * 255;
 }
 
+const SEGMENTED = { '00281201': '00281221', '00281202': '00281222', '00281203': '00281223' };
+
+function words(bytes, le) {
+  const n = bytes.length >> 1;
+  const out = new Uint16Array(n);
+  for (let i = 0; i < n; i++) out[i] = le ? bytes[2 * i] | (bytes[2 * i + 1] << 8) : (bytes[2 * i] << 8) | bytes[2 * i + 1];
+  return out;
+}
+
+function roundHalfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * Expand segmented LUT data (PS3.3 C.7.9.2: discrete, linear and indirect segments) into at
+ * most `entries` values, the way pydicom does (linear segments rounded half to even, indirect
+ * offsets counted in words). Bounded: output size, nesting depth and segment count.
+ */
+export function expandSegmented(data, entries) {
+  const out = new Uint16Array(entries);
+  let n = 0;
+  let steps = 0;
+  const run = (start, maxSegments, depth) => {
+    let off = start;
+    let segments = 0;
+    while (off + 1 < data.length && n < entries && steps++ < 1 << 20) {
+      const op = data[off];
+      const len = data[off + 1];
+      off += 2;
+      if (op === 0) {
+        for (let i = 0; i < len && n < entries && off + i < data.length; i++) out[n++] = data[off + i];
+        off += len;
+      } else if (op === 1) {
+        if (n === 0) throw new Error('The segmented palette starts with a linear segment.');
+        const y0 = out[n - 1];
+        const y1 = data[off++];
+        const step = len > 1 ? (y1 - (y0 + (y1 - y0) / len)) / (len - 1) : 0;
+        const a = y0 + (y1 - y0) / len;
+        for (let j = 0; j < len && n < entries; j++) out[n++] = y0 === y1 ? y1 : j === len - 1 ? y1 : roundHalfEven(j * step + a);
+      } else if (op === 2) {
+        if (n === 0 || depth >= 4) throw new Error('The segmented palette has a bad indirect segment.');
+        const target = (data[off + 1] << 16) | data[off];
+        off += 2;
+        run(target, len, depth + 1);
+      } else {
+        throw new Error(`The segmented palette has an unknown segment type ${op}.`);
+      }
+      if (++segments === maxSegments) return;
+    }
+  };
+  run(0, Infinity, 0);
+  return out;
+}
+
 function paletteTables(file) {
   const tables = [];
   for (const [desc, data] of [['00281101', '00281201'], ['00281102', '00281202'], ['00281103', '00281203']]) {
     let entries = file.number(desc, 0);
     const first = file.number(desc, 1) ?? 0;
     const nominal = file.number(desc, 2) ?? 16;
-    const bytes = file.bytesOf(data);
-    if (entries === undefined || !bytes) throw new Error('The palette colour lookup tables are missing.');
     if (entries === 0) entries = 65536;
-    const lut = new Uint8Array(entries);
-    const wide = bytes.length >= entries * 2;
+    let bytes = file.bytesOf(data);
+    let wide;
+    let raw;
     const le = file.littleEndian;
-    let max = 0;
-    const raw = new Uint16Array(entries);
-    for (let i = 0; i < entries; i++) {
-      let v;
-      if (wide) v = le ? bytes[2 * i] | (bytes[2 * i + 1] << 8) : (bytes[2 * i] << 8) | bytes[2 * i + 1];
-      else v = i < bytes.length ? bytes[i] : 0;
-      raw[i] = v;
-      if (v > max) max = v;
+    if (!bytes) {
+      // Segmented Palette Color Lookup Table Data (0028,1221-1223), C.7.9.2
+      const seg = file.bytesOf(SEGMENTED[data]);
+      if (entries === undefined || !seg) throw new Error('The palette colour lookup tables are missing.');
+      raw = expandSegmented(words(seg, le), entries);
+      wide = true;
+    } else {
+      if (entries === undefined) throw new Error('The palette colour lookup tables are missing.');
+      wide = bytes.length >= entries * 2;
+      raw = new Uint16Array(entries);
+      for (let i = 0; i < entries; i++) {
+        if (wide) raw[i] = le ? bytes[2 * i] | (bytes[2 * i + 1] << 8) : (bytes[2 * i] << 8) | bytes[2 * i + 1];
+        else raw[i] = i < bytes.length ? bytes[i] : 0;
+      }
     }
+    const lut = new Uint8Array(entries);
+    let max = 0;
+    for (let i = 0; i < entries; i++) if (raw[i] > max) max = raw[i];
     // 16-bit entries are scaled to 8 bits; a table said to be 8-bit but stored in 16-bit words
     // whose values all fit in 8 bits is used as it is.
     const shift = wide && !(nominal === 8 && max <= 255) ? 8 : 0;

@@ -159,3 +159,44 @@ ds.save_as(sys.argv[1], enforce_file_format=True)
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('segmented palette colour tables (C.7.9.2) expand as pydicom expands them', opts, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dvseg-'));
+  try {
+    const want = JSON.parse(python(`
+import sys, json, numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.pixels import apply_color_lut
+ds = Dataset(); ds.file_meta = FileMetaDataset()
+ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.7'
+ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+ds.Rows, ds.Columns, ds.SamplesPerPixel = 1, 256, 1
+ds.BitsAllocated = ds.BitsStored = 8; ds.HighBit = 7; ds.PixelRepresentation = 0
+ds.PhotometricInterpretation = 'PALETTE COLOR'
+ds.PixelData = np.arange(256, dtype=np.uint8).tobytes()
+# red: discrete 0, linear up to 65535 over 127, discrete 3 values, linear down over 125
+red = [0, 1, 0, 1, 127, 65535, 0, 3, 1000, 2000, 3000, 1, 125, 7]
+# green: discrete, linear, then an indirect copy of the two first segments (at word 0)
+green = [0, 2, 5, 9, 1, 126, 40000, 2, 2, 0, 0]
+# blue: one linear ramp of odd steps (rounding half to even matters)
+blue = [0, 1, 1, 1, 255, 50001]
+for c, seg in (('Red', red), ('Green', green), ('Blue', blue)):
+    setattr(ds, c + 'PaletteColorLookupTableDescriptor', [256, 0, 16])
+    setattr(ds, 'Segmented' + c + 'PaletteColorLookupTableData', np.asarray(seg, dtype='<u2').tobytes())
+ds.save_as(sys.argv[1], enforce_file_format=True)
+rgb = apply_color_lut(ds.pixel_array, ds)
+print(json.dumps((rgb.astype(np.uint16) >> 8).reshape(-1).tolist()))
+`, [join(dir, 'seg.dcm')]));
+    const f = parsePart10(new Uint8Array(readFileSync(join(dir, 'seg.dcm'))));
+    const fr = { rows: 1, columns: 256, samplesPerPixel: 1, photometric: 'PALETTE COLOR', bitsAllocated: 8, bitsStored: 8, pixelRepresentation: 0, pixels: Uint8Array.from({ length: 256 }, (_, i) => i), index: 0 };
+    const rgba = renderRGBA(f, fr);
+    const got = [];
+    for (let i = 0; i < rgba.length; i += 4) got.push(rgba[i], rgba[i + 1], rgba[i + 2]);
+    assert.equal(got.length, want.length);
+    assert.deepEqual(got, want);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
