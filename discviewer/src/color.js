@@ -28,6 +28,11 @@ export function ybrFullToRgb(src, n) {
 
 /** YBR_FULL_422 native data (Y1 Y2 Cb Cr per pair of pixels, PS3.3 C.7.6.3.1.2) to RGB. */
 export function ybr422ToRgb(src, rows, columns) {
+  return ybrFullToRgb(expand422(src, rows, columns), rows * columns);
+}
+
+/** 4:2:2 native data (Y1 Y2 Cb Cr per pair of pixels) to one Y Cb Cr triplet per pixel. */
+export function expand422(src, rows, columns) {
   const n = rows * columns;
   const full = new Uint8Array(n * 3);
   let s = 0;
@@ -51,5 +56,5 @@ export function ybr422ToRgb(src, rows, columns) {
       }
     }
   }
-  return ybrFullToRgb(full, n);
+  return full;
 }

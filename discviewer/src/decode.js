@@ -11,7 +11,7 @@
 import { DicomError, EXPLICIT_BE } from './dicom.js';
 import { decodeRle } from './rle.js';
 import * as codecs from './codecs.js';
-import { ybrFullToRgb, ybr422ToRgb } from './color.js';
+import { expand422, ybrFullToRgb, ybr422ToRgb } from './color.js';
 
 export const TS = {
   implicitLE: '1.2.840.10008.1.2',
@@ -263,6 +263,10 @@ export async function decodeFrame(dicomFile, frameIndex = 0) {
   if (photometric === 'YBR_FULL_422' && NATIVE.has(ts)) {
     pixels = ybr422ToRgb(pixels, info.rows, info.columns);
     photometric = 'RGB';
+  } else if (photometric === 'YBR_PARTIAL_422' && NATIVE.has(ts)) {
+    pixels = expand422(pixels, info.rows, info.columns); // one triplet per pixel, not converted
+  } else if ((photometric === 'YBR_ICT' || photometric === 'YBR_RCT') && (J2K.has(ts) || HTJ2K.has(ts))) {
+    photometric = 'RGB'; // the JPEG 2000 decoder applied the inverse component transform
   } else if (photometric === 'YBR_FULL_422' || photometric === 'YBR_FULL') {
     // JPEG: libjpeg-turbo converts YCbCr to RGB itself, as pydicom's JPEG plugins do.
     if (!JPEG.has(ts) && info.bitsAllocated === 8 && info.samplesPerPixel === 3) pixels = ybrFullToRgb(pixels, n);

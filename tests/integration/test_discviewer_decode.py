@@ -387,3 +387,6 @@ def test_multi_frame_and_photometric_reported(decoded: dict[str, Decoded]) -> No
     assert decoded["SC_ybr_full_422_uncompressed.dcm"].meta["photometric"] == "RGB"
     assert decoded["mono1_frames"].meta["photometric"] == "MONOCHROME1"
     assert decoded["palette16"].meta["photometric"] == "PALETTE COLOR"
+    assert decoded["examples_jpeg2k.dcm"].meta["photometric"] == "RGB"  # YBR_RCT, inverse RCT applied
+    assert decoded["rle_ybr"].meta["photometric"] == "RGB"
+    assert decoded["rtdose.dcm"].meta["frames"] == 15
