@@ -89,3 +89,19 @@ test('JPEG SOF precision', opts, async () => {
   const g = await loadPart10(testFile('JPEG-lossy.dcm'));
   assert.equal(jpegPrecision(g.encapsulatedFrame(0)), 12);
 });
+
+test('hostile image attributes: huge sizes and missing values are refused before any allocation', opts, async () => {
+  const bytes = testFile('CT_small.dcm').slice();
+  const f = parsePart10(bytes);
+  const dv = new DataView(bytes.buffer);
+  const rows = f.dataSet.elements.x00280010;
+  const cols = f.dataSet.elements.x00280011;
+  dv.setUint16(rows.dataOffset, 65535, true);
+  dv.setUint16(cols.dataOffset, 65535, true);
+  await assert.rejects(decodeFrame(parsePart10(bytes), 0), /too large/);
+  dv.setUint16(rows.dataOffset, 0, true);
+  await assert.rejects(decodeFrame(parsePart10(bytes), 0), /not valid/);
+  dv.setUint16(rows.dataOffset, 4096, true);
+  dv.setUint16(cols.dataOffset, 4096, true);
+  await assert.rejects(decodeFrame(parsePart10(bytes), 0), /shorter/);
+});

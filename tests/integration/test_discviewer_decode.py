@@ -109,6 +109,8 @@ PYDICOM_FILES = [
     "SC_rgb_rle_16bit_2frame.dcm",  # RLE RGB 16-bit, 2 frames
     "SC_rgb_rle_32bit_2frame.dcm",  # RLE RGB 32-bit, 2 frames
     "rtdose_rle.dcm",  # RLE 32-bit, 15 frames
+    "liver_1frame.dcm",  # 1 bit allocated (bit-packed)
+    "liver_expb_1frame.dcm",  # 1 bit allocated, big endian
 ]
 
 
