@@ -51,10 +51,13 @@ ROOT = Path(__file__).resolve().parents[2]
 VIEWER = ROOT / "discviewer"
 NODE = shutil.which("node")
 
-pytestmark = pytest.mark.skipif(
-    NODE is None or not (VIEWER / "node_modules" / "dicom-parser").is_dir(),
-    reason="needs node and discviewer/node_modules (npm ci in discviewer/)",
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        NODE is None or not (VIEWER / "node_modules" / "dicom-parser").is_dir(),
+        reason="needs node and discviewer/node_modules (npm ci in discviewer/)",
+    ),
+]
 
 # Maximum absolute difference allowed for lossy JPEG, per file (see module docstring).
 TOLERANCE = {
