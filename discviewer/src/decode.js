@@ -122,9 +122,24 @@ function nativeFrame(file, info, index) {
   const start = el.dataOffset + frameBytes * index;
   if (frameBytes * (index + 1) > el.length) throw new DicomError('The pixel data is shorter than the image needs.');
   const Type = arrayType(ba, info.pixelRepresentation === 1, float);
-  const raw = file.dataSet.byteArray.subarray(start, start + frameBytes);
-  const copy = raw.slice();
   const bigEndian = file.transferSyntax === EXPLICIT_BE;
+  let copy;
+  if (bigEndian && bytesPerSample === 1 && el.vr === 'OW') {
+    // 8-bit samples in OW words, big endian: each pair of bytes is swapped (PS3.5 7.3 and
+    // A.3; pydicom's be_swap_ow). Swap whole words from an even offset, then take the frame.
+    const rel = frameBytes * index;
+    const a = rel & ~1;
+    const b = Math.min(el.length, (rel + frameBytes + 1) & ~1);
+    const words = file.dataSet.byteArray.slice(el.dataOffset + a, el.dataOffset + b);
+    for (let i = 0; i + 1 < words.length; i += 2) {
+      const t = words[i];
+      words[i] = words[i + 1];
+      words[i + 1] = t;
+    }
+    copy = words.slice(rel - a, rel - a + frameBytes);
+  } else {
+    copy = file.dataSet.byteArray.slice(start, start + frameBytes);
+  }
   if (bigEndian && bytesPerSample > 1) {
     for (let i = 0; i < copy.length; i += bytesPerSample) copy.subarray(i, i + bytesPerSample).reverse();
   }

@@ -113,6 +113,11 @@ PYDICOM_FILES = [
     "SC_rgb_rle_32bit_2frame.dcm",  # RLE RGB 32-bit, 2 frames
     "rtdose_rle.dcm",  # RLE 32-bit, 15 frames
     "liver_1frame.dcm",  # 1 bit allocated (bit-packed)
+    "SC_rgb_small_odd.dcm",  # RGB 3x3 (odd length, padded)
+    "SC_rgb_small_odd_big_endian.dcm",  # RGB 3x3 big endian
+    "MR_small_padded.dcm",  # pixel data with a trailing pad
+    "MR_small_expb.dcm",  # big endian, another writer
+    "SC_rgb_rle_32bit.dcm",  # RLE RGB 32-bit
     "liver_expb_1frame.dcm",  # 1 bit allocated, big endian
 ]
 
@@ -368,6 +373,7 @@ def decoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Decoded]:
     return result
 
 
+@pytest.mark.filterwarnings("ignore:The pixel data is .* excess padding:UserWarning")
 @pytest.mark.parametrize("name", PYDICOM_FILES + list(MADE))
 def test_viewer_decodes_like_pydicom(decoded: dict[str, Decoded], name: str) -> None:
     got = decoded[name]
