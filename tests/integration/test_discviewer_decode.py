@@ -69,6 +69,7 @@ TOLERANCE = {
     "SC_rgb_dcmtk_+eb+cy+n1.dcm": 3,
     "SC_rgb_jpeg_lossy_gdcm.dcm": 3,
     "SC_rgb_small_odd_jpeg.dcm": 3,
+    "SC_rgb_jpeg_app14_dcmd.dcm": 3,
     "examples_ybr_color.dcm": 3,
     "jpeg51_12bit": 2,
     "jpeg51_8bit": 3,
@@ -95,14 +96,17 @@ PYDICOM_FILES = [
     "SC_rgb_dcmtk_+eb+cy+n1.dcm",  # JPEG baseline YBR_FULL
     "SC_rgb_jpeg_lossy_gdcm.dcm",  # JPEG baseline YBR_FULL (GDCM)
     "SC_rgb_small_odd_jpeg.dcm",  # JPEG baseline, 3x3 odd size
+    "SC_rgb_jpeg_app14_dcmd.dcm",  # JPEG baseline RGB, Adobe APP14 marker
     "examples_ybr_color.dcm",  # JPEG baseline, YBR_FULL_422, 30 frames
     "SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless SV1 (.70), RGB
     "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless, 16-bit signed
     "JPEGLSNearLossless_08.dcm",  # JPEG-LS near-lossless 8-bit
     "JPEGLSNearLossless_16.dcm",  # JPEG-LS near-lossless 16-bit
     "SC_rgb_jls_lossy_sample.dcm",  # JPEG-LS near-lossless RGB
+    "SC_rgb_jls_lossy_line.dcm",  # JPEG-LS near-lossless RGB, line interleaved
     "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless, 16-bit signed
     "examples_jpeg2k.dcm",  # JPEG 2000 lossless, YBR_RCT
+    "GDCMJ2K_TextGBR.dcm",  # JPEG 2000 lossless, YBR_RCT (GDCM)
     "JPEG2000.dcm",  # JPEG 2000 (.91), 16-bit signed
     "693_J2KI.dcm",  # JPEG 2000 (.91), 14 bits stored
     "J2K_pixelrep_mismatch.dcm",  # J2K unsigned stream, signed pixel representation
