@@ -46,8 +46,6 @@ test('deflated: loadPart10 inflates with DecompressionStream; parsePart10 alone 
 
 test('a damaged deflate stream is one clear error', opts, async () => {
   const bytes = testFile('image_dfl.dcm').slice();
-  const meta = parsePart10(testFile('CT_small.dcm')); // only to check that the API is usable
-  assert.ok(meta);
   bytes.fill(0xff, bytes.length - 4000); // corrupt the tail of the deflate stream
   await assert.rejects(loadPart10(bytes), (e) => e instanceof DicomError);
 });
