@@ -1,0 +1,2 @@
+// STUB of src/codecs.js: nothing.
+export {};
