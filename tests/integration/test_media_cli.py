@@ -235,6 +235,7 @@ def test_iso_image_reads_back_and_extracts(src, pwfile, tmp_path: Path) -> None:
     names = {dirpath + "/" + f for dirpath, _d, files in reader.walk(iso_path="/") for f in files}
     reader.close()
     assert "//DICOMDIR.;1" in names and "//README.TXT;1" in names
+    assert "//INDEX.HTM;1" in names and "/VIEWER/VIEWER.JS;1" in names  # the disc viewer
     assert len([n for n in names if "/IM0000" in n]) == 7
     assert media("info", iso).exit_code == 0
     out = tmp_path / "plain"
