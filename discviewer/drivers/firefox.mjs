@@ -49,6 +49,7 @@ try {
       result.shown = await page.evaluate((k, i, f) => window.__discviewerTest.show(k, i, f), key, index, frame);
     }
     result.state = await page.evaluate('window.__discviewerTest.state()');
+    result.resources = await page.evaluate("performance.getEntriesByType('resource').map((e) => e.name)");
     out.push(result);
     await page.close();
   }

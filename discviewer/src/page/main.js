@@ -157,6 +157,18 @@ async function thumbnails(items, slots) {
     }
   }
   state.thumbnails = true;
+  // Then every other file is checked in the background, so that a damaged one is named
+  // now rather than when the user reaches it (nothing is kept: memory stays small).
+  let checked = 0;
+  for (const item of items) {
+    for (const ref of item.series.images) {
+      if (!(await disc.check(ref.fileId))) problem(disc.failed.get(ref.fileId), ref.fileId);
+      checked += 1;
+      if (checked % 25 === 0) state.checked = checked;
+    }
+  }
+  state.checked = checked;
+  state.checkedAll = true;
 }
 
 function wire() {

@@ -100,6 +100,18 @@ export class Disc {
     }
   }
 
+  /** Checks one file (read, decrypt, digest) without keeping it; true when it opens. */
+  async check(fileId) {
+    if (this.files.has(fileId)) return true;
+    if (this.failed.has(fileId)) return false;
+    try {
+      await this.part10(fileId);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Reads and decrypts without caching (for import: each file once). */
   async part10(fileId) {
     const hit = this.files.get(fileId);
