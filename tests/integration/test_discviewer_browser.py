@@ -9,22 +9,28 @@ values (the page's test hook) are compared with pydicom's. Every wait is bounded
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from pydicom import dcmread
-
 from discviewer_discs import MARKER, damage, media_create, openssl_disc, sources, uid_of
+from importcheck import check_reconciled
+from pydicom import dcmread
+from stowserver import stow_server
+
 from mediafixtures import PASSWORD, rsa_holder
 from securepacs.media import viewer
+from securepacs.services.media_import import Reconciliation, reconcile
 
 pytestmark = [pytest.mark.integration]
 
@@ -97,10 +103,11 @@ class Chromium:
     def __init__(self, profile: Path):
         self.profile = profile
         self.requests: list[str] = []
+        self.stow_base = "https://stow.invalid/"  # the one address the user typed (import test)
         self._pw = playwright_api.sync_playwright().start()
         self.context = self._pw.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            accept_downloads=False)
+            accept_downloads=True, ignore_https_errors=True)  # the test STOW server's certificate
         self.context.on("request", lambda r: self.requests.append(r.url))
         self.closed = False
 
@@ -226,10 +233,91 @@ def test_chromium_opens_a_disc_made_by_dcmtk_and_openssl(chromium: Chromium, dis
     page.close()
 
 
+NEW = {"patient_id": "NEWID77", "issuer": "OURSITE", "patient_name": "Newname^Zebulon",
+       "birth_date": "19800202"}
+_AUDIT_KEYS = {0x04000562, 0x04000563, 0x04000564}  # modification time, system, source
+
+
+def _comparable(part10: bytes) -> dict[str, Any]:
+    """The data set as DICOM JSON, without the audit fields that name the time and writer."""
+    ds = dcmread(io.BytesIO(part10))
+    for item in ds.get("OriginalAttributesSequence", []):
+        for tag in _AUDIT_KEYS:
+            if tag in item:
+                del item[tag]
+    return ds.to_json_dict(bulk_data_threshold=1 << 30)
+
+
+def python_reconciled(path: Path) -> bytes:
+    """What `securepacs media import` makes of the same image with the same new identity."""
+    ds = dcmread(path)
+    reconcile(ds, Reconciliation(**NEW, source="media"), at=datetime.now(UTC))
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def fill_import(page: Any) -> None:
+    page.click("#import-button")
+    page.wait_for_selector("#import-dialog[open]", timeout=WAIT_S * 1000)
+    value = page.evaluate("""() => [...document.querySelectorAll('#import-patient option')]
+        .find((o) => o.textContent.includes('DVTEST01')).value""")
+    page.select_option("#import-patient", value)
+    assert page.inner_text("#media-id") == "DVTEST01"
+    page.fill("#new-id", NEW["patient_id"])
+    page.fill("#new-issuer", NEW["issuer"])
+    page.fill("#new-name", NEW["patient_name"])
+    page.fill("#new-birth", NEW["birth_date"])
+
+
+def test_chromium_import_saves_a_reconciled_zip_and_sends_by_stow(
+        chromium: Chromium, discs: dict, pki) -> None:  # noqa: ANN001
+    page, _state = chromium.open(discs["ours"], PASSWORD)
+    fill_import(page)
+    with page.expect_download(timeout=WAIT_S * 1000) as info:
+        page.click("#save-zip")
+    saved = Path(info.value.path())
+    src, uids = discs["src"], discs["uids"]
+    cts = {uids[f"ct{i}"]: src[f"ct{i}"] for i in range(12)}
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.testzip() is None
+        files = {n: archive.read(n) for n in archive.namelist()}
+    assert sorted(files) == sorted(f"DICOM/{uid}.dcm" for uid in cts)
+    for uid, path in cts.items():
+        data = files[f"DICOM/{uid}.dcm"]
+        ds = dcmread(io.BytesIO(data))
+        check_reconciled(ds, new_id="NEWID77", issuer="OURSITE", old_id="DVTEST01", old_issuer="")
+        assert ds.PixelData == dcmread(path).PixelData and ds.SOPInstanceUID == uid
+        assert _comparable(data) == _comparable(python_reconciled(path))
+    info.value.delete()
+
+    present, refused = uids["ct0"], uids["ct1"]
+    with stow_server(pki.server.cert, pki.server.key, token="tok-123", present={present},
+                     refuse={refused}) as (base, server):
+        chromium.stow_base = base
+        page.fill("#stow-url", base)
+        page.fill("#stow-token", "tok-123")
+        page.click("#send-stow")
+        page.wait_for_function("document.getElementById('import-status').textContent"
+                               ".startsWith('Sent:')", timeout=WAIT_S * 1000)
+        summary = page.inner_text("#import-status")
+        assert summary == "Sent: 10. Already present: 1. Failed: 1.", summary
+        assert refused in page.inner_text("#import-failed")
+        assert all(r["authorization"] == "Bearer tok-123" and r["path"] == "/dicomweb/studies"
+                   and r["content-type"].startswith("multipart/related")
+                   and "application/dicom" in r["content-type"] for r in server.requests)
+        assert set(server.stored) == set(cts) - {refused}
+        for uid, data in server.stored.items():
+            assert _comparable(data) == _comparable(files[f"DICOM/{uid}.dcm"])
+    page.close()
+
+
 def test_chromium_kept_nothing_and_made_no_request(chromium: Chromium, discs: dict) -> None:
     chromium.close()
-    assert chromium.requests and all(u.startswith("file://") for u in chromium.requests), \
-        [u for u in chromium.requests if not u.startswith("file://")]
+    assert chromium.requests
+    others = [u for u in chromium.requests
+              if not u.startswith("file://") and not u.startswith(chromium.stow_base)]
+    assert others == []  # only the disc, and the STOW-RS address typed in the import test
     check_profile(chromium.profile, discs)
 
 

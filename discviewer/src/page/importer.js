@@ -41,18 +41,25 @@ export class Importer {
     this.el.mediaIssuer.textContent = text(p.issuer) || '(none)';
     this.el.mediaName.textContent = name(p.name);
     this.el.mediaBirth.textContent = date(p.birthDate);
-    if (!this.el.newName.value) this.el.newName.value = text(p.name);
-    if (!this.el.newBirth.value) this.el.newBirth.value = text(p.birthDate);
+    this.el.newName.value = text(p.name);
+    this.el.newBirth.value = text(p.birthDate);
   }
 
   target() {
     const { el } = this;
     const t = { patientId: el.newId.value.trim(), issuer: el.newIssuer.value.trim() };
     if (!t.patientId || !t.issuer) throw new Error("Type your site's Patient ID and its issuer first.");
-    if (el.newName.value.trim()) t.patientName = el.newName.value.trim();
-    if (el.newBirth.value.trim()) {
-      if (!/^\d{8}$/.test(el.newBirth.value.trim())) throw new Error('Birth date: 8 digits, YYYYMMDD.');
-      t.birthDate = el.newBirth.value.trim();
+    if (/[\\\u0000-\u001f]/.test(`${t.patientId}${t.issuer}${el.newName.value}`)) {
+      throw new Error('No backslash or control characters in the new identity.');
+    }
+    // Only what differs from the media is changed (as `securepacs media import` does).
+    const p = this.patient();
+    const newName = el.newName.value.trim();
+    const newBirth = el.newBirth.value.trim();
+    if (newName && newName !== text(p.name)) t.patientName = newName;
+    if (newBirth && newBirth !== text(p.birthDate)) {
+      if (!/^\d{8}$/.test(newBirth)) throw new Error('Birth date: 8 digits, YYYYMMDD.');
+      t.birthDate = newBirth;
     }
     return t;
   }
