@@ -186,6 +186,7 @@ function wire() {
   }
   $('key-form').addEventListener('submit', async (e) => {
     e.preventDefault();
+    state.unlockStarted = performance.now();
     message('');
     status('Opening the disc...');
     $('unlock').disabled = true;
