@@ -233,6 +233,7 @@ def _media_viewer(sec: Entry) -> list[str]:
            "| measure | median | per round |", "|---|---|---|"]
     for key, label, unit in (("first_image_s", "password -> first image", "s"),
                              ("unlock_s", "of which: opening the DICOMDIR (PBKDF2)", "s"),
+                             ("checked_all_s", "password -> every file checked", "s"),
                              ("scroll_cold_img_s", "scroll, first pass", "img/s"),
                              ("scroll_warm_img_s", "scroll, second pass", "img/s")):
         vals = [r[key] for r in rows]

@@ -168,6 +168,7 @@ async function thumbnails(items, slots) {
     }
   }
   state.checked = checked;
+  state.checkedAt = performance.now();
   state.checkedAll = true;
 }
 
@@ -211,7 +212,8 @@ function wire() {
 // The hook the browser tests use (no effect on the page).
 window.__discviewerTest = {
   ready,
-  state: () => ({ ...state, problems: [...state.problems], cachedFiles: disc ? disc.files.size : 0 }),
+  state: () => ({ ...state, problems: [...state.problems], cachedFiles: disc ? disc.files.size : 0,
+    keyDerivations: disc && disc.cache ? disc.cache.derivations : undefined }),
   async decoded(sopInstanceUid, frame = 0) {
     const ref = disc.index.patients.flatMap((p) => p.studies.flatMap((s) => s.series.flatMap((se) => se.images)))
       .find((i) => i.sopInstanceUid === sopInstanceUid);
