@@ -24,19 +24,21 @@ export class FileListSource {
   constructor(entries /* Array<{path, file}> */) {
     this.kind = 'files';
     this.files = new Map();
-    // Find the folder holding DICOMDIR; paths are made relative to it.
-    const dicomdir = entries.map((e) => e.path).filter((p) => /(^|\/)DICOMDIR$/i.test(p))
+    // ISO 9660 names may show as "IM000000." or "IM000000.;1": compared without those.
+    const norm = (p) => p.split('/').map((part) => part.replace(/;1$/, '').replace(/\.$/, '')).join('/').toUpperCase();
+    // Find the folder holding DICOMDIR (nearest the top); paths are made relative to it.
+    const dicomdir = entries.map((e) => norm(e.path)).filter((p) => /(^|\/)DICOMDIR$/.test(p))
       .sort((a, b) => a.split('/').length - b.split('/').length)[0];
     this.found = dicomdir !== undefined;
     const prefix = dicomdir === undefined ? '' : dicomdir.slice(0, dicomdir.length - 'DICOMDIR'.length);
     for (const { path, file } of entries) {
-      if (!path.toUpperCase().startsWith(prefix.toUpperCase())) continue;
-      this.files.set(path.slice(prefix.length).toUpperCase(), file);
+      const key = norm(path);
+      if (key.startsWith(prefix)) this.files.set(key.slice(prefix.length), file);
     }
   }
 
   async read(fileId) {
-    const file = this.files.get(fileId.toUpperCase()) ?? this.files.get(`${fileId.toUpperCase()}.`);
+    const file = this.files.get(fileId.toUpperCase());
     if (!file) throw new DiscFileError(fileId, 'is missing from the chosen folder');
     return new Uint8Array(await file.arrayBuffer());
   }
