@@ -329,6 +329,9 @@ def check_profile(profile: Path, discs: dict) -> None:
         rel = path.relative_to(profile).as_posix()
         assert not ("IndexedDB" in rel and "file_" in rel), rel
         assert not ("CacheStorage" in rel and path.is_file()), rel
+        # Firefox: storage/default/file++++<path>/{idb,ls,cache}
+        assert not ("storage/default/file+" in rel and any(f"/{kind}/" in rel + "/"
+                    for kind in ("idb", "ls", "cache"))), rel
         if path.is_file() and not path.is_symlink():
             data = path.read_bytes()
             assert not any(n in data for n in needles), f"decrypted data in the profile: {rel}"
