@@ -193,16 +193,20 @@ function wire() {
     $('unlock').disabled = true;
     try {
       const file = $('keyfile').files && $('keyfile').files[0];
-      const keys = await makeKeys({
-        password: $('password').value,
-        keyFileBytes: file ? new Uint8Array(await file.arrayBuffer()) : undefined,
-        keyPassword: $('keypass').value,
-      });
+      let keys;
+      try {
+        keys = await makeKeys({
+          password: $('password').value,
+          keyFileBytes: file ? new Uint8Array(await file.arrayBuffer()) : undefined,
+          keyPassword: $('keypass').value,
+        });
+      } catch (err) { // the password's characters, or the key file: secure.js says what is wrong
+        message(`${(err && err.message) || err}`);
+        status('The disc is still locked.');
+        return;
+      }
       if (!keys.length) { message('Type the password of the disc (or choose your key file).'); status('The disc is still locked.'); return; }
       await unlock(keys);
-    } catch (err) {
-      message(err && err.code ? explain(err) : `${err.message || err}`);
-      status('The disc is still locked.');
     } finally {
       $('unlock').disabled = false;
     }
