@@ -72,6 +72,9 @@ def discs(tmp_path_factory: pytest.TempPathFactory, pki) -> dict[str, Any]:  # n
     assert made.returncode == 0, made.stderr
     ossl = root / "openssl"
     openssl_disc([src["ct0"], src["ct1"], src["ct2"], src["j2k"]], ossl, OPENSSL_PASSWORD)
+    for rel, data in viewer.viewer_files():  # the viewer, copied onto the disc by hand
+        (ossl / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ossl / rel).write_bytes(data)
     uids = {role: uid_of(path) for role, path in src.items()}
     return {"root": root, "src": src, "uids": uids, "ours": ours, "damaged": damaged,
             "tampered": images[0], "truncated": images[-1], "pkcs1": pkcs1, "openssl": ossl}
