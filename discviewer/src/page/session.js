@@ -4,7 +4,7 @@ import { KeyCache, MediaError, PasswordKey, PrivateKey, describe, openSecureFile
 import { parsePart10 } from '../dicom.js';
 import { readDicomdir } from '../dicomdir.js';
 
-const CACHE_BYTES = 384 * 1024 * 1024;
+const CACHE_BYTES = 128 * 1024 * 1024;
 
 /** Plain (unencrypted) Part 10: 128-byte preamble then "DICM". */
 export function isPlainPart10(bytes) {
