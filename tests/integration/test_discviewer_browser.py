@@ -70,6 +70,11 @@ def discs(tmp_path_factory: pytest.TempPathFactory, pki) -> dict[str, Any]:  # n
                            str(pkcs1), "--recipient", str(doctor.cert_path), "--pkcs1"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert made.returncode == 0, made.stderr
+    oaep = root / "oaep"  # made for the doctor's certificate: RSA-OAEP by default
+    made = subprocess.run([*_securepacs(), "media", "create", str(root / "src" / "ct"), "--out",
+                           str(oaep), "--recipient", str(doctor.cert_path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert made.returncode == 0, made.stderr
     ossl = root / "openssl"
     openssl_disc([src["ct0"], src["ct1"], src["ct2"], src["j2k"]], ossl, OPENSSL_PASSWORD)
     for rel, data in viewer.viewer_files():  # the viewer, copied onto the disc by hand
@@ -77,7 +82,8 @@ def discs(tmp_path_factory: pytest.TempPathFactory, pki) -> dict[str, Any]:  # n
         (ossl / rel).write_bytes(data)
     uids = {role: uid_of(path) for role, path in src.items()}
     return {"root": root, "src": src, "uids": uids, "ours": ours, "damaged": damaged,
-            "tampered": images[0], "truncated": images[-1], "pkcs1": pkcs1, "openssl": ossl}
+            "tampered": images[0], "truncated": images[-1], "pkcs1": pkcs1, "openssl": ossl,
+            "oaep": oaep, "doctor_key": doctor.key_path}
 
 
 def _securepacs() -> list[str]:
@@ -224,6 +230,24 @@ def test_chromium_says_when_the_recipient_cannot_be_used(chromium: Chromium, dis
     assert state["phase"] == "unsupported"
     assert "made for a certificate that a browser cannot use" in state["message"]
     assert "securepacs media extract" in state["message"]
+    page.close()
+
+
+def test_chromium_opens_a_certificate_disc_with_the_key_file(chromium: Chromium,
+                                                            discs: dict) -> None:
+    page = chromium.context.new_page()
+    page.goto(url(discs["oaep"]))
+    page.evaluate("window.__discviewerTest.ready")
+    page.set_input_files("#folder-input", str(discs["oaep"]))
+    page.wait_for_selector("#keyfile", state="visible", timeout=WAIT_S * 1000)
+    assert page.is_hidden("#password")
+    page.set_input_files("#keyfile", str(discs["doctor_key"]))
+    page.click("#unlock")
+    state = wait_state(page, lambda s: s.get("thumbnails") or s["message"])
+    assert state["phase"] == "open" and state["message"] == "", state
+    got = page.evaluate("([u, f]) => window.__discviewerTest.decoded(u, f)",
+                        [discs["uids"]["ct7"], 0])
+    assert got["values"] == expected(discs["src"]["ct7"])
     page.close()
 
 
