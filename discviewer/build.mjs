@@ -35,6 +35,9 @@ const stubs = {
   },
 };
 
+const NODE_STUB = join(here, 'src', 'node-stub.cjs');
+const NODE_BUILTINS = ['zlib', 'fs', 'path', 'crypto', 'module', 'worker_threads', 'url'];
+
 const result = await build({
   entryPoints: [join(here, 'src', 'page', 'main.js')],
   bundle: true,
@@ -44,8 +47,11 @@ const result = await build({
   minify: true,
   legalComments: 'none',
   loader: { '.wasm': 'binary' },
-  // Emscripten glue names node modules behind runtime checks; they are never reached in a browser.
-  external: ['fs', 'path', 'crypto', 'module', 'worker_threads', 'url'],
+  // dicom-parser and the Emscripten glue name node modules behind runtime checks; they are
+  // never reached in a browser: an empty stand-in (src/node-stub.cjs) takes their place.
+  ...(existsSync(NODE_STUB)
+    ? { alias: Object.fromEntries(NODE_BUILTINS.map((m) => [m, NODE_STUB])) }
+    : { external: NODE_BUILTINS }),
   define: { 'process.env.NODE_ENV': '"production"' },
   metafile: true,
   write: false,

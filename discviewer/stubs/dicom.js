@@ -22,3 +22,4 @@ export function parsePart10(bytes) {
   };
   return f;
 }
+export async function loadPart10(bytes) { return parsePart10(bytes); }

@@ -1,7 +1,7 @@
 // One opened disc: its keys (one PBKDF2 per disc through the KeyCache), its DICOMDIR, and a
 // small in-memory cache of opened files. Decrypted bytes live in memory only.
 import { KeyCache, MediaError, PasswordKey, PrivateKey, describe, openSecureFile } from '../secure.js';
-import { parsePart10 } from '../dicom.js';
+import { loadPart10 } from '../dicom.js';
 import { readDicomdir } from '../dicomdir.js';
 
 const CACHE_BYTES = 128 * 1024 * 1024;
@@ -57,7 +57,7 @@ export class Disc {
       // A verified DICOMDIR means the disc was made with digests: every file must have one.
       this.requireDigest = opened.integrity === 'verified';
     }
-    this.index = readDicomdir(parsePart10(part10));
+    this.index = readDicomdir(await loadPart10(part10));
     this.keys = keys;
     return this.index;
   }
@@ -84,7 +84,7 @@ export class Disc {
         }
         ({ part10 } = await openSecureFile(bytes, this.keys, this.cache, { requireDigest: this.requireDigest }));
       }
-      const entry = { part10, file: parsePart10(part10), size: part10.length };
+      const entry = { part10, file: await loadPart10(part10), size: part10.length };
       this.files.set(fileId, entry);
       this.cachedBytes += entry.size;
       for (const [key, old] of this.files) {
