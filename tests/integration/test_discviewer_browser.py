@@ -201,6 +201,7 @@ def test_chromium_opens_our_disc_with_the_password(chromium: Chromium, discs: di
     assert page.is_visible("#frame-row")
     state = wait_state(page, lambda s: s.get("checkedAll"))
     assert state["checkedAll"] and state["problems"] == []
+    assert state["keyDerivations"] == 1  # one PBKDF2 for the whole disc (every file opened)
     page.close()
 
 
