@@ -155,6 +155,17 @@ def wait_state(page: Any, done: Any) -> dict[str, Any]:
         page.wait_for_timeout(100)
 
 
+def wait_text(page: Any, selector: str, start: str) -> str:
+    """The text of `selector` once it starts with `start` (polled: the page's CSP forbids
+    the eval that wait_for_function uses), bounded."""
+    deadline = time.monotonic() + WAIT_S
+    text = page.inner_text(selector)
+    while not text.startswith(start) and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        text = page.inner_text(selector)
+    return str(text)
+
+
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
     if not Path(CHROMIUM).exists():
@@ -326,9 +337,7 @@ def test_chromium_import_saves_a_reconciled_zip_and_sends_by_stow(
         page.fill("#stow-url", base)
         page.fill("#stow-token", "tok-123")
         page.click("#send-stow")
-        page.wait_for_function("document.getElementById('import-status').textContent"
-                               ".startsWith('Sent:')", timeout=WAIT_S * 1000)
-        summary = page.inner_text("#import-status")
+        summary = wait_text(page, "#import-status", "Sent:")
         assert summary == "Sent: 10. Already present: 1. Failed: 1.", summary
         assert refused in page.inner_text("#import-failed")
         assert all(r["authorization"] == "Bearer tok-123" and r["path"] == "/dicomweb/studies"
