@@ -77,7 +77,8 @@ export class Importer {
       let out;
       try {
         const part10 = await this.disc.part10(ref.fileId);
-        out = { uid: ref.sopInstanceUid, bytes: reconcilePart10(part10, target, { now, mediaPatientId }) };
+        // (awaited: the contract returns bytes, dv-crypto's implementation a Promise of them)
+        out = { uid: ref.sopInstanceUid, bytes: await reconcilePart10(part10, target, { now, mediaPatientId }) };
       } catch (err) {
         skipped.push({ uid: ref.sopInstanceUid || ref.fileId, reason: explain(err, ref.fileId) });
       }
