@@ -19,46 +19,35 @@ const BUDGET = 5 * 1024 * 1024;
 const CSP = ["default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "style-src 'self'", "img-src 'self' data: blob:",
   "connect-src 'self' https:", "base-uri 'none'", "form-action 'none'"].join('; ');
 
-// Until the pure modules exist in this tree, contract stubs stand in for them (dev only).
-const MODULES = /^\.\.\/(secure|reconcile|zip|stow|dicom|dicomdir|decode|codecs|render)\.js$/;
-const stubbed = [];
-const stubs = {
-  name: 'contract-stubs',
-  setup(b) {
-    b.onResolve({ filter: MODULES }, (args) => {
-      const real = resolve(args.resolveDir, args.path);
-      if (existsSync(real)) return { path: real };
-      const stub = join(here, 'stubs', args.path.slice(3));
-      if (existsSync(stub)) { stubbed.push(args.path.slice(3)); return { path: stub }; }
-      return undefined;
-    });
-  },
-};
-
 const NODE_STUB = join(here, 'src', 'node-stub.cjs');
 const NODE_BUILTINS = ['zlib', 'fs', 'path', 'crypto', 'module', 'worker_threads', 'url'];
 
-const result = await build({
-  entryPoints: [join(here, 'src', 'page', 'main.js')],
-  bundle: true,
-  format: 'iife',
-  platform: 'browser',
-  target: ['chrome110', 'firefox115'],
-  minify: true,
-  legalComments: 'none',
-  loader: { '.wasm': 'binary' },
-  // dicom-parser and the Emscripten glue name node modules behind runtime checks; they are
-  // never reached in a browser: an empty stand-in (src/node-stub.cjs) takes their place.
-  ...(existsSync(NODE_STUB)
-    ? { alias: Object.fromEntries(NODE_BUILTINS.map((m) => [m, NODE_STUB])) }
-    : { external: NODE_BUILTINS }),
-  define: { 'process.env.NODE_ENV': '"production"' },
-  metafile: true,
-  write: false,
-  outfile: join(here, 'VIEWER.JS'),
-  logLevel: 'warning',
-  plugins: [stubs],
-});
+let result;
+try {
+  result = await build({
+    entryPoints: [join(here, 'src', 'page', 'main.js')],
+    bundle: true,
+    format: 'iife',
+    platform: 'browser',
+    target: ['chrome110', 'firefox115'],
+    minify: true,
+    legalComments: 'none',
+    loader: { '.wasm': 'binary' },
+    // dicom-parser and the Emscripten glue name node modules behind runtime checks; they are
+    // never reached in a browser: an empty stand-in (src/node-stub.cjs) takes their place.
+    ...(existsSync(NODE_STUB)
+      ? { alias: Object.fromEntries(NODE_BUILTINS.map((m) => [m, NODE_STUB])) }
+      : { external: NODE_BUILTINS }),
+    define: { 'process.env.NODE_ENV': '"production"' },
+    metafile: true,
+    write: false,
+    outfile: join(here, 'VIEWER.JS'),
+    logLevel: 'warning',
+  });
+} catch {
+  console.error('discviewer: the build failed (esbuild names the problem above)');
+  process.exit(1);
+}
 
 function licences(metafile) {
   const packages = new Map();
@@ -116,6 +105,5 @@ if (total > BUDGET) {
 }
 rmSync(out, { recursive: true, force: true });
 renameSync(temp, out);
-const stubNote = stubbed.length ? `; CONTRACT STUBS for ${[...new Set(stubbed)].join(', ')}` : '';
 console.log(`discviewer: built ${relative(process.cwd(), out) || out}${sep}INDEX.HTM + VIEWER/ `
-  + `(${(total / 1e6).toFixed(2)} MB, ${lic.count} bundled packages${stubNote})`);
+  + `(${(total / 1e6).toFixed(2)} MB, ${lic.count} bundled packages)`);

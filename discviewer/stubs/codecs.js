@@ -1,2 +1,0 @@
-// STUB of src/codecs.js: nothing.
-export {};
