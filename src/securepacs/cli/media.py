@@ -175,7 +175,7 @@ def create(
     oaep: bool = typer.Option(False, "--oaep", hidden=True,
                               help="RSAES-OAEP for certificate recipients (the default now)."),
     no_viewer: bool = typer.Option(False, "--no-viewer", help="Leave out the disc viewer "
-                                   "(INDEX.HTM and VIEWER/, ~4 MB)."),
+                                   "(INDEX.HTM and VIEWER/, ~2 MB)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Archive data folder "
                                          "(for --study)."),
     config: Path | None = typer.Option(None, "--config", help="TOML config file (for --study)."),
