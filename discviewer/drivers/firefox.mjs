@@ -1,6 +1,6 @@
 // Drives Debian's firefox-esr over WebDriver BiDi (puppeteer-core, no browser download) for
 // the pytest browser tests and the bench. Input (stdin, JSON):
-//   { profile, cases: [{ url, password?, folder?, decoded?: [[uid, frame]], wait?: ms }] }
+//   { profile, cases: [{ url, password?, until?: state key, decoded?: [[uid, frame]], wait?: ms }] }
 // Output (stdout, JSON): [{ state, decoded: [...], requests: [urls], errors: [...] }]
 // One browser start for all cases; every wait is bounded.
 import puppeteer from 'puppeteer-core';
@@ -32,12 +32,13 @@ try {
       await page.type('#password', c.password);
       await page.click('#unlock');
     }
-    const until = Date.now() + (c.wait || 20000);
-    const done = c.password === 'WRONG' ? (s) => s.message : (s) => s.thumbnails || s.message || s.phase === 'unsupported';
+    const deadline = Date.now() + (c.wait || 20000);
+    const until = c.until || 'thumbnails';
+    const done = c.password === 'WRONG' ? (s) => s.message : (s) => s[until] || s.message || s.phase === 'unsupported';
     let state;
     for (;;) {
       state = await page.evaluate('window.__discviewerTest.state()');
-      if (done(state) || Date.now() > until) break;
+      if (done(state) || Date.now() > deadline) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     result.state = state;
