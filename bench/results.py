@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 2
-SECTIONS = ("ingest", "send", "memory", "query", "media", "scale")
+SECTIONS = ("ingest", "send", "memory", "query", "media", "scale", "media-viewer")
 #: result "kind" -> the section that measures it
 SECTION_OF = {"media-derivations": "media", **{name: name for name in SECTIONS}}
 #: run-wide keys the flat layout held once, and every section now holds for itself
@@ -26,7 +26,7 @@ def rounds_of(section: str, rounds: int) -> int:
     media at most 3 times)."""
     if section in ("memory", "query"):
         return 1
-    return max(1, min(rounds, 3)) if section == "media" else rounds
+    return max(1, min(rounds, 3)) if section in ("media", "media-viewer") else rounds
 
 
 def commit_of(machine: dict[str, str]) -> str:

@@ -7,7 +7,8 @@
     .venv/bin/python -m bench --report-only docs/benchmarks.json   # redo the markdown
 
 Sections: ingest, send, memory (one 1 GB object), query (C-FIND on SQLite and PostgreSQL),
-media, scale (1 vs 2 instances behind HAProxy on PostgreSQL + Azurite). The results file
+media, scale (1 vs 2 instances behind HAProxy on PostgreSQL + Azurite), media-viewer (the
+disc viewer in Chromium: password to first image, scroll rate). The results file
 keeps one entry per section: a run replaces the sections it ran, after each section, and
 keeps the others, each with its own date, commit and command.
 """
@@ -162,6 +163,10 @@ def _section(run: Run, name: str) -> list[dict[str, Any]]:
     if name == "media":
         return media_bench.media(run.work, run.images("media", c["media"], rows=256, cols=256),
                                  r, run.log)
+    if name == "media-viewer":
+        from bench import media_viewer
+
+        return media_viewer.media_viewer(run.work, c["viewer"], r, run.log)
     if name == "scale":
         return scale_bench.scale(run.work, run.pki, run.images("scale", c["scale"]), r, run.log,
                                  src=run.ours)
@@ -202,7 +207,8 @@ def _counts(quick: bool) -> dict[str, Any]:
             "large_mb": 20 if quick else 50, "huge_mb": 200 if quick else 1024,
             "media": 100 if quick else 1000,
             "query": [10_000, 100_000] if quick else [100_000, 1_000_000],
-            "query_repeats": 40 if quick else 200, "scale": 80 if quick else 400}
+            "query_repeats": 40 if quick else 200, "scale": 80 if quick else 400,
+            "viewer": 100 if quick else 500}
 
 
 def main(argv: list[str] | None = None) -> int:

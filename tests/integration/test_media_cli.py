@@ -103,13 +103,17 @@ def check_plain_fileset(root: Path, studies: dict[str, bytes]) -> None:
 
 def test_create_info_extract_verify_round_trip(disc: Path, src, pwfile, tmp_path: Path) -> None:  # noqa: ANN001
     layout = files_under(disc)
-    assert "README.TXT" in layout and "DICOMDIR" in layout and len(layout) == 9
+    viewer = {rel for rel in layout if rel == "INDEX.HTM" or rel.startswith("VIEWER/")}
+    assert {"INDEX.HTM", "VIEWER/VIEWER.JS", "VIEWER/LICENSES.TXT"} <= viewer  # the disc viewer
+    assert "README.TXT" in layout and "DICOMDIR" in layout and len(layout) - len(viewer) == 9
     for rel, data in layout.items():
-        if rel != "README.TXT":
+        assert all(len(part) <= 12 and part == part.upper() for part in rel.split("/"))
+        if rel != "README.TXT" and rel not in viewer:
             assert data[:1] == b"\x30" and data[128:132] != b"DICM"  # Secure DICOM Files only
             assert all(len(part) <= 8 and part == part.upper() for part in rel.split("/"))
     readme = layout["README.TXT"].decode("ascii")
     assert "Doe" not in readme and "PAT001" not in readme
+    assert "open INDEX.HTM (on this disc) in a web browser" in readme
 
     info = media("info", disc)
     assert info.exit_code == 0, info.stderr
@@ -231,6 +235,7 @@ def test_iso_image_reads_back_and_extracts(src, pwfile, tmp_path: Path) -> None:
     names = {dirpath + "/" + f for dirpath, _d, files in reader.walk(iso_path="/") for f in files}
     reader.close()
     assert "//DICOMDIR.;1" in names and "//README.TXT;1" in names
+    assert "//INDEX.HTM;1" in names and "/VIEWER/VIEWER.JS;1" in names  # the disc viewer
     assert len([n for n in names if "/IM0000" in n]) == 7
     assert media("info", iso).exit_code == 0
     out = tmp_path / "plain"
@@ -242,9 +247,10 @@ def test_iso_image_reads_back_and_extracts(src, pwfile, tmp_path: Path) -> None:
 def test_recipient_certificate_and_oaep(src, keys, tmp_path: Path) -> None:  # noqa: ANN001
     doctor = keys["doctor"]
     out = tmp_path / "doc"
-    made = media("create", src[0], "--out", out, "--recipient", doctor.cert_path, "--oaep")
+    made = media("create", src[0], "--out", out, "--recipient", doctor.cert_path)
     assert made.exit_code == 0, made.stderr and "Recipients: certificate." in made.stdout
-    assert "RSAES-OAEP" in media("info", out).stdout
+    info = media("info", out).stdout
+    assert "RSAES-OAEP" in info and "rsaEncryption" not in info  # OAEP is the default
     plain = tmp_path / "plain"
     extracted = media("extract", out, "--to", plain, "--media-key", doctor.key_path)
     assert extracted.exit_code == 0, extracted.stderr

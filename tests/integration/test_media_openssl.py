@@ -59,7 +59,9 @@ def disc(tmp_path_factory: pytest.TempPathFactory, studies, keys) -> Path:  # no
 
 
 def secure_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != "README.TXT")
+    plain = {"README.TXT", "INDEX.HTM"}  # and the disc viewer's folder
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name not in plain
+                  and p.relative_to(root).parts[0] != "VIEWER")
 
 
 def check_digested(output: bytes, studies: dict[str, bytes], tmp: Path) -> bytes:

@@ -4,7 +4,8 @@ Scripts and docs rely on these names::
 
     securepacs media create SRC... [--study UID]... (--out DIR | --iso FILE)
         (--password-file F | --password-stdin | --password | --generate-passphrase)
-        [--recipient CERT]... [--oaep] [--escrow CERT]... [--data-dir DIR] [--config FILE]
+        [--recipient CERT]... [--pkcs1] [--escrow CERT]... [--no-viewer]
+        [--data-dir DIR] [--config FILE]
     securepacs media info MEDIA [--json]
     securepacs media extract MEDIA --to DIR
         (--password-file F | --password-stdin | --password | --media-key PEM)
@@ -168,8 +169,13 @@ def create(
                                          "recipient (repeatable)."),
     escrow: list[Path] = typer.Option([], "--escrow", help="RSA certificate of the escrow key "
                                       "for emergency recovery (repeatable)."),
-    oaep: bool = typer.Option(False, "--oaep", help="RSAES-OAEP (SHA-256) instead of "
-                              "rsaEncryption for certificate recipients."),
+    pkcs1: bool = typer.Option(False, "--pkcs1", help="rsaEncryption (PKCS #1 v1.5) instead "
+                               "of RSAES-OAEP for --recipient certificates, for old readers "
+                               "(the disc viewer in a browser cannot open those)."),
+    oaep: bool = typer.Option(False, "--oaep", hidden=True,
+                              help="RSAES-OAEP for certificate recipients (the default now)."),
+    no_viewer: bool = typer.Option(False, "--no-viewer", help="Leave out the disc viewer "
+                                   "(INDEX.HTM and VIEWER/, ~2 MB)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Archive data folder "
                                          "(for --study)."),
     config: Path | None = typer.Option(None, "--config", help="TOML config file (for --study)."),
@@ -181,6 +187,8 @@ def create(
         raise fail("give folders of DICOM files and/or --study UID", 2)
     if (out is None) == (iso is None):
         raise fail("give exactly one of --out DIR or --iso FILE", 2)
+    if pkcs1 and oaep:
+        raise fail("give only one of --pkcs1 and --oaep", 2)
     generated = service.generate_passphrase() if generate_passphrase else None
     text = generated.text if generated else _password(password_file, password_stdin, password,
                                                       confirm=True)
@@ -197,7 +205,8 @@ def create(
     try:
         report = _run(lambda: service.create_media(
             folders=sources or [], studies=study, archive=archive, out_dir=out, iso=iso,
-            password=text, recipients=recipient, escrow=escrow, oaep=oaep, at=_now(),
+            password=text, recipients=recipient, escrow=escrow, oaep=not pkcs1,
+            viewer=not no_viewer, at=_now(),
             progress=_CliProgress()))
     finally:
         if archive is not None:
@@ -208,6 +217,8 @@ def create(
     typer.echo(f"Wrote {report.instances} instance(s) of {report.studies} study(ies), "
                f"{report.patients} patient(s) to {where}: {report.bytes_written:,} bytes.")
     typer.echo(f"Recipients: {', '.join(report.recipients)}.")
+    if report.viewer:
+        typer.echo("Viewer: INDEX.HTM opens the disc in a web browser (see README.TXT).")
     if report.skipped:
         typer.echo(f"Skipped {len(report.skipped)} file(s) (not DICOM, DICOMDIR or duplicate):")
         for label, reason in report.skipped[:20]:

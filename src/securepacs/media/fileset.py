@@ -44,6 +44,7 @@ from securepacs.errors import (
     WrongKeyError,
 )
 from securepacs.media import cms
+from securepacs.media.viewer import is_viewer_path
 
 __all__ = [
     "DICOMDIR",
@@ -287,7 +288,8 @@ def seal_fileset(plan: FileSetPlan, recipients: Sequence[cms.Recipient]
 
 
 def readme_text(*, instances: int, studies: int, recipient_kinds: Sequence[str],
-                kdf_label: str | None, at: datetime, version: str) -> str:
+                kdf_label: str | None, at: datetime, version: str,
+                viewer: bool = False) -> str:
     """The plain README.TXT: what the media is and how to open it, no patient data.
 
     Parameters
@@ -302,6 +304,8 @@ def readme_text(*, instances: int, studies: int, recipient_kinds: Sequence[str],
         When the media was made (a parameter: nothing here reads the clock).
     version : str
         The securepacs version.
+    viewer : bool
+        The disc viewer (INDEX.HTM) is on the media.
     """
     ways = []
     if "password" in recipient_kinds:
@@ -315,6 +319,15 @@ def readme_text(*, instances: int, studies: int, recipient_kinds: Sequence[str],
     lines = [
         "ENCRYPTED MEDICAL IMAGES",
         "",
+    ]
+    if viewer:
+        lines += [
+            "TO LOOK AT THE IMAGES: open INDEX.HTM (on this disc) in a web browser, such as",
+            "Chrome, Edge or Firefox, and type the password. Nothing needs to be installed and",
+            "nothing is sent anywhere. If the page asks for it, choose or drag the disc folder.",
+            "",
+        ]
+    lines += [
         f"This media holds {instances} encrypted DICOM image file(s) of {studies} study(ies)",
         "and an encrypted DICOMDIR. Every file except this README is a Secure DICOM File",
         "(DICOM PS3.10 section 7.4, Basic DICOM Media Security Profile, PS3.15 Annex D.1):",
@@ -325,6 +338,8 @@ def readme_text(*, instances: int, studies: int, recipient_kinds: Sequence[str],
         *ways,
         "",
         "How to open it:",
+        *(["- any web browser: open INDEX.HTM (the viewer on this disc, see above);"]
+          if viewer else []),
         "- securepacs:  securepacs media extract <this media> --to <folder> --password-file <file>",
         "- a DICOM viewer or importer that supports the DICOM Secure Media profile;",
         "- OpenSSL, one file at a time, for example:",
@@ -390,8 +405,8 @@ class FolderMedia:
 
 
 def secure_paths(media: MediaSource) -> list[str]:
-    """Every file of `media` but the README, the DICOMDIR first."""
-    paths = [p for p in media.files() if p.upper() != README]
+    """Every file of `media` but the plain ones (README, disc viewer), the DICOMDIR first."""
+    paths = [p for p in media.files() if p.upper() != README and not is_viewer_path(p)]
     dicomdir = [p for p in paths if p.upper() == DICOMDIR]
     return dicomdir + [p for p in paths if p.upper() != DICOMDIR]
 

@@ -37,6 +37,7 @@ from pydicom.errors import InvalidDicomError
 from securepacs import __version__
 from securepacs.errors import MediaError, PkiError
 from securepacs.media import cms, fileset, image, passwords
+from securepacs.media import viewer as media_viewer
 from securepacs.media.fileset import FileResult, FolderMedia, MediaSource, MediaSummary, Source
 from securepacs.media.image import IsoMedia
 from securepacs.media.passwords import generate_passphrase
@@ -231,6 +232,7 @@ class CreateReport:
     fits: str = ""
     patient_ids: tuple[str, ...] = ()
     study_uids: tuple[str, ...] = ()
+    viewer: bool = False
 
 
 def _folder_sources(folder: Path) -> list[Source]:
@@ -266,7 +268,9 @@ def create_media(
     password: str | None = None,
     recipients: Sequence[Path] = (),
     escrow: Sequence[Path] = (),
-    oaep: bool = False,
+    oaep: bool = True,
+    escrow_oaep: bool = False,
+    viewer: bool = True,
     at: datetime,
     iterations: int = DEFAULT_ITERATIONS,
     fileset_id: str = "SECUREPACS",
@@ -290,7 +294,13 @@ def create_media(
         PEM/DER files of RSA certificates: named recipients, and the escrow key(s) for
         emergency recovery. Each must be valid at `at`.
     oaep : bool
-        RSAES-OAEP (SHA-256) instead of rsaEncryption for the certificate recipients.
+        RSAES-OAEP (SHA-256) for the certificate recipients (the default: browsers have no
+        RSAES-PKCS1-v1_5, so the disc viewer needs OAEP); False writes rsaEncryption.
+    escrow_oaep : bool
+        The same for the escrow recipients (default rsaEncryption: `media recover` opens both).
+    viewer : bool
+        Write the disc viewer (INDEX.HTM and VIEWER/) beside the file-set
+        (:mod:`securepacs.media.viewer`; raises MediaError when it is not built).
     at : datetime
         Now, for certificate validity and the README date.
     iterations : int
@@ -324,11 +334,13 @@ def create_media(
         if not _UID.fullmatch(uid) or len(uid) > 64:
             raise MediaError(f"{uid!r} is not a Study Instance UID")
 
+    viewer_files = media_viewer.viewer_files() if viewer else []
     sealed_for: list[cms.Recipient] = []
     kinds: list[str] = []
     kdf_label = None
     certs = [_certificate(p, at=at, oaep=oaep, what="recipient certificate") for p in recipients]
-    escrows = [_certificate(p, at=at, oaep=oaep, what="escrow certificate") for p in escrow]
+    escrows = [_certificate(p, at=at, oaep=escrow_oaep, what="escrow certificate")
+               for p in escrow]
     if password is not None:
         octets = passwords.check_new_password(password)
         progress.begin("Deriving the password key (PBKDF2, once per disc)", None)
@@ -361,7 +373,7 @@ def create_media(
     total = 0
     readme = fileset.readme_text(instances=plan.instances, studies=plan.studies,
                                  recipient_kinds=kinds, kdf_label=kdf_label, at=at,
-                                 version=__version__)
+                                 version=__version__, viewer=bool(viewer_files))
     folder_target = target if out_dir is not None else target.with_name(target.name + ".d")
     with _staging(folder_target) as temp:
         progress.begin("Encrypting", plan.instances + 1)
@@ -372,6 +384,9 @@ def create_media(
         progress.end()
         _write(temp, fileset.README, readme.encode("ascii"))
         total += len(readme)
+        for rel, data in viewer_files:
+            _write(temp, rel, data)
+            total += len(data)
         fits = ""
         if out_dir is not None:
             _publish(temp, target, mode=0o755)
@@ -392,7 +407,7 @@ def create_media(
     patient_ids, study_uids = _identities(plan.dicomdir)
     return CreateReport(target, iso is not None, plan.instances, plan.patients, plan.studies,
                         plan.series, total, tuple(kinds), plan.skipped, fits, patient_ids,
-                        study_uids)
+                        study_uids, viewer=bool(viewer_files))
 
 
 def _identities(dicomdir: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
