@@ -48,6 +48,7 @@ from securepacs.media import cms
 __all__ = [
     "DICOMDIR",
     "README",
+    "UNPROTECTED",
     "FileResult",
     "FileSetPlan",
     "FolderMedia",
@@ -58,6 +59,7 @@ __all__ = [
     "is_valid_file_id",
     "open_files",
     "plan_fileset",
+    "protected_disc_refuses",
     "readme_text",
     "seal_fileset",
     "summarize",
@@ -428,12 +430,32 @@ def _named(path: str, exc: MediaError) -> MediaError:
     return type(exc)(f"{path}: {exc}")
 
 
+UNPROTECTED = ("integrity not protected: the file holds plain id-data, no digest to check "
+               "(written by another program; an alteration would go unnoticed)")
+"""What :func:`open_files` callers show for a file opened without a digest to check."""
+
+
+def protected_disc_refuses(path: str) -> IntegrityError:
+    """The error for an id-data file on a disc whose DICOMDIR is integrity protected."""
+    return IntegrityError(
+        f"{path}: claims unprotected id-data content on media whose DICOMDIR is protected by "
+        "a digest (a writer that protects one file protects all): its content type was "
+        "altered (tampered)")
+
+
 def open_files(media: MediaSource, keyring: cms.Keyring,
                paths: Sequence[str] | None = None) -> Iterator[FileResult]:
     """Open every Secure DICOM File of `media`, the DICOMDIR first.
 
     A file that no recipient opens is a wrong key while nothing has opened yet; once the same
     keyring has opened another file of the disc it is a damaged file instead.
+
+    Integrity (PS3.15 D.1.1): each file opened says whether its digest was checked
+    (:attr:`cms.Opened.integrity`). :func:`cms.open_file` refuses a file written by securepacs
+    (its key carries :data:`cms.INTEGRITY_MARK`) that claims unprotected content; here, in
+    addition, once the DICOMDIR opened with a verified digest every other file must too, and
+    one that claims unprotected content is yielded as an :class:`IntegrityError` (tampered).
+    Files of other writers (GDCM writes id-data) open unprotected; callers warn about them.
 
     Parameters
     ----------
@@ -456,6 +478,7 @@ def open_files(media: MediaSource, keyring: cms.Keyring,
         at all); raised before any file is yielded as opened.
     """
     proven = False
+    protected = False  # the DICOMDIR's digest was verified: every file must have one
     pending: list[tuple[str, WrongKeyError]] = []
     for path in secure_paths(media) if paths is None else paths:
         try:
@@ -480,6 +503,11 @@ def open_files(media: MediaSource, keyring: cms.Keyring,
                     f"{earlier}: no recipient opens this file although the same key opened "
                     "the others: it was altered or damaged"))
             pending.clear()
+        if path.upper() == DICOMDIR and opened.integrity == "verified":
+            protected = True
+        elif protected and opened.integrity != "verified":
+            yield FileResult(path, error=protected_disc_refuses(path))
+            continue
         yield FileResult(path, opened=opened)
     if pending:
         raise WrongKeyError(wrong_key_message(keyring))

@@ -474,13 +474,24 @@ def media_info(path: Path) -> MediaSummary:
 
 @dataclass
 class ExtractReport:
-    """What :func:`extract_media` (or :func:`recover_media`) wrote and what failed."""
+    """What :func:`extract_media` (or :func:`recover_media`) wrote and what failed.
+
+    Attributes
+    ----------
+    verified : int
+        Files written whose digest was checked (integrity verified).
+    unprotected : list of str
+        Files written that carried no digest (id-data from another writer): their integrity
+        is not protected, which the caller must say.
+    """
 
     target: Path | None
     written: int = 0
     failures: list[str] = field(default_factory=list)
     dicomdir_problems: list[str] = field(default_factory=list)
     derivations: int = 0
+    verified: int = 0
+    unprotected: list[str] = field(default_factory=list)
 
 
 def _sop_uid(content: bytes) -> str:
@@ -533,6 +544,10 @@ def extract_from(media: MediaSource, to: Path, keyring: cms.Keyring, *, keep_goi
             is_dicomdir = result.path.upper() == fileset.DICOMDIR
             _write(temp, fileset.DICOMDIR if is_dicomdir else result.path, content)
             report.written += 1
+            if result.opened.integrity == "verified":
+                report.verified += 1
+            else:
+                report.unprotected.append(result.path)
             if is_dicomdir:
                 dicomdir = content
             else:
@@ -574,7 +589,11 @@ def extract_media(path: Path, to: Path, keyring: cms.Keyring, *, keep_going: boo
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify_media` found."""
+    """What :func:`verify_media` found.
+
+    A file that opens but carries no digest (id-data) is a failure here: verifying is
+    checking integrity, and such a file has none to check.
+    """
 
     checked: int = 0
     ok: int = 0
@@ -591,6 +610,8 @@ def verify_media(path: Path, keyring: cms.Keyring, *,
                  progress: Progress = NO_PROGRESS) -> VerifyReport:
     """Decrypt every file, check every digest and the DICOMDIR's references; write nothing.
 
+    Any file without a digest to check (integrity not protected) fails verification.
+
     Raises
     ------
     WrongKeyError
@@ -606,7 +627,10 @@ def verify_media(path: Path, keyring: cms.Keyring, *,
                 report.failures.append(str(result.error))
                 continue
             assert result.opened is not None
-            report.ok += 1
+            if result.opened.integrity != "verified":
+                report.failures.append(f"{result.path}: {fileset.UNPROTECTED}")
+            else:
+                report.ok += 1
             if result.path.upper() == fileset.DICOMDIR:
                 dicomdir = result.opened.content
             else:

@@ -8,7 +8,10 @@ each file is decrypted in memory when needed (the keyring caches the password's 
 costs one AES pass, PS3.15 D.1.1) and only headers stay in memory, plus a few recent files.
 
 A file that does not decrypt, fails its digest or is not DICOM is listed in
-:attr:`Catalog.errors` (the message names the file); the rest stays viewable.
+:attr:`Catalog.errors` (the message names the file); the rest stays viewable. Each file that
+opened says whether its integrity was verified (a DigestedData digest checked) or is not
+protected (id-data from another writer): :attr:`Catalog.verified` and
+:attr:`Catalog.unprotected`, which the viewer page shows.
 """
 
 from __future__ import annotations
@@ -169,6 +172,10 @@ class Catalog:
         self.encrypted = keyring is not None
         self.studies: list[StudyEntry] = []
         self.errors: list[str] = []
+        self.verified = 0
+        """Files (the DICOMDIR included) opened with their digest checked."""
+        self.unprotected: list[str] = []
+        """Files opened without a digest to check (id-data: integrity not protected)."""
         self._media = media
         self._close = close
         self._keyring = keyring
@@ -190,6 +197,10 @@ class Catalog:
                 yield result.path, None, str(result.error)
             else:
                 assert result.opened is not None
+                if result.opened.integrity == "verified":
+                    self.verified += 1
+                else:
+                    self.unprotected.append(result.path)
                 yield result.path, result.opened.content, None
 
     def part10(self, path: str) -> bytes:
@@ -206,7 +217,13 @@ class Catalog:
                 self._cache.move_to_end(path)
                 return data
             raw = self._media.read(path)
-            data = raw if self._keyring is None else cms.open_file(raw, self._keyring).content
+            if self._keyring is None:
+                data = raw
+            else:
+                opened = cms.open_file(raw, self._keyring)
+                if opened.integrity != "verified" and path not in self.unprotected:
+                    raise fileset.protected_disc_refuses(path)  # verified when indexed
+                data = opened.content
             self._cache[path] = data
             while len(self._cache) > _CACHE:
                 self._cache.popitem(last=False)
