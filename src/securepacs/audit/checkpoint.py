@@ -58,6 +58,7 @@ __all__ = [
 log = logging.getLogger("securepacs.audit")
 
 FORMAT = "securepacs-audit-checkpoint/1"
+_MARK = FORMAT.split("/", 1)[0]
 GENESIS = "0" * 64
 
 
@@ -170,8 +171,9 @@ def parse_lines(lines: Iterable[str]) -> list[tuple[int, Checkpoint | str]]:
     """The checkpoints in `lines` (a checkpoint file, or a collector's log lines).
 
     A line that mentions :data:`FORMAT` is a checkpoint: its JSON object is taken from the
-    first ``{`` (a syslog line has a header before it). Other lines are skipped; a repeated
-    line (syslog delivers at least once) counts once.
+    first ``{`` (a syslog line has a header before it), or is the string value of a JSON
+    object's member (a collector that writes its messages as JSON). Other lines are skipped;
+    a repeated checkpoint (syslog delivers at least once) counts once.
 
     Returns
     -------
@@ -181,9 +183,9 @@ def parse_lines(lines: Iterable[str]) -> list[tuple[int, Checkpoint | str]]:
     out: list[tuple[int, Checkpoint | str]] = []
     last = None
     for number, raw in enumerate(lines, 1):
-        if FORMAT not in raw:
+        if _MARK not in raw:  # a JSON writer may have escaped the "/" of FORMAT
             continue
-        text = raw[raw.find("{"):].strip()
+        text = _checkpoint_text(raw[raw.find("{"):].strip())
         if text == last:
             continue
         last = text
@@ -192,6 +194,19 @@ def parse_lines(lines: Iterable[str]) -> list[tuple[int, Checkpoint | str]]:
         except ValueError as exc:
             out.append((number, f"not a readable checkpoint ({exc})".splitlines()[0]))
     return out
+
+
+def _checkpoint_text(text: str) -> str:
+    """`text`, or the member of the JSON object `text` that holds the checkpoint."""
+    try:
+        outer = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(outer, dict) and outer.get("format") != FORMAT:
+        for value in outer.values():
+            if isinstance(value, str) and FORMAT in value:
+                return value[value.find("{"):].strip()
+    return text
 
 
 class CheckpointFile:
