@@ -310,6 +310,11 @@ def test_the_running_server_audits_stores_and_refusals_to_the_collector(
     verify = sp.run([sys.executable, "-m", "securepacs.cli", "audit", "--config",
                      str(server.config), "verify"], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stderr
+    anchored = sp.run([sys.executable, "-m", "securepacs.cli", "audit", "--config",
+                       str(server.config), "verify", "--checkpoints"], capture_output=True,
+                      text=True, timeout=60)  # serve's last checkpoint, written as it stopped
+    assert anchored.returncode == 0 and "newer record(s) are not anchored" in anchored.stdout, \
+        anchored.stderr
 
 
 def test_signed_checkpoints_reach_the_collector_and_verify_from_its_copy(
