@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +32,7 @@ from typing import Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filebase import DicomFileLike
 from pydicom.fileset import _PREFIXES, FileInstance, FileSet, RecordNode
 from pydicom.uid import MediaStorageDirectoryStorage
@@ -47,6 +48,7 @@ from securepacs.media import cms
 
 __all__ = [
     "DICOMDIR",
+    "DICOM_READ_ERRORS",
     "README",
     "UNPROTECTED",
     "FileResult",
@@ -65,6 +67,13 @@ __all__ = [
     "summarize",
     "wrong_key_message",
 ]
+
+DICOM_READ_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidDicomError, BytesLengthException, ValueError, EOFError, OSError, KeyError,
+    TypeError, IndexError, AttributeError, RuntimeError, NotImplementedError, OverflowError,
+    struct.error)
+"""What pydicom raises on a damaged Part 10 file, when reading or when a value is first
+accessed (``BytesLengthException``, found by tests/fuzz, derives from Exception only)."""
 
 DICOMDIR = "DICOMDIR"
 README = "README.TXT"
@@ -129,7 +138,7 @@ def _header(source: Source) -> Dataset | None:
         return None
     try:
         return dcmread(BytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError):
+    except DICOM_READ_ERRORS:
         return None
 
 
@@ -521,8 +530,14 @@ def _referenced(dicomdir: bytes) -> dict[str, str]:
         if file_id is None:
             continue
         parts = [file_id] if isinstance(file_id, str) else list(file_id)
-        out["/".join(parts).upper()] = str(record.get("ReferencedSOPInstanceUIDInFile", ""))
+        out[_printable("/".join(parts).upper())] = _printable(
+            str(record.get("ReferencedSOPInstanceUIDInFile", "")))
     return out
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped: a damaged DICOMDIR's values reach a terminal."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def check_dicomdir(dicomdir: bytes, instances: dict[str, str]) -> list[str]:
@@ -543,8 +558,9 @@ def check_dicomdir(dicomdir: bytes, instances: dict[str, str]) -> list[str]:
     """
     try:
         referenced = _referenced(dicomdir)
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
-        return [f"{DICOMDIR}: not a valid DICOMDIR ({exc})"]
+    except DICOM_READ_ERRORS as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return [f"{DICOMDIR}: not a valid DICOMDIR ({detail})"]
     found = {path.upper(): uid for path, uid in instances.items()}
     problems = []
     for path, uid in sorted(referenced.items()):

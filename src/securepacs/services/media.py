@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from securepacs import __version__
 from securepacs.errors import MediaError, PkiError
@@ -497,7 +496,7 @@ class ExtractReport:
 def _sop_uid(content: bytes) -> str:
     try:
         return str(dcmread(BytesIO(content), stop_before_pixels=True).get("SOPInstanceUID", ""))
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError):
+    except fileset.DICOM_READ_ERRORS:
         return ""
 
 
