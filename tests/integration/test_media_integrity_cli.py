@@ -197,6 +197,19 @@ def test_other_writers_media_opens_unprotected_with_a_warning(gdcm_disc: Path, p
     assert "Verified 0 of 8 file(s); 8 failed" in verified.stdout
 
 
+def test_import_of_other_writers_media_warns(gdcm_disc: Path, pwfile: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on: the import stops at connect
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run("media", "import", gdcm_disc, "--password-file", pwfile, "--server",
+                 f"127.0.0.1:{port}", "--no-tls", "--aec", "NOBODY", "--timeout", "5")
+    no_traceback(result)
+    assert result.exit_code != 0
+    assert "warning: integrity not protected for 8 file(s) of the media" in result.stderr
+
+
 # --------------------------------------------------------------------------- damaged entries
 
 
