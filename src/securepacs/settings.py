@@ -111,8 +111,9 @@ class Settings:
 
     @property
     def checkpoint_key_path(self) -> Path:
-        """The Ed25519 key that signs audit checkpoints (never in the database)."""
-        return self.pki_dir / "audit-checkpoint.key"
+        """The Ed25519 key that signs audit checkpoints (never in the database; not in
+        ``pki/``, which the CA bootstrap wants to itself)."""
+        return self.data_dir / "audit-key" / "checkpoint.key"
 
     @property
     def index_url(self) -> str:

@@ -147,7 +147,7 @@ def verify(
                                        help="Checkpoint file or syslog log (with --checkpoints)."),
     checkpoint_key: Path | None = typer.Option(None, "--checkpoint-key", help="The checkpoint "
                                                "key's public key (PEM) kept elsewhere (default: "
-                                               "the data folder's pki/audit-checkpoint.pub)."),
+                                               "the data folder's audit-key/checkpoint.pub)."),
 ) -> None:
     """Check the hash chain; name the first broken link (exit status 1).
 

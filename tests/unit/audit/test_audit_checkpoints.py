@@ -97,6 +97,7 @@ def test_checkpoints_are_written_signed_and_verify(data_dir: Path) -> None:
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(s.checkpoint_file_path.stat().st_mode) == 0o600
+    assert not (data_dir / "pki").exists()  # left to the CA bootstrap, which wants it empty
     conn = sqlite3.connect(data_dir / "index.sqlite")  # the key is nowhere in the database
     dump = "\n".join(conn.iterdump())
     conn.close()
