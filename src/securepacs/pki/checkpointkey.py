@@ -127,8 +127,12 @@ def load_or_create_signer(path: Path) -> CheckpointSigner:
     signer = CheckpointSigner(key)
     public = _public_path(path)
     if not public.exists():
-        with contextlib.suppress(OSError):
-            public.write_bytes(signer.public_pem())
+        with contextlib.suppress(OSError):  # 0600 like everything in the data folder
+            fd = os.open(public, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, signer.public_pem())
+            finally:
+                os.close(fd)
     return signer
 
 

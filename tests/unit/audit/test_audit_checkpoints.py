@@ -95,6 +95,7 @@ def test_checkpoints_are_written_signed_and_verify(data_dir: Path) -> None:
     assert json.loads(lines[1])["prev"] == hashlib.sha256(lines[0].encode()).hexdigest()
     key = s.checkpoint_key_path
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.with_suffix(".pub").stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(s.checkpoint_file_path.stat().st_mode) == 0o600
     assert not (data_dir / "pki").exists()  # left to the CA bootstrap, which wants it empty
