@@ -16,6 +16,7 @@ lengths are) and:
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
@@ -75,6 +76,7 @@ class Disc:
 
 
 _ROOT = Path(tempfile.mkdtemp(prefix="fuzz-dicomdir-"))
+atexit.register(shutil.rmtree, _ROOT, True)  # also when the tests are deselected
 DISC = Disc(_ROOT)  # made once: the strategy needs its DICOMDIR when the module loads
 SEED = DISC.dicomdir
 
