@@ -13,6 +13,7 @@ file-set to open it again.
   trip gives back identical files; the DICOMDIR is sealed like any other file.
 - ``README.TXT`` at the root is the only plain file: what the media is and how to open it.
   It names no patient, study or date of an examination.
+- Describing without a key is :mod:`securepacs.media.summary`.
 - Reading: :class:`FolderMedia` (an image reads through :mod:`securepacs.media.image`),
   :func:`open_files` opens the DICOMDIR first and then every other file with one
   :class:`~securepacs.media.cms.Keyring`, so a password costs one PBKDF2 run per disc.
@@ -24,7 +25,7 @@ import os
 import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
@@ -55,7 +56,6 @@ __all__ = [
     "FileSetPlan",
     "FolderMedia",
     "MediaSource",
-    "MediaSummary",
     "Source",
     "check_dicomdir",
     "is_valid_file_id",
@@ -64,7 +64,6 @@ __all__ = [
     "protected_disc_refuses",
     "readme_text",
     "seal_fileset",
-    "summarize",
     "wrong_key_message",
 ]
 
@@ -571,54 +570,3 @@ def check_dicomdir(dicomdir: bytes, instances: dict[str, str]) -> list[str]:
     for path in sorted(set(found) - set(referenced)):
         problems.append(f"{path}: not referenced by the DICOMDIR")
     return problems
-
-
-# --------------------------------------------------------------------------- describing
-
-
-@dataclass(frozen=True)
-class FileSummary:
-    """One file as :func:`summarize` sees it, without any key."""
-
-    path: str
-    size: int
-    envelope: cms.EnvelopeSummary | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class MediaSummary:
-    """What a disc declares, read without any key."""
-
-    name: str
-    files: tuple[FileSummary, ...]
-    readme: bool
-    dicomdir: bool
-    kdfs: tuple[str, ...] = field(default=())
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
-
-def summarize(media: MediaSource) -> MediaSummary:
-    """Per file: its size, content type, cipher and recipients; never decrypts anything."""
-    files = []
-    kdfs: dict[tuple[bytes, int, str], str] = {}
-    all_paths = media.files()
-    for path in secure_paths(media):
-        data = media.read(path)
-        try:
-            env = cms.describe(data)
-        except (MalformedFileError, UnsupportedMediaError) as exc:
-            files.append(FileSummary(path, len(data), error=str(exc)))
-            continue
-        for r in env.recipients:
-            if r.kdf is not None:
-                kdfs[(r.kdf.salt, r.kdf.iterations, r.kdf.prf)] = r.kdf.label
-        files.append(FileSummary(path, len(data), env))
-    return MediaSummary(
-        media.name, tuple(files),
-        readme=any(p.upper() == README for p in all_paths),
-        dicomdir=any(p.upper() == DICOMDIR for p in all_paths),
-        kdfs=tuple(kdfs.values()))

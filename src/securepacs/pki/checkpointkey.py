@@ -4,9 +4,10 @@ One responsibility: make, load and use the key that anchors the audit trail's ha
 outside the database (:mod:`securepacs.audit.checkpoint`). The private key lives in a file of
 the data folder (``audit-key/checkpoint.key``: PKCS #8 PEM, mode 0600, folder 0700), never in
 the database, so whoever can rewrite the database but cannot read this file cannot sign a
-checkpoint. It is made on first use; when two processes make it at the same moment, one file wins (``link(2)`` fails
-on an existing name) and both use it. The public key is written beside it (``.pub``, PEM
-SubjectPublicKeyInfo) so that a copy can be kept elsewhere and given to ``audit verify``.
+checkpoint. It is made on first use; when two processes make it at the same moment, one
+file wins (``link(2)`` fails on an existing name) and both use it. The public key is written
+beside it (``.pub``, PEM SubjectPublicKeyInfo, 0600) so that a copy can be kept elsewhere and
+given to ``audit verify``.
 
 The key ID is the first 16 hex digits of the SHA-256 of the raw public key.
 """

@@ -35,8 +35,8 @@ from pydicom.dataset import Dataset
 
 from securepacs import __version__
 from securepacs.errors import MediaError, PkiError
-from securepacs.media import cms, fileset, image, passwords
-from securepacs.media.fileset import FileResult, FolderMedia, MediaSource, MediaSummary, Source
+from securepacs.media import cms, fileset, image, passwords, summary
+from securepacs.media.fileset import FileResult, FolderMedia, MediaSource, Source
 from securepacs.media.image import IsoMedia
 from securepacs.media.passwords import generate_passphrase
 from securepacs.media.pwri import DEFAULT_ITERATIONS
@@ -465,10 +465,10 @@ def keyring_from(*, password: str | None = None, keys: Sequence[Path] = (),
         raise MediaError(str(exc)) from exc
 
 
-def media_info(path: Path) -> MediaSummary:
+def media_info(path: Path) -> summary.MediaSummary:
     """What the media declares, without any key (recipients, algorithms, sizes)."""
     with open_media(path) as media:
-        return fileset.summarize(media)
+        return summary.summarize(media)
 
 
 @dataclass
