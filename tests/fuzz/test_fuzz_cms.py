@@ -12,15 +12,23 @@ them (bytes replaced, runs of bytes flipped, truncated, bytes inserted, two file
 - finish in bounded time (the PBKDF2 work a file can ask for is capped; here the per-disc
   budget is lowered so that one example stays well under a second).
 
+The ISO 9660 image reader of the same media (``media extract disc.iso``, ``view disc.iso``)
+is fuzzed too: a real image with its volume descriptors and directory records mutated must
+give one-line :class:`~securepacs.errors.PacsError` failures only.
+
 ``SECUREPACS_FUZZ_EXAMPLES`` sets the number of examples (200 by default: a few seconds);
 docs/fuzzing.md describes the nightly long run.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,8 +44,11 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
+from factories import write_study  # noqa: E402
 from securepacs.errors import PacsError  # noqa: E402
 from securepacs.media import cms, pwri  # noqa: E402
+from securepacs.media.image import IsoMedia  # noqa: E402
+from securepacs.services.media import create_media  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SECUREPACS_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -148,3 +159,49 @@ def test_seeds_open_as_written() -> None:
         assert opened and all(o.content == CONTENT for o in opened)
         assert all(o.integrity == ("unprotected" if name == "gdcm-data" else "verified")
                    for o in opened)
+
+
+def _iso_seed() -> tuple[Path, bytes]:
+    root = Path(tempfile.mkdtemp(prefix="fuzz-iso-"))
+    atexit.register(shutil.rmtree, root, True)
+    write_study(root / "src", 2, patient_id="ISO1")
+    create_media(folders=[root / "src"], iso=root / "disc.iso", password=PASSWORD.decode() + "x",
+                 at=datetime.now(UTC), iterations=1000)
+    return root, (root / "disc.iso").read_bytes()
+
+
+ISO_ROOT, ISO = _iso_seed()
+SECTOR = 2048
+
+
+@st.composite
+def mutated_iso(draw: st.DrawFn) -> bytes:
+    """Bytes changed in the volume descriptors, path tables and directory records (sectors
+    16 to 32 of a small image: where the reader parses; file contents are the CMS target's)."""
+    data = bytearray(ISO)
+    end = min(len(data), 32 * SECTOR)
+    for _ in range(draw(st.integers(1, 8))):
+        at = draw(st.integers(16 * SECTOR, end - 1))
+        if draw(st.booleans()):
+            data[at] = draw(st.integers(0, 255))
+        else:
+            size = draw(st.sampled_from([2, 4, 8]))
+            data[at:at + size] = draw(st.sampled_from([b"\x00", b"\xff"])) * size
+    if draw(st.integers(0, 9)) == 0:
+        del data[draw(st.integers(17 * SECTOR, len(data) - 1)):]
+    return bytes(data)
+
+
+@settings(FUZZ, max_examples=max(1, EXAMPLES // 2))
+@given(mutated_iso())
+def test_iso_reader_raises_only_pacs_errors(data: bytes) -> None:
+    path = ISO_ROOT / "mutated.iso"
+    path.write_bytes(data)
+    started = time.monotonic()
+    try:
+        with IsoMedia(path) as media:
+            for rel in media.files():
+                media.read(rel)
+    except PacsError as exc:
+        assert str(exc) and "\n" not in str(exc), repr(exc)
+    assert time.monotonic() - started < SLOW
