@@ -66,6 +66,8 @@ class Settings:
     audit_syslog_ca: Path | None = None
     audit_spool_dir: Path | None = None
     audit_queue_size: int = 10000
+    audit_checkpoint_seconds: float = 300.0  # signed chain checkpoints; 0: only at shutdown
+    audit_checkpoint_file: Path | None = None  # default <data_dir>/audit-checkpoints.jsonl
     blob_backend: str = "filesystem"  # or "azure" (Azure Blob Storage, extra [azure])
     azure_connection_string: str | None = field(default=None, repr=False)  # holds a key
     azure_container: str = "securepacs"
@@ -102,6 +104,16 @@ class Settings:
         if self.trust_source == "auto":
             return self.uses_default_pki
         return self.trust_source == "index"
+
+    @property
+    def checkpoint_file_path(self) -> Path:
+        return self.audit_checkpoint_file or self.data_dir / "audit-checkpoints.jsonl"
+
+    @property
+    def checkpoint_key_path(self) -> Path:
+        """The Ed25519 key that signs audit checkpoints (never in the database; not in
+        ``pki/``, which the CA bootstrap wants to itself)."""
+        return self.data_dir / "audit-key" / "checkpoint.key"
 
     @property
     def index_url(self) -> str:
@@ -205,6 +217,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("plain_port must differ from the TLS port (PS3.15 B.1)")
     if not 0 < len(s.ae_title.strip()) <= 16:
         raise ConfigError(f"AE title {s.ae_title!r} must be 1 to 16 characters")
+    if s.audit_checkpoint_seconds < 0:
+        raise ConfigError("audit_checkpoint_seconds must be 0 (only at shutdown) or more")
     if s.trust_source not in ("auto", "index", "files"):
         raise ConfigError(f"trust_source must be auto, index or files, not {s.trust_source!r}")
     partial = [s.tls_cert, s.tls_key, s.tls_ca]

@@ -305,12 +305,17 @@ def build_audit_trail(settings: Settings, *, hostname: str | None = None):  # no
     certificate is presented when it exists; spool ``audit_spool_dir`` or
     ``<data_dir>/audit-spool``). AuditSourceID is the server's AE title.
 
+    A :class:`securepacs.audit.checkpoint.CheckpointSink` writes signed checkpoints of the
+    chain (``audit_checkpoint_seconds``, and when the trail closes) to the checkpoint file and
+    the collector.
+
     Raises
     ------
     ConfigError
         ``audit_syslog`` is not ``host:port``.
     PkiError
-        The collector's CA file (or our certificate) cannot be loaded.
+        The collector's CA file (or our certificate) cannot be loaded, or the checkpoint key
+        cannot be made or read.
     """
     from securepacs.audit.record import AuditSource
     from securepacs.audit.sinks import DatabaseSink, JsonLinesSink, Sink
@@ -341,9 +346,33 @@ def build_audit_trail(settings: Settings, *, hostname: str | None = None):  # no
 
         spool = DirectorySpool(settings.audit_spool_dir or settings.data_dir / "audit-spool")
         sinks.append(SyslogSink(connect, spool, hostname=hostname or socket.getfqdn()))
+    syslog = next((s for s in sinks if isinstance(s, SyslogSink)), None)
+    # before the syslog sink: closing the trail spools the last checkpoint before it stops
+    sinks.insert(len(sinks) - (syslog is not None), audit_checkpoints(
+        settings, publish=syslog.emit_checkpoint if syslog is not None else None))
     return AuditTrail(sinks, required=database, audit_source=AuditSource(settings.ae_title),
                       audit_required=settings.audit_required,
                       queue_size=settings.audit_queue_size)
+
+
+def audit_checkpoints(settings: Settings, *, publish: Callable[[str, datetime], None] | None = None,
+                      interval: float | None = None):  # noqa: ANN201 - audit.checkpoint.CheckpointSink
+    """Signed checkpoints of the audit chain (key made on first use; own database connection).
+
+    Raises
+    ------
+    PkiError
+        The checkpoint key cannot be made or read.
+    """
+    from securepacs.audit.checkpoint import CheckpointFile, CheckpointSink
+    from securepacs.pki.checkpointkey import load_or_create_signer
+
+    signer = load_or_create_signer(settings.checkpoint_key_path)
+    chain = audit_log(settings)
+    return CheckpointSink(chain, signer, CheckpointFile(settings.checkpoint_file_path),
+                          source=settings.ae_title,
+                          interval=settings.audit_checkpoint_seconds if interval is None
+                          else interval, publish=publish, close_chain=chain.close)
 
 
 def dicom_client(*, profile: Path | None, server: str | None, aec: str | None, aet: str | None,

@@ -310,3 +310,45 @@ def test_the_running_server_audits_stores_and_refusals_to_the_collector(
     verify = sp.run([sys.executable, "-m", "securepacs.cli", "audit", "--config",
                      str(server.config), "verify"], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stderr
+    anchored = sp.run([sys.executable, "-m", "securepacs.cli", "audit", "--config",
+                       str(server.config), "verify", "--checkpoints"], capture_output=True,
+                      text=True, timeout=60)  # serve's last checkpoint, written as it stopped
+    assert anchored.returncode == 0 and "newer record(s) are not anchored" in anchored.stdout, \
+        anchored.stderr
+
+
+def test_signed_checkpoints_reach_the_collector_and_verify_from_its_copy(
+        tmp_path: Path, pki, collector: Collector) -> None:  # noqa: ANN001
+    """Issue 14 item 11: the collector's copy of the checkpoints anchors the chain even when
+    the data folder's checkpoint file and every database row are gone."""
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from securepacs.cli.main import app
+    from securepacs.settings import load
+    from securepacs.wiring import build_audit_trail
+
+    data = tmp_path / "data"
+    settings = load(overrides={
+        "data_dir": data, "tls_cert": pki.server.cert, "tls_key": pki.server.key,
+        "tls_ca": pki.ca_cert, "audit_syslog": f"127.0.0.1:{collector.port}"}, environ={})
+    audit = build_audit_trail(settings, hostname="pacs.test")
+    for i in range(3):
+        audit.record(_store(i))
+    audit.close(5)
+    got = collector.wait_for(4)
+    checkpoints = [g for g in got if g["msgid"] == "AUDIT-CHECKPOINT"]
+    assert len(checkpoints) == 1 and '"seq":3' in checkpoints[0]["msg"], got
+    runner = CliRunner()
+    verify = ["audit", "--data-dir", str(data), "verify", "--checkpoints", str(collector.out)]
+    ok = runner.invoke(app, verify)
+    assert ok.exit_code == 0 and "1 signed checkpoint(s) agree" in ok.stdout, ok.output
+    settings.checkpoint_file_path.unlink()
+    conn = sqlite3.connect(data / "index.sqlite")
+    with conn:
+        conn.execute("DELETE FROM audit_event")
+        conn.execute("UPDATE audit_head SET last_seq = 0, last_hash = ?", ("0" * 64,))
+    conn.close()
+    gone = runner.invoke(app, verify)
+    assert gone.exit_code == 1 and "everything was deleted" in gone.stderr

@@ -46,13 +46,15 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from securepacs.audit.record import AuditRecord
 from securepacs.audit.serialize import to_xml, xml_time
 
-__all__ = ["DirectorySpool", "Stream", "SyslogSink", "format_message", "frame"]
+__all__ = ["DirectorySpool", "Stream", "SyslogSink", "format_checkpoint", "format_message",
+           "frame"]
 
 log = logging.getLogger("securepacs.audit")
 
@@ -90,6 +92,20 @@ def format_message(record: AuditRecord, *, hostname: str, app_name: str = "secur
         _header_field(app_name, 48), _header_field(procid or str(os.getpid()), 128), MSGID])
     sd = f'[{SD_ID} recordId="{_sd_value(record.record_id)}"]'
     return f"{header} {sd} ".encode("ascii") + to_xml(record)
+
+
+CHECKPOINT_MSGID = "AUDIT-CHECKPOINT"
+
+
+def format_checkpoint(line: str, at: datetime, *, hostname: str, app_name: str = "securepacs",
+                      procid: str | None = None) -> bytes:
+    """One RFC 5424 message carrying a signed audit checkpoint's JSON line as MSG
+    (:mod:`securepacs.audit.checkpoint`), MSGID ``AUDIT-CHECKPOINT``, no structured data."""
+    pri = FACILITY * 8 + SEVERITY
+    header = " ".join([
+        f"<{pri}>1", xml_time(at), _header_field(hostname, 255), _header_field(app_name, 48),
+        _header_field(procid or str(os.getpid()), 128), CHECKPOINT_MSGID])
+    return f"{header} - {line}".encode()
 
 
 def frame(message: bytes) -> bytes:
@@ -208,6 +224,12 @@ class SyslogSink:
     def emit(self, record: AuditRecord) -> None:
         """Spool `record` (durably) and wake the sender; raises ``OSError`` if the disk fails."""
         self.spool.put(format_message(record, hostname=self._hostname, app_name=self._app_name))
+        self._wake.set()
+
+    def emit_checkpoint(self, line: str, at: datetime) -> None:
+        """Spool a signed audit checkpoint (durably) and wake the sender."""
+        self.spool.put(format_checkpoint(line, at, hostname=self._hostname,
+                                         app_name=self._app_name))
         self._wake.set()
 
     @property

@@ -2,8 +2,10 @@
 
 ``audit [--data-dir DIR] [--config FILE] list [--since ISO] [--until ISO] [--identity X]
 [--patient X] [--type T] [--limit N] [--json]``; ``audit export [--format xml|json] [--out
-FILE]`` (same filters); ``audit verify`` checks the hash chain of the ``audit_event`` table
-and names the first broken link (exit status 1).
+FILE]`` (same filters); ``audit verify [--checkpoints [FILE]] [--checkpoint-key PUB]`` checks
+the hash chain of the ``audit_event`` table and names the first broken link (exit status 1),
+and with ``--checkpoints`` compares it with the signed checkpoints kept outside the database;
+``audit checkpoint`` writes one now.
 """
 
 from __future__ import annotations
@@ -137,8 +139,26 @@ def export(
 
 
 @app.command("verify")
-def verify() -> None:
-    """Check the hash chain; name the first broken link (exit status 1)."""
+def verify(
+    checkpoints: bool = typer.Option(False, "--checkpoints", help="Also compare the chain with "
+                                     "the signed checkpoints (the data folder's checkpoint "
+                                     "file, or FILE: a copy, or the collector's log)."),
+    file: Path | None = typer.Argument(None, metavar="[FILE]", show_default=False,
+                                       help="Checkpoint file or syslog log (with --checkpoints)."),
+    checkpoint_key: Path | None = typer.Option(None, "--checkpoint-key", help="The checkpoint "
+                                               "key's public key (PEM) kept elsewhere (default: "
+                                               "the data folder's audit-key/checkpoint.pub)."),
+) -> None:
+    """Check the hash chain; name the first broken link (exit status 1).
+
+    With --checkpoints, every signed checkpoint must verify and agree with the chain: records
+    deleted (the newest, or all of them) or rewritten up to the last checkpoint are found.
+    """
+    if file is not None and not checkpoints:
+        raise typer.BadParameter("a FILE goes with --checkpoints")
+    if checkpoints:
+        _verify_checkpoints(file, checkpoint_key)
+        return
     log = _log()
     try:
         report = log.verify(columns=columns_of)
@@ -149,6 +169,75 @@ def verify() -> None:
     if report.ok:
         typer.echo(f"audit chain intact: {report.checked} records")
         return
+    _broken(report)
+    raise typer.Exit(1)
+
+
+def _broken(report: Any) -> None:
     where = f" (first broken link: row {report.broken_seq})" if report.broken_seq else ""
     typer.echo(f"audit chain BROKEN{where}: {report.reason}", err=True)
+
+
+def _verify_checkpoints(file: Path | None, key: Path | None) -> None:
+    from securepacs.audit.checkpoint import CheckpointFile, verify_against
+    from securepacs.pki.checkpointkey import load_verifier
+
+    try:
+        settings = load(_state.config, overrides={"data_dir": _state.data_dir})
+    except PacsError as exc:
+        raise fail(str(exc)) from None
+    path = file or settings.checkpoint_file_path
+    key_path = key or settings.checkpoint_key_path.with_suffix(".pub")
+    if key is None and not key_path.exists():
+        key_path = settings.checkpoint_key_path
+    try:
+        verifier = load_verifier(key_path)
+        lines = CheckpointFile(path).lines()
+    except PacsError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot read the checkpoint file {path}: {exc.strerror or exc} (if it was "
+                   "deleted, use the collector's copy)", 1) from None
+    log = _log()
+    try:
+        walk, report = verify_against(log, lines, verifier, columns=columns_of)
+    except PacsError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        log.close()
+    if not walk.ok:
+        _broken(walk)
+    for problem in report.problems:
+        typer.echo(f"CHECKPOINT {problem}", err=True)
+    if walk.ok and report.ok:
+        last = report.last
+        assert last is not None
+        typer.echo(f"audit chain intact: {walk.checked} records; {report.checkpoints} signed "
+                   f"checkpoint(s) agree (key {verifier.key_id}); the last, {last.at}, anchors "
+                   f"records 1-{last.seq}; {walk.checked - last.seq} newer record(s) are not "
+                   "anchored yet")
+        return
     raise typer.Exit(1)
+
+
+@app.command("checkpoint")
+def checkpoint() -> None:
+    """Write a signed checkpoint of the chain now (the server writes them periodically)."""
+    from securepacs.wiring import audit_checkpoints
+
+    try:
+        settings = load(_state.config, overrides={"data_dir": _state.data_dir})
+        sink = audit_checkpoints(settings, interval=0)
+    except PacsError as exc:
+        raise fail(str(exc)) from None
+    try:
+        written = sink.write()
+    except (PacsError, OSError) as exc:
+        raise fail(f"checkpoint not written: {exc}") from None
+    finally:
+        sink.stop_quietly()
+    if written is None:
+        typer.echo("the chain has not grown since the last checkpoint: nothing written")
+        return
+    typer.echo(f"checkpoint written to {settings.checkpoint_file_path}: {written.seq} records, "
+               f"head {written.head[:16]}..., key {written.key_id}")

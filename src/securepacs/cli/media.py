@@ -12,7 +12,7 @@ Scripts and docs rely on these names::
         [--key-passphrase-file F] [--keep-going]
     securepacs media verify MEDIA
         (--password-file F | --password-stdin | --password | --media-key PEM)
-        [--key-passphrase-file F]
+        [--key-passphrase-file F] [--data-dir DIR] [--config FILE]
     securepacs media recover MEDIA --escrow-key KEY.pem --to DIR [--escrow-cert CERT]
         [--key-passphrase-file F] [--reason TEXT] [--data-dir DIR] [--config FILE]
         [--keep-going]
@@ -245,6 +245,7 @@ def info(
             "files": [{
                 "path": f.path, "size": f.size, "error": f.error,
                 "content": f.envelope.content_type if f.envelope else None,
+                "integrity": _declared(f.envelope.content_type) if f.envelope else None,
                 "cipher": f.envelope.cipher if f.envelope else None,
                 "recipients": [r.kind for r in f.envelope.recipients] if f.envelope else [],
             } for f in summary.files],
@@ -270,7 +271,23 @@ def info(
             continue
         who = ", ".join(r.kind for r in f.envelope.recipients)
         typer.echo(f"  {f.path}  {f.size:,} bytes  {f.envelope.content_type}  "
-                   f"{f.envelope.cipher}  [{who}]")
+                   f"{f.envelope.cipher}  [{who}]  integrity {_declared_text(f.envelope.content_type)}")
+    unprotected = [f.path for f in secure if _declared(f.envelope.content_type) == "unprotected"]  # type: ignore[union-attr]
+    if unprotected:
+        typer.echo(f"Warning: {len(unprotected)} file(s) declare no integrity protection (plain "
+                   "id-data, as other writers make): an alteration of them would go unnoticed; "
+                   "securepacs media verify fails on them.", err=True)
+
+
+def _declared(content_type: str) -> str:
+    """What a file's declared content type promises, before any key (PS3.15 D.1.1)."""
+    return {"DigestedData": "protected", "id-data": "unprotected"}.get(content_type, "unknown")
+
+
+def _declared_text(content_type: str) -> str:
+    return {"protected": "protected (digest checked when opened)",
+            "unprotected": "NOT PROTECTED (no digest)"}.get(_declared(content_type),
+                                                           "unknown")
 
 
 # --------------------------------------------------------------------------- reading
@@ -321,9 +338,24 @@ def extract(
     report = _run(lambda: service.extract_media(media, to, keyring, keep_going=keep_going,
                                                 progress=_CliProgress()))
     typer.echo(f"Extracted {report.written} file(s) to {report.target}.")
+    _report_integrity(report)
     _report_failures(report.failures, report.dicomdir_problems)
     if report.failures:
         raise fail(f"{len(report.failures)} file(s) could not be extracted", 1)
+
+
+def _report_integrity(report: Any) -> None:
+    """Say for which files the integrity was verified and for which it is not protected."""
+    typer.echo(f"Integrity verified (digest checked): {report.verified} of {report.written} "
+               "file(s).")
+    if report.unprotected:
+        typer.echo(f"Integrity NOT protected: {len(report.unprotected)} file(s) hold plain "
+                   "id-data without a digest (written by another program): an alteration "
+                   "would go unnoticed.")
+        for path in report.unprotected[:20]:
+            typer.echo(f"WARNING {path}: integrity not protected", err=True)
+        if len(report.unprotected) > 20:
+            typer.echo(f"WARNING ... and {len(report.unprotected) - 20} more", err=True)
 
 
 @app.command("verify")
@@ -338,8 +370,15 @@ def verify(
                                          "include its certificate) of a recipient."),
     key_passphrase_file: Path | None = typer.Option(None, "--key-passphrase-file",
                                                     help=_KEY_PASSPHRASE_HELP),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder whose audit "
+                                         "trail records a failed verification."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file."),
 ) -> None:
-    """Decrypt every file and check every digest and the DICOMDIR; write nothing."""
+    """Decrypt every file and check every digest and the DICOMDIR; write nothing.
+
+    A file without a digest (integrity not protected) fails. A failed verification is
+    recorded as a Security Alert in the audit trail of the data folder.
+    """
     keyring = _keyring(password_file, password_stdin, password, media_key, key_passphrase_file)
     report = _run(lambda: service.verify_media(media, keyring, progress=_CliProgress()))
     _report_failures(report.failures, report.dicomdir_problems)
@@ -347,21 +386,25 @@ def verify(
                f"{len(report.failures)} failed; DICOMDIR "
                f"{'consistent' if not report.dicomdir_problems else 'has problems'}.")
     if not report.passed:
-        _audit_tampered(media, report.failures, report.dicomdir_problems)
+        _audit_tampered(media, report.failures, report.dicomdir_problems, config, data_dir)
         raise typer.Exit(1)
 
 
-def _audit_tampered(media: Path, failures: Any, problems: Any) -> None:
-    """A Security Alert (media integrity failure) for media that does not verify."""
+def _audit_tampered(media: Path, failures: list[str], problems: list[str],
+                    config: Path | None = None, data_dir: Path | None = None) -> None:
+    """A Security Alert (PS3.15 A.5.3.11, media integrity failure) for media that does not
+    verify, in the data folder's audit trail; if it cannot be written, say so on stderr."""
     from securepacs.wiring import media_audit
 
-    detail = "; ".join([f"{p}: {r}" for p, r in list(failures)[:5]] + list(problems)[:5])
+    lines = [*failures[:5], *(f"DICOMDIR {p}" for p in problems[:5])]
+    more = len(failures) + len(problems) - len(lines)
+    detail = "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
     try:
-        audit = media_audit(load())
-    except PacsError:
-        return
-    with audit:
-        audit.tampered(str(media), detail or "verification failed")
+        with media_audit(load(config, overrides={"data_dir": data_dir})) as audit:
+            audit.tampered(str(media), detail or "verification failed")
+    except (PacsError, OSError) as exc:
+        typer.echo(f"securepacs: the Security Alert could not be recorded in the audit "
+                   f"trail: {exc}", err=True)
 
 
 @app.command("recover")
@@ -400,6 +443,7 @@ def recover(
     typer.echo(f"Recovered {report.written} file(s) to {report.target}; the access is recorded "
                f"in {settings.data_dir / 'audit-interim.jsonl'} (interim audit log) and in the "
                "audit trail (Emergency Override).")
+    _report_integrity(report)
     _report_failures(report.failures, report.dicomdir_problems)
     if report.failures:
         raise fail(f"{len(report.failures)} file(s) could not be extracted", 1)

@@ -98,6 +98,10 @@ def import_media(
     with catalog:
         for problem in catalog.errors:
             typer.echo(f"warning: {problem}", err=True)
+        if catalog.encrypted and catalog.unprotected:
+            typer.echo(f"warning: integrity not protected for {len(catalog.unprotected)} "
+                       "file(s) of the media (plain content without a digest, written by another "
+                       "program): an alteration would go unnoticed", err=True)
         people = media_import.identities(catalog)
         ids = sorted({pid for _n, pid, _i, _b in people})
         if media_patient_id and media_patient_id not in ids:

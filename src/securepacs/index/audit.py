@@ -11,15 +11,16 @@ appenders from several processes are serialised and the chain never forks.
 The filter columns (time, kind, user IDs, patient IDs) are copies for ``audit list``; the
 hash covers ``body`` only, and :meth:`SqlAuditLog.verify` can check the copies against the
 body with a callback. Residual risk, stated plainly: someone with write access to the
-database can rewrite the whole chain from a given row on, head included; an external copy
-(the syslog collector, an exported file) is what detects that.
+database can rewrite the whole chain from a given row on, head included; the signed
+checkpoints kept outside the database (:mod:`securepacs.audit.checkpoint`, compared through
+``verify(anchors=...)``) and the syslog collector's copy are what detect that.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,6 +101,9 @@ class ChainReport:
     checked: int
     broken_seq: int | None
     reason: str
+    anchors: Mapping[int, str] = field(default_factory=dict)
+    """The stored hash of each row asked for in ``verify(anchors=...)`` that the walk
+    reached with the chain intact up to it."""
 
 
 def _aware(value: datetime) -> datetime:
@@ -263,7 +267,21 @@ class SqlAuditLog:
             return sorted(self._rows(query), key=lambda r: r.seq)
         return list(self._rows(query.order_by(audit_event.c.seq)))
 
-    def verify(self, columns: Callable[[bytes], Mapping[str, Any]] | None = None) -> ChainReport:
+    def head(self) -> tuple[int, str]:
+        """The head row: (sequence number of the last record, its chain hash).
+
+        Raises
+        ------
+        StorageError
+            The database cannot be read or holds no head row.
+        """
+        head = next(self._heads(), None)
+        if head is None:
+            raise StorageError("audit log: the audit head row is missing")
+        return int(head.last_seq), str(head.last_hash)
+
+    def verify(self, columns: Callable[[bytes], Mapping[str, Any]] | None = None,
+               anchors: Collection[int] = ()) -> ChainReport:
         """Walk the chain from the first row and report the first broken link.
 
         Parameters
@@ -272,6 +290,9 @@ class SqlAuditLog:
             ``body -> {"record_id", "kind", "outcome", "event_time", "user_ids",
             "patient_ids"}``: when given, each row's filter columns must equal what its body
             says (an edited column would otherwise hide a row from ``audit list``).
+        anchors : collection of int
+            Sequence numbers whose stored hash to report (the signed checkpoints';
+            :mod:`securepacs.audit.checkpoint`), in :attr:`ChainReport.anchors`.
 
         Returns
         -------
@@ -282,32 +303,38 @@ class SqlAuditLog:
             (deleted newest rows).
         """
         prev_hash, expected_seq, checked = GENESIS, 1, 0
+        wanted = set(anchors)
+        found: dict[int, str] = {}
         for row in self._rows(sa.select(audit_event).order_by(audit_event.c.seq)):
             checked += 1
             if row.seq != expected_seq:
                 return ChainReport(False, checked, row.seq,
                                    f"row {row.seq}: expected sequence {expected_seq} "
-                                   "(a row was deleted)")
+                                   "(a row was deleted)", found)
             if row.prev_hash != prev_hash:
                 return ChainReport(False, checked, row.seq,
                                    f"row {row.seq}: does not follow row {row.seq - 1} "
-                                   "(a row was deleted, reordered or rewritten)")
+                                   "(a row was deleted, reordered or rewritten)", found)
             if chain_hash(prev_hash, row.body) != row.hash:
                 return ChainReport(False, checked, row.seq,
-                                   f"row {row.seq}: content does not match its hash (edited)")
+                                   f"row {row.seq}: content does not match its hash (edited)",
+                                   found)
             if columns is not None:
                 problem = _columns_problem(row, columns)
                 if problem:
-                    return ChainReport(False, checked, row.seq, f"row {row.seq}: {problem}")
+                    return ChainReport(False, checked, row.seq, f"row {row.seq}: {problem}",
+                                       found)
+            if row.seq in wanted:
+                found[row.seq] = row.hash
             prev_hash, expected_seq = row.hash, row.seq + 1
         head = next(self._heads(), None)
         if head is None:
-            return ChainReport(False, checked, None, "the audit head row is missing")
+            return ChainReport(False, checked, None, "the audit head row is missing", found)
         if (int(head.last_seq), head.last_hash) != (expected_seq - 1, prev_hash):
             return ChainReport(False, checked, None,
                                f"the head says {head.last_seq} rows but the chain ends at row "
-                               f"{expected_seq - 1} (newest rows deleted)")
-        return ChainReport(True, checked, None, "ok")
+                               f"{expected_seq - 1} (newest rows deleted)", found)
+        return ChainReport(True, checked, None, "ok", found)
 
     def _heads(self) -> Iterator[Any]:
         try:

@@ -13,6 +13,16 @@ decrypted, it yields the complete Part 10 file. What :func:`seal` writes:
   :mod:`securepacs.media.recipients` and are re-exported here;
 - DER throughout, EnvelopedData version 3 with a password recipient, else 0.
 
+Integrity (PS3.15 D.1.1 asks for a DigestedData or SignedData inside the encryption, since
+CBC has none of its own; the content type that says which is *not* protected by anything, so
+one changed byte turns a DigestedData file into one that claims plain id-data). Every file
+opened says which it was: :attr:`Opened.integrity` is ``"verified"`` (a digest checked) or
+``"unprotected"`` (id-data, as other writers such as GDCM make). Every content-encryption key
+:func:`seal` makes starts with :data:`INTEGRITY_MARK`: the key is bound to the file (a
+tamperer cannot change it without the password or private key, and a new key would no
+longer decrypt the content), so a marked file that claims id-data had its content type
+changed and is refused as tampered, as is an id-data file whose plaintext is a DigestedData.
+
 :func:`open_file` reads what other writers make too: id-data content (GDCM), BER with
 indefinite lengths and constructed strings (``openssl cms -stream``), AES-128/192/256 and
 Triple-DES content (PS3.15 D.1.1 readers must decrypt both), SHA-1 PBKDF2 with 2,048
@@ -53,6 +63,7 @@ from securepacs.media.recipients import (
 )
 
 __all__ = [
+    "INTEGRITY_MARK",
     "CertificateRecipient",
     "EnvelopeSummary",
     "Keyring",
@@ -75,6 +86,11 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
     "sha384": hashes.SHA384, "sha512": hashes.SHA512,
 }
+INTEGRITY_MARK = b"SPD1"
+"""The first 4 bytes of every AES-256 content-encryption key :func:`seal` makes ("securepacs,
+DigestedData, version 1"); the other 28 are random (224 bits). A reader that finds it in a
+file's key knows the writer wrapped the content in a DigestedData."""
+
 _CONTENT_LABELS = {"digested_data": "DigestedData", "data": "id-data", "signed_data": "SignedData"}
 
 
@@ -95,12 +111,20 @@ class Opened:
         E.g. ``"sha256"`` for DigestedData.
     recipient : str
         ``"password"`` or ``"certificate"``: which kind of recipient opened it.
+    marked : bool
+        The content-encryption key carries :data:`INTEGRITY_MARK` (written by securepacs).
     """
 
     content: bytes
     inner: str
     digest_algorithm: str | None
     recipient: str
+    marked: bool = False
+
+    @property
+    def integrity(self) -> str:
+        """``"verified"`` (a DigestedData whose digest matched) or ``"unprotected"``."""
+        return "verified" if self.inner == "digested_data" else "unprotected"
 
 
 @dataclass(frozen=True)
@@ -211,6 +235,8 @@ def seal(content: bytes, recipients: Sequence[Recipient], *, inner: InnerType = 
     elif inner == "data":
         payload = [content]
     cek = os.urandom(spec.key_bytes)
+    if inner == "digested_data" and spec.key_bytes == 32:  # 224 random bits stay
+        cek = INTEGRITY_MARK + cek[len(INTEGRITY_MARK):]
     iv = os.urandom(spec.block_bytes)
     encrypted = spec.encrypt_padded(cek, iv, payload)
     infos = sorted(recipient_info_der(r, cek) for r in recipients)  # DER SET OF: sorted
@@ -229,6 +255,15 @@ def seal(content: bytes, recipients: Sequence[Recipient], *, inner: InnerType = 
 
 
 # --------------------------------------------------------------------------- parsing
+
+
+_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
+"""What asn1crypto's lazy parsing raises on damaged input (turned into MalformedFileError)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
 
 
 @dataclass(frozen=True)
@@ -260,9 +295,9 @@ def _parse(data: bytes) -> _Envelope:
         if spec is None:
             raise UnsupportedMediaError(f"content encryption {name} is not supported")
         iv = algorithm["parameters"].native
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MalformedFileError(f"truncated or damaged CMS structure ({detail})") from None
+    except _PARSE_ERRORS as exc:
+        raise MalformedFileError(
+            f"truncated or damaged CMS structure ({_first_line(exc)})") from None
     if ciphertext is None:
         raise UnsupportedMediaError("detached encrypted content is not supported")
     if not isinstance(iv, bytes) or len(iv) != spec.block_bytes:
@@ -311,20 +346,36 @@ class _Attempt:
     key: RecipientKey | None = None
 
 
-def _attempts(env: _Envelope, keyring: Keyring) -> Iterator[_Attempt]:
+def _kind(ri: cms.RecipientInfo) -> str | None:
+    """``ri.name``, or None for an entry too damaged to say."""
+    try:
+        return str(ri.name)
+    except _PARSE_ERRORS:
+        return None
+
+
+def _attempts(env: _Envelope, keyring: Keyring, damaged: list[str]) -> Iterator[_Attempt]:
+    """Every way `keyring` may open `env`; entries too damaged to try go to `damaged`."""
     if keyring.has_password:
         for ri in env.recipients:
-            if ri.name == "pwri":
+            if _kind(ri) == "pwri":
                 yield _Attempt("password", True, ri)
     trial: list[_Attempt] = []
     for ri in env.recipients:
-        if ri.name != "ktri":
+        kind = _kind(ri)
+        if kind is None:
+            damaged.append("a recipient entry cannot be parsed")
+        if kind != "ktri":
             continue
         for key in keyring.keys:
-            if key.matches(ri.chosen["rid"]):
-                yield _Attempt("certificate", True, ri, key)
-            elif len(ri.chosen["encrypted_key"].native) == (key.private_key.key_size + 7) // 8:
-                trial.append(_Attempt("certificate", False, ri, key))
+            try:
+                if key.matches(ri.chosen["rid"]):
+                    yield _Attempt("certificate", True, ri, key)
+                elif len(ri.chosen["encrypted_key"].native) == (key.private_key.key_size + 7) // 8:
+                    trial.append(_Attempt("certificate", False, ri, key))
+            except _PARSE_ERRORS as exc:
+                damaged.append(f"a certificate recipient entry is damaged ({_first_line(exc)})")
+                break
     yield from trial
 
 
@@ -364,8 +415,28 @@ def _content_key(attempt: _Attempt, keyring: Keyring) -> bytes:
         raise WrongKeyError("the private key does not decrypt the content-encryption key") from None
 
 
-def _inner(plaintext: bytes, content_type: str, recipient: str) -> Opened:
+def _holds_digested(plaintext: bytes) -> bool:
+    """Whether `plaintext` is a DER/BER DigestedData around id-data (what :func:`seal` writes)."""
+    if plaintext[:1] != b"\x30":  # a Part 10 file starts with its preamble
+        return False
+    try:
+        digested = cms.DigestedData.load(plaintext, strict=True)
+        return bool(digested["encap_content_info"]["content_type"].native == "data"
+                    and digested["digest_algorithm"]["algorithm"].native in _DIGESTS)
+    except _PARSE_ERRORS:
+        return False
+
+
+def _inner(plaintext: bytes, content_type: str, recipient: str, marked: bool) -> Opened:
     if content_type == "data":
+        if marked:
+            raise IntegrityError(
+                "written by securepacs, which always protects a file with a DigestedData, but "
+                "it claims unprotected id-data content: its content type was altered (tampered)")
+        if _holds_digested(plaintext):
+            raise IntegrityError(
+                "it claims unprotected id-data content but holds a DigestedData: its content "
+                "type was altered (tampered)")
         return Opened(plaintext, "data", None, recipient)
     if content_type != "digested_data":
         label = _CONTENT_LABELS.get(content_type, content_type)
@@ -388,7 +459,7 @@ def _inner(plaintext: bytes, content_type: str, recipient: str) -> Opened:
     if not hmac.compare_digest(hashlib.new(algorithm, content).digest(), digest or b""):
         raise IntegrityError(f"{_DIGESTS[algorithm]} digest does not match the content: "
                              "the file was altered")
-    return Opened(content, "digested_data", algorithm, recipient)
+    return Opened(content, "digested_data", algorithm, recipient, marked)
 
 
 def open_file(data: bytes, keyring: Keyring) -> Opened:
@@ -411,17 +482,33 @@ def open_file(data: bytes, keyring: Keyring) -> Opened:
     WrongKeyError
         No recipient opens with what `keyring` holds.
     IntegrityError
-        A recipient opened but the content does not decrypt or its digest does not match.
+        A recipient opened but the content does not decrypt or its digest does not match, or
+        its content type was altered from DigestedData to id-data (see the module notes).
     MalformedFileError
-        Not a CMS EnvelopedData, truncated, or damaged.
+        Not a CMS EnvelopedData, truncated, or damaged (a damaged recipient entry included).
     UnsupportedMediaError
-        An algorithm or structure this reader does not implement.
+        An algorithm or structure this reader does not implement, or a PBKDF2 iteration count
+        above :data:`~securepacs.media.pwri.MAX_ITERATIONS`.
+
+    Notes
+    -----
+    Only these :class:`~securepacs.errors.MediaError` classes leave this function, whatever
+    the input (the fuzz tests in ``tests/fuzz`` hold it), and no content is returned unless
+    its digest matched or it is id-data that carries no sign of having been a DigestedData.
     """
+    try:
+        return _open(data, keyring)
+    except _PARSE_ERRORS as exc:
+        raise MalformedFileError(f"damaged CMS structure ({_first_line(exc)})") from None
+
+
+def _open(data: bytes, keyring: Keyring) -> Opened:
     env = _parse(data)
     if len(env.ciphertext) % env.cipher.block_bytes or not env.ciphertext:
         raise MalformedFileError("encrypted content is not a whole number of cipher blocks")
     unsupported: UnsupportedMediaError | None = None
-    for attempt in _attempts(env, keyring):
+    damaged: list[str] = []
+    for attempt in _attempts(env, keyring, damaged):
         try:
             cek = _content_key(attempt, keyring)
         except WrongKeyError:
@@ -429,8 +516,9 @@ def open_file(data: bytes, keyring: Keyring) -> Opened:
         except UnsupportedMediaError as exc:
             unsupported = exc
             continue
-        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-            raise MalformedFileError(f"damaged recipient information ({exc})") from None
+        except _PARSE_ERRORS as exc:
+            damaged.append(f"damaged recipient information ({_first_line(exc)})")
+            continue
         if len(cek) != env.cipher.key_bytes:
             if attempt.strong:
                 raise IntegrityError(f"the recovered content key has {len(cek)} bytes, "
@@ -443,13 +531,16 @@ def open_file(data: bytes, keyring: Keyring) -> Opened:
                 raise IntegrityError("content does not decrypt (bad padding): "
                                      "the ciphertext was altered")
             continue
+        marked = len(cek) == 32 and cek.startswith(INTEGRITY_MARK)
         try:
-            return _inner(plaintext, env.content_type, attempt.kind)
+            return _inner(plaintext, env.content_type, attempt.kind, marked)
         except IntegrityError:
             if attempt.strong:
                 raise
     if unsupported is not None:
         raise unsupported
+    if damaged:
+        raise MalformedFileError(damaged[0])
     raise WrongKeyError("no recipient of this file opens with the given password or key")
 
 
@@ -492,7 +583,7 @@ def describe(data: bytes) -> EnvelopeSummary:
     env = _parse(data)
     try:
         recipients = tuple(_summary(ri) for ri in env.recipients)
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-        raise MalformedFileError(f"damaged recipient information ({exc})") from None
+    except _PARSE_ERRORS as exc:
+        raise MalformedFileError(f"damaged recipient information ({_first_line(exc)})") from None
     return EnvelopeSummary(_CONTENT_LABELS.get(env.content_type, env.content_type),
                            env.cipher.label, recipients)

@@ -13,6 +13,7 @@ file-set to open it again.
   trip gives back identical files; the DICOMDIR is sealed like any other file.
 - ``README.TXT`` at the root is the only plain file: what the media is and how to open it.
   It names no patient, study or date of an examination.
+- Describing without a key is :mod:`securepacs.media.summary`.
 - Reading: :class:`FolderMedia` (an image reads through :mod:`securepacs.media.image`),
   :func:`open_files` opens the DICOMDIR first and then every other file with one
   :class:`~securepacs.media.cms.Keyring`, so a password costs one PBKDF2 run per disc.
@@ -22,8 +23,9 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filebase import DicomFileLike
 from pydicom.fileset import _PREFIXES, FileInstance, FileSet, RecordNode
 from pydicom.uid import MediaStorageDirectoryStorage
@@ -48,22 +50,30 @@ from securepacs.media.viewer import is_viewer_path
 
 __all__ = [
     "DICOMDIR",
+    "DICOM_READ_ERRORS",
     "README",
+    "UNPROTECTED",
     "FileResult",
     "FileSetPlan",
     "FolderMedia",
     "MediaSource",
-    "MediaSummary",
     "Source",
     "check_dicomdir",
     "is_valid_file_id",
     "open_files",
     "plan_fileset",
+    "protected_disc_refuses",
     "readme_text",
     "seal_fileset",
-    "summarize",
     "wrong_key_message",
 ]
+
+DICOM_READ_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidDicomError, BytesLengthException, ValueError, EOFError, OSError, KeyError,
+    TypeError, IndexError, AttributeError, RuntimeError, NotImplementedError, OverflowError,
+    struct.error)
+"""What pydicom raises on a damaged Part 10 file, when reading or when a value is first
+accessed (``BytesLengthException``, found by tests/fuzz, derives from Exception only)."""
 
 DICOMDIR = "DICOMDIR"
 README = "README.TXT"
@@ -128,7 +138,7 @@ def _header(source: Source) -> Dataset | None:
         return None
     try:
         return dcmread(BytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError):
+    except DICOM_READ_ERRORS:
         return None
 
 
@@ -443,12 +453,32 @@ def _named(path: str, exc: MediaError) -> MediaError:
     return type(exc)(f"{path}: {exc}")
 
 
+UNPROTECTED = ("integrity not protected: the file holds plain id-data, no digest to check "
+               "(written by another program; an alteration would go unnoticed)")
+"""What :func:`open_files` callers show for a file opened without a digest to check."""
+
+
+def protected_disc_refuses(path: str) -> IntegrityError:
+    """The error for an id-data file on a disc whose DICOMDIR is integrity protected."""
+    return IntegrityError(
+        f"{path}: claims unprotected id-data content on media whose DICOMDIR is protected by "
+        "a digest (a writer that protects one file protects all): its content type was "
+        "altered (tampered)")
+
+
 def open_files(media: MediaSource, keyring: cms.Keyring,
                paths: Sequence[str] | None = None) -> Iterator[FileResult]:
     """Open every Secure DICOM File of `media`, the DICOMDIR first.
 
     A file that no recipient opens is a wrong key while nothing has opened yet; once the same
     keyring has opened another file of the disc it is a damaged file instead.
+
+    Integrity (PS3.15 D.1.1): each file opened says whether its digest was checked
+    (:attr:`cms.Opened.integrity`). :func:`cms.open_file` refuses a file written by securepacs
+    (its key carries :data:`cms.INTEGRITY_MARK`) that claims unprotected content; here, in
+    addition, once the DICOMDIR opened with a verified digest every other file must too, and
+    one that claims unprotected content is yielded as an :class:`IntegrityError` (tampered).
+    Files of other writers (GDCM writes id-data) open unprotected; callers warn about them.
 
     Parameters
     ----------
@@ -471,6 +501,7 @@ def open_files(media: MediaSource, keyring: cms.Keyring,
         at all); raised before any file is yielded as opened.
     """
     proven = False
+    protected = False  # the DICOMDIR's digest was verified: every file must have one
     pending: list[tuple[str, WrongKeyError]] = []
     for path in secure_paths(media) if paths is None else paths:
         try:
@@ -495,6 +526,11 @@ def open_files(media: MediaSource, keyring: cms.Keyring,
                     f"{earlier}: no recipient opens this file although the same key opened "
                     "the others: it was altered or damaged"))
             pending.clear()
+        if path.upper() == DICOMDIR and opened.integrity == "verified":
+            protected = True
+        elif protected and opened.integrity != "verified":
+            yield FileResult(path, error=protected_disc_refuses(path))
+            continue
         yield FileResult(path, opened=opened)
     if pending:
         raise WrongKeyError(wrong_key_message(keyring))
@@ -508,8 +544,14 @@ def _referenced(dicomdir: bytes) -> dict[str, str]:
         if file_id is None:
             continue
         parts = [file_id] if isinstance(file_id, str) else list(file_id)
-        out["/".join(parts).upper()] = str(record.get("ReferencedSOPInstanceUIDInFile", ""))
+        out[_printable("/".join(parts).upper())] = _printable(
+            str(record.get("ReferencedSOPInstanceUIDInFile", "")))
     return out
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped: a damaged DICOMDIR's values reach a terminal."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def check_dicomdir(dicomdir: bytes, instances: dict[str, str]) -> list[str]:
@@ -530,8 +572,9 @@ def check_dicomdir(dicomdir: bytes, instances: dict[str, str]) -> list[str]:
     """
     try:
         referenced = _referenced(dicomdir)
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
-        return [f"{DICOMDIR}: not a valid DICOMDIR ({exc})"]
+    except DICOM_READ_ERRORS as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return [f"{DICOMDIR}: not a valid DICOMDIR ({detail})"]
     found = {path.upper(): uid for path, uid in instances.items()}
     problems = []
     for path, uid in sorted(referenced.items()):
@@ -542,54 +585,3 @@ def check_dicomdir(dicomdir: bytes, instances: dict[str, str]) -> list[str]:
     for path in sorted(set(found) - set(referenced)):
         problems.append(f"{path}: not referenced by the DICOMDIR")
     return problems
-
-
-# --------------------------------------------------------------------------- describing
-
-
-@dataclass(frozen=True)
-class FileSummary:
-    """One file as :func:`summarize` sees it, without any key."""
-
-    path: str
-    size: int
-    envelope: cms.EnvelopeSummary | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class MediaSummary:
-    """What a disc declares, read without any key."""
-
-    name: str
-    files: tuple[FileSummary, ...]
-    readme: bool
-    dicomdir: bool
-    kdfs: tuple[str, ...] = field(default=())
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
-
-def summarize(media: MediaSource) -> MediaSummary:
-    """Per file: its size, content type, cipher and recipients; never decrypts anything."""
-    files = []
-    kdfs: dict[tuple[bytes, int, str], str] = {}
-    all_paths = media.files()
-    for path in secure_paths(media):
-        data = media.read(path)
-        try:
-            env = cms.describe(data)
-        except (MalformedFileError, UnsupportedMediaError) as exc:
-            files.append(FileSummary(path, len(data), error=str(exc)))
-            continue
-        for r in env.recipients:
-            if r.kdf is not None:
-                kdfs[(r.kdf.salt, r.kdf.iterations, r.kdf.prf)] = r.kdf.label
-        files.append(FileSummary(path, len(data), env))
-    return MediaSummary(
-        media.name, tuple(files),
-        readme=any(p.upper() == README for p in all_paths),
-        dicomdir=any(p.upper() == DICOMDIR for p in all_paths),
-        kdfs=tuple(kdfs.values()))

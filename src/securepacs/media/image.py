@@ -10,8 +10,10 @@ as ``README.TXT;1``; readers show them without the version suffix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import struct
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
@@ -96,6 +98,17 @@ def write_iso(folder: Path, target: Path, *, volume_id: str = "SECUREPACS") -> i
     return Path(target).stat().st_size
 
 
+_ISO_ERRORS = (PyCdlibException, OSError, ValueError, KeyError, IndexError, TypeError,
+               AttributeError, struct.error, RecursionError)
+"""What pycdlib raises on a damaged image (struct.error, UnicodeDecodeError and ValueError
+were found by fuzzing the directory records)."""
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
 class IsoMedia:
     """The files of an ISO 9660 image, as :class:`securepacs.media.fileset.MediaSource`.
 
@@ -116,16 +129,18 @@ class IsoMedia:
     def __init__(self, path: Path):
         self.name = str(path)
         self._iso = pycdlib.PyCdlib()
+        self._paths: dict[str, str] = {}
         try:
             self._iso.open(str(path))
-        except (PyCdlibException, OSError) as exc:
-            raise MediaError(f"{path} is not a readable ISO 9660 image ({exc})") from exc
-        self._paths: dict[str, str] = {}
-        for dirpath, _dirs, names in self._iso.walk(iso_path="/"):
-            for name in names:
-                plain = name.split(";", 1)[0].rstrip(".")
-                rel = (dirpath.rstrip("/") + "/" + plain).lstrip("/")
-                self._paths[rel] = dirpath.rstrip("/") + "/" + name
+            for dirpath, _dirs, names in self._iso.walk(iso_path="/"):
+                for name in names:
+                    plain = name.split(";", 1)[0].rstrip(".")
+                    rel = (dirpath.rstrip("/") + "/" + plain).lstrip("/")
+                    self._paths[rel] = dirpath.rstrip("/") + "/" + name
+        except _ISO_ERRORS as exc:
+            with contextlib.suppress(*_ISO_ERRORS):
+                self._iso.close()
+            raise MediaError(f"{path} is not a readable ISO 9660 image ({_line(exc)})") from None
 
     def files(self) -> list[str]:
         return sorted(self._paths)
@@ -134,8 +149,9 @@ class IsoMedia:
         out = BytesIO()
         try:
             self._iso.get_file_from_iso_fp(out, iso_path=self._paths[path])
-        except (KeyError, PyCdlibException, OSError) as exc:
-            raise MalformedFileError(f"{path}: cannot be read from the image ({exc})") from exc
+        except _ISO_ERRORS as exc:
+            raise MalformedFileError(f"{path}: cannot be read from the image ({_line(exc)})"
+                                     ) from None
         return out.getvalue()
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from securepacs.media.ciphers import BlockCipher
 __all__ = [
     "DEFAULT_ITERATIONS",
     "MAX_ITERATIONS",
+    "MAX_WORK",
     "OID_PWRI_KEK",
     "SALT_BYTES",
     "KdfParams",
@@ -48,8 +49,15 @@ OID_PWRI_KEK = "1.2.840.113549.1.9.16.3.9"
 DEFAULT_ITERATIONS = 600_000
 """PBKDF2-HMAC-SHA256 iterations for new media (OWASP 2023 guidance for SHA-256)."""
 
-MAX_ITERATIONS = 20_000_000
-"""A reader refuses more than this (a hostile file could otherwise stall it for hours)."""
+MAX_ITERATIONS = 10_000_000
+"""A reader refuses more than this: a hostile file could otherwise stall it for minutes or
+hours (10,000,000 PBKDF2-HMAC-SHA256 iterations take a few seconds; the browser disc viewer
+uses the same cap)."""
+
+MAX_WORK = 100_000_000
+"""PBKDF2 iterations one :class:`KekCache` pays in all (one disc): a hostile disc whose every
+file has its own salt and a high count is refused once this is spent (OpenSSL-made discs,
+one salt of 2,048 iterations per file, need 2 million for 1,000 files)."""
 
 SALT_BYTES = 16
 """Salt length for new media (RFC 8018 4.1 asks for at least 8 bytes)."""
@@ -88,7 +96,8 @@ class KdfParams:
             raise UnsupportedMediaError(f"PBKDF2 with HMAC-{self.prf} is not supported")
         if not 1 <= self.iterations <= MAX_ITERATIONS:
             raise UnsupportedMediaError(
-                f"PBKDF2 iteration count {self.iterations} is outside 1..{MAX_ITERATIONS}")
+                f"PBKDF2 iteration count {self.iterations:,} is outside 1..{MAX_ITERATIONS:,}, "
+                "this reader's limit (a higher count could stall it): refused")
         if not self.salt:
             raise MalformedFileError("PBKDF2 salt is empty")
 
@@ -134,10 +143,13 @@ class KekCache:
     ----------
     derivations : int
         How many PBKDF2 runs this cache has paid for (tests check it is one per file-set).
+    work : int
+        PBKDF2 iterations paid so far (at most :data:`MAX_WORK`).
     """
 
     password: bytes
     derivations: int = 0
+    work: int = 0
     _keks: dict[tuple[bytes, int, str, int], bytes] = field(default_factory=dict)
 
     def kek(self, params: KdfParams, length: int) -> bytes:
@@ -145,6 +157,11 @@ class KekCache:
         key = (params.salt, params.iterations, params.prf, length)
         found = self._keks.get(key)
         if found is None:
+            if self.work + params.iterations > MAX_WORK:
+                raise UnsupportedMediaError(
+                    f"the media asks for more than {MAX_WORK:,} PBKDF2 iterations in all "
+                    f"({self.derivations} different salts so far): refused")
+            self.work += params.iterations
             found = derive_kek(self.password, params, length)
             self.derivations += 1
             self._keks[key] = found

@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from securepacs import __version__
 from securepacs.errors import MediaError, PkiError
-from securepacs.media import cms, fileset, image, passwords
+from securepacs.media import cms, fileset, image, passwords, summary
 from securepacs.media import viewer as media_viewer
-from securepacs.media.fileset import FileResult, FolderMedia, MediaSource, MediaSummary, Source
+from securepacs.media.fileset import FileResult, FolderMedia, MediaSource, Source
 from securepacs.media.image import IsoMedia
 from securepacs.media.passwords import generate_passphrase
 from securepacs.media.pwri import DEFAULT_ITERATIONS
@@ -481,27 +480,38 @@ def keyring_from(*, password: str | None = None, keys: Sequence[Path] = (),
         raise MediaError(str(exc)) from exc
 
 
-def media_info(path: Path) -> MediaSummary:
+def media_info(path: Path) -> summary.MediaSummary:
     """What the media declares, without any key (recipients, algorithms, sizes)."""
     with open_media(path) as media:
-        return fileset.summarize(media)
+        return summary.summarize(media)
 
 
 @dataclass
 class ExtractReport:
-    """What :func:`extract_media` (or :func:`recover_media`) wrote and what failed."""
+    """What :func:`extract_media` (or :func:`recover_media`) wrote and what failed.
+
+    Attributes
+    ----------
+    verified : int
+        Files written whose digest was checked (integrity verified).
+    unprotected : list of str
+        Files written that carried no digest (id-data from another writer): their integrity
+        is not protected, which the caller must say.
+    """
 
     target: Path | None
     written: int = 0
     failures: list[str] = field(default_factory=list)
     dicomdir_problems: list[str] = field(default_factory=list)
     derivations: int = 0
+    verified: int = 0
+    unprotected: list[str] = field(default_factory=list)
 
 
 def _sop_uid(content: bytes) -> str:
     try:
         return str(dcmread(BytesIO(content), stop_before_pixels=True).get("SOPInstanceUID", ""))
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError):
+    except fileset.DICOM_READ_ERRORS:
         return ""
 
 
@@ -548,6 +558,10 @@ def extract_from(media: MediaSource, to: Path, keyring: cms.Keyring, *, keep_goi
             is_dicomdir = result.path.upper() == fileset.DICOMDIR
             _write(temp, fileset.DICOMDIR if is_dicomdir else result.path, content)
             report.written += 1
+            if result.opened.integrity == "verified":
+                report.verified += 1
+            else:
+                report.unprotected.append(result.path)
             if is_dicomdir:
                 dicomdir = content
             else:
@@ -589,7 +603,11 @@ def extract_media(path: Path, to: Path, keyring: cms.Keyring, *, keep_going: boo
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify_media` found."""
+    """What :func:`verify_media` found.
+
+    A file that opens but carries no digest (id-data) is a failure here: verifying is
+    checking integrity, and such a file has none to check.
+    """
 
     checked: int = 0
     ok: int = 0
@@ -606,6 +624,8 @@ def verify_media(path: Path, keyring: cms.Keyring, *,
                  progress: Progress = NO_PROGRESS) -> VerifyReport:
     """Decrypt every file, check every digest and the DICOMDIR's references; write nothing.
 
+    Any file without a digest to check (integrity not protected) fails verification.
+
     Raises
     ------
     WrongKeyError
@@ -621,7 +641,10 @@ def verify_media(path: Path, keyring: cms.Keyring, *,
                 report.failures.append(str(result.error))
                 continue
             assert result.opened is not None
-            report.ok += 1
+            if result.opened.integrity != "verified":
+                report.failures.append(f"{result.path}: {fileset.UNPROTECTED}")
+            else:
+                report.ok += 1
             if result.path.upper() == fileset.DICOMDIR:
                 dicomdir = result.opened.content
             else:

@@ -8,7 +8,10 @@ each file is decrypted in memory when needed (the keyring caches the password's 
 costs one AES pass, PS3.15 D.1.1) and only headers stay in memory, plus a few recent files.
 
 A file that does not decrypt, fails its digest or is not DICOM is listed in
-:attr:`Catalog.errors` (the message names the file); the rest stays viewable.
+:attr:`Catalog.errors` (the message names the file); the rest stays viewable. Each file that
+opened says whether its integrity was verified (a DigestedData digest checked) or is not
+protected (id-data from another writer): :attr:`Catalog.verified` and
+:attr:`Catalog.unprotected`, which the viewer page shows.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from securepacs.errors import MediaError
 from securepacs.media import cms, fileset
@@ -137,7 +139,7 @@ def decode_instance(path: str, data: bytes) -> Dataset:
     """Part 10 bytes -> data set, or a one-line MediaError naming `path`."""
     try:
         return dcmread(BytesIO(data))
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError) as exc:
+    except fileset.DICOM_READ_ERRORS as exc:
         raise MediaError(f"{path}: not a readable DICOM file ({exc})".splitlines()[0]) from None
 
 
@@ -169,6 +171,10 @@ class Catalog:
         self.encrypted = keyring is not None
         self.studies: list[StudyEntry] = []
         self.errors: list[str] = []
+        self.verified = 0
+        """Files (the DICOMDIR included) opened with their digest checked."""
+        self.unprotected: list[str] = []
+        """Files opened without a digest to check (id-data: integrity not protected)."""
         self._media = media
         self._close = close
         self._keyring = keyring
@@ -190,6 +196,10 @@ class Catalog:
                 yield result.path, None, str(result.error)
             else:
                 assert result.opened is not None
+                if result.opened.integrity == "verified":
+                    self.verified += 1
+                else:
+                    self.unprotected.append(result.path)
                 yield result.path, result.opened.content, None
 
     def part10(self, path: str) -> bytes:
@@ -206,7 +216,13 @@ class Catalog:
                 self._cache.move_to_end(path)
                 return data
             raw = self._media.read(path)
-            data = raw if self._keyring is None else cms.open_file(raw, self._keyring).content
+            if self._keyring is None:
+                data = raw
+            else:
+                opened = cms.open_file(raw, self._keyring)
+                if opened.integrity != "verified" and path not in self.unprotected:
+                    raise fileset.protected_disc_refuses(path)  # verified when indexed
+                data = opened.content
             self._cache[path] = data
             while len(self._cache) > _CACHE:
                 self._cache.popitem(last=False)
@@ -229,43 +245,50 @@ class Catalog:
                     self.errors.append(f"{path}: not a DICOM file")
                 continue
             try:
-                ds = dcmread(BytesIO(content), stop_before_pixels=True)
-            except (InvalidDicomError, ValueError, EOFError, OSError, KeyError) as exc:
-                self.errors.append(f"{path}: not a readable DICOM file ({exc})".splitlines()[0])
-                continue
-            meta_class = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
-            if MEDIA_STORAGE_DIRECTORY in (meta_class, str(ds.get("SOPClassUID", ""))):
-                continue
-            study_uid = _text(ds, "StudyInstanceUID")
-            series_uid = _text(ds, "SeriesInstanceUID")
-            if not study_uid or not series_uid:
-                self.errors.append(f"{path}: no Study or Series Instance UID")
-                continue
-            study = studies.get(study_uid)
-            if study is None:
-                study = studies[study_uid] = StudyEntry(
-                    study_uid, _text(ds, "PatientName"), _text(ds, "PatientID"),
-                    _text(ds, "IssuerOfPatientID"), _text(ds, "PatientBirthDate"),
-                    _text(ds, "StudyDate"), _text(ds, "StudyDescription"),
-                    _text(ds, "AccessionNumber"))
-            series = self._series.get(series_uid)
-            if series is None:
-                series = self._series[series_uid] = SeriesEntry(
-                    series_uid, _text(ds, "SeriesNumber"), _text(ds, "Modality"),
-                    _text(ds, "SeriesDescription"))
-                study.series.append(series)
-            frames = _int(ds.get("NumberOfFrames")) or 1
-            has_pixels = "Rows" in ds and "Columns" in ds  # the header is read without pixels
-            series.instances.append(InstanceEntry(
-                path, _text(ds, "SOPInstanceUID"), _int(ds.get("InstanceNumber")),
-                frames if has_pixels else 0, {k: _text(ds, k) for k in _MAIN_TAGS if k in ds},
-                _text(ds, "SOPClassUID"), str(ds.file_meta.get("TransferSyntaxUID", ""))))
+                error = self._add(studies, path, content)
+            except fileset.DICOM_READ_ERRORS as exc:
+                error = f"{path}: not a readable DICOM file ({exc})".splitlines()[0]
+            if error is not None:
+                self.errors.append(error)
         for study in studies.values():
             study.series.sort(key=lambda s: (_int(s.number) is None, _int(s.number) or 0, s.uid))
             for s in study.series:
                 s.instances.sort(key=lambda i: (i.instance_number is None, i.instance_number or 0,
                                                 i.path))
         self.studies = sorted(studies.values(), key=lambda s: (s.patient_name, s.date, s.uid))
+
+    def _add(self, studies: dict[str, StudyEntry], path: str, content: bytes) -> str | None:
+        """Index one Part 10 file; the error line, or None. Every value is read (pydicom
+        parses lazily, so a damaged one raises here) before the tree is touched."""
+        ds = dcmread(BytesIO(content), stop_before_pixels=True)
+        meta_class = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
+        if MEDIA_STORAGE_DIRECTORY in (meta_class, str(ds.get("SOPClassUID", ""))):
+            return None
+        study_uid = _text(ds, "StudyInstanceUID")
+        series_uid = _text(ds, "SeriesInstanceUID")
+        if not study_uid or not series_uid:
+            return f"{path}: no Study or Series Instance UID"
+        study_values = (_text(ds, "PatientName"), _text(ds, "PatientID"),
+                        _text(ds, "IssuerOfPatientID"), _text(ds, "PatientBirthDate"),
+                        _text(ds, "StudyDate"), _text(ds, "StudyDescription"),
+                        _text(ds, "AccessionNumber"))
+        series_values = (_text(ds, "SeriesNumber"), _text(ds, "Modality"),
+                         _text(ds, "SeriesDescription"))
+        frames = _int(ds.get("NumberOfFrames")) or 1
+        has_pixels = "Rows" in ds and "Columns" in ds  # the header is read without pixels
+        instance = InstanceEntry(
+            path, _text(ds, "SOPInstanceUID"), _int(ds.get("InstanceNumber")),
+            frames if has_pixels else 0, {k: _text(ds, k) for k in _MAIN_TAGS if k in ds},
+            _text(ds, "SOPClassUID"), str(ds.file_meta.get("TransferSyntaxUID", "")))
+        study = studies.get(study_uid)
+        if study is None:
+            study = studies[study_uid] = StudyEntry(study_uid, *study_values)
+        series = self._series.get(series_uid)
+        if series is None:
+            series = self._series[series_uid] = SeriesEntry(series_uid, *series_values)
+            study.series.append(series)
+        series.instances.append(instance)
+        return None
 
     # -- lookup ----------------------------------------------------------------------------
     def series(self, uid: str) -> SeriesEntry:

@@ -92,11 +92,29 @@ def studies(catalog: Catalog) -> str:
         items = "".join(f"<li>{_e(e)}</li>" for e in catalog.errors)
         parts.append(f'<div class="error" id="media-errors" role="alert"><p>{len(catalog.errors)} '
                      f"file(s) could not be read; everything else is shown.</p><ul>{items}</ul></div>")
+    parts.append(_integrity(catalog))
     if catalog.studies:
         parts.append('<p><a class="button" href="/import" id="import-link">Import into a PACS'
                      "</a></p>")
     parts.extend(_study_section(study) for study in catalog.studies)
     return _page(catalog.name, "".join(parts))
+
+
+def _integrity(catalog: Catalog) -> str:
+    """Whether each file's integrity was verified (PS3.15 D.1.1 DigestedData) or not protected."""
+    if not catalog.encrypted:
+        return ('<p class="integrity" id="integrity">Plain DICOM files (not encrypted): '
+                "no integrity protection.</p>")
+    if not catalog.unprotected:
+        return (f'<p class="integrity" id="integrity">Integrity verified: the digest of each of '
+                f"the {catalog.verified} file(s) opened was checked.</p>")
+    items = "".join(f"<li>{_e(p)}</li>" for p in catalog.unprotected[:50])
+    more = len(catalog.unprotected) - 50
+    tail = f"<li>... and {more} more</li>" if more > 0 else ""
+    return (f'<div class="error" id="integrity" role="alert"><p>Integrity NOT protected for '
+            f"{len(catalog.unprotected)} file(s): they hold plain content without a digest "
+            "(written by another program), so an alteration would go unnoticed. Integrity "
+            f"verified for {catalog.verified} file(s).</p><ul>{items}{tail}</ul></div>")
 
 
 def _study_section(study: StudyEntry) -> str:

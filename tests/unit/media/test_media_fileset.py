@@ -14,6 +14,7 @@ from pydicom import dcmread
 from mediafixtures import FAST_ITERATIONS, PASSWORD, make_studies
 from securepacs.errors import IntegrityError, MalformedFileError, MediaError, WrongKeyError
 from securepacs.media import cms, fileset, image
+from securepacs.media.summary import summarize
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def test_readme_names_no_patient_data(plan, studies: dict[str, bytes]) -> None: 
 def test_summarize_reads_no_key(tmp_path: Path, plan, writer) -> None:  # noqa: ANN001
     root = write_disc(tmp_path, plan, writer)
     (root / "STRAY").write_bytes(b"not cms")
-    summary = fileset.summarize(fileset.FolderMedia(root))
+    summary = summarize(fileset.FolderMedia(root))
     assert summary.readme and summary.dicomdir and len(summary.kdfs) == 1
     assert len(summary.files) == 9 and summary.files[0].path == fileset.DICOMDIR
     stray = next(f for f in summary.files if f.path == "STRAY")
