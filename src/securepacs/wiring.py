@@ -403,6 +403,7 @@ class LocalViewer:
     sock: socket.socket
     token: str
     host: str
+    path: str = "/"
 
     def run(self, ready: Callable[[int], None]) -> None:
         from securepacs.web import local
@@ -417,7 +418,8 @@ def local_viewer(path: Path, *, port: int, connect: Callable[[], object],
     from securepacs.web.viewer import ViewerConfig, create_app
 
     config = ViewerConfig(path, connect=connect, destination=destination)  # type: ignore[arg-type]
-    return LocalViewer(create_app(config), local.bind(port), config.token, local.HOST)
+    return LocalViewer(create_app(config), local.bind(port), config.token, local.HOST,
+                       config.prefix + "/")
 
 
 def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_context: object,
