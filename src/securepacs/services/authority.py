@@ -416,24 +416,30 @@ class CertificateAuthority:
 
         The CA names the certificate: `name` (asked for by the client, outside the CSR) if it
         follows the naming rule and no valid certificate has it, else a new unique name from
-        the organisation. Nothing of the CSR but its public key (and its self-signature) is
-        used: its subject never reaches a certificate, a record or a log line.
+        the organisation (so a taken name neither spends the token for nothing nor tells a
+        client without a valid token which names exist). Nothing of the CSR but its public
+        key (and its self-signature) is used: its subject never reaches a certificate, a
+        record or a log line. The name given is the issued certificate's common name.
 
         Raises
         ------
         ValueError
             `name` breaks the naming rule (before the token is spent).
         PkiError
-            Unknown, used or expired token; `name` already taken (before the token is
-            spent); a CSR whose signature does not verify.
+            Unknown, used or expired token; a CSR whose signature does not verify.
         """
         if not csr.is_signature_valid:
             raise PkiError("the certificate request's signature does not verify")
+        if name is not None:
+            check_certificate_name(name)
         digest = hash_secret(secret)
         with self._naming:
-            if name is not None:
-                self._check_new_name(name)
             token = self.store.redeem_token(digest, at=at)
+            if name is not None:
+                try:
+                    self._check_new_name(name)
+                except (PkiError, ValueError):
+                    name = None
             return self._enrol(digest, csr, token, name, at=at, days=days)
 
     def _enrol(self, digest: str, csr: x509.CertificateSigningRequest, token: EnrolmentToken,

@@ -18,7 +18,8 @@ rebinding), every state-changing request (POST) must come from the app's own ori
 (``Sec-Fetch-Site: same-origin`` when the browser sends it, and an ``Origin`` header equal to
 the app's, RFC 6454), and the unlock and import forms carry a per-session CSRF token. Every
 page and image is sent with ``Cache-Control: no-store``, so the browser keeps no decrypted
-data on disk, ``Referrer-Policy: no-referrer`` (the secret path never leaves in a Referer),
+data on disk, ``Referrer-Policy: same-origin`` (the secret path never leaves in a Referer;
+``no-referrer`` would make the browser send ``Origin: null`` with the own forms),
 and may not be framed or loaded by another origin.
 
 The same app serves the archive of ``securepacs serve`` (:meth:`ViewerConfig.for_archive`):
@@ -156,7 +157,7 @@ class _State:
 _SAFE_METHODS = {"GET", "HEAD"}
 #: Sent with every response but the static files: no disk cache of patient data, no Referer
 #: (the session path is a secret), no framing, no loading by another origin.
-_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin",
             "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
             "Cross-Origin-Resource-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
 

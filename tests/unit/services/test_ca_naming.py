@@ -71,15 +71,16 @@ def test_csr_with_a_newline_in_its_name_is_ignored(ca: CertificateAuthority) -> 
     assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Imaging Centre"
 
 
-def test_requested_name_is_checked_before_the_token_is_spent(ca: CertificateAuthority,
-                                                             tmp_path: Path) -> None:
+def test_a_taken_requested_name_is_replaced_and_a_bad_one_refused_before_the_token(
+        ca: CertificateAuthority, tmp_path: Path) -> None:
     ca.issue_client("ws1", organization="C", group="radiology", out=tmp_path / "c", at=NOW)
     secret = secret_of(ca)
-    with pytest.raises(PkiError, match="already taken"):
-        ca.enrol(secret, hostile_csr("anything"), name="ws1", at=NOW)
     with pytest.raises(ValueError, match="invalid certificate name"):
         ca.enrol(secret, hostile_csr("anything"), name="bad\nname", at=NOW)
-    cert, _, _ = ca.enrol(secret, hostile_csr("ws1"), name="us01", at=NOW)  # token still good
+    cert, _, _ = ca.enrol(secret, hostile_csr("ws1"), name="ws1", at=NOW)  # token still good
+    assert cn(cert).startswith("imaging-centre-")
+    assert len([r for r in ca.store.certificates(name="ws1") if not r.is_revoked]) == 1
+    cert, _, _ = ca.enrol(secret_of(ca), hostile_csr("ws1"), name="us01", at=NOW)
     assert cn(cert) == "us01"
 
 

@@ -200,14 +200,16 @@ def test_wrong_tokens_are_throttled_and_audited_once_per_source_per_window(
     assert "not recognised" in reason and "rate limited" in reason
 
 
-def test_enrolment_over_the_wire_uses_the_asked_name_only_if_free(
+def test_enrolment_over_the_wire_uses_the_asked_name_only_if_free_and_well_formed(
         ca: CertificateAuthority, start: Callable[..., Any]) -> None:
     server, _ = start()
     secret = parse_token(ca.invite(organization="C", group="radiology",
                                    valid_for=timedelta(hours=1), at=datetime.now(UTC)))[0]
-    status, _, body = exchange(server, enrol_request(secret, name="enrol-srv"))
-    assert status == 403 and "already taken" in json.loads(body)["error"]
     status, _, body = exchange(server, enrol_request(secret, name="bad\nname"))
     assert status == 400 and "\n" not in json.loads(body)["error"]
+    status, _, body = exchange(server, enrol_request(secret, name="enrol-srv"))  # taken
+    assert status == 200 and json.loads(body)["name"].startswith("c-")
+    secret = parse_token(ca.invite(organization="C", group="radiology",
+                                   valid_for=timedelta(hours=1), at=datetime.now(UTC)))[0]
     status, _, body = exchange(server, enrol_request(secret, name="us01"))
     assert status == 200 and json.loads(body)["name"] == "us01"

@@ -39,7 +39,7 @@ def test_the_session_cookie_is_named_and_scoped_per_session(plain: Path) -> None
         assert client.get("/?token=" + one.token).status_code == 404
         home = client.get(f"{one.prefix}/")
         assert home.status_code == 200 and "Plain Pat" in home.text
-        assert home.headers["referrer-policy"] == "no-referrer"
+        assert home.headers["referrer-policy"] == "same-origin"
         assert home.headers["cross-origin-resource-policy"] == "same-origin"
         assert "frame-ancestors 'none'" in home.headers["content-security-policy"]
         assert f'<base href="{one.prefix}/">' in home.text
