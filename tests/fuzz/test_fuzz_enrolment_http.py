@@ -26,7 +26,7 @@ from securepacs.web.enrolment_http import HttpError, body_length, find_head_end,
 from securepacs.web.throttle import RateLimiter
 
 FUZZ = settings(max_examples=int(os.environ.get("SECUREPACS_FUZZ_EXAMPLES", "200")),
-                deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                       HealthCheck.too_slow])
 
 METHODS = st.sampled_from([b"GET", b"POST", b"PUT", b"G\x00T", b"", b"POST POST"])
