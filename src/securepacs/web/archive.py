@@ -30,6 +30,7 @@ from urllib.parse import unquote
 
 from securepacs.errors import AccessRefused, HandshakeRefused, PacsError
 from securepacs.model.identity import Identity, Permission
+from securepacs.model.printable import one_line
 from securepacs.pki.tlspolicy import PeerCertificate, peer_certificate, server_handshake
 from securepacs.services.audit_events import AuditEvents, NoAudit
 from securepacs.services.trust import Gatekeeper
@@ -100,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
                 serial=cert.serial, fingerprint=cert.fingerprint, name=cert.subject_cn,
                 organization=cert.organization)
         except AccessRefused as exc:
-            log.warning("viewer connection from %s refused: %s", where, exc)
+            log.warning("viewer connection from %s refused: %s", where, one_line(exc))
             audit.certificate_refused(exc, address=address, name=cert.subject_cn)
             return None
         except PacsError as exc:  # the trust store cannot answer: refuse, never guess
@@ -224,7 +225,7 @@ class ArchiveViewerServer(ThreadingHTTPServer):
         cert = peer_certificate(request)
         if cert is not None:
             log.info("viewer TLS connection from %s: CN=%s serial=%x", client_address[0],
-                     cert.subject_cn, cert.serial)
+                     one_line(cert.subject_cn), cert.serial)
         setattr(request, _PEER_ATTR, cert)
         super().process_request_thread(request, client_address)
 
@@ -261,7 +262,8 @@ class ArchiveViewerServer(ThreadingHTTPServer):
             return future.result(timeout=self.request_timeout)
         except Exception as exc:  # noqa: BLE001 - one failed request must not end the server
             future.cancel()
-            log.error("viewer request %s %s failed: %s", scope["method"], scope["path"], exc)
+            log.error("viewer request %s %s failed: %s", scope["method"], one_line(scope["path"]),
+                      one_line(exc))
             return 500, [("Content-Type", "text/plain")], b"internal error"
 
     # -- life cycle ------------------------------------------------------------------------

@@ -118,3 +118,12 @@ def test_revoke_by_name_refuses_when_two_valid_certificates_share_it(
     ("plain name é", "plain name é")])
 def test_one_line_escapes_what_could_forge_a_line(text: str, shown: str) -> None:
     assert one_line(text) == shown
+
+
+def test_identity_in_log_lines_is_one_line() -> None:
+    from securepacs.model.identity import Identity
+
+    forged = Identity(name="ws1\n2026-12-03 INFO admitted admin", serial=0x1F,
+                      organization="Evil\rCorp", group="g")
+    assert "\n" not in forged.describe() and "\r" not in forged.describe()
+    assert forged.describe().startswith("ws1\\x0a2026-12-03 INFO admitted admin (Evil\\x0dCorp/g")
