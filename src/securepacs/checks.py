@@ -38,13 +38,26 @@ def migrate(settings: Settings) -> migrations.Upgraded:
 def run_checks(settings: Settings, *, at: datetime) -> list[Check]:
     """Database reachable, schema at the newest revision, blob store reachable, the
     server certificate and CA bundle valid at `at` and not expiring within
-    ``settings.expiry_warning_days``."""
+    ``settings.expiry_warning_days``, nothing in the data folder open to other users."""
     checks = _database(settings)
     checks.append(_blobs(settings))
     within = timedelta(days=settings.expiry_warning_days)
     checks.append(_certificates("server certificate", settings.server_cert_path, at, within))
     checks.append(_certificates("CA bundle", settings.ca_bundle_path, at, within))
+    checks.append(_modes(settings))
     return checks
+
+
+def _modes(settings: Settings) -> Check:
+    from securepacs.datafolder import loose_modes
+
+    extra = [settings.blob_root] if settings.blob_backend == "filesystem" else []
+    loose = loose_modes(settings.data_dir, extra=extra)
+    if not loose:
+        return Check("data folder modes", True, f"{settings.data_dir}: private to this user")
+    more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
+    return Check("data folder modes", False, f"{loose[0]}{more}; to fix all: chmod -R go-rwx "
+                                             f"{settings.data_dir}")
 
 
 def _database(settings: Settings) -> list[Check]:

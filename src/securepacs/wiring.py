@@ -136,6 +136,19 @@ class Archive:
                         cert.not_valid_after_utc.date())
 
 
+def warn_loose_modes(settings: Settings) -> None:
+    """Log a warning for each entry of the data folder other local users can open."""
+    from securepacs.datafolder import loose_modes
+
+    extra = [settings.blob_root] if settings.blob_backend == "filesystem" else []
+    loose = loose_modes(settings.data_dir, extra=extra)
+    for line in loose[:10]:
+        log.warning("data folder: %s", line)
+    if len(loose) > 10:
+        log.warning("data folder: %d more entries open to other users (chmod -R go-rwx %s)",
+                    len(loose) - 10, settings.data_dir)
+
+
 def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()) -> Archive:
     """Open the stores, run the start-up check, bind the listeners (not yet serving).
 
@@ -153,6 +166,8 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
     from securepacs.web.enrolment import EnrolmentServer
 
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not inherited:
+        warn_loose_modes(settings)
     audit = AuditEvents(build_audit_trail(settings), ae_title=settings.ae_title,
                         address=socket.getfqdn())
     boot = None
@@ -417,6 +432,7 @@ class LocalViewer:
     sock: socket.socket
     token: str
     host: str
+    path: str = "/"
 
     def run(self, ready: Callable[[int], None]) -> None:
         from securepacs.web import local
@@ -431,7 +447,8 @@ def local_viewer(path: Path, *, port: int, connect: Callable[[], object],
     from securepacs.web.viewer import ViewerConfig, create_app
 
     config = ViewerConfig(path, connect=connect, destination=destination)  # type: ignore[arg-type]
-    return LocalViewer(create_app(config), local.bind(port), config.token, local.HOST)
+    return LocalViewer(create_app(config), local.bind(port), config.token, local.HOST,
+                       config.prefix + "/")
 
 
 def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_context: object,

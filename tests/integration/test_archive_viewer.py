@@ -135,7 +135,7 @@ def test_study_list_search_series_and_an_image(archive: Archive) -> None:
 
     study_uid, series_uid = archive.study_uids[0], archive.series_uids[0]
     status, body, _ = archive.get(f"/study/{quote(study_uid)}")
-    assert status == 200 and f"/series/{series_uid}" in body.decode()
+    assert status == 200 and f'href="series/{series_uid}"' in body.decode()
     assert "3 image(s)" in body.decode()
     status, body, _ = archive.get(f"/api/series/{quote(series_uid)}")
     listing = json.loads(body)
@@ -275,3 +275,30 @@ def test_viewing_and_refusals_are_audited(archive: Archive) -> None:
         time.sleep(0.2)
     logins = _audit(archive.data, "--identity", "CN=ws1", "--type", "user-authentication")
     assert "ws1" in logins
+
+
+def test_malformed_length_cross_origin_post_and_no_version_banner(archive: Archive) -> None:
+    """Issue 14 (7) and 17 (7): the listener answers 400 to ``Content-Length: abc`` (no
+    traceback, no empty reply), refuses a POST from another origin, names no versions."""
+    import socket
+
+    def raw(request: bytes) -> bytes:
+        with socket.create_connection((HOST, archive.viewer_port), timeout=20) as plain, \
+                archive.context("ws1").wrap_socket(plain) as sock:
+            sock.sendall(request)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            return data
+
+    bad = raw(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n"
+              b"Connection: close\r\n\r\n")
+    assert bad.startswith(b"HTTP/1.1 400 "), bad[:200]
+    forged = raw(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://127.0.0.1:1\r\n"
+                 b"Sec-Fetch-Site: same-site\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert forged.startswith(b"HTTP/1.1 403 "), forged[:200]
+    page = raw(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    head = page.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    assert page.startswith(b"HTTP/1.1 200 ") and "\r\nserver: securepacs\r\n" in head, head
+    assert "python" not in head and "basehttp" not in head
+    assert "referrer-policy: same-origin" in head and "x-frame-options: deny" in head

@@ -57,7 +57,7 @@ class Viewer:
                 self.stop()
                 raise AssertionError(f"the viewer did not start: {self.output}") from None
             self.output.append(line)
-            found = re.match(r"Viewer: (http://127\.0\.0\.1:\d+/\?token=\S+)", line)
+            found = re.match(r"Viewer: (http://127\.0\.0\.1:\d+/s/\w+/\?token=\S+)", line)
             if found:
                 self.url = found.group(1)
                 self.base = self.url.split("/?", 1)[0]

@@ -168,7 +168,13 @@ def list_(
             "revocation_reason": r.revocation_reason} for r in records], indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from securepacs.model.printable import one_line
+
+    def cell(text: str) -> str:  # one row per certificate, whatever its name holds
+        return escape(one_line(text, 64))
 
     table = Table(title=f"{len(records)} certificate(s)")
     for column in ("name", "kind", "org / group", "AE titles", "status", "expires", "serial",
@@ -178,8 +184,9 @@ def list_(
         left = r.not_after - at
         expires = f"{r.not_after.date()}" + (" (soon)" if left <= timedelta(days=30) else "")
         status = r.status if not r.is_revoked else f"revoked ({r.revocation_reason})"
-        table.add_row(r.name, r.kind, "/".join(p for p in (r.organization, r.group) if p) or "-",
-                      ",".join(r.ae_titles) or "any", status, expires, f"{r.serial:x}"[:16],
+        table.add_row(cell(r.name), r.kind,
+                      cell("/".join(p for p in (r.organization, r.group) if p) or "-"),
+                      cell(",".join(r.ae_titles) or "any"), cell(status), expires, f"{r.serial:x}"[:16],
                       r.fingerprint[:23] + "...")
     Console(width=200).print(table)
 
@@ -196,7 +203,9 @@ def revoke(
 
     code = _run(lambda: parse_reason(reason))
     record = _run(lambda: _ca().revoke(name_or_serial, reason=code, at=_now()))
-    typer.echo(f"revoked {record.name} (serial {record.serial:x}, reason {code})")
+    from securepacs.model.printable import one_line
+
+    typer.echo(f"revoked {one_line(record.name)} (serial {record.serial:x}, reason {code})")
 
 
 @app.command("renew")

@@ -27,6 +27,7 @@ def enroll(
     """Enrol this machine as a client: make a key here, get it certified, save a profile."""
     import socket
 
+    from securepacs.model.printable import one_line
     from securepacs.services.enrolment import enrol
     from securepacs.wiring import now
 
@@ -39,7 +40,7 @@ def enroll(
                      profile_path=profile_path, at=now(), calling_ae=aet, called_ae=aec)
     except PacsError as exc:
         raise fail(str(exc)) from None
-    typer.echo(f"enrolled as {client_name} ({done.organization}/{done.group}), certificate "
+    typer.echo(f"enrolled as {one_line(done.name)} ({done.organization}/{done.group}), certificate "
                f"{done.fingerprint}")
     typer.echo(f"  key {done.key} (mode 0600), certificate {done.cert}, CA {done.ca}")
     typer.echo(f"  profile {done.profile}: the client commands now use it by default")

@@ -127,6 +127,9 @@ def defer_import(name: str) -> None:
 
 
 def main() -> None:
+    from securepacs.datafolder import private_umask
+
+    private_umask()  # everything this process writes is 0600 / 0700 (data folder, keys, media)
     defer_import("requests")  # pydicom.data.download: `import requests` for test data only
     command = sys.argv[1] if len(sys.argv) > 1 else None
     cli = build(only=command if command in COMMANDS else None)

@@ -55,7 +55,7 @@ def view(
         raise fail(str(exc), 1) from None
 
     def ready(bound: int) -> None:
-        url = f"http://{viewer.host}:{bound}/?token={viewer.token}"
+        url = f"http://{viewer.host}:{bound}{viewer.path}?token={viewer.token}"
         typer.echo(f"Viewer: {url}")
         typer.echo("Press Ctrl-C to stop (nothing decrypted is kept).")
         sys.stdout.flush()

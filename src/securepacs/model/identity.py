@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from securepacs.model.printable import one_line
+
 
 class Permission(str, enum.Enum):
     ECHO = "echo"
@@ -80,7 +82,7 @@ class Identity:
     def describe(self) -> str:
         """``name (org/group, serial 1a2b...)`` for log lines."""
         where = "/".join(p for p in (self.organization, self.group) if p) or "no group"
-        return f"{self.name} ({where}, serial {self.serial:x})"
+        return f"{one_line(self.name)} ({one_line(where)}, serial {self.serial:x})"
 
 
 @dataclass(frozen=True)

@@ -316,7 +316,9 @@ def issue_certificate(
         .public_key(public_key)
         .serial_number(_serial())
         .not_valid_before(at - BACKDATE)
-        .not_valid_after(at + timedelta(days=days))
+        # the validity period is `days` long in all, back-dating included (CA/B Forum and
+        # testssl count notAfter - notBefore: 825 days must not become 825 days + 5 minutes)
+        .not_valid_after(at - BACKDATE + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(

@@ -63,8 +63,13 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes, mode: int, what: str) -> None:
-    """Write `data` to a new file next to `path` created with `mode`, then rename it over `path`."""
+def _atomic_write(path: Path, data: bytes, mode: int, what: str, *, exact: bool = True) -> None:
+    """Write `data` to a new file next to `path` created with `mode`, then rename it over `path`.
+
+    With `exact` the file gets exactly `mode` whatever the umask (private keys); without,
+    the umask applies (certificates: 0644 by default, 0600 under the ``securepacs``
+    command's umask, as everything else in its data folder).
+    """
     try:
         make_private_dirs(path.parent)
         temp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
@@ -73,7 +78,8 @@ def _atomic_write(path: Path, data: bytes, mode: int, what: str) -> None:
         raise PkiError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
     try:
         try:
-            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
+            if exact:
+                os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -148,7 +154,7 @@ def write_certificates(path: Path, certs: Sequence[x509.Certificate]) -> None:
     if not certs:
         raise ValueError("at least one certificate is needed")
     data = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certs)
-    _atomic_write(Path(path), data, 0o644, "certificate file")
+    _atomic_write(Path(path), data, 0o644, "certificate file", exact=False)
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +25,7 @@ from cryptography import x509
 
 from securepacs.errors import PkiError
 from securepacs.model.identity import ALL_PERMISSIONS, Permission
+from securepacs.model.printable import check_certificate_name, one_line
 from securepacs.model.trust import CertificateRecord, EnrolmentToken, Group, TrustSnapshot
 from securepacs.pki import authority, bundles, crl
 from securepacs.pki.pemfiles import certificate_pem, parse_certificate_pem
@@ -111,6 +114,7 @@ class CertificateAuthority:
         self.store = store
         self.pki_dir = Path(pki_dir)
         self._passphrase = passphrase
+        self._naming = threading.Lock()  # name check and record, one at a time in this process
 
     # -- files --------------------------------------------------------------------------
     @property
@@ -167,8 +171,8 @@ class CertificateAuthority:
                 server_key=self.pki_dir / "server.key", client_cert=self.pki_dir / "client.pem",
                 client_key=self.pki_dir / "client.key", created=False)
             if not result.server_cert.exists():
-                self.issue_server("securepacs-server", sans=[*hostnames, "localhost", "127.0.0.1"],
-                                  out=self.pki_dir, at=at, file_stem="server")
+                self._issue_server("securepacs-server", sans=[*hostnames, "localhost", "127.0.0.1"],
+                                   out=self.pki_dir, at=at, days=825, file_stem="server")
                 result = authority.BootstrapResult(**{**result.__dict__, "created": True})
         self._register_files(result)
         return result
@@ -213,6 +217,13 @@ class CertificateAuthority:
 
     def issue_server(self, name: str, *, sans: Sequence[str], out: Path, at: datetime,
                      days: int = 825, file_stem: str | None = None) -> Issued:
+        with self._naming:
+            self._check_new_name(name)
+            return self._issue_server(name, sans=sans, out=out, at=at, days=days,
+                                      file_stem=file_stem)
+
+    def _issue_server(self, name: str, *, sans: Sequence[str], out: Path, at: datetime,
+                      days: int, file_stem: str | None) -> Issued:
         ca_key, ca_cert = self._ca()
         key, cert = authority.issue_certificate(ca_key, ca_cert, common_name=name, role="server",
                                                 at=at, days=days, sans=sans)
@@ -225,6 +236,13 @@ class CertificateAuthority:
                      ae_titles: Sequence[str] = (), out: Path, at: datetime,
                      days: int = 825) -> Issued:
         self._require_group(group)
+        with self._naming:
+            self._check_new_name(name)
+            return self._issue_client(name, organization=organization, group=group,
+                                      ae_titles=ae_titles, out=out, at=at, days=days)
+
+    def _issue_client(self, name: str, *, organization: str, group: str,
+                      ae_titles: Sequence[str], out: Path, at: datetime, days: int) -> Issued:
         ca_key, ca_cert = self._ca()
         key, cert = authority.issue_certificate(
             ca_key, ca_cert, common_name=name, role="client", at=at, days=days,
@@ -286,7 +304,28 @@ class CertificateAuthority:
         return records
 
     def revoke(self, name_or_serial: str, *, reason: str, at: datetime) -> CertificateRecord:
-        record = self.find(name_or_serial)
+        """Revoke the one certificate named or numbered so.
+
+        By name, exactly one live certificate must carry it: with several (a renewal whose
+        predecessor is still valid) the serial must be given, so a name never revokes a
+        certificate the caller did not mean.
+
+        Raises
+        ------
+        PkiError
+            No such certificate, several live ones of that name, already revoked, the CA.
+        """
+        text = name_or_serial.strip()
+        by_name = self.store.certificates(name=text)
+        live = [r for r in by_name if not r.is_revoked]
+        if len(live) > 1:
+            serials = ", ".join(f"{r.serial:x}" for r in live)
+            raise PkiError(f"{len(live)} valid certificates are named {one_line(text)!s} "
+                           f"(serials {serials}): revoke by serial")
+        record = live[0] if live else self.find(text)
+        if record.is_revoked:
+            raise PkiError(f"certificate {one_line(record.name)} (serial {record.serial:x}) is "
+                           "already revoked")
         if record.kind == "ca":
             raise PkiError("the CA certificate cannot revoke itself; retire the data folder instead")
         return self.store.revoke(record.serial, reason=reason, at=at)
@@ -324,6 +363,33 @@ class CertificateAuthority:
             return bundles.pkcs12(record.name, key, cert, [ca_cert], passphrase, legacy=legacy)
         return bundles.pem_bundle(key, [cert, ca_cert], passphrase)
 
+    def _check_new_name(self, name: str) -> None:
+        """A name for a new certificate: the naming rule, and no valid certificate has it.
+
+        Raises
+        ------
+        ValueError
+            Outside :data:`~securepacs.model.printable.NAME_RULE`, or shaped like a serial.
+        PkiError
+            A certificate that is not revoked already has this name.
+        """
+        check_certificate_name(name)
+        if len(name) >= 16 and re.fullmatch(r"[0-9A-Fa-f:]+", name):
+            raise ValueError(f"invalid certificate name {name}: it looks like a serial number")
+        taken = [r for r in self.store.certificates(name=name) if not r.is_revoked]
+        if taken:
+            raise PkiError(f"the name {name} is already taken by certificate "
+                           f"{taken[-1].serial:x}: choose another name, or renew or revoke "
+                           "that one")
+
+    def _unique_name(self, organization: str) -> str:
+        stem = re.sub(r"[^a-z0-9]+", "-", organization.lower()).strip("-")[:40] or "client"
+        for _ in range(8):
+            name = f"{stem}-{secrets.token_hex(4)}"
+            if not self.store.certificates(name=name):
+                return name
+        raise PkiError("could not find a free certificate name")  # pragma: no cover
+
     def _require_group(self, group: str) -> None:
         if self.store.group(group) is None:
             known = ", ".join(g.name for g in self.store.groups()) or "none yet"
@@ -343,21 +409,44 @@ class CertificateAuthority:
         return f"{TOKEN_PREFIX}.{secret}.{pin}"
 
     def enrol(self, secret: str, csr: x509.CertificateSigningRequest, *, at: datetime,
-              days: int = 825) -> tuple[x509.Certificate, x509.Certificate, EnrolmentToken]:
-        """Redeem a token: sign the CSR as a client certificate of the token's identity.
+              name: str | None = None, days: int = 825
+              ) -> tuple[x509.Certificate, x509.Certificate, EnrolmentToken]:
+        """Redeem a token: sign the CSR's public key as a client certificate of the token's
+        identity.
+
+        The CA names the certificate: `name` (asked for by the client, outside the CSR) if it
+        follows the naming rule and no valid certificate has it, else a new unique name from
+        the organisation (so a taken name neither spends the token for nothing nor tells a
+        client without a valid token which names exist). Nothing of the CSR but its public
+        key (and its self-signature) is used: its subject never reaches a certificate, a
+        record or a log line. The name given is the issued certificate's common name.
 
         Raises
         ------
+        ValueError
+            `name` breaks the naming rule (before the token is spent).
         PkiError
             Unknown, used or expired token; a CSR whose signature does not verify.
         """
         if not csr.is_signature_valid:
             raise PkiError("the certificate request's signature does not verify")
+        if name is not None:
+            check_certificate_name(name)
         digest = hash_secret(secret)
-        token = self.store.redeem_token(digest, at=at)
+        with self._naming:
+            token = self.store.redeem_token(digest, at=at)
+            if name is not None:
+                try:
+                    self._check_new_name(name)
+                except (PkiError, ValueError):
+                    name = None
+            return self._enrol(digest, csr, token, name, at=at, days=days)
+
+    def _enrol(self, digest: str, csr: x509.CertificateSigningRequest, token: EnrolmentToken,
+               name: str | None, *, at: datetime, days: int
+               ) -> tuple[x509.Certificate, x509.Certificate, EnrolmentToken]:
         ca_key, ca_cert = self._ca()
-        cn = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        name = str(cn[0].value) if cn else "enrolled-client"
+        name = name or self._unique_name(token.organization)
         _, cert = authority.issue_certificate(
             ca_key, ca_cert, common_name=name, role="client", at=at, days=days,
             organization=token.organization, organizational_unit=token.group,

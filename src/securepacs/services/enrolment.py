@@ -41,6 +41,7 @@ class Enrolled:
     group: str
     ae_titles: tuple[str, ...]
     fingerprint: str
+    name: str = ""
 
 
 def _request(host: str, port: int, method: str, path: str, body: bytes | None,
@@ -89,7 +90,8 @@ def enrol(*, host: str, port: int, dicom_port: int, token: str, name: str, folde
 
     key = authority.generate_key("ec")
     request = csr.make_csr(key, name)
-    payload = json.dumps({"secret": secret, "csr": csr.csr_pem(request).decode()}).encode()
+    payload = json.dumps({"secret": secret, "csr": csr.csr_pem(request).decode(),
+                          "name": name}).encode()
     status, body, leaf_again = _request(host, port, "POST", ENROL_PATH, payload, timeout)
     if leaf_again != leaf_der:
         raise PkiError("the server's certificate changed between two requests: not enrolling")
@@ -116,7 +118,8 @@ def enrol(*, host: str, port: int, dicom_port: int, token: str, name: str, folde
         cert=cert_path, key=key_path, ca=ca_path)
     write_profile(profile_path, profile)
     return Enrolled(key_path, cert_path, ca_path, profile_path, answer.get("organization", ""),
-                    answer.get("group", ""), ae_titles, authority.fingerprint_sha256(cert))
+                    answer.get("group", ""), ae_titles, authority.fingerprint_sha256(cert),
+                    str(answer.get("name") or name))
 
 
 __all__ = ["Enrolled", "enrol", "certificate_pem"]

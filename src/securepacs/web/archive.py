@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,7 @@ from urllib.parse import unquote
 
 from securepacs.errors import AccessRefused, HandshakeRefused, PacsError
 from securepacs.model.identity import Identity, Permission
+from securepacs.model.printable import one_line
 from securepacs.pki.tlspolicy import PeerCertificate, peer_certificate, server_handshake
 from securepacs.services.audit_events import AuditEvents, NoAudit
 from securepacs.services.trust import Gatekeeper
@@ -57,6 +59,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: ArchiveViewerServer
     protocol_version = "HTTP/1.1"
     timeout = 60.0  # an idle kept-alive connection is closed after this
+
+    def version_string(self) -> str:
+        return "securepacs"  # no software version banner (issue 17)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         log.debug("viewer %s: " + format, self.client_address[0], *args)
@@ -96,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
                 serial=cert.serial, fingerprint=cert.fingerprint, name=cert.subject_cn,
                 organization=cert.organization)
         except AccessRefused as exc:
-            log.warning("viewer connection from %s refused: %s", where, exc)
+            log.warning("viewer connection from %s refused: %s", where, one_line(exc))
             audit.certificate_refused(exc, address=address, name=cert.subject_cn)
             return None
         except PacsError as exc:  # the trust store cannot answer: refuse, never guess
@@ -119,7 +124,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(403, _REFUSED, [("Content-Type", "text/html; charset=utf-8"),
                                        ("Cache-Control", "no-store"), ("Connection", "close")])
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        announced = self.headers.get("Content-Length") or "0"
+        if not re.fullmatch(r"[0-9]{1,12}", announced):
+            self.close_connection = True
+            self._send(400, b"malformed Content-Length", [("Content-Type", "text/plain")])
+            return
+        length = int(announced)
         if not 0 <= length <= MAX_BODY:
             self.close_connection = True
             self._send(413, b"request too large", [("Content-Type", "text/plain")])
@@ -156,6 +166,8 @@ class ArchiveViewerServer(ThreadingHTTPServer):
         Admits a verified certificate (the DICOM server's).
     handshake_timeout, request_timeout : float
         Seconds for a TLS handshake, and for the app to answer one request.
+    max_connections : int
+        Connections served at once; beyond, a new connection is closed at once.
     audit : AuditEvents, optional
         The archive's audit events (none by default).
     """
@@ -166,8 +178,12 @@ class ArchiveViewerServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], app: Asgi, tls_context: Any, *,
                  gatekeeper: Gatekeeper, handshake_timeout: float = 10.0,
-                 request_timeout: float = 120.0, audit: AuditEvents | None = None):
+                 request_timeout: float = 120.0, audit: AuditEvents | None = None,
+                 max_connections: int = 128):
         self.app = app
+        self.max_connections = max_connections
+        self._active = 0
+        self._count_lock = threading.Lock()
         self.tls_context = tls_context
         self.gatekeeper = gatekeeper
         self.handshake_timeout = handshake_timeout
@@ -183,7 +199,23 @@ class ArchiveViewerServer(ThreadingHTTPServer):
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else str(host)
         return f"https://{shown}:{port}/"
 
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self._count_lock:
+            if self._active >= self.max_connections:
+                log.warning("viewer: %d connections already, closing the one from %s",
+                            self._active, client_address[0])
+                return False
+            self._active += 1
+        return True
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            self._serve_connection(request, client_address)
+        finally:
+            with self._count_lock:
+                self._active -= 1
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
         try:
             request = server_handshake(self.tls_context, request, timeout=self.handshake_timeout)
         except HandshakeRefused as exc:
@@ -193,7 +225,7 @@ class ArchiveViewerServer(ThreadingHTTPServer):
         cert = peer_certificate(request)
         if cert is not None:
             log.info("viewer TLS connection from %s: CN=%s serial=%x", client_address[0],
-                     cert.subject_cn, cert.serial)
+                     one_line(cert.subject_cn), cert.serial)
         setattr(request, _PEER_ATTR, cert)
         super().process_request_thread(request, client_address)
 
@@ -230,7 +262,8 @@ class ArchiveViewerServer(ThreadingHTTPServer):
             return future.result(timeout=self.request_timeout)
         except Exception as exc:  # noqa: BLE001 - one failed request must not end the server
             future.cancel()
-            log.error("viewer request %s %s failed: %s", scope["method"], scope["path"], exc)
+            log.error("viewer request %s %s failed: %s", scope["method"], one_line(scope["path"]),
+                      one_line(exc))
             return 500, [("Content-Type", "text/plain")], b"internal error"
 
     # -- life cycle ------------------------------------------------------------------------

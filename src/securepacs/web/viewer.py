@@ -7,10 +7,20 @@ serve server-rendered PNG frames (PS3.3 C.11 display pipeline in
 reconciliation (IHE Import Reconciliation Workflow; PS3.3 C.12.1 Original Attributes) through
 :mod:`securepacs.services.media_import`. Everything decrypted stays in memory.
 
-The app listens on loopback only. A random token in the URL opened by the CLI becomes a
-``SameSite=Strict`` cookie; every request but the static files needs it, and the Host header
-must be a loopback name (no DNS rebinding, no cross-site form posts). Every page and image
-is sent with ``Cache-Control: no-store``, so the browser keeps no decrypted data on disk.
+The app listens on loopback only, and every other program listening on loopback is a
+possible attacker: cookies ignore the port (RFC 6265 8.5), so a cookie for 127.0.0.1 reaches
+every web server on 127.0.0.1. The app therefore lives under a random path of its own,
+``/s/<session>/``, and the random token in the URL opened by the CLI becomes a cookie named
+after that session, ``HttpOnly``, ``SameSite=Strict`` and scoped to that path: the browser
+sends it only to URLs under the secret path, never to a page on another port. Every request
+but the static files needs the cookie, the Host header must be a loopback name (no DNS
+rebinding), every state-changing request (POST) must come from the app's own origin
+(``Sec-Fetch-Site: same-origin`` when the browser sends it, and an ``Origin`` header equal to
+the app's, RFC 6454), and the unlock and import forms carry a per-session CSRF token. Every
+page and image is sent with ``Cache-Control: no-store``, so the browser keeps no decrypted
+data on disk, ``Referrer-Policy: same-origin`` (the secret path never leaves in a Referer;
+``no-referrer`` would make the browser send ``Origin: null`` with the own forms),
+and may not be framed or loaded by another origin.
 
 The same app serves the archive of ``securepacs serve`` (:meth:`ViewerConfig.for_archive`):
 then the catalog is the archive's (:mod:`securepacs.services.archive_view`), the unlock and
@@ -18,12 +28,14 @@ import forms do not exist, the home page is a study list with a Patient ID / nam
 each study has a page of its series; instead of the token, every request must carry the
 identity admitted by the HTTPS listener (:mod:`securepacs.web.archive`, client certificate
 checked by the DICOM gatekeeper) and that identity needs the FIND and GET permissions
-(viewing is querying and retrieving, PS3.4 C.4).
+(viewing is querying and retrieving, PS3.4 C.4). It has no state-changing request; any
+request other than GET/HEAD must pass the same origin check, and the same headers are sent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import secrets
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,6 +81,8 @@ class ViewerConfig:
         The disc: a folder, an ISO image, or a plain folder of DICOM files.
     token : str
         The secret in the first URL (a cookie afterwards).
+    session : str
+        The random path segment of this session (``/s/<session>/``) and its cookie's name.
     connect : callable, optional
         Returns the store connector for imports (the DICOM client, built by the CLI from the
         client profile and flags); may raise :class:`~securepacs.errors.PacsError`.
@@ -84,10 +98,26 @@ class ViewerConfig:
 
     media: Path
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    session: str = field(default_factory=lambda: secrets.token_hex(12))
     connect: Callable[[], StoreConnector] | None = None
     destination: str = ""
     archive: archive_view.ArchiveCatalog | None = None
     on_view: Callable[[Identity | None, str, media_view.StudyEntry], None] | None = None
+
+    @property
+    def prefix(self) -> str:
+        """Where the app lives: ``/s/<session>`` for media, the root for the archive."""
+        return "" if self.archive is not None else f"/s/{self.session}"
+
+    @property
+    def cookie(self) -> str:
+        """The session cookie's name (one per session)."""
+        return f"{COOKIE}_{self.session}"
+
+    @property
+    def csrf(self) -> str:
+        """The forms' CSRF token, derived from the session token."""
+        return hmac.new(self.token.encode(), b"securepacs-view-csrf", "sha256").hexdigest()
 
     @classmethod
     def for_archive(cls, catalog: archive_view.ArchiveCatalog, on_view: Callable[
@@ -124,30 +154,72 @@ class _State:
                 self.catalog = None
 
 
-class _Guard(BaseHTTPMiddleware):
-    """Loopback Host header and the session token (cookie, or once in the query string)."""
+_SAFE_METHODS = {"GET", "HEAD"}
+#: Sent with every response but the static files: no disk cache of patient data, no Referer
+#: (the session path is a secret), no framing, no loading by another origin.
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin",
+            "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+            "Cross-Origin-Resource-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
 
-    def __init__(self, app: Callable[..., Awaitable[None]], token: str):
+
+def cross_origin(request: Request) -> str | None:
+    """Why a state-changing `request` does not come from the app's own origin, or None.
+
+    GET and HEAD pass (they change nothing). Others need ``Sec-Fetch-Site: same-origin``
+    when the browser sends that header (``same-site`` is not enough: another port of
+    127.0.0.1 is the same site), and an ``Origin`` equal to the app's own (RFC 6454 7;
+    browsers send it with every POST).
+    """
+    if request.method in _SAFE_METHODS:
+        return None
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site != "same-origin":
+        return f"a {site} request"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return "a request without an Origin header"
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if origin != own:
+        return "a request from another origin"
+    return None
+
+
+def _secured(response: Response) -> Response:
+    for name, value in _HEADERS.items():
+        response.headers[name] = value
+    return response
+
+
+class _Guard(BaseHTTPMiddleware):
+    """Loopback Host header, the session's path, its token (a cookie scoped to that path, or
+    once in the query string), and the origin of state-changing requests."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], config: ViewerConfig):
         super().__init__(app)
-        self.token = token
+        self.config = config
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        config = self.config
         host = request.headers.get("host", "").rsplit(":", 1)[0]
         if host not in _LOOPBACK:
             return Response("forbidden host", status_code=403)
-        if request.url.path.startswith("/static/"):
+        root = config.prefix + "/"
+        if not request.url.path.startswith(root):
+            return _secured(HTMLResponse(pages.forbidden(), status_code=404))
+        if request.url.path.startswith(root + "static/"):
             return await call_next(request)
         given = request.query_params.get("token")
-        if given is not None and secrets.compare_digest(given, self.token):
+        if given is not None and secrets.compare_digest(given, config.token):
             redirect = RedirectResponse(request.url.path, status_code=303)
-            redirect.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
-            return redirect
-        if not secrets.compare_digest(request.cookies.get(COOKIE, ""), self.token):
-            return HTMLResponse(pages.forbidden(), status_code=403)
-        response = await call_next(request)
-        # pages and images show patient data: keep them out of the browser's disk cache
-        response.headers["Cache-Control"] = "no-store"
-        return response
+            redirect.set_cookie(config.cookie, config.token, path=root, httponly=True,
+                                samesite="strict")
+            return _secured(redirect)
+        if not secrets.compare_digest(request.cookies.get(config.cookie, ""), config.token):
+            return _secured(HTMLResponse(pages.forbidden(), status_code=403))
+        refused = cross_origin(request)
+        if refused is not None:
+            return _secured(HTMLResponse(pages.message(f"Refused {refused}."), status_code=403))
+        return _secured(await call_next(request))
 
 
 class _IdentityGuard(BaseHTTPMiddleware):
@@ -156,6 +228,9 @@ class _IdentityGuard(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if request.url.path.startswith("/static/"):
             return await call_next(request)
+        refused = cross_origin(request)
+        if refused is not None:
+            return _secured(HTMLResponse(pages.message(f"Refused {refused}."), status_code=403))
         identity = request.scope.get(IDENTITY_KEY)
         if not isinstance(identity, Identity):
             return HTMLResponse(pages.message("No admitted client certificate."), status_code=403)
@@ -163,9 +238,7 @@ class _IdentityGuard(BaseHTTPMiddleware):
         if missing:
             return HTMLResponse(pages.not_permitted(identity.name, " and ".join(missing)),
                                 status_code=403)
-        response = await call_next(request)
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return _secured(await call_next(request))
 
 
 def create_app(config: ViewerConfig) -> Starlette:
@@ -177,6 +250,16 @@ def create_app(config: ViewerConfig) -> Starlette:
         The media path cannot be read at all.
     """
     state = _State(config)
+    root = config.prefix + "/"
+
+    def page(text: str, status_code: int = 200) -> HTMLResponse:
+        return HTMLResponse(pages.with_base(text, root), status_code=status_code)
+
+    def go(path: str) -> RedirectResponse:
+        return RedirectResponse(root + path, status_code=303)
+
+    def csrf_ok(form: dict[str, str]) -> bool:
+        return secrets.compare_digest(form.get("csrf", ""), config.csrf)
 
     def catalog_or_none() -> AnyCatalog | None:
         with state.lock:
@@ -185,44 +268,48 @@ def create_app(config: ViewerConfig) -> Starlette:
     def home(request: Request) -> Response:
         if config.archive is not None:
             search = request.query_params.get("q", "")
-            return HTMLResponse(pages.archive_studies(config.archive.name,
+            return page(pages.archive_studies(config.archive.name,
                                                       config.archive.search(search), search))
         catalog = catalog_or_none()
         if catalog is None:
-            return HTMLResponse(pages.unlock(config.media.name))
+            return page(pages.unlock(config.media.name, csrf=config.csrf))
         assert isinstance(catalog, media_view.Catalog)
-        return HTMLResponse(pages.studies(catalog))
+        return page(pages.studies(catalog))
 
     def study_page(request: Request) -> Response:
         assert config.archive is not None
         try:
             study = config.archive.study(request.path_params["uid"])
         except KeyError:
-            return HTMLResponse(pages.message("No such study in the archive."), status_code=404)
-        return HTMLResponse(pages.study(config.archive.name, study))
+            return page(pages.message("No such study in the archive."), status_code=404)
+        return page(pages.study(config.archive.name, study))
 
     async def unlock(request: Request) -> Response:
         form = await request.form()
+        if not csrf_ok({"csrf": str(form.get("csrf", "") or "")}):
+            return page(pages.message("This form has expired: open the viewer again."), 403)
         password = str(form.get("password", "") or "")
         key_path = str(form.get("key_path", "") or "").strip()
         if not password and not key_path:
-            return HTMLResponse(pages.unlock(config.media.name, "Type the password, or give "
-                                             "the path of a key file."), status_code=400)
+            return page(pages.unlock(config.media.name, "Type the password, or give "
+                                             "the path of a key file.", config.csrf),
+                        status_code=400)
         try:
             keyring = keyring_from(password=password or None,
                                    keys=[Path(key_path).expanduser()] if key_path else [])
             catalog = media_view.open_catalog(config.media, keyring)
         except WrongKeyError as exc:
-            return HTMLResponse(pages.unlock(config.media.name, f"{exc}. Check the password "
-                                             "(it was sent separately from the media)."),
+            return page(pages.unlock(config.media.name, f"{exc}. Check the password "
+                                             "(it was sent separately from the media).",
+                                             config.csrf),
                                 status_code=401)
         except (PacsError, OSError) as exc:
-            return HTMLResponse(pages.unlock(config.media.name, str(exc)), status_code=400)
+            return page(pages.unlock(config.media.name, str(exc), config.csrf), status_code=400)
         with state.lock:
             old, state.catalog = state.catalog, catalog
         if old is not None:
             old.close()
-        return RedirectResponse("/", status_code=303)
+        return go("")
 
     def need() -> AnyCatalog:
         catalog = catalog_or_none()
@@ -242,12 +329,12 @@ def create_app(config: ViewerConfig) -> Starlette:
             study, series = catalog.study_of(uid), catalog.series(uid)
         except KeyError:
             where = "in the archive" if config.archive is not None else "on this media"
-            return HTMLResponse(pages.message(f"No such series {where}."), status_code=404)
+            return page(pages.message(f"No such series {where}."), status_code=404)
         if config.on_view is not None:
             identity = request.scope.get(IDENTITY_KEY)
             config.on_view(identity if isinstance(identity, Identity) else None,
                            request.client.host if request.client else "", study)
-        return HTMLResponse(pages.viewer(study, series))
+        return page(pages.viewer(study, series))
 
     def series_api(request: Request) -> Response:
         catalog = need()
@@ -305,12 +392,15 @@ def create_app(config: ViewerConfig) -> Starlette:
 
     def import_form(request: Request) -> Response:
         catalog = need_media()
-        return HTMLResponse(pages.import_form(media_import.identities(catalog),
-                                              config.destination))
+        return page(pages.import_form(media_import.identities(catalog),
+                                      config.destination, csrf=config.csrf))
 
     async def import_start(request: Request) -> Response:
         catalog = need_media()
         form = {k: str(v).strip() for k, v in (await request.form()).items()}
+        if not csrf_ok(form):
+            return page(pages.message("This form has expired: open the import page again."),
+                        403)
         who = form.get("from", "")
         try:
             rec = media_import.Reconciliation(
@@ -318,13 +408,14 @@ def create_app(config: ViewerConfig) -> Starlette:
                 patient_name=form.get("patient_name", ""), birth_date=form.get("birth_date", ""),
                 source=media_import.source_label(catalog.name))
         except ValueError as exc:
-            return HTMLResponse(pages.import_form(media_import.identities(catalog),
-                                                  config.destination, str(exc)), status_code=400)
+            return page(pages.import_form(media_import.identities(catalog),
+                                          config.destination, str(exc), config.csrf),
+                        status_code=400)
         entries = [inst for study in catalog.studies if not who or study.patient_id == who
                    for s in study.series for inst in s.instances]
         with state.lock:
             if state.job is not None and state.job.summary is None and state.job.error is None:
-                return RedirectResponse("/import/status", status_code=303)
+                return go("import/status")
             job = state.job = _Import(total=len(entries), rec=rec)
 
         def run() -> None:
@@ -342,40 +433,41 @@ def create_app(config: ViewerConfig) -> Starlette:
                 job.error = str(exc)
 
         threading.Thread(target=run, name="viewer-import", daemon=True).start()
-        return RedirectResponse("/import/status", status_code=303)
+        return go("import/status")
 
     def import_status(request: Request) -> Response:
         with state.lock:
             job = state.job
         if job is None:
-            return RedirectResponse("/import", status_code=303)
-        return HTMLResponse(pages.import_status(job.done, job.total, job.summary, job.error,
+            return go("import")
+        return page(pages.import_status(job.done, job.total, job.summary, job.error,
                                                 config.destination))
 
     async def locked(request: Request, exc: Exception) -> Response:
-        if request.url.path.startswith("/api/"):
+        if request.url.path.startswith(root + "api/"):
             return JSONResponse({"error": "the media is locked"}, status_code=401)
-        return RedirectResponse("/", status_code=303)
+        return go("")
 
+    p = config.prefix
     routes = [
-        Route("/", home),
-        Route("/series/{uid}", series_page),
-        Route("/api/series/{uid}", series_api),
-        Route("/render/{uid}/{index:int}/{frame:int}", render),
-        Route("/thumb/{uid}", thumb),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Route(f"{p}/", home),
+        Route(f"{p}/series/{{uid}}", series_page),
+        Route(f"{p}/api/series/{{uid}}", series_api),
+        Route(f"{p}/render/{{uid}}/{{index:int}}/{{frame:int}}", render),
+        Route(f"{p}/thumb/{{uid}}", thumb),
+        Mount(f"{p}/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if config.archive is not None:
         routes.append(Route("/study/{uid}", study_page))
         guard = Middleware(_IdentityGuard)
     else:
         routes += [
-            Route("/unlock", unlock, methods=["POST"]),
-            Route("/import", import_form),
-            Route("/import", import_start, methods=["POST"]),
-            Route("/import/status", import_status),
+            Route(f"{p}/unlock", unlock, methods=["POST"]),
+            Route(f"{p}/import", import_form),
+            Route(f"{p}/import", import_start, methods=["POST"]),
+            Route(f"{p}/import/status", import_status),
         ]
-        guard = Middleware(_Guard, token=config.token)
+        guard = Middleware(_Guard, config=config)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:

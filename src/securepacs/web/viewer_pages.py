@@ -17,7 +17,7 @@ from securepacs.services.media_import import ImportSummary
 from securepacs.services.media_view import Catalog, SeriesEntry, StudyEntry
 
 __all__ = ["archive_studies", "forbidden", "import_form", "import_status", "message",
-           "not_permitted", "studies", "study", "unlock", "viewer"]
+           "not_permitted", "studies", "study", "unlock", "viewer", "with_base"]
 
 
 def _e(value: object) -> str:
@@ -32,13 +32,18 @@ def _name(value: str) -> str:
     return value.replace("^", " ").strip()
 
 
+def with_base(page: str, base: str) -> str:
+    """`page` with ``<base href>`` set to `base` (every link in these pages is relative)."""
+    return page.replace("<head>", f'<head><base href="{_e(base)}">', 1)
+
+
 def _page(title: str, body: str, *, script: str = "", refresh: int | None = None) -> str:
     meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
-    tag = f'<script src="/static/{script}" defer></script>' if script else ""
+    tag = f'<script src="static/{script}" defer></script>' if script else ""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
             f'<title>{_e(title)} - securepacs viewer</title>'
-            f'<link rel="stylesheet" href="/static/viewer.css">{tag}</head>'
-            f'<body><header><a href="/">securepacs viewer</a> <span>{_e(title)}</span></header>'
+            f'<link rel="stylesheet" href="static/viewer.css">{tag}</head>'
+            f'<body><header><a href="./">securepacs viewer</a> <span>{_e(title)}</span></header>'
             f"<main>{body}</main></body></html>")
 
 
@@ -57,10 +62,14 @@ def not_permitted(who: str, missing: str) -> str:
 
 def message(text: str) -> str:
     """A page with one error line and a way back."""
-    return _page("Viewer", f'<p class="error">{_e(text)}</p><p><a href="/">Back</a></p>')
+    return _page("Viewer", f'<p class="error">{_e(text)}</p><p><a href="./">Back</a></p>')
 
 
-def unlock(media: str, error: str = "") -> str:
+def _csrf(token: str) -> str:
+    return f'<input type="hidden" name="csrf" value="{_e(token)}">' if token else ""
+
+
+def unlock(media: str, error: str = "", csrf: str = "") -> str:
     """The password / key file form for encrypted media, with the last error if any."""
     err = f'<p class="error" id="error" role="alert">{_e(error)}</p>' if error else ""
     return _page("Encrypted media", f"""
@@ -69,7 +78,7 @@ def unlock(media: str, error: str = "") -> str:
 by a separate route, or give the path of your private key file. Nothing decrypted is written
 to disk.</p>
 {err}
-<form method="post" action="/unlock" id="unlock" autocomplete="off">
+<form method="post" action="unlock" id="unlock" autocomplete="off">{_csrf(csrf)}
 <label>Password <input type="password" name="password" id="password" autofocus></label>
 <label>or key file (PEM) <input type="text" name="key_path" id="key_path" size="50"></label>
 <button type="submit" id="open">Open</button>
@@ -78,10 +87,10 @@ to disk.</p>
 
 def _series_row(s: SeriesEntry) -> str:
     uid = quote(s.uid, safe="")
-    return (f'<tr class="series"><td><a href="/series/{uid}"><img class="thumb" alt="no preview" '
-            f'src="/thumb/{uid}" width="96" height="96" loading="lazy"></a></td>'
+    return (f'<tr class="series"><td><a href="series/{uid}"><img class="thumb" alt="no preview" '
+            f'src="thumb/{uid}" width="96" height="96" loading="lazy"></a></td>'
             f"<td>{_e(s.number)}</td><td>{_e(s.modality)}</td>"
-            f'<td><a href="/series/{uid}" class="open-series">{_e(s.description or "(no description)")}'
+            f'<td><a href="series/{uid}" class="open-series">{_e(s.description or "(no description)")}'
             f'</a></td><td class="count">{s.images}</td></tr>')
 
 
@@ -94,7 +103,7 @@ def studies(catalog: Catalog) -> str:
                      f"file(s) could not be read; everything else is shown.</p><ul>{items}</ul></div>")
     parts.append(_integrity(catalog))
     if catalog.studies:
-        parts.append('<p><a class="button" href="/import" id="import-link">Import into a PACS'
+        parts.append('<p><a class="button" href="import" id="import-link">Import into a PACS'
                      "</a></p>")
     parts.extend(_study_section(study) for study in catalog.studies)
     return _page(catalog.name, "".join(parts))
@@ -132,7 +141,7 @@ def _study_section(study: StudyEntry) -> str:
 def archive_studies(name: str, listing: StudyList, search: str = "") -> str:
     """The archive's study list (newest first, or a Patient ID / name search), one row each."""
     rows = "".join(
-        f'<tr class="archive-study"><td><a class="open-study" href="/study/{quote(s.uid, safe="")}">'
+        f'<tr class="archive-study"><td><a class="open-study" href="study/{quote(s.uid, safe="")}">'
         f'{_e(_name(s.patient_name) or "(no name)")}</a></td><td class="patient-id">'
         f"{_e(s.patient_id)}</td><td>{_e(_date(s.date))}</td>"
         f"<td>{_e(listing.modalities.get(s.uid, ''))}</td><td>{_e(s.description)}</td>"
@@ -146,7 +155,7 @@ def archive_studies(name: str, listing: StudyList, search: str = "") -> str:
     if listing.capped:
         note += " (only the first matches were scanned: narrow the search)"
     return _page(name, f"""<h1>{_e(name)}</h1>
-<form method="get" action="/" id="search" role="search">
+<form method="get" action="./" id="search" role="search">
 <label>Patient ID or name <input type="search" name="q" id="q" value="{_e(search)}"
  maxlength="64"></label> <button type="submit">Search</button></form>
 <p id="list-note">{_e(note)}</p>
@@ -157,7 +166,7 @@ def archive_studies(name: str, listing: StudyList, search: str = "") -> str:
 def study(name: str, entry: StudyEntry) -> str:
     """One archived study: its series with a thumbnail each."""
     return _page(f"{_name(entry.patient_name)} {_date(entry.date)}",
-                 f'<p><a href="/">&larr; {_e(name)}</a></p>{_study_section(entry)}')
+                 f'<p><a href="./">&larr; {_e(name)}</a></p>{_study_section(entry)}')
 
 
 def viewer(study: StudyEntry, series: SeriesEntry) -> str:
@@ -172,7 +181,7 @@ def viewer(study: StudyEntry, series: SeriesEntry) -> str:
     return _page(title, f"""
 <div id="viewer" data-series="{_e(series.uid)}">
  <div class="toolbar">
-  <a href="/">&larr; Studies</a>
+  <a href="./">&larr; Studies</a>
   <input type="range" id="slider" min="0" max="0" value="0" aria-label="image">
   <span id="position">-</span> Instance <span id="instance-number">-</span>
   <span id="window">-</span> {presets}
@@ -188,7 +197,7 @@ ctrl+wheel: zoom"><img id="image" alt="image" draggable="false">
 
 
 def import_form(identities: Sequence[tuple[str, str, str, str]], destination: str,
-                error: str = "") -> str:
+                error: str = "", csrf: str = "") -> str:
     """The import form: each media patient, the new identity, the destination."""
     err = f'<p class="error" id="error" role="alert">{_e(error)}</p>' if error else ""
     first = identities[0] if identities else ("", "", "", "")
@@ -204,7 +213,7 @@ def import_form(identities: Sequence[tuple[str, str, str, str]], destination: st
 <h1>Import into a PACS</h1>
 {err}
 <p>Destination: <strong id="destination">{_e(destination or "not configured")}</strong></p>
-<form method="post" action="/import" id="import-form">
+<form method="post" action="import" id="import-form">{_csrf(csrf)}
 <table class="reconcile"><thead><tr><th></th><th>On the media</th><th>At your site (new)</th></tr>
 </thead><tbody>
 <tr><th>Patient</th><td><select name="from" id="from">{options}</select></td><td></td></tr>
@@ -231,7 +240,7 @@ def import_status(done: int, total: int, summary: ImportSummary | None, error: s
     """Progress (refreshing every second) while an import runs, then its summary."""
     if error is not None:
         return _page("Import", f'<h1>Import failed</h1><p class="error" id="error" role="alert">'
-                     f'{_e(error)}</p><p><a href="/import">Back</a></p>')
+                     f'{_e(error)}</p><p><a href="import">Back</a></p>')
     if summary is None:
         return _page("Import", f'<h1>Importing to {_e(destination)}</h1><progress max="{total}" '
                      f'value="{done}"></progress> <span id="progress">{done} of {total}</span>',
@@ -243,4 +252,4 @@ def import_status(done: int, total: int, summary: ImportSummary | None, error: s
     return _page("Import", f"""<h1 id="import-result" data-state="{state}">Import {state}</h1>
 {stopped}<p id="summary">{summary.total} image(s): sent {summary.sent}, already present
 {summary.already_present}, failed {len(summary.failed)}, not sent {summary.not_sent}</p>
-<ul>{lines}</ul><p><a href="/">Back to the studies</a></p>""")
+<ul>{lines}</ul><p><a href="./">Back to the studies</a></p>""")

@@ -122,7 +122,8 @@ def test_server_certificate_profile(ca: tuple[authority.PrivateKey, x509.Certifi
     assert cert.signature_hash_algorithm.name == "sha256"
     assert 0 < cert.serial_number < 2**159
     assert cert.not_valid_before_utc == AT - timedelta(minutes=5)
-    assert cert.not_valid_after_utc == AT + timedelta(days=825)
+    assert cert.not_valid_after_utc == AT - timedelta(minutes=5) + timedelta(days=825)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=825)
     bc = _ext(cert, x509.BasicConstraints)
     assert bc.critical and not bc.value.ca
     ku = _ext(cert, x509.KeyUsage)
@@ -156,7 +157,7 @@ def test_client_certificate_profile(ca: tuple[authority.PrivateKey, x509.Certifi
     assert list(_ext(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     with pytest.raises(x509.ExtensionNotFound):
         _ext(cert, x509.SubjectAlternativeName)
-    assert cert.not_valid_after_utc == AT + timedelta(days=30)
+    assert cert.not_valid_after_utc == AT - timedelta(minutes=5) + timedelta(days=30)
 
 
 def test_rsa_leaf_gets_key_encipherment(ca: tuple[authority.PrivateKey, x509.Certificate]) -> None:

@@ -103,7 +103,7 @@ def test_archive_pages_need_an_identity_with_find_and_get(catalog: ArchiveCatalo
         assert "2 of 3 studies" in home.text
         assert "Poe Edgar" in client.get("/?q=poe").text
         study = client.get("/study/1.2.3.1")
-        assert study.status_code == 200 and "/series/1.2.3.1.1" in study.text
+        assert study.status_code == 200 and 'href="series/1.2.3.1.1"' in study.text
         data = json.loads(client.get("/api/series/1.2.3.1.1").text)
         assert len(data["slices"]) == 3
         png = client.get("/render/1.2.3.1.1/0/0")

@@ -15,14 +15,16 @@ from starlette.testclient import TestClient  # noqa: E402
 from factories import make_dataset, write_study  # noqa: E402
 from mediafixtures import FAST_ITERATIONS, PASSWORD  # noqa: E402
 from securepacs.services.media import create_media  # noqa: E402
-from securepacs.web.viewer import COOKIE, ViewerConfig, create_app  # noqa: E402
+from securepacs.web.viewer import ViewerConfig, create_app  # noqa: E402
 
 BASE = "http://127.0.0.1:8123"
 
 
 def _client(media: Path) -> tuple[TestClient, ViewerConfig]:
+    """A client of the session's own origin and path (as the browser the CLI opened)."""
     config = ViewerConfig(media)
-    return TestClient(create_app(config), base_url=BASE), config
+    return TestClient(create_app(config), base_url=BASE + config.prefix,
+                      headers={"Origin": BASE, "Sec-Fetch-Site": "same-origin"}), config
 
 
 @pytest.fixture
@@ -44,16 +46,16 @@ def test_session_key_and_host_are_required(iso: Path) -> None:
     with client:
         assert client.get("/").status_code == 403
         assert client.get(f"/?token={config.token}x", follow_redirects=False).status_code == 403
-        client.cookies.set(COOKIE, config.token)
+        client.cookies.set(config.cookie, config.token)
         evil = client.get("/", headers={"Host": "attacker.example:8123"})
         assert evil.status_code == 403
         client.cookies.clear()
         first = client.get(f"/?token={config.token}", follow_redirects=False)
-        assert first.status_code == 303 and first.headers["location"] == "/"
+        assert first.status_code == 303 and first.headers["location"] == config.prefix + "/"
         assert "samesite=strict" in first.headers["set-cookie"].lower()
         client.cookies.clear()
-        client.cookies.set(COOKIE, "nope")
-        assert client.post("/unlock", data={"password": "x"}).status_code == 403
+        client.cookies.set(config.cookie, "nope")
+        assert client.post("/unlock", data={"csrf": config.csrf, "password": "x"}).status_code == 403
         assert client.get("/static/viewer.js").status_code == 200
 
 
@@ -62,10 +64,10 @@ def test_unlock_browse_and_a_broken_image(iso: Path) -> None:
     with client:
         client.get(f"/?token={config.token}")
         assert client.get("/api/series/1.2.3").status_code == 401
-        wrong = client.post("/unlock", data={"password": "wrong but long enough"})
+        wrong = client.post("/unlock", data={"csrf": config.csrf, "password": "wrong but long enough"})
         assert wrong.status_code == 401 and "does not open" in wrong.text
-        assert client.post("/unlock", data={}).status_code == 400
-        page = client.post("/unlock", data={"password": PASSWORD})
+        assert client.post("/unlock", data={"csrf": config.csrf}).status_code == 400
+        page = client.post("/unlock", data={"csrf": config.csrf, "password": PASSWORD})
         assert page.status_code == 200 and "Iso Ivy" in page.text and "ID P7" in page.text
         catalog = client.app.state.viewer.catalog  # type: ignore[attr-defined]
         (series,) = catalog.studies[0].series
@@ -81,14 +83,14 @@ def test_unlock_browse_and_a_broken_image(iso: Path) -> None:
         assert client.get(f"/thumb/{series.uid}").status_code == 200
         form = client.get("/import")
         assert "P7" in form.text and "not configured" in form.text
-        started = client.post("/import", data={"from": "P7", "patient_id": "N1"})
+        started = client.post("/import", data={"csrf": config.csrf, "from": "P7", "patient_id": "N1"})
         assert started.status_code == 200  # the status page, after the redirect
         for _ in range(50):
             status = client.get("/import/status")
             if "Import failed" in status.text:
                 break
         assert "no import destination is configured" in status.text
-        bad_form = client.post("/import", data={"issuer": "X"})
+        bad_form = client.post("/import", data={"csrf": config.csrf, "issuer": "X"})
         assert bad_form.status_code == 400 and "--issuer needs --patient-id" in bad_form.text
 
 
@@ -103,7 +105,7 @@ def test_unlock_with_a_key_file(tmp_path: Path, pki) -> None:  # noqa: ANN001
     client, config = _client(disc)
     with client:
         client.get(f"/?token={config.token}")
-        missing = client.post("/unlock", data={"key_path": str(tmp_path / "nope.pem")})
+        missing = client.post("/unlock", data={"csrf": config.csrf, "key_path": str(tmp_path / "nope.pem")})
         assert missing.status_code == 400 and "nope.pem" in missing.text
-        page = client.post("/unlock", data={"key_path": str(doctor.combined_path)})
+        page = client.post("/unlock", data={"csrf": config.csrf, "key_path": str(doctor.combined_path)})
         assert page.status_code == 200 and "ID K1" in page.text

@@ -42,7 +42,7 @@
         const s = st.slices[st.idx], inst = st.instances[s.i];
         let q = "";
         if (st.wc !== null) q = `?wc=${st.wc}&ww=${st.ww}`;
-        const r = await fetch(`/render/${encodeURIComponent(uid)}/${s.i}/${s.f}${q}`);
+        const r = await fetch(`render/${encodeURIComponent(uid)}/${s.i}/${s.f}${q}`);
         text("position", `${st.idx + 1} / ${st.slices.length}` +
              (inst.frames > 1 ? ` (frame ${s.f + 1} of ${inst.frames})` : ""));
         text("instance-number", inst.tags.InstanceNumber || "-");
@@ -105,7 +105,7 @@
   document.getElementById("reset").onclick = () => {
     st.zoom = 1; st.x = 0; st.y = 0; st.wc = null; st.ww = null; place(); show();
   };
-  fetch(`/api/series/${encodeURIComponent(uid)}`).then((r) => r.json()).then((data) => {
+  fetch(`api/series/${encodeURIComponent(uid)}`).then((r) => r.json()).then((data) => {
     st.slices = data.slices; st.instances = data.instances;
     slider.max = String(Math.max(0, st.slices.length - 1));
     if (!st.slices.length) { errorBox.textContent = "no images in this series"; errorBox.hidden = false; return; }
