@@ -13,6 +13,7 @@ keeps the previous values in Original Attributes Sequence (PS3.3 C.12.1.1.9, Rea
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
 from io import BytesIO
@@ -102,7 +103,9 @@ def reconcile(ds: Dataset, rec: Reconciliation, *, at: datetime) -> list[str]:
     that sequence is recorded in the same Original Attributes Sequence item as the others.
     """
     old_id, old_issuer = str(ds.get("PatientID", "")), str(ds.get("IssuerOfPatientID", ""))
-    old_others = ds.get("OtherPatientIDsSequence")
+    # the element, copied: the sequence itself is appended to below (PS3.3 C.12.1.1.9 keeps
+    # the previous value, and a media file may already carry one, as CT_small.dcm does)
+    old_others = deepcopy(ds["OtherPatientIDsSequence"]) if "OtherPatientIDsSequence" in ds else None
     changed = apply(ds, rec.coercion(), at=at)
     if "PatientID" not in changed or not old_id:
         return changed
