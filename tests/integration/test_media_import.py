@@ -65,6 +65,17 @@ def test_import_reconciles_and_the_server_holds_it(disc, pki, tmp_path: Path) ->
                     "--media-patient-id", "PAT001", *conn(server.port, pki))
         assert again.returncode == 0, again.stderr
         assert "sent 0, already present 4" in again.stdout
+        assert "the 4 image(s) already present are held under Patient ID MRN-77" in again.stdout
+        # with another Patient ID: the archive keeps its copy, which is said, and exit 1
+        other = run(media, "--password-file", pw, "--patient-id", "MRN-99", "--issuer", "HOSP-B",
+                    "--media-patient-id", "PAT001", *conn(server.port, pki))
+        assert other.returncode == 1, other.stdout + other.stderr
+        held_lines = [line for line in other.stderr.splitlines()
+                      if line.startswith("already held: ")]
+        assert len(held_lines) == 4 and all("under Patient ID MRN-77" in line for line in held_lines)
+        assert {line.split("SOP Instance UID ")[1].split(")")[0] for line in held_lines} == mine
+        assert "MRN-99 was NOT applied" in other.stderr
+        assert {ds.PatientID for ds in held(server.port, pki, study_uid).values()} == {"MRN-77"}
     finally:
         server.stop()
 
