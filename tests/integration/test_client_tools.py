@@ -199,6 +199,32 @@ def test_send_mixed_folder_find_json_and_duplicates(archive, pki, tmp_path: Path
     assert counts(again.stdout) == {"sent": 0, "present": 3, "failed": 0, "not_sent": 0}
 
 
+def test_send_uses_the_data_sets_uids_when_the_meta_disagrees(archive, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """Issue 18: storescu stores such a file; so do we, and the summary says the meta disagreed."""
+    srv, _ = archive
+    ds = make_dataset(patient_id="META1")
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.7"
+    ds.preamble = b"\0" * 128
+    ds.save_as(tmp_path / "odd.dcm", enforce_file_format=False)
+    c = conn(srv.port, pki.client.key, pki.client.cert, pki.ca_cert)
+    sent = cli("send", tmp_path / "odd.dcm", *c)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert counts(sent.stdout) == {"sent": 1, "present": 0, "failed": 0, "not_sent": 0}
+    assert "1 file(s) whose File Meta Information disagreed" in sent.stdout
+    assert "SOP Instance UID 1.2.3.4.5.6.7 in the File Meta" in sent.stdout
+    found = cli("find", "--level", "IMAGE", "-k", "PatientID=META1", "-k", "SOPInstanceUID",
+                "--json", *c)
+    assert [m["00080018"]["Value"][0] for m in json.loads(found.stdout)] == [ds.SOPInstanceUID]
+
+
+def test_send_of_no_dicom_file_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "garbage.dcm").write_bytes(b"\x18\x00" * 300)
+    result = cli("send", tmp_path / "garbage.dcm", "--server", f"{HOST}:{free_port()}", "--no-tls")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "securepacs send: no DICOM Part 10 file to send" in result.stderr
+    assert "garbage.dcm" in result.stderr
+
+
 def test_resume_after_a_partial_send(archive, pki, tmp_path: Path) -> None:  # noqa: ANN001
     srv, _ = archive
     files = write_study(tmp_path / "study", 12, patient_id="RES1")

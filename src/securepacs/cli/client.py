@@ -177,6 +177,11 @@ def _print_summary(s: SendSummary, verbose: bool) -> None:
     typer.echo(f"sent {s.sent}, already present {s.already_present}, failed {len(s.failed)}, "
                f"not sent {s.not_sent} ({s.bytes_sent / _MB:.1f} MB in {s.seconds:.2f} s, "
                f"{rate:.0f} images/s, {s.reconnects} reconnect(s))")
+    if s.meta_disagreed:
+        typer.echo(f"{len(s.meta_disagreed)} file(s) whose File Meta Information disagreed with "
+                   "the data set were sent with the data set's UIDs:")
+        for label, how in s.meta_disagreed:
+            typer.echo(f"  meta disagreed {label}: {how}")
     for item in s.warnings:
         typer.echo(f"  warning {item.label} ({item.sop_instance_uid}): {item.reason}")
     for item in s.failed:
@@ -212,6 +217,11 @@ def send(
         options = SendOptions(parallel=parallel, retries=retries, resume=resume,
                               coercion=Coercion.parse(set_) if set_ else None)
         found = discover(paths)
+        if not found.instances:
+            for label, reason in found.skipped[:5]:
+                typer.echo(f"  skipped {label}: {reason}", err=True)
+            raise ValueError(f"no DICOM Part 10 file to send among {len(found.skipped)} file(s) "
+                             "found")
         with _SendProgress(len(found.instances), found.total_bytes, sys.stderr.isatty()) as bar:
             summary = send_all(found, ep, options=options, finder=ep,
                                on_progress=bar, notice=bar.notice)
