@@ -217,6 +217,33 @@ def test_send_uses_the_data_sets_uids_when_the_meta_disagrees(archive, pki, tmp_
     assert [m["00080018"]["Value"][0] for m in json.loads(found.stdout)] == [ds.SOPInstanceUID]
 
 
+@pytest.mark.parametrize("columns", [100, 160])
+def test_find_never_wraps_a_uid_and_writes_csv(archive, pki, tmp_path: Path, columns: int) -> None:  # noqa: ANN001
+    """Issue 18 item 4: at 100 and 160 columns every UID is whole on its row."""
+    srv, _ = archive
+    files = write_study(tmp_path / "s", 2, patient_id=f"WIDE{columns}")
+    c = conn(srv.port, pki.client.key, pki.client.cert, pki.ca_cert)
+    assert cli("send", tmp_path / "s", *c).returncode == 0
+    ds = dcmread(files[0], stop_before_pixels=True)
+    keys = ["-k", f"PatientID=WIDE{columns}", "-k", "PatientName", "-k", "StudyDescription",
+            "-k", "StudyDate", "-k", "SeriesInstanceUID", "-k", "SOPInstanceUID"]
+    result = subprocess.run([*SECUREPACS, "find", "-L", "IMAGE", *keys, *c], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env={**os.environ, "COLUMNS": str(columns)})
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if ds.StudyInstanceUID in line]
+    assert len(rows) == 2, result.stdout
+    for line in rows:
+        assert ds.SeriesInstanceUID in line
+        assert any(uid_of(p) in line for p in files)
+    as_csv = cli("find", "-L", "IMAGE", *keys, "--csv", *c)
+    assert as_csv.returncode == 0, as_csv.stderr
+    import csv
+
+    table = list(csv.DictReader(as_csv.stdout.splitlines()))
+    assert {r["SOPInstanceUID"] for r in table} == {uid_of(p) for p in files}
+    assert {r["PatientID"] for r in table} == {f"WIDE{columns}"}
+
+
 def test_send_of_no_dicom_file_exits_2(tmp_path: Path) -> None:
     (tmp_path / "garbage.dcm").write_bytes(b"\x18\x00" * 300)
     result = cli("send", tmp_path / "garbage.dcm", "--server", f"{HOST}:{free_port()}", "--no-tls")
