@@ -71,7 +71,8 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[str]],
     return shown, [widths[i] for i in shown]
 
 
-def render(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int) -> tuple[list[str], list[str]]:
+def render(columns: Sequence[Column], rows: Sequence[Sequence[str]],
+           width: int) -> tuple[list[str], list[str]]:
     """The lines of the table (header, rule, rows) and the names of the columns left out."""
     shown, widths = fit(columns, rows, width)
 

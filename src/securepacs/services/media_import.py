@@ -24,10 +24,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
 
 from securepacs.errors import InvalidInstanceError, MediaError
+from securepacs.model.levels import Level
 from securepacs.services.coerce import Coercion, apply
 from securepacs.services.discovery import read_meta
 from securepacs.services.media_view import Catalog, InstanceEntry
-from securepacs.model.levels import Level
 from securepacs.services.scuport import (
     STATUS_NOT_AUTHORIZED,
     ConnectionFailed,
