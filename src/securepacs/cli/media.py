@@ -35,7 +35,7 @@ import typer
 
 from securepacs.cli.media_import import import_media
 from securepacs.cli.options import fail
-from securepacs.errors import PacsError, WrongKeyError
+from securepacs.errors import PacsError, PasswordRefusedError, WrongKeyError
 from securepacs.services import media as service
 from securepacs.settings import load
 
@@ -103,7 +103,7 @@ def _run(action: Any) -> Any:
     """Run a service call; map errors to one line and the exit code."""
     try:
         return action()
-    except WrongKeyError as exc:
+    except (WrongKeyError, PasswordRefusedError) as exc:  # usage: exit 2 (README, exit codes)
         raise fail(str(exc), 2) from None
     except (PacsError, OSError) as exc:
         raise fail(str(exc), 1) from None
@@ -238,6 +238,7 @@ def info(
                 "recipients": [r.kind for r in f.envelope.recipients] if f.envelope else [],
             } for f in summary.files],
         }, indent=2))
+        _not_secure(summary)
         return
     secure = [f for f in summary.files if f.envelope is not None]
     typer.echo(f"Media: {summary.name}")
@@ -260,6 +261,15 @@ def info(
         who = ", ".join(r.kind for r in f.envelope.recipients)
         typer.echo(f"  {f.path}  {f.size:,} bytes  {f.envelope.content_type}  "
                    f"{f.envelope.cipher}  [{who}]")
+    _not_secure(summary)
+
+
+def _not_secure(summary: Any) -> None:
+    """Exit 1 unless every file is a Secure DICOM File (PS3.10 7.4): not secure media."""
+    plain = sum(1 for f in summary.files if f.envelope is None)
+    if plain or not summary.files:
+        raise fail(f"{plain} of {len(summary.files)} file(s) are not Secure DICOM Files: "
+                   "this is not (wholly) secure media", 1)
 
 
 # --------------------------------------------------------------------------- reading
