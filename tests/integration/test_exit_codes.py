@@ -28,6 +28,8 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     root = tmp_path_factory.mktemp("exitcodes")
     (root / "home").mkdir()
     (root / "garbage.dcm").write_bytes(b"\x18\x00" * 300)
+    (root / "junk").mkdir()
+    (root / "junk" / "garbage.dcm").write_bytes(b"\x18\x00" * 300)
     write_study(root / "plain", 1)
     (root / "weak.txt").write_text("abc\n")
     env = _env(root)
@@ -70,6 +72,7 @@ def _cases(p: dict[str, Path | str]) -> list[tuple[list[str], int]]:
         (["media", "info", f"{root}/plain"], 1),
         (["media", "import", f"{root}/plain", "--issuer", "X", *nowhere], 2),
         (["media", "import", f"{root}/plain", *nowhere], 3),
+        (["media", "import", f"{root}/junk", *nowhere], 2),
         (["ca", "--data-dir", str(p["ca"]), "revoke", "nobody"], 2),
         (["ca", "--data-dir", str(p["ca"]), "issue", "client", "--name", "x", "--group", "nogroup",
           "--org", "O", "--out", f"{root}/issued"], 2),

@@ -78,3 +78,20 @@ def test_plain_listener_only_when_asked_and_with_a_warning(tmp_path: Path, pki) 
         assert refused.returncode != 0
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("offset, what", [(0, "DICOM"), (1, "enrolment (enroll_port)")])
+def test_a_port_in_use_is_named(tmp_path: Path, offset: int, what: str) -> None:
+    """Issue 18: not ``[Errno 98] Address already in use`` without the port."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = run_cli("serve", "--data-dir", str(tmp_path / "data"), "--host", HOST,
+                         "--port", str(busy - offset))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot listen for {what} on {HOST} port {busy}: address already in use" in lines[0]

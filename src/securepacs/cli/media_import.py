@@ -109,6 +109,10 @@ def import_media(
         entries = [inst for study in catalog.studies
                    if not media_patient_id or study.patient_id == media_patient_id
                    for s in study.series for inst in s.instances]
+        if not entries:
+            raise fail(f"no readable DICOM image on {media}"
+                       + (f" ({len(catalog.errors)} file(s) could not be read)"
+                          if catalog.errors else ""), EXIT_USAGE)
         for name, pid, old_issuer, birth in people:
             if media_patient_id and pid != media_patient_id:
                 continue
