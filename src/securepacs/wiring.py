@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from securepacs.dimse.server import DicomServer
     from securepacs.index.repository import SqlIndex
     from securepacs.pki import authority
-    from securepacs.services.audit_events import AuditEvents, MediaAudit
+    from securepacs.services.audit_events import AdminAudit, AuditEvents, MediaAudit
     from securepacs.services.authority import CertificateAuthority
     from securepacs.services.ingest import SweepReport
     from securepacs.services.ports import BlobPort
@@ -470,6 +470,21 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
     except (OSError, OverflowError) as exc:
         raise ConfigError(f"viewer_port: cannot listen on {settings.host}:{port}: "
                           f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def admin_audit(settings: Settings) -> AdminAudit:
+    """Audit events of a ``ca`` command, into the data folder's audit trail, as the local user."""
+    import getpass
+
+    from securepacs.services.audit_events import AdminAudit, AuditEvents
+
+    trail = build_audit_trail(settings)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return AdminAudit(AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn()),
+                      user=user)
 
 
 def media_audit(settings: Settings) -> MediaAudit:

@@ -105,7 +105,18 @@ def list_(
         who = ", ".join(row.user_ids)
         patients = f" patient {', '.join(row.patient_ids)}" if row.patient_ids else ""
         typer.echo(f"{row.seq:>6} {row.event_time.isoformat(timespec='seconds')} "
-                   f"{row.kind:<22} {outcome:<8} {who}{patients}")
+                   f"{row.kind:<22} {outcome:<8} {who}{patients}{_what(row)}")
+
+
+def _what(row: Any) -> str:
+    """For alerts: the alert type (CID 403), its subject and the description."""
+    if row.kind not in ("security-alert", "emergency-override"):
+        return ""
+    record = from_json(row.body)
+    types = ", ".join(t.meaning for t in record.event_types)
+    subjects = ", ".join(o.object_id for o in record.objects)
+    detail = f": {record.outcome_description}" if record.outcome_description else ""
+    return f" | {types} [{subjects}]{detail}"
 
 
 @app.command("export")

@@ -70,6 +70,25 @@ def _now():  # noqa: ANN202
     return now()
 
 
+def _audit(alert: str, *, subject: str, detail: str) -> None:
+    """Record the change in the data folder's audit trail (Security Alert, PS3.15 A.5.3.11),
+    with the local user who made it; a trail that cannot be written is a warning."""
+    from securepacs.services.audit_events import Alert
+    from securepacs.wiring import admin_audit
+
+    try:
+        audit = admin_audit(load(_state.config, overrides={"data_dir": _state.data_dir}))
+    except PacsError as exc:
+        typer.echo(f"warning: this change could not be audited: {exc}", err=True)
+        return
+    with audit:
+        audit.changed(Alert(alert), subject=subject, detail=detail)
+
+
+def _cert_subject(record) -> str:  # noqa: ANN001 - pki CertificateRecord
+    return f"CN={record.name} serial {record.serial:x}"
+
+
 def _run(action):  # noqa: ANN001, ANN202
     try:
         return action()
@@ -91,6 +110,8 @@ def init(
     record = _run(lambda: ca.init(at=_now(), rsa=rsa, name=name, organization=org))
     typer.echo(f"CA created in {ca.pki_dir}")
     typer.echo(f"  fingerprint (SHA-256): {record.fingerprint}")
+    _audit("ca-created", subject=_cert_subject(record),
+           detail=f"root CA created, fingerprint {record.fingerprint}")
 
 
 @group_app.command("create")
@@ -102,7 +123,9 @@ def group_create(
     """Create a group (or change its permissions)."""
     permissions = _run(lambda: Permission.parse_list(allow))
     _run(lambda: _ca().create_group(group, permissions))
-    typer.echo(f"group {group}: {', '.join(sorted(p.value for p in permissions)) or 'nothing'}")
+    allowed = ', '.join(sorted(p.value for p in permissions)) or 'nothing'
+    typer.echo(f"group {group}: {allowed}")
+    _audit("group-changed", subject=f"group {group}", detail=f"group {group} allows {allowed}")
 
 
 @group_app.command("list")
@@ -122,6 +145,8 @@ def issue_server(
     """Issue a server certificate (serverAuth + clientAuth, for C-MOVE)."""
     issued = _run(lambda: _ca().issue_server(name, sans=san, out=out, at=_now(), days=days))
     _print_issued(issued)
+    _audit("certificate-issued", subject=_cert_subject(issued.record),
+           detail=f"server certificate issued, fingerprint {issued.record.fingerprint}")
 
 
 @issue_app.command("client")
@@ -137,6 +162,9 @@ def issue_client(
     issued = _run(lambda: _ca().issue_client(name, organization=org, group=group, ae_titles=ae,
                                               out=out, at=_now(), days=days))
     _print_issued(issued)
+    _audit("certificate-issued", subject=_cert_subject(issued.record),
+           detail=f"client certificate issued for {org}/{group}, AE titles "
+                  f"{','.join(ae) or 'any'}, fingerprint {issued.record.fingerprint}")
 
 
 def _print_issued(issued) -> None:  # noqa: ANN001
@@ -197,6 +225,8 @@ def revoke(
     code = _run(lambda: parse_reason(reason))
     record = _run(lambda: _ca().revoke(name_or_serial, reason=code, at=_now()))
     typer.echo(f"revoked {record.name} (serial {record.serial:x}, reason {code})")
+    _audit("certificate-revoked", subject=_cert_subject(record),
+           detail=f"certificate revoked, reason {code}")
 
 
 @app.command("renew")
@@ -210,6 +240,9 @@ def renew(
     issued = _run(lambda: _ca().renew(name_or_serial, at=_now(), new_key=not same_key, out=out,
                                       days=days))
     _print_issued(issued)
+    _audit("certificate-renewed", subject=_cert_subject(issued.record),
+           detail=f"certificate renewed ({'same' if same_key else 'new'} key), fingerprint "
+                  f"{issued.record.fingerprint}")
 
 
 @app.command("crl")
@@ -262,5 +295,8 @@ def invite(
     token = _run(lambda: _ca().invite(organization=org, group=group, ae_titles=ae,
                                       valid_for=lifetime, at=_now()))
     typer.echo(token)
+    _audit("enrolment-invited", subject=f"invitation {org}/{group}",
+           detail=f"one-time enrolment token for {org}/{group}, AE titles "
+                  f"{','.join(ae) or 'any'}, valid {expires}")
     typer.echo(f"(single use, expires in {expires}; the client runs: securepacs enroll "
                f"--server HOST:PORT --token <token>)", err=True)

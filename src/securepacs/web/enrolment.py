@@ -77,6 +77,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         log.warning("enrolled %s from %s: organisation %s, group %s, serial %x",
                     cert.subject.rfc4514_string(), where, token.organization, token.group, cert.serial_number)
+        self.server.audit.enrolled(
+            subject=f"{cert.subject.rfc4514_string()} serial {cert.serial_number:x}",
+            address=self.client_address[0],
+            detail=f"client enrolled with a one-time token: {token.organization}/{token.group}")
         self._reply(200, {
             "certificate": certificate_pem(cert), "ca": certificate_pem(ca_cert),
             "organization": token.organization, "group": token.group,
