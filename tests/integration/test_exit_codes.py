@@ -103,3 +103,15 @@ def test_every_failure_case_exits_as_the_readme_says(place) -> None:  # noqa: AN
         for command in commands:
             assert command in table[str(code)] or "every command" in table[str(code)], \
                 (code, command, table[str(code)])
+
+
+def test_check_creates_nothing(place) -> None:  # noqa: ANN001
+    """Issue 18 item 11: ``check`` on a client machine leaves no empty index.sqlite behind."""
+    data = place["root"] / "client-data"  # type: ignore[operator]
+    data.mkdir()
+    result = subprocess.run([*SECUREPACS, "check", "--data-dir", str(data)], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env=_env(place["root"]))  # type: ignore[arg-type]
+    assert result.returncode == 1
+    assert list(data.iterdir()) == []
+    assert "FAIL  database: no index database at" in result.stderr
+    assert "database: reachable" not in result.stdout
