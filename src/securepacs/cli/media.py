@@ -382,7 +382,7 @@ def recover(
     """Emergency access with the escrow key when the password is lost; the access is audited.
 
     Every attempt is recorded, before any plaintext is written, in the recovery log
-    ``<data folder>/audit-interim.jsonl`` (who, when, which media, which escrow certificate,
+    `<data folder>/audit-interim.jsonl` (who, when, which media, which escrow certificate,
     fsynced) and as an Emergency Override event in the audit trail of the data folder (the
     index database's hash-chained table, and the syslog collector when configured).
     """

@@ -65,3 +65,33 @@ def test_deferred_module_loads_on_first_attribute(monkeypatch: pytest.MonkeyPatc
     assert again is sys.modules["colorsys"]
     main.defer_import("securepacs_no_such_module")
     assert "securepacs_no_such_module" not in sys.modules
+
+
+def _every_command(group: object, path: list[str]) -> list[list[str]]:
+    found = [path]
+    commands = getattr(group, "commands", None)
+    if isinstance(commands, dict):
+        for name, sub in commands.items():
+            found += _every_command(sub, [*path, name])
+    return found
+
+
+def test_help_speaks_words_not_python_types_nor_markup() -> None:
+    """Issue 18: no ``<list[Path]>``/``<bool>``, no "server ." from eaten [..], no ``rst``."""
+    import re
+
+    import typer
+
+    command = typer.main.get_command(main.app)
+    runner = CliRunner()
+    paths = _every_command(command, [])
+    assert len(paths) > 30
+    for path in paths:
+        result = runner.invoke(main.app, [*path, "--help"], env={"COLUMNS": "100"})
+        assert result.exit_code == 0, (path, result.output)
+        text = result.output
+        for bad in ("<list[", "<bool>", "<str>", "<int", "<path>", "``", ":class:", ":func:"):
+            assert bad not in text, (path, bad, text)
+        assert not re.search(r"\w \.(\s|$)", text), (path, text)
+    send = " ".join(runner.invoke(main.app, ["send", "--help"], env={"COLUMNS": "100"}).output.split())
+    assert "[profile, else 127.0.0.1:2762]" in send and "--server TEXT" in send
