@@ -365,3 +365,22 @@ def test_ca_changes_are_in_the_audit_trail_with_who(tmp_path: Path) -> None:
         assert what in line and getpass.getuser() in line, (what, line)
     assert "[CN=ws9 serial" in lines[5] and "Node Authentication" in lines[5]
     assert "Security Roles Changed [group rad]" in lines[1]
+
+
+def test_ca_list_shows_whole_fingerprints(tmp_path: Path) -> None:
+    """Issue 18: error messages ask to compare a SHA-256 fingerprint with ``ca list``."""
+    import os
+
+    data = tmp_path / "data"
+    ca(data, "init")
+    ca(data, "issue", "server", "--name", "pacs8", "--out", str(tmp_path / "s"))
+    records = json.loads(ca(data, "list", "--json").stdout)
+    for columns in ("100", "200"):
+        shown = subprocess.run([*SECUREPACS, "ca", "--data-dir", str(data), "list"],
+                               capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "COLUMNS": columns})
+        assert shown.returncode == 0, shown.stderr
+        for record in records:
+            assert len(record["fingerprint"]) == 95
+            row = [line for line in shown.stdout.splitlines() if record["fingerprint"] in line]
+            assert len(row) == 1 and row[0].startswith(record["name"]), shown.stdout

@@ -195,21 +195,29 @@ def list_(
             "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
             "revocation_reason": r.revocation_reason} for r in records], indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    import shutil
 
-    table = Table(title=f"{len(records)} certificate(s)")
-    for column in ("name", "kind", "org / group", "AE titles", "status", "expires", "serial",
-                   "fingerprint (SHA-256)"):
-        table.add_column(column)
+    from securepacs.cli.table import Column, render
+
+    columns = [Column("name", uid=True), Column("kind", priority=1),
+               Column("org / group", priority=1), Column("AE titles"), Column("status", priority=2),
+               Column("expires", priority=1), Column("serial"),
+               Column("fingerprint (SHA-256)", uid=True)]
+    rows = []
     for r in records:
         left = r.not_after - at
         expires = f"{r.not_after.date()}" + (" (soon)" if left <= timedelta(days=30) else "")
         status = r.status if not r.is_revoked else f"revoked ({r.revocation_reason})"
-        table.add_row(r.name, r.kind, "/".join(p for p in (r.organization, r.group) if p) or "-",
-                      ",".join(r.ae_titles) or "any", status, expires, f"{r.serial:x}"[:16],
-                      r.fingerprint[:23] + "...")
-    Console(width=200).print(table)
+        rows.append([r.name, r.kind, "/".join(p for p in (r.organization, r.group) if p) or "-",
+                     ",".join(r.ae_titles) or "any", status, expires, f"{r.serial:x}",
+                     r.fingerprint])
+    # name and fingerprint never cut: compare it with what an error message shows
+    lines, left_out = render(columns, rows, shutil.get_terminal_size((240, 24)).columns)
+    typer.echo(f"{len(records)} certificate(s)")
+    for line in lines:
+        typer.echo(line)
+    if left_out:
+        typer.echo(f"(left out to fit: {', '.join(left_out)}; --json has everything)", err=True)
 
 
 @app.command("revoke")
