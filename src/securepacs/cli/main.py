@@ -163,6 +163,9 @@ def defer_import(name: str) -> None:
 
 def main() -> None:
     defer_import("requests")  # pydicom.data.download: `import requests` for test data only
+    # cli.media names its service module at import time; `--help` must not pay for pydicom,
+    # numpy and the CMS code it pulls in (0.4 s) when no media command runs
+    defer_import("securepacs.services.media")
     command = sys.argv[1] if len(sys.argv) > 1 else None
     cli = build(only=command if command in COMMANDS else None)
     try:

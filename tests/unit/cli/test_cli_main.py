@@ -95,3 +95,27 @@ def test_help_speaks_words_not_python_types_nor_markup() -> None:
         assert not re.search(r"\w \.(\s|$)", text), (path, text)
     send = " ".join(runner.invoke(main.app, ["send", "--help"], env={"COLUMNS": "100"}).output.split())
     assert "[profile, else 127.0.0.1:2762]" in send and "--server TEXT" in send
+
+
+def test_help_imports_no_heavy_module() -> None:
+    """Issue 18 item 13: ``securepacs --help`` lists the commands without pydicom, numpy,
+    cryptography, pynetdicom or SQLAlchemy (its start-up was 0.85 s, mostly cli.media's
+    service module; the time itself is measured in the bench, not here)."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['securepacs', '--help']\n"
+        "from securepacs.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "heavy = ['pydicom', 'numpy', 'cryptography', 'pynetdicom', 'sqlalchemy', 'rich',\n"
+        "         'asn1crypto', 'starlette', 'securepacs.media', 'securepacs.services.media']\n"
+        "loaded = [m for m in heavy if m in sys.modules\n"
+        "          and type(sys.modules[m]).__name__ != '_Deferred']\n"
+        "print(loaded, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    assert "media" in done.stdout and "audit" in done.stdout
