@@ -176,3 +176,38 @@ def test_media_key_opens_certificate_media(pki, tmp_path: Path) -> None:  # noqa
     assert len(got) == 2
     for ds in got.values():
         check_reconciled(ds, new_id="K1-NEW", issuer="HOSP-B", old_id="K1", old_issuer="")
+
+
+def test_ct_small_with_other_patient_ids_imports(pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """Issue 18 item 2: pydicom's CT_small.dcm already carries Other Patient IDs Sequence."""
+    import shutil
+    from datetime import UTC, datetime
+
+    from pydicom.data import get_testdata_file
+
+    from mediafixtures import FAST_ITERATIONS
+    from securepacs.services.media import create_media
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), src / "CT_small.dcm")
+    original = dcmread(src / "CT_small.dcm")
+    iso = tmp_path / "disc.iso"
+    create_media(folders=[src], iso=iso, password=PASSWORD, at=datetime.now(UTC),
+                 iterations=FAST_ITERATIONS)
+    pw = tmp_path / "pw.txt"
+    pw.write_text(PASSWORD + "\n")
+    server = make_server(tmp_path, pki).start()
+    try:
+        result = run(iso, "--password-file", pw, "--media-patient-id", "1CT1", "--patient-id",
+                     "NEWID1", "--issuer", "HOSP", *conn(server.port, pki))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert "sent 1, already present 0, failed 0" in result.stdout
+        got = held(server.port, pki, str(original.StudyInstanceUID))
+    finally:
+        server.stop()
+    (ds,) = got.values()
+    assert (ds.PatientID, ds.IssuerOfPatientID) == ("NEWID1", "HOSP")
+    others = [str(i.PatientID) for i in ds.OtherPatientIDsSequence]
+    assert others == [*(str(i.PatientID) for i in original.OtherPatientIDsSequence), "1CT1"]
