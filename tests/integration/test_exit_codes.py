@@ -77,6 +77,8 @@ def _cases(p: dict[str, Path | str]) -> list[tuple[list[str], int]]:
         (["ca", "--data-dir", str(p["ca"]), "issue", "client", "--name", "x", "--group", "nogroup",
           "--org", "O", "--out", f"{root}/issued"], 2),
         (["check", "--data-dir", f"{root}/no-such-data"], 1),
+        (["audit", "--data-dir", f"{root}/no-such-data", "list"], 2),
+        (["serve", "--config", f"{root}/no-such.toml"], 2),
         (["no-such-command"], 2),
     ]
 
@@ -115,3 +117,8 @@ def test_check_creates_nothing(place) -> None:  # noqa: ANN001
     assert list(data.iterdir()) == []
     assert "FAIL  database: no index database at" in result.stderr
     assert "database: reachable" not in result.stdout
+    audit = subprocess.run([*SECUREPACS, "audit", "--data-dir", str(data), "verify"],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT,
+                           env=_env(place["root"]))  # type: ignore[arg-type]
+    assert audit.returncode == 2 and "no audit trail in" in audit.stderr, audit.stderr
+    assert list(data.iterdir()) == []

@@ -52,6 +52,11 @@ def _log():  # noqa: ANN202 - securepacs.index.audit.SqlAuditLog
 
     try:
         settings = load(_state.config, overrides={"data_dir": _state.data_dir})
+        index = settings.data_dir / "index.sqlite"
+        if settings.database_url is None and not index.exists():  # reading creates nothing
+            raise fail(f"no audit trail in {settings.data_dir} (no index database {index}): "
+                       "give the data folder of a server or of the `ca`/`media` commands "
+                       "with --data-dir")
         return audit_log(settings)
     except PacsError as exc:
         raise fail(str(exc)) from None
