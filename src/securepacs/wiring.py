@@ -6,12 +6,11 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from securepacs.errors import ConfigError, PacsError
 from securepacs.settings import Settings
@@ -32,6 +31,8 @@ if TYPE_CHECKING:
     from securepacs.web.enrolment import EnrolmentServer
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def now() -> datetime:
@@ -195,33 +196,31 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
     tls_files = TlsFiles(settings)
     dicom_ports = f"{settings.port}" + (f" (plain {settings.plain_port})"
                                         if settings.plain_port is not None else "")
-    with _listening("DICOM", settings.host, dicom_ports):
-        server = make_server(
-            ae_title=settings.ae_title,
-            handlers=handlers,
-            host=settings.host,
-            port=settings.port,
-            tls_context=tls_files.context(),
-            plain_port=settings.plain_port,
-            max_pdu=settings.max_pdu,
-            network_timeout=settings.network_timeout,
-            acse_timeout=settings.acse_timeout,
-            dimse_timeout=settings.dimse_timeout,
-            handshake_timeout=settings.handshake_timeout,
-            gatekeeper=trust,
-            audit=audit,
-            inherited=inherited,
-        )
+    server = _listening("DICOM", settings.host, dicom_ports)(make_server)(
+        ae_title=settings.ae_title,
+        handlers=handlers,
+        host=settings.host,
+        port=settings.port,
+        tls_context=tls_files.context(),
+        plain_port=settings.plain_port,
+        max_pdu=settings.max_pdu,
+        network_timeout=settings.network_timeout,
+        acse_timeout=settings.acse_timeout,
+        dimse_timeout=settings.dimse_timeout,
+        handshake_timeout=settings.handshake_timeout,
+        gatekeeper=trust,
+        audit=audit,
+        inherited=inherited,
+    )
     tls_files.server = server
     enrolment = None
     if (ca is not None and ca.exists and settings.trust_from_index and settings.enroll_port != 0
             and not worker):
-        enroll_port = settings.enroll_port or settings.port + 1
-        with _listening("enrolment (enroll_port)", settings.host, str(enroll_port)):
-            enrolment = EnrolmentServer(
-                (settings.host, enroll_port), ca,
-                tls_files.context(require_client_cert=False), ae_title=settings.ae_title,
-                clock=now, handshake_timeout=settings.handshake_timeout, audit=audit)
+        enrolment = _listening("enrolment (enroll_port)", settings.host,
+                               str(settings.enroll_port or settings.port + 1))(EnrolmentServer)(
+            (settings.host, settings.enroll_port or settings.port + 1), ca,
+            tls_files.context(require_client_cert=False), ae_title=settings.ae_title, clock=now,
+            handshake_timeout=settings.handshake_timeout, audit=audit)
         tls_files.enrolment = enrolment
 
     def on_change(revoked: set[int]) -> None:
@@ -233,10 +232,8 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
     viewer = None
     if settings.viewer_port != 0 and not worker:
         try:
-            with _listening("the archive viewer (viewer_port)", settings.host,
-                            str(settings.viewer_port or settings.port + 2)):
-                viewer = tls_files.viewer = archive_viewer(settings, index, blobs,
-                                                           tls_files.context(), trust, audit)
+            viewer = tls_files.viewer = archive_viewer(settings, index, blobs,
+                                                       tls_files.context(), trust, audit)
         except ConfigError as exc:
             if settings.viewer_port is not None:  # asked for: a real error
                 raise
@@ -245,23 +242,27 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
                    enrolment, viewer, audit)
 
 
-@contextmanager
-def _listening(what: str, host: str, ports: str) -> Iterator[None]:
-    """Name the listener and its port when it cannot bind (e.g. ``[Errno 98]``)."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            reason = ("address already in use (another securepacs serve or another program "
-                      "listens there: stop it, or choose another port)")
-        elif exc.errno == errno.EACCES:
-            reason = "permission denied (ports below 1024 need privileges)"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            reason = "no such address on this machine (check --host)"
-        else:
-            reason = exc.strerror or str(exc)
-        raise ConfigError(f"cannot listen for {what} on {host or '0.0.0.0'} port {ports}: "
-                          f"{reason}") from None
+def _listening(what: str, host: str, ports: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Wrap a listener's constructor so that a failed bind names the listener and its port
+    (not a bare ``[Errno 98] Address already in use``): :class:`ConfigError`."""
+    def wrap(build: Callable[P, T]) -> Callable[P, T]:
+        def bound(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return build(*args, **kwargs)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    reason = ("address already in use (another securepacs serve or another "
+                              "program listens there: stop it, or choose another port)")
+                elif exc.errno == errno.EACCES:
+                    reason = "permission denied (ports below 1024 need privileges)"
+                elif exc.errno == errno.EADDRNOTAVAIL:
+                    reason = "no such address on this machine (check --host)"
+                else:
+                    reason = exc.strerror or str(exc)
+                raise ConfigError(f"cannot listen for {what} on {host or '0.0.0.0'} port "
+                                  f"{ports}: {reason}") from None
+        return bound
+    return wrap
 
 
 __all__ = ["Archive", "build_archive", "certificate_authority", "local_hostnames", "now", "Path"]
