@@ -127,6 +127,12 @@ def _send(sec: Entry) -> list[str]:
                    f"| {_fmt(tr, 1)} ({_fmt(tr_mb)}) "
                    f"| {_fmt(dc, 1)} ({_fmt(_med(snd, 'mb_per_s', client='storescu', size=size))}) "
                    f"| {_ratio(ours, dc)} | {_ratio(tr, dc)} |")
+    starts = [r for r in snd if r.get("kind") == "startup"]
+    if starts:
+        out += ["", "Start-up (whole command, median wall seconds; target < 0.3 s):", "",
+                "| command | seconds |", "|---|---|"]
+        for name in ("securepacs --help", "securepacs echo", "echoscu"):
+            out.append(f"| `{name}` | {_fmt(_med(starts, 'seconds', client=name), 3)} |")
     return out
 
 

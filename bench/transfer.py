@@ -72,6 +72,38 @@ def ingest(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
                         log(f"ingest r{rnd} {size:5s} {'tls  ' if tls else 'plain'} x{parallel} "
                             f"{name:12s} {r['images_per_s']:7.1f} img/s {r['mb_per_s']:7.1f} MB/s")
                         results.append(r)
+        results += startup(work, pki, rnd, log)
+    return results
+
+
+def startup(work: Path, pki: Pki, rnd: int, log: Log) -> list[dict[str, Any]]:
+    """Start-up of a command (issue 18): ``securepacs --help``, ``securepacs echo`` and DCMTK
+    ``echoscu`` against storescp over TLS, whole command, wall seconds (target < 0.3 s)."""
+    from bench.common import dcmtk_env
+
+    tls = ["--server", f"{HOST}:{{port}}", "--aec", "SECUREPACS", "--cert", str(pki.client_cert),
+           "--key", str(pki.client_key), "--ca", str(pki.ca)]
+    commands = {
+        "securepacs --help": [sys.executable, "-m", "securepacs.cli", "--help"],
+        "securepacs echo": [sys.executable, "-m", "securepacs.cli", "echo", *tls],
+        "echoscu": ["echoscu", "-aec", "SECUREPACS", "+tls", str(pki.client_key),
+                    str(pki.client_cert), "+cf", str(pki.ca), HOST, "{port}"],
+    }
+    results = []
+    scp = Storescp(work / "startup-scp", pki, tls=True).start()
+    try:
+        for name, argv in commands.items():
+            args = [a.replace("{port}", str(scp.port)) for a in argv]
+            start = time.perf_counter()
+            done = subprocess.run(args, capture_output=True, timeout=60,
+                                  env=dcmtk_env() if name == "echoscu" else None)
+            seconds = time.perf_counter() - start
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} failed: {done.stderr[-400:]!r}")
+            results.append({"kind": "startup", "client": name, "round": rnd, "seconds": seconds})
+            log(f"start  r{rnd} {name:18s} {seconds:6.3f} s")
+    finally:
+        scp.stop()
     return results
 
 

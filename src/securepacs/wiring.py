@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -9,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from securepacs.errors import ConfigError, PacsError
 from securepacs.settings import Settings
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from securepacs.dimse.server import DicomServer
     from securepacs.index.repository import SqlIndex
     from securepacs.pki import authority
-    from securepacs.services.audit_events import AuditEvents, MediaAudit
+    from securepacs.services.audit_events import AdminAudit, AuditEvents, MediaAudit
     from securepacs.services.authority import CertificateAuthority
     from securepacs.services.ingest import SweepReport
     from securepacs.services.ports import BlobPort
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from securepacs.web.enrolment import EnrolmentServer
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def now() -> datetime:
@@ -206,7 +209,9 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
         max_pdu=settings.max_pdu,
     )
     tls_files = TlsFiles(settings)
-    server = make_server(
+    dicom_ports = f"{settings.port}" + (f" (plain {settings.plain_port})"
+                                        if settings.plain_port is not None else "")
+    server = _listening("DICOM", settings.host, dicom_ports)(make_server)(
         ae_title=settings.ae_title,
         handlers=handlers,
         host=settings.host,
@@ -226,7 +231,8 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
     enrolment = None
     if (ca is not None and ca.exists and settings.trust_from_index and settings.enroll_port != 0
             and not worker):
-        enrolment = EnrolmentServer(
+        enrolment = _listening("enrolment (enroll_port)", settings.host,
+                               str(settings.enroll_port or settings.port + 1))(EnrolmentServer)(
             (settings.host, settings.enroll_port or settings.port + 1), ca,
             tls_files.context(require_client_cert=False), ae_title=settings.ae_title, clock=now,
             handshake_timeout=settings.handshake_timeout, audit=audit)
@@ -249,6 +255,29 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
             log.warning("no archive viewer (set viewer_port, 0 to disable): %s", exc)
     return Archive(settings, index, blobs, server, boot, sweep, trust, monitor, tls_files,
                    enrolment, viewer, audit)
+
+
+def _listening(what: str, host: str, ports: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Wrap a listener's constructor so that a failed bind names the listener and its port
+    (not a bare ``[Errno 98] Address already in use``): :class:`ConfigError`."""
+    def wrap(build: Callable[P, T]) -> Callable[P, T]:
+        def bound(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return build(*args, **kwargs)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    reason = ("address already in use (another securepacs serve or another "
+                              "program listens there: stop it, or choose another port)")
+                elif exc.errno == errno.EACCES:
+                    reason = "permission denied (ports below 1024 need privileges)"
+                elif exc.errno == errno.EADDRNOTAVAIL:
+                    reason = "no such address on this machine (check --host)"
+                else:
+                    reason = exc.strerror or str(exc)
+                raise ConfigError(f"cannot listen for {what} on {host or '0.0.0.0'} port "
+                                  f"{ports}: {reason}") from None
+        return bound
+    return wrap
 
 
 __all__ = ["Archive", "build_archive", "certificate_authority", "local_hostnames", "now", "Path"]
@@ -488,6 +517,21 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
     except (OSError, OverflowError) as exc:
         raise ConfigError(f"viewer_port: cannot listen on {settings.host}:{port}: "
                           f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def admin_audit(settings: Settings) -> AdminAudit:
+    """Audit events of a ``ca`` command, into the data folder's audit trail, as the local user."""
+    import getpass
+
+    from securepacs.services.audit_events import AdminAudit, AuditEvents
+
+    trail = build_audit_trail(settings)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return AdminAudit(AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn()),
+                      user=user)
 
 
 def media_audit(settings: Settings) -> MediaAudit:

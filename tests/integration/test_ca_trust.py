@@ -182,6 +182,18 @@ def test_enrolment_end_to_end_reuse_and_expiry(tmp_path: Path, folder: Path) -> 
                                           tmp_path / "client" / "ca.pem"),
                      "-aet", "US01", "-aec", "SECUREPACS", HOST, str(srv.port), timeout=30)
         assert echo.returncode == 0, echo.stderr
+        # the enrolment is in the audit trail, with the enrolling identity (issue 18)
+        enrolled: list[dict] = []
+        deadline = time.monotonic() + 10
+        while not enrolled and time.monotonic() < deadline:
+            listed = subprocess.run([*SECUREPACS, "audit", "--data-dir", str(folder), "list",
+                                     "--type", "security-alert", "--json"],
+                                    capture_output=True, text=True, timeout=60)
+            enrolled = [r for r in map(json.loads, listed.stdout.splitlines())
+                        if "client-enrolled" in json.dumps(r)]
+            time.sleep(0.2 if not enrolled else 0)
+        assert enrolled, listed.stdout
+        assert "CN=us01" in json.dumps(enrolled[-1]) and HOST in json.dumps(enrolled[-1])
 
         again = subprocess.run([*enrol[:-4], "--profile", str(tmp_path / "other.toml"),
                                 "--enroll-port", str(_enroll_port(srv))],
@@ -325,3 +337,50 @@ def test_unknown_group_and_bad_permission_are_clear(tmp_path: Path, folder: Path
 
 
 __all__ = ["Dataset"]
+
+
+def test_ca_changes_are_in_the_audit_trail_with_who(tmp_path: Path) -> None:
+    """Issue 18: ca init/issue/revoke/renew/invite and group changes in ``audit list``."""
+    import getpass
+
+    data = tmp_path / "data"
+    ca(data, "init")
+    ca(data, "group", "create", "rad", "--allow", "echo,find")
+    ca(data, "issue", "client", "--name", "ws9", "--org", "Clinic", "--group", "rad",
+       "--out", str(tmp_path / "c"))
+    ca(data, "issue", "server", "--name", "pacs9", "--out", str(tmp_path / "s"))
+    ca(data, "renew", "pacs9")
+    ca(data, "revoke", "ws9", "--reason", "key_compromise")
+    ca(data, "invite", "--org", "Clinic", "--group", "rad")
+    listed = subprocess.run([*SECUREPACS, "audit", "--data-dir", str(data), "list"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    lines = [line for line in listed.stdout.splitlines() if "security-alert" in line]
+    expected = ["root CA created", "group rad allows echo, find",
+                "client certificate issued for Clinic/rad", "server certificate issued",
+                "certificate renewed", "certificate revoked, reason key_compromise",
+                "one-time enrolment token for Clinic/rad"]
+    assert len(lines) == len(expected), listed.stdout
+    for line, what in zip(lines, expected, strict=True):
+        assert what in line and getpass.getuser() in line, (what, line)
+    assert "[CN=ws9 serial" in lines[5] and "Node Authentication" in lines[5]
+    assert "Security Roles Changed [group rad]" in lines[1]
+
+
+def test_ca_list_shows_whole_fingerprints(tmp_path: Path) -> None:
+    """Issue 18: error messages ask to compare a SHA-256 fingerprint with ``ca list``."""
+    import os
+
+    data = tmp_path / "data"
+    ca(data, "init")
+    ca(data, "issue", "server", "--name", "pacs8", "--out", str(tmp_path / "s"))
+    records = json.loads(ca(data, "list", "--json").stdout)
+    for columns in ("100", "200"):
+        shown = subprocess.run([*SECUREPACS, "ca", "--data-dir", str(data), "list"],
+                               capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "COLUMNS": columns})
+        assert shown.returncode == 0, shown.stderr
+        for record in records:
+            assert len(record["fingerprint"]) == 95
+            row = [line for line in shown.stdout.splitlines() if record["fingerprint"] in line]
+            assert len(row) == 1 and row[0].startswith(record["name"]), shown.stdout

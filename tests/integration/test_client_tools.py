@@ -199,6 +199,59 @@ def test_send_mixed_folder_find_json_and_duplicates(archive, pki, tmp_path: Path
     assert counts(again.stdout) == {"sent": 0, "present": 3, "failed": 0, "not_sent": 0}
 
 
+def test_send_uses_the_data_sets_uids_when_the_meta_disagrees(archive, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """Issue 18: storescu stores such a file; so do we, and the summary says the meta disagreed."""
+    srv, _ = archive
+    ds = make_dataset(patient_id="META1")
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.7"
+    ds.preamble = b"\0" * 128
+    ds.save_as(tmp_path / "odd.dcm", enforce_file_format=False)
+    c = conn(srv.port, pki.client.key, pki.client.cert, pki.ca_cert)
+    sent = cli("send", tmp_path / "odd.dcm", *c)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert counts(sent.stdout) == {"sent": 1, "present": 0, "failed": 0, "not_sent": 0}
+    assert "1 file(s) whose File Meta Information disagreed" in sent.stdout
+    assert "SOP Instance UID 1.2.3.4.5.6.7 in the File Meta" in sent.stdout
+    found = cli("find", "--level", "IMAGE", "-k", "PatientID=META1", "-k", "SOPInstanceUID",
+                "--json", *c)
+    assert [m["00080018"]["Value"][0] for m in json.loads(found.stdout)] == [ds.SOPInstanceUID]
+
+
+@pytest.mark.parametrize("columns", [100, 160])
+def test_find_never_wraps_a_uid_and_writes_csv(archive, pki, tmp_path: Path, columns: int) -> None:  # noqa: ANN001
+    """Issue 18 item 4: at 100 and 160 columns every UID is whole on its row."""
+    srv, _ = archive
+    files = write_study(tmp_path / "s", 2, patient_id=f"WIDE{columns}")
+    c = conn(srv.port, pki.client.key, pki.client.cert, pki.ca_cert)
+    assert cli("send", tmp_path / "s", *c).returncode == 0
+    ds = dcmread(files[0], stop_before_pixels=True)
+    keys = ["-k", f"PatientID=WIDE{columns}", "-k", "PatientName", "-k", "StudyDescription",
+            "-k", "StudyDate", "-k", "SeriesInstanceUID", "-k", "SOPInstanceUID"]
+    result = subprocess.run([*SECUREPACS, "find", "-L", "IMAGE", *keys, *c], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env={**os.environ, "COLUMNS": str(columns)})
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if ds.StudyInstanceUID in line]
+    assert len(rows) == 2, result.stdout
+    for line in rows:
+        assert ds.SeriesInstanceUID in line
+        assert any(uid_of(p) in line for p in files)
+    as_csv = cli("find", "-L", "IMAGE", *keys, "--csv", *c)
+    assert as_csv.returncode == 0, as_csv.stderr
+    import csv
+
+    table = list(csv.DictReader(as_csv.stdout.splitlines()))
+    assert {r["SOPInstanceUID"] for r in table} == {uid_of(p) for p in files}
+    assert {r["PatientID"] for r in table} == {f"WIDE{columns}"}
+
+
+def test_send_of_no_dicom_file_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "garbage.dcm").write_bytes(b"\x18\x00" * 300)
+    result = cli("send", tmp_path / "garbage.dcm", "--server", f"{HOST}:{free_port()}", "--no-tls")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "securepacs send: no DICOM Part 10 file to send" in result.stderr
+    assert "garbage.dcm" in result.stderr
+
+
 def test_resume_after_a_partial_send(archive, pki, tmp_path: Path) -> None:  # noqa: ANN001
     srv, _ = archive
     files = write_study(tmp_path / "study", 12, patient_id="RES1")

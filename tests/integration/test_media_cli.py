@@ -339,7 +339,7 @@ def test_refused_passwords_say_why_and_write_nothing(src, tmp_path: Path, passwo
     pw = tmp_path / "pw.txt"
     pw.write_text(password + "\n", encoding="utf-8")
     result = media("create", src[0], "--out", tmp_path / "out", "--password-file", pw)
-    assert result.exit_code == 1 and reason in result.stderr
+    assert result.exit_code == 2 and reason in result.stderr  # usage (README, exit codes)
     assert len(result.stderr.splitlines()) == 1 and password not in result.stderr
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 

@@ -65,6 +65,17 @@ def test_import_reconciles_and_the_server_holds_it(disc, pki, tmp_path: Path) ->
                     "--media-patient-id", "PAT001", *conn(server.port, pki))
         assert again.returncode == 0, again.stderr
         assert "sent 0, already present 4" in again.stdout
+        assert "the 4 image(s) already present are held under Patient ID MRN-77" in again.stdout
+        # with another Patient ID: the archive keeps its copy, which is said, and exit 1
+        other = run(media, "--password-file", pw, "--patient-id", "MRN-99", "--issuer", "HOSP-B",
+                    "--media-patient-id", "PAT001", *conn(server.port, pki))
+        assert other.returncode == 1, other.stdout + other.stderr
+        held_lines = [line for line in other.stderr.splitlines()
+                      if line.startswith("already held: ")]
+        assert len(held_lines) == 4 and all("under Patient ID MRN-77" in line for line in held_lines)
+        assert {line.split("SOP Instance UID ")[1].split(")")[0] for line in held_lines} == mine
+        assert "MRN-99 was NOT applied" in other.stderr
+        assert {ds.PatientID for ds in held(server.port, pki, study_uid).values()} == {"MRN-77"}
     finally:
         server.stop()
 
@@ -165,3 +176,38 @@ def test_media_key_opens_certificate_media(pki, tmp_path: Path) -> None:  # noqa
     assert len(got) == 2
     for ds in got.values():
         check_reconciled(ds, new_id="K1-NEW", issuer="HOSP-B", old_id="K1", old_issuer="")
+
+
+def test_ct_small_with_other_patient_ids_imports(pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """Issue 18 item 2: pydicom's CT_small.dcm already carries Other Patient IDs Sequence."""
+    import shutil
+    from datetime import UTC, datetime
+
+    from pydicom.data import get_testdata_file
+
+    from mediafixtures import FAST_ITERATIONS
+    from securepacs.services.media import create_media
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), src / "CT_small.dcm")
+    original = dcmread(src / "CT_small.dcm")
+    iso = tmp_path / "disc.iso"
+    create_media(folders=[src], iso=iso, password=PASSWORD, at=datetime.now(UTC),
+                 iterations=FAST_ITERATIONS)
+    pw = tmp_path / "pw.txt"
+    pw.write_text(PASSWORD + "\n")
+    server = make_server(tmp_path, pki).start()
+    try:
+        result = run(iso, "--password-file", pw, "--media-patient-id", "1CT1", "--patient-id",
+                     "NEWID1", "--issuer", "HOSP", *conn(server.port, pki))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert "sent 1, already present 0, failed 0" in result.stdout
+        got = held(server.port, pki, str(original.StudyInstanceUID))
+    finally:
+        server.stop()
+    (ds,) = got.values()
+    assert (ds.PatientID, ds.IssuerOfPatientID) == ("NEWID1", "HOSP")
+    others = [str(i.PatientID) for i in ds.OtherPatientIDsSequence]
+    assert others == [*(str(i.PatientID) for i in original.OtherPatientIDsSequence), "1CT1"]

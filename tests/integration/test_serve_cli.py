@@ -78,3 +78,41 @@ def test_plain_listener_only_when_asked_and_with_a_warning(tmp_path: Path, pki) 
         assert refused.returncode != 0
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("offset, what", [(0, "DICOM"), (1, "enrolment (enroll_port)")])
+def test_a_port_in_use_is_named(tmp_path: Path, offset: int, what: str) -> None:
+    """Issue 18: not ``[Errno 98] Address already in use`` without the port."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = run_cli("serve", "--data-dir", str(tmp_path / "data"), "--host", HOST,
+                         "--port", str(busy - offset))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot listen for {what} on {HOST} port {busy}: address already in use" in lines[0]
+
+
+def test_every_listener_is_printed_with_its_purpose(tmp_path: Path) -> None:
+    """Issue 18: the DICOM TLS, plain, enrolment and viewer addresses and ports, each named."""
+    data = tmp_path / "data"
+    port, plain, enroll, viewer = free_port(), free_port(), free_port(), free_port()
+    cfg = write_config(tmp_path / "c.toml", host="0.0.0.0", enroll_port=enroll,
+                       viewer_port=viewer, plain_port=plain)
+    server = Server(data, cfg, port, "SECUREPACS", tmp_path / "server.log",
+                    extra_args=["--data-dir", str(data), "--port", str(port)])
+    server.start()
+    try:
+        log = server.wait_for_log(r"Viewer \(HTTPS[^\n]*\n") and server.log()
+    finally:
+        server.stop()
+    expected = [f"0.0.0.0:{port} (every interface)  DICOM over TLS",
+                f"0.0.0.0:{plain} (every interface)  DICOM plain TCP (NOT encrypted",
+                f"0.0.0.0:{enroll} (every interface)  enrolment, HTTPS",
+                f"0.0.0.0:{viewer} (every interface)  Viewer (HTTPS, the archive's images"]
+    for line in expected:
+        assert line in log, (line, log)

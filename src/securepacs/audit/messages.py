@@ -121,6 +121,14 @@ class Alert(enum.Enum):
     PERMISSION_REFUSED = "permission-refused"
     TOKEN_REUSE = "token-reuse"
     TAMPERED_MEDIA = "tampered-media"
+    # changes to who may connect (node authentication / security configuration)
+    CA_CREATED = "ca-created"
+    CERTIFICATE_ISSUED = "certificate-issued"
+    CERTIFICATE_RENEWED = "certificate-renewed"
+    CERTIFICATE_REVOKED = "certificate-revoked"
+    ENROLMENT_INVITED = "enrolment-invited"
+    CLIENT_ENROLLED = "client-enrolled"
+    GROUP_CHANGED = "group-changed"
 
 
 _ALERTS: dict[Alert, tuple[Code, Code]] = {
@@ -129,7 +137,18 @@ _ALERTS: dict[Alert, tuple[Code, Code]] = {
     Alert.PERMISSION_REFUSED: (EventType.USE_OF_RESTRICTED_FUNCTION, ObjectIdType.USER_IDENTIFIER),
     Alert.TOKEN_REUSE: (EventType.NODE_AUTHENTICATION, ObjectIdType.USER_IDENTIFIER),
     Alert.TAMPERED_MEDIA: (EventType.MEDIA_INTEGRITY_FAILURE, ObjectIdType.URI),
+    Alert.CA_CREATED: (EventType.SECURITY_CONFIGURATION, ObjectIdType.NODE_ID),
+    Alert.CERTIFICATE_ISSUED: (EventType.SECURITY_CONFIGURATION, ObjectIdType.NODE_ID),
+    Alert.CERTIFICATE_RENEWED: (EventType.SECURITY_CONFIGURATION, ObjectIdType.NODE_ID),
+    Alert.CERTIFICATE_REVOKED: (EventType.NODE_AUTHENTICATION, ObjectIdType.NODE_ID),
+    Alert.ENROLMENT_INVITED: (EventType.SECURITY_CONFIGURATION, ObjectIdType.USER_IDENTIFIER),
+    Alert.CLIENT_ENROLLED: (EventType.NODE_AUTHENTICATION, ObjectIdType.NODE_ID),
+    Alert.GROUP_CHANGED: (EventType.SECURITY_ROLES_CHANGED, ObjectIdType.USER_IDENTIFIER),
 }
+#: The alerts that record a change made on purpose (outcome Success), not a refusal.
+CHANGES = frozenset({Alert.CA_CREATED, Alert.CERTIFICATE_ISSUED, Alert.CERTIFICATE_RENEWED,
+                     Alert.CERTIFICATE_REVOKED, Alert.ENROLMENT_INVITED, Alert.CLIENT_ENROLLED,
+                     Alert.GROUP_CHANGED})
 
 
 # --------------------------------------------------------------------------- validation

@@ -58,6 +58,7 @@ class EventType:
     EMERGENCY_OVERRIDE_STARTED = _dcm("110127", "Emergency Override Started")
     SECURITY_CONFIGURATION = _dcm("110129", "Security Configuration")
     USE_OF_RESTRICTED_FUNCTION = _dcm("110132", "Use of Restricted Function")
+    SECURITY_ROLES_CHANGED = _dcm("110136", "Security Roles Changed")
     EMERGENCY_OVERRIDE_STOPPED = _dcm("110138", "Emergency Override Stopped")
     #: Implementation-defined (PS3.15 A.5 allows extensions): no CID 403 code names a
     #: Secure DICOM File whose integrity check failed.

@@ -54,6 +54,11 @@ def _log():  # noqa: ANN202 - securepacs.index.audit.SqlAuditLog
 
     try:
         settings = load(_state.config, overrides={"data_dir": _state.data_dir})
+        index = settings.data_dir / "index.sqlite"
+        if settings.database_url is None and not index.exists():  # reading creates nothing
+            raise fail(f"no audit trail in {settings.data_dir} (no index database {index}): "
+                       "give the data folder of a server or of the `ca`/`media` commands "
+                       "with --data-dir")
         return audit_log(settings)
     except PacsError as exc:
         raise fail(str(exc)) from None
@@ -107,7 +112,18 @@ def list_(
         who = ", ".join(row.user_ids)
         patients = f" patient {', '.join(row.patient_ids)}" if row.patient_ids else ""
         typer.echo(f"{row.seq:>6} {row.event_time.isoformat(timespec='seconds')} "
-                   f"{row.kind:<22} {outcome:<8} {who}{patients}")
+                   f"{row.kind:<22} {outcome:<8} {who}{patients}{_what(row)}")
+
+
+def _what(row: Any) -> str:
+    """For alerts: the alert type (CID 403), its subject and the description."""
+    if row.kind not in ("security-alert", "emergency-override"):
+        return ""
+    record = from_json(row.body)
+    types = ", ".join(t.meaning for t in record.event_types)
+    subjects = ", ".join(o.object_id for o in record.objects)
+    detail = f": {record.outcome_description}" if record.outcome_description else ""
+    return f" | {types} [{subjects}]{detail}"
 
 
 @app.command("export")

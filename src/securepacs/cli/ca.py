@@ -70,6 +70,25 @@ def _now():  # noqa: ANN202
     return now()
 
 
+def _audit(alert: str, *, subject: str, detail: str) -> None:
+    """Record the change in the data folder's audit trail (Security Alert, PS3.15 A.5.3.11),
+    with the local user who made it; a trail that cannot be written is a warning."""
+    from securepacs.services.audit_events import Alert
+    from securepacs.wiring import admin_audit
+
+    try:
+        audit = admin_audit(load(_state.config, overrides={"data_dir": _state.data_dir}))
+    except PacsError as exc:
+        typer.echo(f"warning: this change could not be audited: {exc}", err=True)
+        return
+    with audit:
+        audit.changed(Alert(alert), subject=subject, detail=detail)
+
+
+def _cert_subject(record) -> str:  # noqa: ANN001 - pki CertificateRecord
+    return f"CN={record.name} serial {record.serial:x}"
+
+
 def _run(action):  # noqa: ANN001, ANN202
     try:
         return action()
@@ -91,6 +110,8 @@ def init(
     record = _run(lambda: ca.init(at=_now(), rsa=rsa, name=name, organization=org))
     typer.echo(f"CA created in {ca.pki_dir}")
     typer.echo(f"  fingerprint (SHA-256): {record.fingerprint}")
+    _audit("ca-created", subject=_cert_subject(record),
+           detail=f"root CA created, fingerprint {record.fingerprint}")
 
 
 @group_app.command("create")
@@ -102,7 +123,9 @@ def group_create(
     """Create a group (or change its permissions)."""
     permissions = _run(lambda: Permission.parse_list(allow))
     _run(lambda: _ca().create_group(group, permissions))
-    typer.echo(f"group {group}: {', '.join(sorted(p.value for p in permissions)) or 'nothing'}")
+    allowed = ', '.join(sorted(p.value for p in permissions)) or 'nothing'
+    typer.echo(f"group {group}: {allowed}")
+    _audit("group-changed", subject=f"group {group}", detail=f"group {group} allows {allowed}")
 
 
 @group_app.command("list")
@@ -122,6 +145,8 @@ def issue_server(
     """Issue a server certificate (serverAuth + clientAuth, for C-MOVE)."""
     issued = _run(lambda: _ca().issue_server(name, sans=san, out=out, at=_now(), days=days))
     _print_issued(issued)
+    _audit("certificate-issued", subject=_cert_subject(issued.record),
+           detail=f"server certificate issued, fingerprint {issued.record.fingerprint}")
 
 
 @issue_app.command("client")
@@ -137,6 +162,9 @@ def issue_client(
     issued = _run(lambda: _ca().issue_client(name, organization=org, group=group, ae_titles=ae,
                                               out=out, at=_now(), days=days))
     _print_issued(issued)
+    _audit("certificate-issued", subject=_cert_subject(issued.record),
+           detail=f"client certificate issued for {org}/{group}, AE titles "
+                  f"{','.join(ae) or 'any'}, fingerprint {issued.record.fingerprint}")
 
 
 def _print_issued(issued) -> None:  # noqa: ANN001
@@ -167,28 +195,31 @@ def list_(
             "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
             "revocation_reason": r.revocation_reason} for r in records], indent=2))
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    import shutil
 
+    from securepacs.cli.table import Column, render
     from securepacs.model.printable import one_line
 
-    def cell(text: str) -> str:  # one row per certificate, whatever its name holds
-        return escape(one_line(text, 64))
-
-    table = Table(title=f"{len(records)} certificate(s)")
-    for column in ("name", "kind", "org / group", "AE titles", "status", "expires", "serial",
-                   "fingerprint (SHA-256)"):
-        table.add_column(column)
+    columns = [Column("name", uid=True), Column("kind", priority=1),
+               Column("org / group", priority=1), Column("AE titles"), Column("status", priority=2),
+               Column("expires", priority=1), Column("serial"),
+               Column("fingerprint (SHA-256)", uid=True)]
+    rows = []
     for r in records:
         left = r.not_after - at
         expires = f"{r.not_after.date()}" + (" (soon)" if left <= timedelta(days=30) else "")
         status = r.status if not r.is_revoked else f"revoked ({r.revocation_reason})"
-        table.add_row(cell(r.name), r.kind,
-                      cell("/".join(p for p in (r.organization, r.group) if p) or "-"),
-                      cell(",".join(r.ae_titles) or "any"), cell(status), expires, f"{r.serial:x}"[:16],
-                      r.fingerprint[:23] + "...")
-    Console(width=200).print(table)
+        rows.append([one_line(r.name, 64), r.kind,
+                     one_line("/".join(p for p in (r.organization, r.group) if p) or "-", 64),
+                     one_line(",".join(r.ae_titles) or "any", 64), one_line(status, 64), expires, f"{r.serial:x}",
+                     r.fingerprint])
+    # name and fingerprint never cut: compare it with what an error message shows
+    lines, left_out = render(columns, rows, shutil.get_terminal_size((240, 24)).columns)
+    typer.echo(f"{len(records)} certificate(s)")
+    for line in lines:
+        typer.echo(line)
+    if left_out:
+        typer.echo(f"(left out to fit: {', '.join(left_out)}; --json has everything)", err=True)
 
 
 @app.command("revoke")
@@ -206,6 +237,8 @@ def revoke(
     from securepacs.model.printable import one_line
 
     typer.echo(f"revoked {one_line(record.name)} (serial {record.serial:x}, reason {code})")
+    _audit("certificate-revoked", subject=_cert_subject(record),
+           detail=f"certificate revoked, reason {code}")
 
 
 @app.command("renew")
@@ -219,6 +252,9 @@ def renew(
     issued = _run(lambda: _ca().renew(name_or_serial, at=_now(), new_key=not same_key, out=out,
                                       days=days))
     _print_issued(issued)
+    _audit("certificate-renewed", subject=_cert_subject(issued.record),
+           detail=f"certificate renewed ({'same' if same_key else 'new'} key), fingerprint "
+                  f"{issued.record.fingerprint}")
 
 
 @app.command("crl")
@@ -271,5 +307,8 @@ def invite(
     token = _run(lambda: _ca().invite(organization=org, group=group, ae_titles=ae,
                                       valid_for=lifetime, at=_now()))
     typer.echo(token)
+    _audit("enrolment-invited", subject=f"invitation {org}/{group}",
+           detail=f"one-time enrolment token for {org}/{group}, AE titles "
+                  f"{','.join(ae) or 'any'}, valid {expires}")
     typer.echo(f"(single use, expires in {expires}; the client runs: securepacs enroll "
                f"--server HOST:PORT --token <token>)", err=True)

@@ -14,6 +14,7 @@ permission, 130 interrupted.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -177,6 +178,11 @@ def _print_summary(s: SendSummary, verbose: bool) -> None:
     typer.echo(f"sent {s.sent}, already present {s.already_present}, failed {len(s.failed)}, "
                f"not sent {s.not_sent} ({s.bytes_sent / _MB:.1f} MB in {s.seconds:.2f} s, "
                f"{rate:.0f} images/s, {s.reconnects} reconnect(s))")
+    if s.meta_disagreed:
+        typer.echo(f"{len(s.meta_disagreed)} file(s) whose File Meta Information disagreed with "
+                   "the data set were sent with the data set's UIDs:")
+        for label, how in s.meta_disagreed:
+            typer.echo(f"  meta disagreed {label}: {how}")
     for item in s.warnings:
         typer.echo(f"  warning {item.label} ({item.sop_instance_uid}): {item.reason}")
     for item in s.failed:
@@ -212,6 +218,11 @@ def send(
         options = SendOptions(parallel=parallel, retries=retries, resume=resume,
                               coercion=Coercion.parse(set_) if set_ else None)
         found = discover(paths)
+        if not found.instances:
+            for label, reason in found.skipped[:5]:
+                typer.echo(f"  skipped {label}: {reason}", err=True)
+            raise ValueError(f"no DICOM Part 10 file to send among {len(found.skipped)} file(s) "
+                             "found")
         with _SendProgress(len(found.instances), found.total_bytes, sys.stderr.isatty()) as bar:
             summary = send_all(found, ep, options=options, finder=ep,
                                on_progress=bar, notice=bar.notice)
@@ -227,6 +238,10 @@ def send(
 # ------------------------------------------------------------------------------------ find
 
 
+#: Columns of ``find`` kept longest after the UIDs and the keys matched on.
+_IDENTITY = {"PatientID", "PatientName", "StudyDate", "Modality", "ModalitiesInStudy"}
+
+
 def _cell(match: Dataset, keyword: str) -> str:
     from securepacs.services.part10 import as_text
 
@@ -240,16 +255,18 @@ def find(
         "--key", "-k", help="TAG=VALUE to match (wildcards * ?, ranges A-B) or TAG to return; "
                             "TAG is a keyword or gggg,eeee. Repeatable.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="DICOM JSON (PS3.18 F.2) on stdout.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout: a header row of keywords, "
+                                         "then one row per match.")] = False,
     server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
-    """Query the server (C-FIND) at any level; a table, or --json for scripts."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Query the server (C-FIND) at any level; a table (whole UIDs), or --json / --csv for scripts."""
+    from securepacs.cli import table
     from securepacs.services import identifier
 
     with _errors("find"):
+        if as_json and as_csv:
+            raise ValueError("--json and --csv: choose one")
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
         query = identifier.query(level, keys or [])
@@ -258,13 +275,27 @@ def find(
         typer.echo(json.dumps([m.to_json_dict() for m in matches], indent=2))
         return
     names = identifier.columns(query)
-    table = Table(title=f"{len(matches)} match(es) at {level.value} level", title_justify="left")
-    for name in names:
-        table.add_column(name, overflow="fold")  # UIDs whole, to copy into get/move
-    for match in matches:
-        table.add_row(*(_cell(match, n) for n in names))
-    console = Console() if sys.stdout.isatty() else Console(width=240)
-    console.print(table)
+    rows = [[_cell(match, n) for n in names] for match in matches]
+    if as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(rows)
+        return
+    uids = {e.keyword for e in query if e.VR == "UI"}
+    matched = {e.keyword for e in query if e.value not in (None, "", [])}
+    columns = [table.Column(n, uid=n in uids,
+                            priority=2 if n in matched else 1 if n in _IDENTITY else 0)
+               for n in names]
+    width = shutil.get_terminal_size((240, 24)).columns
+    lines, left_out = table.render(columns, rows, width)
+    typer.echo(f"{len(matches)} match(es) at {level.value} level")
+    for line in lines:
+        typer.echo(line)
+    if left_out:
+        typer.echo(f"({width} columns: left out {', '.join(left_out)}; use --json or --csv, "
+                   "or a wider terminal)", err=True)
 
 
 # ------------------------------------------------------------------------------------ get / move

@@ -29,6 +29,7 @@ def enroll(
 
     from securepacs.model.printable import one_line
     from securepacs.services.enrolment import enrol
+    from securepacs.services.scuport import ConnectionFailed
     from securepacs.wiring import now
 
     try:
@@ -38,6 +39,8 @@ def enroll(
         done = enrol(host=host, port=enroll_port or dicom_port + 1, dicom_port=dicom_port,
                      token=token, name=client_name, folder=folder or profile_path.parent,
                      profile_path=profile_path, at=now(), calling_ae=aet, called_ae=aec)
+    except ConnectionFailed as exc:  # exit 3, as the other client commands
+        raise fail(str(exc), 3) from None
     except PacsError as exc:
         raise fail(str(exc)) from None
     typer.echo(f"enrolled as {one_line(done.name)} ({done.organization}/{done.group}), certificate "

@@ -55,14 +55,49 @@ def root(
     """A secure PACS: DICOM archive over mutual TLS, its own CA, encrypted media."""
 
 
+#: How an option's value is named in ``--help`` instead of Typer's Python types
+#: (``<list[Path]>``, ``<int range>``, ``<str>``): the words of Click and of the README.
+_METAVARS = {"str": "TEXT", "int": "N", "int range": "N", "float": "NUMBER",
+             "float range": "NUMBER", "path": "PATH", "Path": "PATH", "file": "FILE",
+             "directory": "DIR", "bool": ""}
+
+
+def _plain_metavars() -> None:
+    """Make Typer name option values as Click does (``PATH``, ``N``), not as Python types."""
+    import re
+
+    from typer import core
+
+    for cls in {c for c in (getattr(core, "TyperArgument", None), getattr(core, "TyperOption", None))
+                if c is not None}:
+        original = getattr(cls, "display_type", None)
+        if original is None or getattr(original, "_securepacs", False):
+            continue
+
+        def display_type(self: object, ctx: object, _original: object = original) -> str:
+            label = _original(self, ctx)  # type: ignore[operator]
+            inner = label[1:-1] if label.startswith("<") and label.endswith(">") else label
+            listed = re.fullmatch(r"list\[(.*)\]", inner)
+            inner = listed.group(1) if listed else inner
+            shown = _METAVARS.get(inner, inner)
+            # a list argument takes several values; a list option is repeated, one each
+            many = listed and shown and not isinstance(self, core.TyperOption)
+            return f"{shown}..." if many else shown
+
+        display_type._securepacs = True  # type: ignore[attr-defined]
+        cls.display_type = display_type  # type: ignore[method-assign]
+
+
 def build(only: str | None = None) -> typer.Typer:
     """The ``securepacs`` Typer app: every command, or only the top-level command `only`."""
+    _plain_metavars()
     cli = typer.Typer(
         name="securepacs",
         help="A secure PACS: DICOM archive over mutual TLS, its own CA, encrypted media.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,
     )
     cli.callback()(root)
     for name, (module, attribute, group) in COMMANDS.items():
@@ -131,6 +166,9 @@ def main() -> None:
 
     private_umask()  # everything this process writes is 0600 / 0700 (data folder, keys, media)
     defer_import("requests")  # pydicom.data.download: `import requests` for test data only
+    # cli.media names its service module at import time; `--help` must not pay for pydicom,
+    # numpy and the CMS code it pulls in (0.4 s) when no media command runs
+    defer_import("securepacs.services.media")
     command = sys.argv[1] if len(sys.argv) > 1 else None
     cli = build(only=command if command in COMMANDS else None)
     try:

@@ -36,7 +36,7 @@ import typer
 
 from securepacs.cli.media_import import import_media
 from securepacs.cli.options import fail
-from securepacs.errors import PacsError, WrongKeyError
+from securepacs.errors import PacsError, PasswordRefusedError, WrongKeyError
 from securepacs.services import media as service
 from securepacs.settings import load
 
@@ -104,7 +104,7 @@ def _run(action: Any) -> Any:
     """Run a service call; map errors to one line and the exit code."""
     try:
         return action()
-    except WrongKeyError as exc:
+    except (WrongKeyError, PasswordRefusedError) as exc:  # usage: exit 2 (README, exit codes)
         raise fail(str(exc), 2) from None
     except (PacsError, OSError) as exc:
         raise fail(str(exc), 1) from None
@@ -250,6 +250,7 @@ def info(
                 "recipients": [r.kind for r in f.envelope.recipients] if f.envelope else [],
             } for f in summary.files],
         }, indent=2))
+        _not_secure(summary)
         return
     secure = [f for f in summary.files if f.envelope is not None]
     typer.echo(f"Media: {summary.name}")
@@ -277,6 +278,7 @@ def info(
         typer.echo(f"Warning: {len(unprotected)} file(s) declare no integrity protection (plain "
                    "id-data, as other writers make): an alteration of them would go unnoticed; "
                    "securepacs media verify fails on them.", err=True)
+    _not_secure(summary)
 
 
 def _declared(content_type: str) -> str:
@@ -288,6 +290,14 @@ def _declared_text(content_type: str) -> str:
     return {"protected": "protected (digest checked when opened)",
             "unprotected": "NOT PROTECTED (no digest)"}.get(_declared(content_type),
                                                            "unknown")
+
+
+def _not_secure(summary: Any) -> None:
+    """Exit 1 unless every file is a Secure DICOM File (PS3.10 7.4): not secure media."""
+    plain = sum(1 for f in summary.files if f.envelope is None)
+    if plain or not summary.files:
+        raise fail(f"{plain} of {len(summary.files)} file(s) are not Secure DICOM Files: "
+                   "this is not (wholly) secure media", 1)
 
 
 # --------------------------------------------------------------------------- reading
@@ -426,7 +436,7 @@ def recover(
     """Emergency access with the escrow key when the password is lost; the access is audited.
 
     Every attempt is recorded, before any plaintext is written, in the recovery log
-    ``<data folder>/audit-interim.jsonl`` (who, when, which media, which escrow certificate,
+    `<data folder>/audit-interim.jsonl` (who, when, which media, which escrow certificate,
     fsynced) and as an Emergency Override event in the audit trail of the data folder (the
     index database's hash-chained table, and the syslog collector when configured).
     """

@@ -113,6 +113,10 @@ def import_media(
         entries = [inst for study in catalog.studies
                    if not media_patient_id or study.patient_id == media_patient_id
                    for s in study.series for inst in s.instances]
+        if not entries:
+            raise fail(f"no readable DICOM image on {media}"
+                       + (f" ({len(catalog.errors)} file(s) could not be read)"
+                          if catalog.errors else ""), EXIT_USAGE)
         for name, pid, old_issuer, birth in people:
             if media_patient_id and pid != media_patient_id:
                 continue
@@ -133,8 +137,41 @@ def import_media(
                f"{summary.not_sent}")
     if summary.stopped is not None:
         raise fail(summary.stopped, EXIT_CONNECTION)
+    if summary.duplicates and rec.patient_id and not _report_held(ep, summary, rec.patient_id):
+        raise typer.Exit(EXIT_FAILED)
     if not summary.ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _report_held(finder: Any, summary: media_import.ImportSummary, new_id: str) -> bool:
+    """Say under which Patient ID the server holds the instances it already had.
+
+    The archive keeps its first copy of a SOP Instance UID, so the new Patient ID was not
+    applied to those: True only when every one is already held under `new_id`.
+    """
+    from securepacs.services import media_import
+    from securepacs.services.scuport import ConnectionFailed
+
+    try:
+        held = media_import.held_under(finder, summary.duplicates)
+    except ConnectionFailed as exc:
+        typer.echo(f"securepacs: the server already held {len(summary.duplicates)} image(s) and "
+                   f"could not be asked under which Patient ID ({exc}); the new Patient ID "
+                   f"{new_id} was not applied to them", err=True)
+        return False
+    other = [h for h in held if h.patient_id != new_id]
+    for h in other:
+        typer.echo(f"already held: {h.path} (SOP Instance UID {h.sop_instance_uid}) under "
+                   f"Patient ID {h.patient_id if h.patient_id is not None else '(not told)'}",
+                   err=True)
+    if not other:
+        typer.echo(f"the {len(held)} image(s) already present are held under Patient ID {new_id}")
+        return True
+    typer.echo(f"securepacs: {len(other)} image(s) were already in the archive under another "
+               f"Patient ID; the archive kept them as they were, so {new_id} was NOT applied to "
+               "them (correct the Patient ID in the archive, or remove those instances there "
+               "and import again: see README, media import)", err=True)
+    return False
 
 
 def _audit_import(media: Path, studies: list[Any], new_id: str | None, *, ok: bool) -> None:

@@ -76,19 +76,13 @@ def serve(
     if boot is not None and boot.created:
         typer.echo(f"Created a local CA and certificates in {s.pki_dir} (private keys mode 0600).")
     typer.echo(f"securepacs: AE title {s.ae_title}, data in {s.data_dir}")
-    typer.echo(f"  TLS (PS3.15 B.12, client certificate required) on {s.host}:{s.port}")
+    _print_listeners(archive)
     if boot is not None:
         tls = ["+tls", str(boot.client_key), str(boot.client_cert), "+cf", str(boot.ca_cert),
                "-aec", s.ae_title, "127.0.0.1", str(s.port)]
         for tool, extra in (("echoscu", []), ("storescu", ["FILE.dcm"])):
             line = " ".join(shlex.quote(p) for p in [tool, *tls, *extra])
             typer.echo(f"  Try it:  TCP_NODELAY=1 {line}")
-    if archive.enrolment is not None:
-        where = archive.enrolment.server_address
-        typer.echo(f"  Enrolment (HTTPS, for `securepacs enroll`) on {where[0]!s}:{where[1]}")
-    if archive.viewer is not None:
-        typer.echo(f"  Viewer (HTTPS, client certificate with find+get required): "
-                   f"{archive.viewer.url}")
     if s.plain_port is not None:
         log.warning("plain TCP listener enabled on port %d: traffic there is NOT encrypted "
                     "and clients are NOT authenticated", s.plain_port)
@@ -145,6 +139,30 @@ def serve(
         archive.audit.close()
     archive.index.close()
     log.info("stopped")
+
+
+def _where(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = str(address[0]), int(address[1])
+    if host in ("0.0.0.0", "::", ""):
+        return f"{host or '0.0.0.0'}:{port} (every interface)"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _print_listeners(archive) -> None:  # noqa: ANN001 - wiring.Archive
+    """Every address and port listened on, with what each is for."""
+    typer.echo("  Listening on:")
+    for listener in archive.server.listeners:
+        if listener.ssl_context is not None:
+            what = "DICOM over TLS (PS3.15 B.12, client certificate required)"
+        else:
+            what = "DICOM plain TCP (NOT encrypted, clients NOT authenticated)"
+        typer.echo(f"    {_where(listener.server_address)}  {what}")
+    if archive.enrolment is not None:
+        typer.echo(f"    {_where(archive.enrolment.server_address)}  enrolment, HTTPS "
+                   "(`securepacs enroll` with a token from `ca invite`)")
+    if archive.viewer is not None:
+        typer.echo(f"    {_where(archive.viewer.server_address)}  Viewer (HTTPS, the archive's images; "
+                   f"client certificate with find+get required): {archive.viewer.url}")
 
 
 def _run_worker(archive) -> None:  # noqa: ANN001 - wiring.Archive (imported lazily)

@@ -35,7 +35,7 @@ def view(
 ) -> None:
     """Open media in a local web viewer (studies, images, import with a new Patient ID).
 
-    The connection options say where "Import" sends the images (as for ``securepacs send``).
+    The connection options say where "Import" sends the images (as for `securepacs send`).
     """
     def connect() -> StoreConnector:
         return endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,

@@ -125,8 +125,14 @@ def status(url: str) -> SchemaStatus:
     securepacs.errors.ConfigError
         Bad URL or missing driver.
     securepacs.errors.StorageError
-        The database cannot be reached.
+        The database cannot be reached, or (SQLite) its file does not exist: a check never
+        creates one.
     """
+    missing = _missing_sqlite_file(url)
+    if missing is not None:
+        raise StorageError(f"no index database at {missing} (nothing created: on a client "
+                           "machine that is expected; on a server, `securepacs serve` or "
+                           "`securepacs db migrate` creates it)")
     engine = _engine(url)
     try:
         with engine.connect() as conn:
@@ -148,10 +154,25 @@ def status(url: str) -> SchemaStatus:
     if not has_tables:
         return SchemaStatus(False, "no schema: run `securepacs db migrate`")
     if list(versions) == [SCHEMA_VERSION]:  # serve's create_all made every table it uses
-        return SchemaStatus(True, f"schema version {SCHEMA_VERSION} made by serve, not yet stamped "
-                                  "(`securepacs db migrate` stamps it)")
+        return SchemaStatus(True, f"schema version {SCHEMA_VERSION} made by serve, complete; not "
+                                  "yet stamped for migrations: nothing to do now, run `securepacs "
+                                  "db migrate` once before upgrading securepacs (it only stamps)")
     return SchemaStatus(False, f"schema version {list(versions)} not under migration control: "
                                "run `securepacs db migrate`")
+
+
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist (connecting would create it)."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") \
+            or database.startswith("file:"):
+        return None
+    path = Path(database)
+    return None if path.exists() else path
 
 
 def _line(exc: sa_exc.SQLAlchemyError) -> str:

@@ -60,7 +60,10 @@ class _Walker:
             else:
                 vr = bytes(self.data[pos + 4:pos + 6])
                 if not (len(vr) == 2 and vr.isalpha() and vr.isupper()):
-                    raise ValueError(f"invalid VR {vr!r} at byte {pos}")
+                    shown = vr.hex(" ").upper() or "none"
+                    raise ValueError(f"invalid VR (bytes {shown}) in element ({tag >> 16:04X},"
+                                     f"{tag & 0xFFFF:04X}) at byte {pos}: not explicit VR as the "
+                                     "transfer syntax says, or damaged")
                 if vr in _LONG_VRS:
                     if pos + 12 > len(self.data):
                         raise ValueError(f"data set truncated at byte {pos}")

@@ -73,7 +73,33 @@ def _load_verify(context: ssl.SSLContext, ca_file: Path) -> None:
     try:
         context.load_verify_locations(cafile=str(ca_file))
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise PkiError(f"cannot load CA certificates from {ca_file}: {_one_line(exc)}") from exc
+        reason = ("no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----)"
+                  if _pem_missing(ca_file, b"CERTIFICATE") else _one_line(exc))
+        raise PkiError(f"cannot load CA certificates from {ca_file}: {reason}") from None
+
+
+def _pem_missing(path: Path, label: bytes) -> bool:
+    """True when `path` has no ``-----BEGIN ...<label>-----`` line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    return not any(line.startswith(b"-----BEGIN ") and line.rstrip().endswith(label + b"-----")
+                   for line in data.splitlines())
+
+
+def _chain_problem(exc: BaseException, cert_file: Path, key_file: Path | None) -> str:
+    """What is wrong with a certificate / key pair, in words (not ``[SSL] PEM lib``)."""
+    if _pem_missing(cert_file, b"CERTIFICATE"):
+        return f"{cert_file} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
+    if _pem_missing(key_file or cert_file, b"PRIVATE KEY"):
+        return (f"{key_file or cert_file} holds no PEM private key "
+                "(expected -----BEGIN ... PRIVATE KEY-----)")
+    if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+        return f"the private key {key_file or cert_file} does not belong to the certificate"
+    if isinstance(exc, ssl.SSLError):
+        return "a certificate or the private key in these files is damaged or not PEM"
+    return _one_line(exc)
 
 
 def _load_chain(context: ssl.SSLContext, cert_file: Path, key_file: Path | None) -> None:
@@ -91,7 +117,8 @@ def _load_chain(context: ssl.SSLContext, cert_file: Path, key_file: Path | None)
             "TLS needs an unencrypted key (mode 0600)"
         ) from exc
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise PkiError(f"cannot load certificate {cert_file}{key_text}: {_one_line(exc)}") from exc
+        raise PkiError(f"cannot load certificate {cert_file}{key_text}: "
+                       f"{_chain_problem(exc, cert_file, key_file)}") from None
 
 
 def _base_context(protocol: ssl._SSLMethod) -> ssl.SSLContext:

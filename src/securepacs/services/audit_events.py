@@ -116,6 +116,24 @@ class AuditEvents:
                                             subject=address, at=self._clock(), reason=reason,
                                             performer=peer))
 
+    def configuration_changed(self, alert: m.Alert, *, subject: str, detail: str,
+                              performer: m.Peer) -> None:
+        """A change of who may connect, made on purpose: the CA created, a certificate issued,
+        renewed or revoked, an invitation, a group's permissions, a client enrolled.
+
+        Security Alert (PS3.15 A.5.3.11) with CID 403 Security Configuration (110129), Node
+        Authentication (110126) or Security Roles Changed (110136), outcome Success, and the
+        person or identity that made it as the requestor.
+        """
+        self._emit(lambda: m.security_alert(
+            alert=alert, reporter=self.local, subject=subject, at=self._clock(), reason=detail,
+            performer=performer, outcome=m.Outcome.SUCCESS))
+
+    def enrolled(self, *, subject: str, address: str, detail: str) -> None:
+        """A client enrolled with a token: the enrolling identity is the requestor."""
+        self.configuration_changed(m.Alert.CLIENT_ENROLLED, subject=subject, detail=detail,
+                                   performer=m.Peer(subject, address=address))
+
     # -- DICOM work -------------------------------------------------------------------
     def stored(self, identity: Identity | None, *, ae_title: str, address: str,
                patient_id: str, study_uid: str, sop_class_uid: str, success: bool,
@@ -207,3 +225,21 @@ class MediaAudit:
         self.events._emit(lambda: m.security_alert(
             alert=m.Alert.TAMPERED_MEDIA, reporter=self.events.local, subject=media_id,
             at=self.events._clock(), reason=detail, performer=self.user))
+
+
+class AdminAudit:
+    """Audit events of the ``ca`` commands: who changed the trust, and how (Security Alert)."""
+
+    def __init__(self, events: AuditEvents, *, user: str) -> None:
+        self.events = events
+        self.user = m.Peer(user, address=events.local.address)
+
+    def __enter__(self) -> AdminAudit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.events.close()  # deliver what was recorded before the command ends
+
+    def changed(self, alert: Alert, *, subject: str, detail: str) -> None:
+        self.events.configuration_changed(alert, subject=subject, detail=detail,
+                                          performer=self.user)

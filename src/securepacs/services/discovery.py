@@ -12,6 +12,7 @@ import os
 import struct
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -22,6 +23,10 @@ from typing import BinaryIO, cast
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 _MAX_META = 1 << 20  # a File Meta Information group larger than this is not believable
+_HEAD = 8192  # bytes of the data set read to find its SOP Class / Instance UIDs
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_BE = "1.2.840.10008.1.2.2"
+_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
 
 
 class NotPart10Error(ValueError):
@@ -102,6 +107,48 @@ def read_meta(stream: BinaryIO) -> FileMeta:
     return FileMeta(values[0x0002], values[0x0003], values[0x0010], offset)
 
 
+def dataset_uids(head: bytes, transfer_syntax_uid: str) -> tuple[str, str] | None:
+    """SOP Class and SOP Instance UID (0008,0016), (0008,0018) from the start of a data set.
+
+    Walks the first elements of `head` (the first bytes of the data set, in its transfer
+    syntax: implicit or explicit VR, little or big endian, deflated) up to (0008,0018) without
+    decoding anything else, as DCMTK's storescu reads them. None when they cannot be found
+    there (a sequence of undefined length before them, or `head` too short).
+    """
+    if transfer_syntax_uid in _DEFLATED:
+        try:
+            head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head, _HEAD)
+        except zlib.error:
+            return None
+    implicit = transfer_syntax_uid == _IMPLICIT_LE
+    order = ">" if transfer_syntax_uid == _EXPLICIT_BE else "<"
+    found: dict[int, str] = {}
+    pos = 0
+    while pos + 8 <= len(head):
+        group, element = struct.unpack(order + "HH", head[pos:pos + 4])
+        if (group, element) > (0x0008, 0x0018):
+            break
+        if implicit:
+            length = struct.unpack(order + "I", head[pos + 4:pos + 8])[0]
+            pos += 8
+        elif head[pos + 4:pos + 6] in _LONG_VRS:
+            if pos + 12 > len(head):
+                return None
+            length = struct.unpack(order + "I", head[pos + 8:pos + 12])[0]
+            pos += 12
+        else:
+            length = struct.unpack(order + "H", head[pos + 6:pos + 8])[0]
+            pos += 8
+        if length == 0xFFFFFFFF or pos + length > len(head):
+            return None
+        if group == 0x0008 and element in (0x0016, 0x0018):
+            found[element] = head[pos:pos + length].decode("ascii", "replace").rstrip("\x00 ")
+        pos += length
+    if 0x0016 in found and 0x0018 in found:
+        return found[0x0016], found[0x0018]
+    return None
+
+
 @dataclass(frozen=True)
 class Instance:
     """One instance found on disk or in an archive.
@@ -114,10 +161,15 @@ class Instance:
         The file, or the archive holding it.
     member : str or None
         The member name inside the zip archive at `path`, if any.
-    sop_class_uid, sop_instance_uid, transfer_syntax_uid : str
+    sop_class_uid, sop_instance_uid : str
+        From the data set (what C-STORE must name, PS3.4 B.2), as DCMTK's storescu does; the
+        File Meta Information's only when the data set's cannot be read cheaply.
+    transfer_syntax_uid : str
         From the File Meta Information.
     offset, length : int
         Where the data set starts in the file (or member) and how many bytes it has.
+    meta_disagrees : str
+        Empty, or how the File Meta Information's UIDs differ from the data set's.
     """
 
     label: str
@@ -128,6 +180,7 @@ class Instance:
     transfer_syntax_uid: str
     offset: int
     length: int
+    meta_disagrees: str = ""
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -163,8 +216,17 @@ def _from_stream(label: str, path: Path, member: str | None, stream: BinaryIO,
     meta = read_meta(stream)
     if meta.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
         raise NotPart10Error("a DICOMDIR (media directory), not an instance")
-    return Instance(label, path, member, meta.sop_class_uid, meta.sop_instance_uid,
-                    meta.transfer_syntax_uid, meta.dataset_offset, size - meta.dataset_offset)
+    sop_class, sop_instance, disagrees = meta.sop_class_uid, meta.sop_instance_uid, ""
+    stream.seek(meta.dataset_offset)
+    uids = dataset_uids(stream.read(_HEAD), meta.transfer_syntax_uid)
+    if uids is not None and uids != (sop_class, sop_instance):
+        differences = [f"{what} {m} in the File Meta, {d} in the data set"
+                       for what, m, d in (("SOP Class UID", sop_class, uids[0]),
+                                          ("SOP Instance UID", sop_instance, uids[1]))
+                       if m != d]
+        sop_class, sop_instance, disagrees = uids[0], uids[1], "; ".join(differences)
+    return Instance(label, path, member, sop_class, sop_instance, meta.transfer_syntax_uid,
+                    meta.dataset_offset, size - meta.dataset_offset, disagrees)
 
 
 def _scan_zip(path: Path, found: Discovery) -> None:

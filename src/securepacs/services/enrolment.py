@@ -26,6 +26,7 @@ from securepacs.errors import PkiError
 from securepacs.pki import authority, csr, tlspolicy
 from securepacs.pki.pemfiles import certificate_pem
 from securepacs.services.authority import parse_token
+from securepacs.services.scuport import ServerUnreachable
 
 ENROL_PATH = "/enroll"
 CA_PATH = "/ca.pem"
@@ -57,7 +58,7 @@ def _request(host: str, port: int, method: str, path: str, body: bytes | None,
         response = conn.getresponse()
         return response.status, response.read(1 << 20), leaf
     except OSError as exc:
-        raise PkiError(f"cannot reach the enrolment service at {host}:{port}: "
+        raise ServerUnreachable(f"cannot reach the enrolment service at {host}:{port}: "
                        f"{exc.strerror or exc}") from None
     finally:
         conn.close()
@@ -71,8 +72,9 @@ def enrol(*, host: str, port: int, dicom_port: int, token: str, name: str, folde
     Raises
     ------
     PkiError
-        A malformed/used/expired token, a server that does not prove the pinned CA, or
-        a network failure; one line each. Nothing is written unless enrolment succeeds.
+        A malformed/used/expired token, or a server that does not prove the pinned CA.
+    ServerUnreachable
+        A network failure. One line each. Nothing is written unless enrolment succeeds.
     """
     secret, pin = parse_token(token)
     status, body, leaf_der = _request(host, port, "GET", CA_PATH, None, timeout)

@@ -13,6 +13,7 @@ keeps the previous values in Original Attributes Sequence (PS3.3 C.12.1.1.9, Rea
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
 from io import BytesIO
@@ -23,12 +24,14 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
 
 from securepacs.errors import InvalidInstanceError, MediaError
+from securepacs.model.levels import Level
 from securepacs.services.coerce import Coercion, apply
 from securepacs.services.discovery import read_meta
 from securepacs.services.media_view import Catalog, InstanceEntry
 from securepacs.services.scuport import (
     STATUS_NOT_AUTHORIZED,
     ConnectionFailed,
+    Finder,
     PermissionRefused,
     StoreConnector,
     StoreRequest,
@@ -36,8 +39,8 @@ from securepacs.services.scuport import (
 )
 from securepacs.services.send import plan, status_text
 
-__all__ = ["ImportProgress", "ImportSummary", "Reconciliation", "identities", "import_catalog",
-           "reconcile", "source_label"]
+__all__ = ["HeldInstance", "ImportProgress", "ImportSummary", "Reconciliation", "held_under",
+           "identities", "import_catalog", "reconcile", "source_label"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,9 @@ def reconcile(ds: Dataset, rec: Reconciliation, *, at: datetime) -> list[str]:
     that sequence is recorded in the same Original Attributes Sequence item as the others.
     """
     old_id, old_issuer = str(ds.get("PatientID", "")), str(ds.get("IssuerOfPatientID", ""))
-    old_others = ds.get("OtherPatientIDsSequence")
+    # the element, copied: the sequence itself is appended to below (PS3.3 C.12.1.1.9 keeps
+    # the previous value, and a media file may already carry one, as CT_small.dcm does)
+    old_others = deepcopy(ds["OtherPatientIDsSequence"]) if "OtherPatientIDsSequence" in ds else None
     changed = apply(ds, rec.coercion(), at=at)
     if "PatientID" not in changed or not old_id:
         return changed
@@ -153,7 +158,8 @@ class ImportProgress:
 
 @dataclass
 class ImportSummary:
-    """What :func:`import_catalog` did; ``failed`` lists (file, reason)."""
+    """What :func:`import_catalog` did; ``failed`` lists (file, reason), ``duplicates``
+    (file, SOP Instance UID) of the instances the server already held (Warning 0xB006)."""
 
     total: int = 0
     sent: int = 0
@@ -162,6 +168,7 @@ class ImportSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     not_sent: int = 0
     stopped: str | None = None
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -189,6 +196,7 @@ def _store(session: StoreSession, entry: InstanceEntry, item: tuple[str, str, st
         summary.sent += 1
     elif status.status == 0xB006 and "duplicate" in status.comment.lower():
         summary.already_present += 1
+        summary.duplicates.append((entry.path, sop_instance))
     elif status.category == "warning":
         summary.sent += 1
         summary.warnings.append((entry.path, status_text(status.status)))
@@ -242,3 +250,51 @@ def import_catalog(catalog: Catalog, rec: Reconciliation, connector: StoreConnec
             return summary
         session.close()
     return summary
+
+
+@dataclass(frozen=True)
+class HeldInstance:
+    """An instance the server already held when it was imported again (Warning 0xB006).
+
+    Attributes
+    ----------
+    path, sop_instance_uid : str
+        The file on the media and its SOP Instance UID.
+    patient_id : str or None
+        The Patient ID the server holds it under (None: the server did not say).
+    """
+
+    path: str
+    sop_instance_uid: str
+    patient_id: str | None
+
+
+def held_under(finder: Finder, duplicates: Iterable[tuple[str, str]],
+               batch: int = 200) -> list[HeldInstance]:
+    """Under which Patient ID the server holds each already-present instance.
+
+    A second import of the same images is discarded by the archive (its first copy wins,
+    PS3.4 B.2.3 Warning 0xB006 "Duplicate"), so a new Patient ID given this time is *not*
+    applied: the caller reports the instances whose Patient ID differs. C-FIND at IMAGE level
+    with List of UID Matching on SOP Instance UID (PS3.4 C.2.2.2.2) and Patient ID as a
+    return key, `batch` UIDs per query.
+
+    Raises
+    ------
+    ConnectionFailed
+        The server cannot be asked (no connection, C-FIND not allowed).
+    """
+    pairs = list(duplicates)
+    found: dict[str, str] = {}
+    uids = list(dict.fromkeys(uid for _path, uid in pairs))
+    for start in range(0, len(uids), batch):
+        chunk = uids[start:start + batch]
+        ds = Dataset()
+        ds.QueryRetrieveLevel = Level.IMAGE.value
+        ds.SOPInstanceUID = chunk if len(chunk) > 1 else chunk[0]
+        ds.PatientID = ""
+        for match in finder.find(ds, Level.IMAGE):
+            uid = str(match.get("SOPInstanceUID", "") or "")
+            if uid and "PatientID" in match:
+                found[uid] = str(match.PatientID or "")
+    return [HeldInstance(path, uid, found.get(uid)) for path, uid in pairs]

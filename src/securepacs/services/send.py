@@ -126,7 +126,8 @@ class SendSummary:
     """The outcome of :func:`send`.
 
     ``not_sent`` counts files never tried because the send stopped (``stopped`` says why,
-    or ``interrupted`` is set).
+    or ``interrupted`` is set). ``meta_disagreed`` lists (file, how) the files whose File Meta
+    Information named other UIDs than their data set (sent with the data set's, as storescu).
     """
 
     found: int = 0
@@ -142,6 +143,7 @@ class SendSummary:
     reconnects: int = 0
     stopped: str | None = None
     interrupted: bool = False
+    meta_disagreed: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -340,7 +342,9 @@ def send(discovery: Discovery, connector: StoreConnector, *, options: SendOption
     ConnectionFailed
         Only from the resume lookup when the server cannot be reached at all.
     """
-    summary = SendSummary(found=len(discovery.instances), skipped=list(discovery.skipped))
+    summary = SendSummary(found=len(discovery.instances), skipped=list(discovery.skipped),
+                          meta_disagreed=[(i.label, i.meta_disagrees) for i in discovery.instances
+                                          if i.meta_disagrees])
     todo = list(discovery.instances)
     if options.resume and todo:
         if finder is None:

@@ -259,6 +259,11 @@ class EnrolmentServer(socketserver.ThreadingTCPServer):
         log.warning("enrolled %s from %s: organisation %s, group %s, serial %x",
                     one_line(issued_name), where, one_line(token.organization),
                     one_line(token.group), cert.serial_number)
+        self.audit.enrolled(
+            subject=f"{one_line(issued_name)} serial {cert.serial_number:x}",
+            address=source,
+            detail=f"client enrolled with a one-time token: {one_line(token.organization)}/"
+                   f"{one_line(token.group)}")
         return _json(200, {
             "certificate": certificate_pem(cert), "ca": certificate_pem(ca_cert),
             "name": issued_name, "organization": token.organization, "group": token.group,

@@ -47,6 +47,10 @@ def every_message() -> dict[str, m.AuditRecord]:
         "tampered": m.security_alert(alert=m.Alert.TAMPERED_MEDIA, reporter=m.Peer("operator"),
                                      subject="file:///media/cdrom/DICOM/IM0001", at=AT,
                                      reason="digest mismatch"),
+        **{f"change-{alert.value}": m.security_alert(
+            alert=alert, reporter=PACS, performer=m.Peer("alice", address="pacs.example.org"),
+            subject="CN=ws1 serial 1a2b", reason=f"{alert.value} by the local user", at=AT,
+            outcome=Outcome.SUCCESS) for alert in sorted(m.CHANGES, key=lambda a: a.value)},
         "store": m.instances_transferred(action=Action.CREATE, outcome=Outcome.SUCCESS,
                                          source=WS1, destination=PACS, patient_id="PAT-1",
                                          study_uids=[STUDY], at=AT, patient_name="Doe^Jane"),
@@ -178,3 +182,19 @@ def test_record_ids_are_unique_unless_given() -> None:
     b = m.application_activity(started=True, application=PACS, at=AT)
     c = m.application_activity(started=True, application=PACS, at=AT, record_id="fixed")
     assert a.record_id != b.record_id and c.record_id == "fixed"
+
+
+def test_trust_changes_are_successful_security_alerts_with_who() -> None:
+    """Issue 18: ca issue/revoke/renew/invite, groups and enrolments (PS3.15 A.5.3.11)."""
+    codes = {a: m.security_alert(alert=a, reporter=PACS, performer=m.Peer("alice"),
+                                 subject="group radiology", at=AT, outcome=Outcome.SUCCESS)
+             for a in m.CHANGES}
+    for alert, record in codes.items():
+        assert record.event_id == EventId.SECURITY_ALERT
+        assert record.outcome == Outcome.SUCCESS
+        assert "alice" in record.user_ids
+        requestors = [p.user_id for p in record.participants if p.requestor]
+        assert requestors == ["alice"], alert
+    assert codes[m.Alert.GROUP_CHANGED].event_types[0].code == "110136"
+    assert codes[m.Alert.CERTIFICATE_ISSUED].event_types[0].code == "110129"
+    assert codes[m.Alert.CERTIFICATE_REVOKED].event_types[0].code == "110126"

@@ -65,3 +65,57 @@ def test_deferred_module_loads_on_first_attribute(monkeypatch: pytest.MonkeyPatc
     assert again is sys.modules["colorsys"]
     main.defer_import("securepacs_no_such_module")
     assert "securepacs_no_such_module" not in sys.modules
+
+
+def _every_command(group: object, path: list[str]) -> list[list[str]]:
+    found = [path]
+    commands = getattr(group, "commands", None)
+    if isinstance(commands, dict):
+        for name, sub in commands.items():
+            found += _every_command(sub, [*path, name])
+    return found
+
+
+def test_help_speaks_words_not_python_types_nor_markup() -> None:
+    """Issue 18: no ``<list[Path]>``/``<bool>``, no "server ." from eaten [..], no ``rst``."""
+    import re
+
+    import typer
+
+    command = typer.main.get_command(main.app)
+    runner = CliRunner()
+    paths = _every_command(command, [])
+    assert len(paths) > 30
+    for path in paths:
+        result = runner.invoke(main.app, [*path, "--help"], env={"COLUMNS": "100"})
+        assert result.exit_code == 0, (path, result.output)
+        text = result.output
+        for bad in ("<list[", "<bool>", "<str>", "<int", "<path>", "``", ":class:", ":func:"):
+            assert bad not in text, (path, bad, text)
+        assert not re.search(r"\w \.(\s|$)", text), (path, text)
+    send = " ".join(runner.invoke(main.app, ["send", "--help"], env={"COLUMNS": "100"}).output.split())
+    assert "[profile, else 127.0.0.1:2762]" in send and "--server TEXT" in send
+
+
+def test_help_imports_no_heavy_module() -> None:
+    """Issue 18 item 13: ``securepacs --help`` lists the commands without pydicom, numpy,
+    cryptography, pynetdicom or SQLAlchemy (its start-up was 0.85 s, mostly cli.media's
+    service module; the time itself is measured in the bench, not here)."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['securepacs', '--help']\n"
+        "from securepacs.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "heavy = ['pydicom', 'numpy', 'cryptography', 'pynetdicom', 'sqlalchemy', 'rich',\n"
+        "         'asn1crypto', 'starlette', 'securepacs.media', 'securepacs.services.media']\n"
+        "loaded = [m for m in heavy if m in sys.modules\n"
+        "          and type(sys.modules[m]).__name__ != '_Deferred']\n"
+        "print(loaded, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    assert "media" in done.stdout and "audit" in done.stdout

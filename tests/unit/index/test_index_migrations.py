@@ -47,7 +47,12 @@ def differences(url: str) -> list[object]:
 
 
 def test_migrate_an_empty_database_matches_the_tables(url: str) -> None:
-    assert not status(url).ok
+    from securepacs.errors import StorageError
+
+    try:
+        assert not status(url).ok
+    except StorageError as exc:  # SQLite: no file yet, and status never makes one
+        assert "no index database" in str(exc)
     done = upgrade(url)
     assert (done.before, done.after, done.stamped) == (None, head(), False)
     assert differences(url) == []
@@ -94,6 +99,7 @@ def test_migrate_stamps_a_schema_made_by_serve(url: str, with_audit: bool) -> No
         audit.close()
     state = status(url)
     assert state.ok and "not yet stamped" in state.message
+    assert "nothing to do now" in state.message and "before upgrading" in state.message
     done = upgrade(url)
     assert done.stamped and done.before is None and done.after == head()
     assert differences(url) == []
@@ -110,3 +116,14 @@ def test_concurrent_migrations_queue(url: str) -> None:
     assert sorted(r.before is None for r in results) == [False, False, True]
     assert {r.after for r in results} == {head()}
     assert differences(url) == []
+
+
+def test_status_of_a_missing_sqlite_file_creates_nothing(tmp_path) -> None:  # noqa: ANN001
+    """Issue 18: ``securepacs check`` on a client machine made an empty index.sqlite."""
+    from securepacs.errors import StorageError
+
+    target = tmp_path / "data" / "index.sqlite"
+    target.parent.mkdir()
+    with pytest.raises(StorageError, match="no index database at .*index.sqlite .nothing created"):
+        status(f"sqlite:///{target}")
+    assert list(target.parent.iterdir()) == []

@@ -56,8 +56,11 @@ def test_whole_data_sets_pass_and_every_truncation_fails(implicit: bool, undefin
 def test_garbage_and_bad_vr() -> None:
     with pytest.raises(ValueError):
         check_structure(b"\x08\x00\x18\x00UI\xff\x7fgarbage", implicit=False)
-    with pytest.raises(ValueError, match="invalid VR"):
+    with pytest.raises(ValueError, match="invalid VR") as caught:
         check_structure(b"\x08\x00\x18\x00\x00\x00\x02\x001.", implicit=False)
+    # issue 18: words and the element, not a Python bytes repr such as b'\x18\x00'
+    assert "(bytes 00 00) in element (0008,0018) at byte 0" in str(caught.value)
+    assert "b'" not in str(caught.value)
 
 
 def test_deflated_must_inflate() -> None:

@@ -258,6 +258,29 @@ def test_context_file_errors_name_the_file(pki: Pki, tmp_path: Path) -> None:
         server_context(pki.server_cert, pki.client_key, pki.ca)
 
 
+def test_file_errors_say_what_is_wrong_not_ssl_internals(pki: Pki, tmp_path: Path) -> None:
+    """Issue 18: no ``[SSL] PEM lib (_ssl.c:3926)`` reaches the user."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    cases = [
+        (lambda: server_context(garbage, garbage, pki.ca), "garbage.pem holds no PEM certificate"),
+        (lambda: server_context(pki.server_cert, garbage, pki.ca),
+         "garbage.pem holds no PEM private key"),
+        (lambda: server_context(pki.server_cert, pki.client_key, pki.ca),
+         "client.key does not belong to the certificate"),
+        (lambda: server_context(pki.server_cert, pki.server_key, garbage),
+         "garbage.pem: no PEM certificate in the file"),
+        (lambda: client_context(garbage, pki.client_cert, pki.client_key),
+         "garbage.pem: no PEM certificate in the file"),
+    ]
+    for make, expected in cases:
+        with pytest.raises(PkiError) as caught:
+            make()
+        message = str(caught.value)
+        assert expected in message, message
+        assert "_ssl.c" not in message and "PEM lib" not in message and "\n" not in message
+
+
 def test_encrypted_key_is_refused_without_prompting(pki: Pki, tmp_path: Path) -> None:
     from securepacs.pki.authority import load_private_key
 

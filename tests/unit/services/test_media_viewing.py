@@ -49,6 +49,24 @@ def test_reconcile_keeps_the_original_identity() -> None:
     assert again.OtherPatientIDsSequence[0].PatientID == "OLD1"
 
 
+def test_reconcile_keeps_an_existing_other_patient_ids_sequence() -> None:
+    """pydicom's CT_small.dcm already carries Other Patient IDs Sequence (issue 18 item 2)."""
+    from pydicom.data import get_testdata_file
+
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    before = [str(i.PatientID) for i in ds.OtherPatientIDsSequence]
+    assert before and ds.PatientID == "1CT1"
+    changed = reconcile(ds, Reconciliation("NEWID1", "HOSP"), at=AT)
+    assert "OtherPatientIDsSequence" in changed
+    assert [str(i.PatientID) for i in ds.OtherPatientIDsSequence] == [*before, "1CT1"]
+    previous = ds.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0]
+    assert [str(i.PatientID) for i in previous.OtherPatientIDsSequence] == before
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    again = dcmread(BytesIO(out.getvalue()))
+    assert (again.PatientID, again.IssuerOfPatientID) == ("NEWID1", "HOSP")
+
+
 def test_source_label_is_a_short_lo() -> None:
     assert source_label("/mnt/cdrom/") == "media cdrom"
     assert source_label("D:\\") == "media D:"

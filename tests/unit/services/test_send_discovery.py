@@ -103,3 +103,31 @@ def test_discover_walks_folders_zips_and_counts_the_rest(tmp_path: Path) -> None
 def test_discover_names_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope"):
         discover([tmp_path / "nope"])
+
+
+@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                                "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"])
+def test_meta_that_disagrees_with_the_data_set_yields_the_data_sets_uids(
+        tmp_path: Path, ts: str) -> None:
+    """As DCMTK's storescu: C-STORE names the data set's UIDs, not the File Meta's (issue 18)."""
+    ds = make_dataset(transfer_syntax=ts)
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.7"
+    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    path = tmp_path / "odd.dcm"
+    ds.preamble = b"\0" * 128  # written as it is: the File Meta kept, not made to agree
+    ds.save_as(path, enforce_file_format=False)
+    found = discover([path]).instances
+    assert len(found) == 1
+    instance = found[0]
+    assert (instance.sop_class_uid, instance.sop_instance_uid) == (ds.SOPClassUID, ds.SOPInstanceUID)
+    assert "SOP Instance UID 1.2.3.4.5.6.7 in the File Meta" in instance.meta_disagrees
+    assert f"SOP Class UID {MRImageStorage} in the File Meta" in instance.meta_disagrees
+
+
+def test_meta_that_agrees_says_nothing(tmp_path: Path) -> None:
+    files = write_study(tmp_path, 2)
+    found = discover([tmp_path]).instances
+    assert [i.meta_disagrees for i in found] == ["", ""]
+    assert {i.sop_instance_uid for i in found} == {
+        str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+
