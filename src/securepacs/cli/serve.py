@@ -89,6 +89,9 @@ def serve(
     if archive.viewer is not None:
         typer.echo(f"  Viewer (HTTPS, client certificate with find+get required): "
                    f"{archive.viewer.url}")
+    if archive.dicomweb is not None:
+        typer.echo(f"  DICOMweb (HTTPS, client certificate; QIDO-RS find, WADO-RS get, "
+                   f"STOW-RS store): {archive.dicomweb.url.rstrip('/')}{s.dicomweb_base}")
     if s.plain_port is not None:
         log.warning("plain TCP listener enabled on port %d: traffic there is NOT encrypted "
                     "and clients are NOT authenticated", s.plain_port)
@@ -113,6 +116,8 @@ def serve(
         archive.enrolment.start()
     if archive.viewer is not None:
         archive.viewer.start()
+    if archive.dicomweb is not None:
+        archive.dicomweb.start()
     pool = None
     if s.workers > 1:
         pool = workers.Workers(s.workers - 1, archive.server.share())
@@ -139,6 +144,8 @@ def serve(
         archive.enrolment.stop()
     if archive.viewer is not None:
         archive.viewer.stop()
+    if archive.dicomweb is not None:
+        archive.dicomweb.stop()
     archive.server.stop()
     if archive.audit is not None:
         archive.audit.application(started=False)

@@ -104,7 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if first:
             audit.authenticated(identity, address=address)
-            missing = [p.value for p in _VIEW if not identity.allows(p)]
+            missing = [p.value for p in self.server.connect_permissions
+                       if not identity.allows(p)]
             if missing:
                 log.warning("viewer: %s from %s lacks the %s permission(s)", identity.describe(),
                             where, "+".join(missing))
@@ -163,6 +164,9 @@ class ArchiveViewerServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 64  # a browser opens several connections at once
+    #: Permissions whose absence is audited once per connection (the app decides per request).
+    connect_permissions: tuple[Permission, ...] = _VIEW
+    handler_class: type[BaseHTTPRequestHandler] = _Handler
 
     def __init__(self, address: tuple[str, int], app: Asgi, tls_context: Any, *,
                  gatekeeper: Gatekeeper, handshake_timeout: float = 10.0,
@@ -175,7 +179,7 @@ class ArchiveViewerServer(ThreadingHTTPServer):
         self.audit = audit or NoAudit()
         self._loop = asyncio.new_event_loop()
         self._loop_thread: threading.Thread | None = None
-        super().__init__(address, _Handler)
+        super().__init__(address, self.handler_class)
 
     @property
     def url(self) -> str:

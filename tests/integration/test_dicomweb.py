@@ -1,0 +1,550 @@
+"""DICOMweb of ``securepacs serve`` (issue 16), driven by ``dicomweb-client`` with certificates.
+
+A real ``securepacs serve`` on a data folder with its own CA receives two studies from
+DCMTK ``storescu`` over TLS; its DICOMweb listener (``dicomweb_port``) is then used by
+``dicomweb-client`` (a requests session holding a client certificate): QIDO-RS at each
+level with the C-FIND matching cases, WADO-RS of a study compared byte for byte with the
+stored blobs, metadata and bulk data, frames of a multi-frame JPEG 2000 instance, rendered
+and thumbnail images decoded by Pillow, STOW-RS of a folder found afterwards by DCMTK
+``findscu``; the refusals (no certificate, another CA, revoked, missing permission,
+malformed multipart), the disc viewer's CORS and import tokens. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from catools import data_server
+from harness import HOST, Server, dcmtk, free_port, needs_dcmtk, tls_args
+
+from factories import make_dataset, write_study
+
+pytestmark = [pytest.mark.integration, needs_dcmtk]
+
+dicomweb_api = pytest.importorskip("dicomweb_client.api")
+requests = pytest.importorskip("requests")
+Image = pytest.importorskip("PIL.Image")
+np = pytest.importorskip("numpy")
+
+
+def ca(data: Path, *args: str) -> str:
+    from typer.testing import CliRunner
+
+    from securepacs.cli.main import app
+
+    result = CliRunner().invoke(app, ["ca", "--data-dir", str(data), *args])
+    assert result.exit_code == 0, f"ca {' '.join(args)}: {result.output}"
+    return result.stdout
+
+
+class Archive:
+    def __init__(self, server: Server, port: int, viewer_port: int, clients: Path, data: Path):
+        self.server = server
+        self.port = port
+        self.viewer_port = viewer_port
+        self.clients = clients
+        self.data = data
+        self.url = f"https://{HOST}:{port}/dicomweb"
+        self.studies: dict[str, list[Path]] = {}
+
+    def files(self, name: str) -> tuple[Path, Path]:
+        return self.clients / f"{name}.pem", self.clients / f"{name}.key"
+
+    def session(self, name: str | None = "ws1") -> requests.Session:
+        session = requests.Session()
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override session.verify
+        session.trust_env = False
+        if name is not None:
+            session.cert = tuple(str(p) for p in self.files(name))
+        session.verify = str(self.clients / "ca.pem")
+        return session
+
+    def client(self, name: str = "ws1") -> object:
+        return dicomweb_api.DICOMwebClient(self.url, session=self.session(name))
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
+    tmp = tmp_path_factory.mktemp("dicomweb")
+    data, out = tmp / "data", tmp / "clients"
+    ca(data, "init")
+    ca(data, "group", "create", "radiology", "--allow", "echo,store,find,move,get")
+    ca(data, "group", "create", "senders", "--allow", "echo,store")
+    ca(data, "group", "create", "lookers", "--allow", "find")
+    for name, group in (("ws1", "radiology"), ("modality", "senders"), ("gone", "radiology"),
+                        ("later", "radiology"), ("looker", "lookers")):
+        ca(data, "issue", "client", "--name", name, "--org", "St Elsewhere", "--group", group,
+           "--out", str(out))
+    ca(data, "revoke", "gone")
+    port, viewer_port = free_port(), free_port()
+    server = data_server(tmp, data, "serve", viewer_port=viewer_port,
+                         dicomweb_port=port).start()
+    try:
+        found = Archive(server, port, viewer_port, out, data)
+        first = write_study(tmp / "a", 3, patient_id="PAT001", patient_name="Doe^Jane",
+                            study_date="20240115", rows=64, columns=64)
+        second = write_study(tmp / "b", 2, patient_id="PAT002", patient_name="Roe^Richard",
+                             study_date="20250301", modality="MR", study_description="Knee")
+        key, cert, ca_pem = out / "modality.key", out / "modality.pem", out / "ca.pem"
+        sent = dcmtk("storescu", *tls_args(key, cert, ca_pem), "-aec", "SECUREPACS", HOST,
+                     str(server.port), *first, *second, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        from pydicom import dcmread
+
+        for files in (first, second):
+            found.studies[str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)] = files
+        yield found
+    finally:
+        server.stop()
+
+
+def _uids(archive: Archive) -> tuple[str, str]:
+    return tuple(archive.studies)  # type: ignore[return-value]
+
+
+# -- QIDO-RS ------------------------------------------------------------------------------
+def test_serve_prints_the_dicomweb_url(archive: Archive) -> None:
+    archive.server.wait_for_log(rf"DICOMweb \(HTTPS.*\): https://127\.0\.0\.1:{archive.port}"
+                                r"/dicomweb")
+
+
+def test_qido_studies_series_instances_with_the_c_find_matching(archive: Archive) -> None:
+    client = archive.client()
+    first, second = _uids(archive)
+    by_id = client.search_for_studies(search_filters={"PatientID": "PAT001"})
+    assert [s["0020000D"]["Value"][0] for s in by_id] == [first]
+    assert by_id[0]["00100010"]["Value"][0]["Alphabetic"] == "Doe^Jane"
+    assert by_id[0]["00201208"]["Value"][0] == 3  # NumberOfStudyRelatedInstances
+    assert by_id[0]["00081190"]["Value"][0].endswith(f"/dicomweb/studies/{first}")
+    in_range = client.search_for_studies(search_filters={"StudyDate": "20250101-20251231"})
+    assert [s["0020000D"]["Value"][0] for s in in_range] == [second]
+    wildcard = client.search_for_studies(search_filters={"PatientName": "doe*"})
+    assert [s["0020000D"]["Value"][0] for s in wildcard] == [first]  # PN: case-insensitive
+    by_tag = client.search_for_studies(search_filters={"00100020": "PAT00?"})
+    assert {s["0020000D"]["Value"][0] for s in by_tag} == {first, second}
+    assert client.search_for_studies(search_filters={"PatientID": "NOBODY"}) == []
+    assert {s["00080060"]["Value"][0] for s in client.search_for_series()} >= {"MR"}
+    series = client.search_for_series(study_instance_uid=second)
+    assert len(series) == 1 and series[0]["00080060"]["Value"][0] == "MR"
+    assert series[0]["00201209"]["Value"][0] == 2  # NumberOfSeriesRelatedInstances
+    series_uid = series[0]["0020000E"]["Value"][0]
+    instances = client.search_for_instances(study_instance_uid=second,
+                                            series_instance_uid=series_uid)
+    assert len(instances) == 2 and all("00080018" in i for i in instances)
+    assert len(client.search_for_instances(study_instance_uid=first)) == 3
+    assert len(client.search_for_instances(search_filters={"PatientID": "PAT001"})) == 3
+    # limit / offset page through the same matches
+    page1 = client.search_for_instances(study_instance_uid=first, limit=2)
+    page2 = client.search_for_instances(study_instance_uid=first, limit=2, offset=2)
+    assert len(page1) == 2 and len(page2) == 1
+    assert {i["00080018"]["Value"][0] for i in page1 + page2} == {
+        i["00080018"]["Value"][0] for i in client.search_for_instances(study_instance_uid=first)}
+    # includefield
+    plain = client.search_for_studies(search_filters={"PatientID": "PAT002"})
+    assert "00081030" not in plain[0]
+    more = client.search_for_studies(search_filters={"PatientID": "PAT002"},
+                                     fields=["StudyDescription"])
+    assert more[0]["00081030"]["Value"][0] == "Knee"
+    every = client.search_for_studies(search_filters={"PatientID": "PAT002"}, fields=["all"])
+    assert every[0]["00081030"]["Value"][0] == "Knee" and "00100040" in every[0]
+
+
+def test_qido_warns_about_what_it_ignores_and_refuses_bad_parameters(archive: Archive) -> None:
+    session = archive.session()
+    got = session.get(f"{archive.url}/studies", params={"PatientID": "PAT001",
+                                                        "fuzzymatching": "true",
+                                                        "NoSuchKeyword": "x"}, timeout=20)
+    assert got.status_code == 200 and len(got.json()) == 1
+    warning = got.headers["Warning"]
+    assert warning.startswith("299 ") and "fuzzymatching" in warning
+    assert "NoSuchKeyword" in warning
+    assert got.headers["Content-Type"].startswith("application/dicom+json")
+    bad = session.get(f"{archive.url}/studies", params={"limit": "-1"}, timeout=20)
+    assert bad.status_code == 400 and "limit" in bad.json()["error"]
+
+
+# -- WADO-RS ------------------------------------------------------------------------------
+def _blobs(archive: Archive) -> dict[bytes, Path]:
+    root = archive.data / "blobs"
+    return {p.read_bytes(): p for p in root.rglob("*")
+            if p.is_file() and p.relative_to(root).parts[0] != "tmp"}
+
+
+def test_wado_study_is_byte_identical_to_what_c_store_stored(archive: Archive) -> None:
+    client = archive.client()
+    first, _ = _uids(archive)
+    response = client._http_get(f"{archive.url}/studies/{first}",
+                                headers={"Accept": 'multipart/related; type="application/dicom";'
+                                                   ' transfer-syntax=*'})
+    assert response.headers["Content-Type"].startswith("multipart/related")
+    parts = [bytes(p) for p in client._decode_multipart_message(response, stream=False)]
+    stored = _blobs(archive)
+    assert len(parts) == 3 and all(p in stored for p in parts)
+    datasets = client.retrieve_study(first)
+    assert sorted(int(d.InstanceNumber) for d in datasets) == [1, 2, 3]
+    from pydicom import dcmread
+
+    sent = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in archive.studies[first]}
+    for ds in datasets:
+        assert ds.PixelData == sent[str(ds.SOPInstanceUID)].PixelData
+
+
+def test_wado_reencodes_only_between_uncompressed_syntaxes(archive: Archive) -> None:
+    client = archive.client()
+    first, _ = _uids(archive)
+    series = client.search_for_series(study_instance_uid=first)[0]["0020000E"]["Value"][0]
+    response = client._http_get(  # dicomweb-client itself offers no Implicit VR
+        f"{archive.url}/studies/{first}/series/{series}",
+        headers={"Accept": 'multipart/related; type="application/dicom"; '
+                           'transfer-syntax=1.2.840.10008.1.2'})
+    from pydicom import dcmread
+
+    got = [dcmread(io.BytesIO(bytes(p)))
+           for p in client._decode_multipart_message(response, stream=False)]
+    assert len(got) == 3
+    assert {str(d.file_meta.TransferSyntaxUID) for d in got} == {"1.2.840.10008.1.2"}
+    assert all(d.is_implicit_VR for d in got)
+    refused = archive.session().get(
+        f"{archive.url}/studies/{first}",
+        headers={"Accept": 'multipart/related; type="application/dicom"; '
+                           'transfer-syntax=1.2.840.10008.1.2.4.90'}, timeout=20)
+    assert refused.status_code == 406 and "cannot be converted" in refused.json()["error"]
+
+
+def test_wado_metadata_and_bulk_data(archive: Archive) -> None:
+    client = archive.client()
+    _, second = _uids(archive)
+    metadata = client.retrieve_study_metadata(second)
+    assert len(metadata) == 2 and all(m["00100020"]["Value"] == ["PAT002"] for m in metadata)
+    uri = metadata[0]["7FE00010"]["BulkDataURI"]
+    assert "/bulkdata/7FE00010" in uri
+    pixels = client.retrieve_bulkdata(uri)
+    sop = metadata[0]["00080018"]["Value"][0]
+    from pydicom import dcmread
+
+    sent = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in archive.studies[second]}
+    assert pixels[0] == sent[sop].PixelData
+
+
+def _multiframe_j2k(folder: Path) -> tuple[Path, object]:
+    from pydicom.uid import JPEG2000Lossless
+
+    arr = ((np.arange(4 * 48 * 40) * 7) % 3000).astype("uint16").reshape(4, 48, 40)
+    ds = make_dataset(patient_id="PATJ2K", rows=48, columns=40)
+    ds.NumberOfFrames = 4
+    ds.compress(JPEG2000Lossless, arr, encoding_plugin="pylibjpeg")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "j2k.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path, arr
+
+
+def test_stow_then_frames_of_a_multiframe_jpeg2000(archive: Archive, tmp_path: Path) -> None:
+    from pydicom import dcmread
+    from pydicom.encaps import generate_frames
+
+    path, arr = _multiframe_j2k(tmp_path)
+    ds = dcmread(path)
+    client = archive.client()
+    client.store_instances([ds])
+    study, series, sop = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                          str(ds.SOPInstanceUID))
+    stored = list(generate_frames(ds.PixelData, number_of_frames=4))
+    as_stored = client.retrieve_instance_frames(study, series, sop, [2, 4], media_types=(
+        ("image/jp2", "1.2.840.10008.1.2.4.90"),))
+    assert as_stored == [stored[1], stored[3]]
+    native = client.retrieve_instance_frames(study, series, sop, [3], media_types=(
+        ("application/octet-stream", "1.2.840.10008.1.2.1"),))
+    assert np.frombuffer(native[0], "<u2").reshape(48, 40).tolist() == arr[2].tolist()
+    png = client.retrieve_instance_frames_rendered(study, series, sop, [2],
+                                                   media_types=("image/png",))
+    assert Image.open(io.BytesIO(png)).size == (40, 48)
+
+
+def test_rendered_and_thumbnails_are_images(archive: Archive) -> None:
+    client = archive.client()
+    first, _ = _uids(archive)
+    series = client.search_for_series(study_instance_uid=first)[0]["0020000E"]["Value"][0]
+    sop = client.search_for_instances(study_instance_uid=first)[0]["00080018"]["Value"][0]
+    jpeg = client.retrieve_instance_rendered(first, series, sop, media_types=("image/jpeg",),
+                                             params={"quality": 80, "window": "100,300"})
+    picture = Image.open(io.BytesIO(jpeg))
+    assert picture.format == "JPEG" and picture.size == (64, 64)
+    session = archive.session()
+    for where in (f"/studies/{first}", f"/studies/{first}/series/{series}",
+                  f"/studies/{first}/series/{series}/instances/{sop}"):
+        got = session.get(f"{archive.url}{where}/thumbnail", headers={"Accept": "image/png"},
+                          params={"viewport": "32,32"}, timeout=20)
+        assert got.status_code == 200 and got.headers["Content-Type"] == "image/png", where
+        assert max(Image.open(io.BytesIO(got.content)).size) == 32
+
+
+def test_stow_of_a_folder_is_found_by_dcmtk_findscu(archive: Archive, tmp_path: Path) -> None:
+    from pydicom import dcmread
+
+    files = write_study(tmp_path / "s", 4, patient_id="PATSTOW", study_date="20240601")
+    client = archive.client()
+    answer = client.store_instances([dcmread(p) for p in files])
+    assert len(answer.ReferencedSOPSequence) == 4 and "FailedSOPSequence" not in answer
+    key, cert, ca_pem = (archive.clients / "ws1.key", archive.clients / "ws1.pem",
+                         archive.clients / "ca.pem")
+    out = tmp_path / "found"
+    out.mkdir()
+    result = dcmtk("findscu", *tls_args(key, cert, ca_pem), "-S", "-aec", "SECUREPACS",
+                   "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PATSTOW",
+                   "-k", "NumberOfStudyRelatedInstances", "-X", "-od", str(out), HOST,
+                   str(archive.server.port), timeout=60)
+    assert result.returncode == 0, result.stderr
+    found = [dcmread(p) for p in out.glob("rsp*.dcm")]
+    assert len(found) == 1 and int(found[0].NumberOfStudyRelatedInstances) == 4
+    # the same instances again: kept first copies, each with Warning Reason 0xB006
+    again = client.store_instances([dcmread(p) for p in files])
+    assert [int(i.WarningReason) for i in again.ReferencedSOPSequence] == [0xB006] * 4
+
+
+def test_stow_failures_and_a_study_mismatch(archive: Archive, tmp_path: Path) -> None:
+    files = write_study(tmp_path / "m", 1, patient_id="PATMIS")
+    session = archive.session()
+    body = (b"--XYZ\r\nContent-Type: application/dicom\r\n\r\n" + files[0].read_bytes()
+            + b"\r\n--XYZ\r\nContent-Type: application/dicom\r\n\r\nnot dicom at all\r\n--XYZ--")
+    got = session.post(f"{archive.url}/studies/1.2.3.4", data=body, timeout=20, headers={
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=XYZ'})
+    assert got.status_code == 409, got.text
+    failed = got.json()["00081198"]["Value"]
+    assert [f["00081197"]["Value"][0] for f in failed] == [0xA900, 0xC000]
+
+
+# -- refusals -----------------------------------------------------------------------------
+def _status(archive: Archive, path: str, name: str | None, **kw: object) -> tuple[int, str]:
+    got = archive.session(name).get(f"{archive.url}{path}", timeout=20, **kw)
+    return got.status_code, got.text
+
+
+def test_refusals_no_certificate_revoked_and_missing_permission(archive: Archive) -> None:
+    first, _ = _uids(archive)
+    for path in ("/studies", f"/studies/{first}", f"/studies/{first}/metadata"):
+        status, text = _status(archive, path, None)
+        assert status == 403 and "PAT001" not in text, path
+        status, text = _status(archive, path, "gone")
+        assert status == 403 and "PAT001" not in text, path
+    archive.server.wait_for_log(r"viewer connection from .* refused: certificate 'gone'")
+    status, text = _status(archive, "/studies", "modality")
+    assert status == 403 and "'find' permission" in text and "PAT001" not in text
+    status, text = _status(archive, f"/studies/{first}", "looker")
+    assert status == 403 and "'get' permission" in text
+    files = write_study(archive.data.parent / "nope", 1)
+    got = archive.session("looker").post(
+        f"{archive.url}/studies", timeout=20,
+        data=b"--B\r\nContent-Type: application/dicom\r\n\r\n" + files[0].read_bytes()
+        + b"\r\n--B--\r\n",
+        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=B'})
+    assert got.status_code == 403 and "'store' permission" in got.text
+
+
+def test_another_ca_is_refused_in_the_handshake(archive: Archive, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    ca(other, "init")
+    ca(other, "group", "create", "g", "--allow", "all")
+    ca(other, "issue", "client", "--name", "ws1", "--org", "Elsewhere", "--group", "g",
+       "--out", str(other / "out"))
+    session = archive.session(None)
+    session.cert = (str(other / "out" / "ws1.pem"), str(other / "out" / "ws1.key"))
+    with pytest.raises(requests.exceptions.RequestException):
+        session.get(f"{archive.url}/studies", timeout=20)
+
+
+def test_malformed_multipart_is_a_400(archive: Archive) -> None:
+    session = archive.session()
+    kind = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=B'}
+    for body in (b"no boundary anywhere" * 10000, b"--B\r\nContent-Type application/dicom\r\n\r\nx",
+                 b"--B\r\nContent-Type: application/dicom\r\n\r\nunterminated"):
+        got = session.post(f"{archive.url}/studies", data=body, headers=kind, timeout=20)
+        assert got.status_code == 400 and "multipart" in got.json()["error"], body[:40]
+    got = session.post(f"{archive.url}/studies", data=b"x", timeout=20,
+                       headers={"Content-Type": "application/json"})
+    assert got.status_code == 415
+
+
+def test_a_revocation_ends_a_kept_alive_connection(archive: Archive) -> None:
+    session = archive.session("later")
+    assert session.get(f"{archive.url}/studies", timeout=20).status_code == 200
+    ca(archive.data, "revoke", "later")
+    deadline = time.monotonic() + 10
+    while True:
+        got = session.get(f"{archive.url}/studies", timeout=20)
+        if got.status_code == 403:
+            break
+        assert time.monotonic() < deadline, "revocation not enforced within 10 s"
+        time.sleep(0.2)
+    assert "PAT001" not in got.text
+
+
+def test_the_archive_viewer_still_refuses_a_client_without_certificate(
+        archive: Archive) -> None:
+    context = ssl.create_default_context(cafile=str(archive.clients / "ca.pem"))
+    context.check_hostname = False
+    conn = http.client.HTTPSConnection(HOST, archive.viewer_port, context=context, timeout=20)
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            conn.request("GET", "/")
+            conn.getresponse().read()
+    finally:
+        conn.close()
+    # while the DICOMweb listener lets it finish the handshake, then refuses it per request
+    assert _status(archive, "/studies", None)[0] == 403
+
+
+# -- the disc viewer's import: CORS and import tokens -------------------------------------
+def _token(archive: Archive, group: str = "radiology") -> str:
+    out = ca(archive.data, "import-token", "--org", "St Elsewhere", "--group", group,
+             "--expires", "1h")
+    return out.strip().splitlines()[0]
+
+
+def test_cors_preflight_only_for_stow_from_origin_null(archive: Archive) -> None:
+    session = archive.session(None)
+    ask = {"Origin": "null", "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization, content-type"}
+    ok = session.options(f"{archive.url}/studies", headers=ask, timeout=20)
+    assert ok.status_code == 204
+    assert ok.headers["Access-Control-Allow-Origin"] == "null"
+    assert "POST" in ok.headers["Access-Control-Allow-Methods"]
+    other = dict(ask, Origin="https://evil.example")
+    assert session.options(f"{archive.url}/studies", headers=other, timeout=20
+                           ).status_code == 403
+    get = dict(ask, **{"Access-Control-Request-Method": "GET"})
+    assert session.options(f"{archive.url}/studies", headers=get, timeout=20).status_code == 403
+    assert session.options(f"{archive.url}/studies/1.2/series", headers=ask, timeout=20
+                           ).status_code == 403
+    # QIDO from origin null with a certificate: no CORS header, so a page cannot read it
+    got = archive.session().get(f"{archive.url}/studies", headers={"Origin": "null"},
+                                timeout=20)
+    assert "Access-Control-Allow-Origin" not in got.headers
+
+
+def test_stow_with_an_import_token_from_origin_null(archive: Archive, tmp_path: Path) -> None:
+    token = _token(archive)
+    files = write_study(tmp_path / "t", 2, patient_id="PATTOKEN")
+    body = b"".join(b"--B\r\nContent-Type: application/dicom\r\n\r\n" + p.read_bytes() + b"\r\n"
+                    for p in files) + b"--B--\r\n"
+    kind = 'multipart/related; type="application/dicom"; boundary=B'
+    session = archive.session(None)
+    got = session.post(f"{archive.url}/studies", data=body, timeout=20, headers={
+        "Content-Type": kind, "Origin": "null", "Authorization": f"Bearer {token}"})
+    assert got.status_code == 200, got.text
+    assert got.headers["Access-Control-Allow-Origin"] == "null"
+    assert len(got.json()["00081199"]["Value"]) == 2
+    # the token reads nothing
+    for path in ("/studies", "/studies?PatientID=PATTOKEN"):
+        refused = session.get(f"{archive.url}{path}", timeout=20,
+                              headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 403 and "PATTOKEN" not in refused.text
+    # a wrong token, another origin, and a revoked token are refused
+    bad = session.post(f"{archive.url}/studies", data=body, timeout=20, headers={
+        "Content-Type": kind, "Origin": "null", "Authorization": "Bearer SPI1.x.y"})
+    assert bad.status_code == 401
+    evil = session.post(f"{archive.url}/studies", data=body, timeout=20, headers={
+        "Content-Type": kind, "Origin": "https://evil.example",
+        "Authorization": f"Bearer {token}"})
+    assert evil.status_code == 403
+    ca(archive.data, "import-token", "--revoke", token.split(".")[1])
+    revoked = session.post(f"{archive.url}/studies", data=body, timeout=20, headers={
+        "Content-Type": kind, "Origin": "null", "Authorization": f"Bearer {token}"})
+    assert revoked.status_code == 401
+    listed = ca(archive.data, "import-token", "--list")
+    assert f"{token.split('.')[1]}  St Elsewhere/radiology" in listed and "revoked" in listed
+
+
+def test_an_import_token_needs_a_group_that_stores(archive: Archive) -> None:
+    from typer.testing import CliRunner
+
+    from securepacs.cli.main import app
+
+    result = CliRunner().invoke(app, ["ca", "--data-dir", str(archive.data), "import-token",
+                                      "--org", "X", "--group", "lookers"])
+    assert result.exit_code == 2 and "no store permission" in result.output
+
+
+def test_dicomweb_work_is_audited(archive: Archive) -> None:
+    from typer.testing import CliRunner
+
+    from securepacs.cli.main import app
+
+    first, _ = _uids(archive)
+    archive.client().retrieve_study_metadata(first)
+
+    def audit(*args: str) -> str:
+        result = CliRunner().invoke(app, ["audit", "--data-dir", str(archive.data), "list",
+                                          *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    deadline = time.monotonic() + 10
+    while True:
+        read = audit("--identity", "CN=ws1", "--type", "instances-transferred",
+                     "--patient", "PAT001")
+        query = audit("--identity", "CN=ws1", "--type", "query")
+        if "PAT001" in read and query.strip():
+            break
+        assert time.monotonic() < deadline, (read, query)
+        time.sleep(0.2)
+
+
+def _rss(pid: int) -> tuple[int, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    values = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+              if line.startswith(("VmRSS", "VmHWM"))}
+    return values["VmRSS"] // 1024, values["VmHWM"] // 1024
+
+
+def test_a_large_stow_and_wado_stay_under_200_mb(archive: Archive, tmp_path: Path) -> None:
+    """~300 MB in one instance up and down; the server's peak RSS stays under 200 MB."""
+    from pydicom import dcmread
+
+    frames, rows, cols = 600, 512, 512  # 600 x 512 KB = 300 MB
+    ds = make_dataset(patient_id="PATBIG", rows=rows, columns=cols)
+    ds.NumberOfFrames = frames
+    ds.PixelData = bytes(range(256)) * (rows * cols * 2 * frames // 256)
+    path = tmp_path / "big.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    del ds
+    size = path.stat().st_size
+    assert size > 300_000_000
+    assert archive.server.proc is not None
+    pid = archive.server.proc.pid
+
+    def body() -> Iterator[bytes]:
+        yield b"--B\r\nContent-Type: application/dicom\r\n\r\n"
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                yield chunk
+        yield b"\r\n--B--\r\n"
+
+    session = archive.session()
+    got = session.post(f"{archive.url}/studies", data=body(), timeout=300, headers={
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=B'})
+    assert got.status_code == 200, got.text
+    head = dcmread(path, stop_before_pixels=True)
+    url = (f"{archive.url}/studies/{head.StudyInstanceUID}/series/{head.SeriesInstanceUID}"
+           f"/instances/{head.SOPInstanceUID}")
+    received = 0
+    with session.get(url, stream=True, timeout=300) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_content(1 << 20):
+            received += len(chunk)
+    assert received > size
+    rss, peak = _rss(pid)
+    assert peak < 200, f"server peak RSS {peak} MB (now {rss} MB) for a {size >> 20} MB object"
+    path.unlink()
+
+
+def test_nothing_is_left_in_the_spool_folder(archive: Archive) -> None:
+    left = [p for p in (archive.data / "blobs" / "tmp").iterdir() if p.name.startswith("stow-")]
+    assert left == []
+
