@@ -125,6 +125,8 @@ class _StreamHandler(_Handler):
             if cert is None:
                 log.warning("dicomweb %s %s from %s refused: no client certificate",
                             self.command, path, self.client_address[0])
+                self.server.audit.refused(address=self.client_address[0],
+                                          reason="DICOMweb request without a client certificate")
             self._refuse(403, _REFUSED)
             return
         try:

@@ -195,7 +195,7 @@ class MultipartReader:
                 return
             block, self._buffer = self._buffer[:end], self._buffer[end + 4:]
         headers: dict[str, str] = {}
-        for line in block.split(b"\r\n"):
+        for line in block.split(b"\r\n") if block else []:
             name, colon, value = line.partition(b":")
             if not colon or not name.strip():
                 raise MalformedMultipart("bad part header line")

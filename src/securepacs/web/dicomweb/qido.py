@@ -43,6 +43,8 @@ def routes(service: QidoService, edge: Edge) -> list[Route]:
             caller = edge.certificate_caller(request)
             if caller is None:
                 return error(401, "a client certificate is required")
+            if not edge.same_origin(request):
+                return error(403, "cross-origin requests are answered only for STOW-RS")
             accept = request.headers.get("accept", "")
             if accept and not any(kind in accept for kind in
                                   ("application/dicom+json", "application/json", "*/*")):

@@ -118,6 +118,8 @@ def routes(service: WadoService, edge: Edge) -> list[Route]:
         caller = edge.certificate_caller(request)
         if caller is None:
             return error(401, "a client certificate is required")
+        if not edge.same_origin(request):
+            return error(403, "cross-origin requests are answered only for STOW-RS")
         p = request.path_params
         try:
             return caller, service.instances(caller, p["study"], p.get("series"),
