@@ -78,7 +78,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     ca(data, "group", "create", "senders", "--allow", "echo,store")
     ca(data, "group", "create", "lookers", "--allow", "find")
     for name, group in (("ws1", "radiology"), ("modality", "senders"), ("gone", "radiology"),
-                        ("later", "radiology"), ("looker", "lookers")):
+                        ("later", "radiology"), ("looker", "lookers"),
+                        ("orthanc", "radiology")):
         ca(data, "issue", "client", "--name", name, "--org", "St Elsewhere", "--group", group,
            "--out", str(out))
     ca(data, "revoke", "gone")
@@ -333,7 +334,7 @@ def test_refusals_no_certificate_revoked_and_missing_permission(archive: Archive
         assert status == 403 and "PAT001" not in text, path
         status, text = _status(archive, path, "gone")
         assert status == 403 and "PAT001" not in text, path
-    archive.server.wait_for_log(r"viewer connection from .* refused: certificate 'gone'")
+    archive.server.wait_for_log(r"dicomweb connection from .* refused: certificate 'gone'")
     status, text = _status(archive, "/studies", "modality")
     assert status == 403 and "'find' permission" in text and "PAT001" not in text
     status, text = _status(archive, f"/studies/{first}", "looker")
@@ -555,3 +556,87 @@ def test_nothing_is_left_in_the_spool_folder(archive: Archive) -> None:
     left = [p for p in (archive.data / "blobs" / "tmp").iterdir() if p.name.startswith("stow-")]
     assert left == []
 
+
+
+# -- Orthanc and its DICOMweb plugin as a second client -----------------------------------
+ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+@pytest.fixture()
+def orthanc(archive: Archive, tmp_path: Path) -> Iterator[str]:
+    """Orthanc with securepacs configured as a DICOMweb server (client certificate)."""
+    import json
+    import subprocess
+
+    if not ORTHANC.exists() or not DICOMWEB_PLUGIN.exists():
+        pytest.skip("Debian orthanc and orthanc-dicomweb are not installed")
+    http_port = free_port()
+    cert, key = archive.files("orthanc")
+    config = {
+        "Name": "securepacs-test", "StorageDirectory": str(tmp_path / "storage"),
+        "IndexDirectory": str(tmp_path / "storage"), "HttpPort": http_port,
+        "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "HttpsCACertificates": str(archive.clients / "ca.pem"),
+        "HttpTimeout": 60, "Plugins": [str(DICOMWEB_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": {"securepacs": {
+            "Url": f"https://localhost:{archive.port}/dicomweb/",
+            "CertificateFile": str(cert), "CertificateKeyFile": str(key)}}},
+    }
+    path = tmp_path / "orthanc.json"
+    path.write_text(json.dumps(config))
+    log = open(tmp_path / "orthanc.log", "wb")
+    proc = subprocess.Popen([str(ORTHANC), str(path)], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    url = f"http://{HOST}:{http_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/system", timeout=2).status_code == 200:
+                    break
+            except requests.exceptions.ConnectionError:
+                pass
+            assert proc.poll() is None, (tmp_path / "orthanc.log").read_text()
+            assert time.monotonic() < deadline, "Orthanc did not start within 30 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_orthanc_retrieves_a_study_and_sends_one_by_stow(archive: Archive, orthanc: str,
+                                                          tmp_path: Path) -> None:
+    first, _ = _uids(archive)
+    plain = requests.Session()
+    plain.trust_env = False
+    got = plain.post(f"{orthanc}/dicom-web/servers/securepacs/retrieve", timeout=120,
+                     json={"Resources": [{"Study": first}], "Synchronous": True})
+    assert got.status_code == 200, got.text
+    found = plain.post(f"{orthanc}/tools/find", timeout=20, json={
+        "Level": "Instance", "Query": {"StudyInstanceUID": first}, "Expand": True}).json()
+    assert len(found) == 3
+    from pydicom import dcmread
+
+    sent = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in archive.studies[first]}
+    for item in found:
+        data = plain.get(f"{orthanc}/instances/{item['ID']}/file", timeout=20).content
+        ds = dcmread(io.BytesIO(data))
+        assert ds.PixelData == sent[str(ds.SOPInstanceUID)].PixelData
+    # a study uploaded into Orthanc goes to securepacs by STOW-RS
+    files = write_study(tmp_path / "o", 2, patient_id="PATORTHANC")
+    for p in files:
+        assert plain.post(f"{orthanc}/instances", data=p.read_bytes(),
+                          timeout=20).status_code == 200
+    study = plain.post(f"{orthanc}/tools/lookup", data=str(dcmread(files[0]).StudyInstanceUID),
+                       timeout=20).json()[0]["ID"]
+    stow = plain.post(f"{orthanc}/dicom-web/servers/securepacs/stow", timeout=120,
+                      json={"Resources": [study], "Synchronous": True})
+    assert stow.status_code == 200, stow.text
+    matches = archive.client().search_for_instances(search_filters={"PatientID": "PATORTHANC"})
+    assert len(matches) == 2

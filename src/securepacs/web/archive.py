@@ -59,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 60.0  # an idle kept-alive connection is closed after this
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        log.debug("viewer %s: " + format, self.client_address[0], *args)
+        log.debug(self.server.label + " %s: " + format, self.client_address[0], *args)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         self._handle()
@@ -96,11 +96,12 @@ class _Handler(BaseHTTPRequestHandler):
                 serial=cert.serial, fingerprint=cert.fingerprint, name=cert.subject_cn,
                 organization=cert.organization)
         except AccessRefused as exc:
-            log.warning("viewer connection from %s refused: %s", where, exc)
+            log.warning("%s connection from %s refused: %s", self.server.label, where, exc)
             audit.certificate_refused(exc, address=address, name=cert.subject_cn)
             return None
         except PacsError as exc:  # the trust store cannot answer: refuse, never guess
-            log.error("viewer connection from %s refused: trust store error: %s", where, exc)
+            log.error("%s connection from %s refused: trust store error: %s", self.server.label,
+                      where, exc)
             return None
         if first:
             audit.authenticated(identity, address=address)
@@ -167,6 +168,8 @@ class ArchiveViewerServer(ThreadingHTTPServer):
     #: Permissions whose absence is audited once per connection (the app decides per request).
     connect_permissions: tuple[Permission, ...] = _VIEW
     handler_class: type[BaseHTTPRequestHandler] = _Handler
+    #: How log lines name this listener.
+    label = "viewer"
 
     def __init__(self, address: tuple[str, int], app: Asgi, tls_context: Any, *,
                  gatekeeper: Gatekeeper, handshake_timeout: float = 10.0,
@@ -191,13 +194,14 @@ class ArchiveViewerServer(ThreadingHTTPServer):
         try:
             request = server_handshake(self.tls_context, request, timeout=self.handshake_timeout)
         except HandshakeRefused as exc:
-            log.warning("viewer TLS handshake with %s refused: %s", client_address[0], exc)
+            log.warning("%s TLS handshake with %s refused: %s", self.label, client_address[0],
+                        exc)
             self.audit.refused(address=client_address[0], reason=str(exc))
             return
         cert = peer_certificate(request)
         if cert is not None:
-            log.info("viewer TLS connection from %s: CN=%s serial=%x", client_address[0],
-                     cert.subject_cn, cert.serial)
+            log.info("%s TLS connection from %s: CN=%s serial=%x", self.label,
+                     client_address[0], cert.subject_cn, cert.serial)
         setattr(request, _PEER_ATTR, cert)
         super().process_request_thread(request, client_address)
 

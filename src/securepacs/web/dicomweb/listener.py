@@ -132,6 +132,8 @@ class _StreamHandler(_Handler):
         try:
             body = _Body(self.rfile, self.headers)
         except BadRequestBody as exc:
+            log.warning("dicomweb %s %s from %s: %s", self.command, path,
+                        self.client_address[0], exc)
             self._refuse(400, f'{{"error": "{exc}"}}'.encode())
             return
         scope: dict[str, Any] = {
@@ -220,6 +222,7 @@ class DicomwebServer(ArchiveViewerServer):
     """
 
     connect_permissions = ()  # find/get/store are checked per request by the app
+    label = "dicomweb"
     handler_class = _StreamHandler
 
     def __init__(self, *args: Any, token_paths: re.Pattern[str] | None = None,

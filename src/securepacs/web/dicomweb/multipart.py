@@ -18,7 +18,8 @@ __all__ = ["MalformedMultipart", "MultipartReader", "Part", "closing", "media_ra
 MAX_HEADERS = 16 * 1024
 MAX_PREAMBLE = 64 * 1024
 _TOKEN = re.compile(r'\s*([^\s=;,]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;,]*))?\s*')
-_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")
+#: RFC 2046 5.1.1 allows 70 characters; Orthanc's DICOMweb plugin sends 73: accept 200.
+_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,200}$")
 
 
 class MalformedMultipart(ValueError):

@@ -116,6 +116,8 @@ def routes(service: StowService, edge: Edge) -> list[Route]:
             await run_in_threadpool(service.begin, caller)
             reader = MultipartReader(params.get("boundary", ""))
         except MalformedMultipart as exc:
+            log.warning("dicomweb STOW-RS from %s: %s (Content-Type %r)",
+                        caller.identity.describe(), exc, request.headers.get("content-type"))
             return error(400, str(exc), cors)
         except PacsError as exc:
             response = error_for(exc)
