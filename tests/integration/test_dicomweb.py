@@ -546,6 +546,24 @@ def test_a_large_stow_and_wado_stay_under_200_mb(archive: Archive, tmp_path: Pat
         for chunk in response.iter_content(1 << 20):
             received += len(chunk)
     assert received > size
+    # one frame, a rendered frame and the whole pixel data as bulk data: read, not loaded
+    client = archive.client()
+    frame = client.retrieve_instance_frames(str(head.StudyInstanceUID),
+                                            str(head.SeriesInstanceUID),
+                                            str(head.SOPInstanceUID), [300])
+    assert len(frame) == 1 and len(frame[0]) == rows * cols * 2
+    with open(path, "rb") as fh:  # frame 300 sits at its offset from the end of the file
+        fh.seek(size - (frames - 299) * rows * cols * 2)
+        assert frame[0] == fh.read(rows * cols * 2)
+    png = session.get(f"{url}/frames/10/rendered", headers={"Accept": "image/png"},
+                      timeout=60)
+    assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (cols, rows)
+    bulk = 0
+    with session.get(f"{url}/bulkdata/7FE00010", stream=True, timeout=300) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_content(1 << 20):
+            bulk += len(chunk)
+    assert bulk > rows * cols * 2 * frames
     rss, peak = _rss(pid)
     print(f"server RSS {rss} MB, peak {peak} MB, object {size >> 20} MB")
     assert peak < 200, f"server peak RSS {peak} MB (now {rss} MB) for a {size >> 20} MB object"

@@ -23,7 +23,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -190,9 +190,46 @@ class WadoService:
         return "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds
 
     # -- bulk data and frames ----------------------------------------------------------------
-    def bulkdata(self, instance: StoredInstance, tag: str) -> list[Frame]:
-        """A top-level binary attribute's value (8 hex digits); Pixel Data gives its frames
-        as stored when they are encapsulated.
+    # Pixel data is never read whole: the data set is parsed with its large values deferred,
+    # then only the frames asked for are read from the file (native: at their offsets;
+    # encapsulated: fragment by fragment), so a 1 GB multi-frame costs one frame of memory.
+    def _pixels(self, fh: Any, instance: StoredInstance) -> tuple[Dataset, int, int]:
+        """(data set with large values deferred, offset of the Pixel Data value, frames)."""
+        try:
+            ds = dcmread(fh, defer_size=4096)
+        except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
+            raise MediaError(f"{instance.sop_instance_uid}: stored file not readable "
+                             f"({exc})".splitlines()[0]) from None
+        raw = ds.get_item(0x7FE00010, keep_deferred=True) if "PixelData" in ds else None
+        tell = getattr(raw, "value_tell", None)
+        if raw is None or tell is None:
+            raise NoSuchResource(f"{instance.sop_instance_uid} has no pixel data")
+        return ds, int(tell), int(ds.get("NumberOfFrames", 1) or 1)
+
+    def _stored_frames(self, fh: Any, ds: Dataset, tell: int, count: int,
+                       numbers: Sequence[int]) -> list[bytes]:
+        wanted = set(numbers)
+        if not ds.file_meta.TransferSyntaxUID.is_compressed:
+            size = self._frame_size(ds)
+            out: dict[int, bytes] = {}
+            for n in wanted:
+                fh.seek(tell + (n - 1) * size)
+                out[n] = fh.read(size)
+        else:
+            fh.seek(tell)
+            out = {}
+            for n, frame in enumerate(generate_frames(fh, number_of_frames=count), 1):
+                if n in wanted:
+                    out[n] = frame
+                if len(out) == len(wanted):
+                    break
+        return [out[n] for n in numbers]
+
+    def bulkdata(self, instance: StoredInstance, tag: str
+                 ) -> Iterator[tuple[str | None, Iterator[bytes]]]:
+        """A top-level binary attribute's value (8 hex digits) as parts of (transfer syntax
+        or None for native, pieces): encapsulated Pixel Data gives one part per frame as
+        stored; native Pixel Data one part read from the file in 1 MiB pieces.
 
         Raises
         ------
@@ -203,16 +240,34 @@ class WadoService:
             number = int(tag, 16)
         except ValueError:
             raise NoSuchResource(f"no bulk data {tag!r}") from None
-        ds = self.dataset(instance)
+        if number == 0x7FE00010:
+            with self._retrieve.open(instance) as fh:
+                ds, tell, count = self._pixels(fh, instance)
+            syntax = ds.file_meta.TransferSyntaxUID
+            if syntax.is_compressed:
+                return ((str(syntax), iter([f.data])) for f in self._bulk_frames(instance, count))
+            length = self._frame_size(ds) * count
+            return iter([(None, self._region(instance, tell, length))])
+        ds = self.dataset(instance, pixels=False)
         elem = ds.get(number)
         if elem is None or elem.VR not in _BULK_VRS or elem.value is None:
             raise NoSuchResource(f"{instance.sop_instance_uid} has no bulk data {tag}")
-        syntax = ds.file_meta.TransferSyntaxUID
-        if number == 0x7FE00010 and syntax.is_compressed:
-            count = int(ds.get("NumberOfFrames", 1) or 1)
-            return [Frame(f, str(syntax)) for f in generate_frames(elem.value,
-                                                                   number_of_frames=count)]
-        return [Frame(bytes(elem.value), None)]
+        return iter([(None, iter([bytes(elem.value)]))])
+
+    def _region(self, instance: StoredInstance, start: int, length: int) -> Iterator[bytes]:
+        with self._retrieve.open(instance) as fh:
+            fh.seek(start)
+            while length > 0:
+                chunk = fh.read(min(_CHUNK, length))
+                if not chunk:
+                    return
+                length -= len(chunk)
+                yield chunk
+
+    def _bulk_frames(self, instance: StoredInstance, count: int) -> Iterator[Frame]:
+        for first in range(1, count + 1, 16):  # a few frames at a time
+            yield from self.frames(instance, list(range(first, min(first + 16, count + 1))),
+                                   native=False)
 
     def frames(self, instance: StoredInstance, numbers: Sequence[int], *,
                native: bool) -> list[Frame]:
@@ -226,23 +281,29 @@ class WadoService:
         MediaError
             Compressed pixel data that cannot be decoded (native asked for).
         """
-        ds = self.dataset(instance)
-        if "PixelData" not in ds:
-            raise NoSuchResource(f"{instance.sop_instance_uid} has no pixel data")
-        count = int(ds.get("NumberOfFrames", 1) or 1)
-        bad = [n for n in numbers if not 1 <= n <= count]
-        if bad:
-            raise NoSuchResource(f"{instance.sop_instance_uid} has {count} frame(s), "
-                                 f"not {bad[0]}")
+        with self._retrieve.open(instance) as fh:
+            ds, tell, count = self._pixels(fh, instance)
+            bad = [n for n in numbers if not 1 <= n <= count]
+            if bad:
+                raise NoSuchResource(f"{instance.sop_instance_uid} has {count} frame(s), "
+                                     f"not {bad[0]}")
+            stored = self._stored_frames(fh, ds, tell, count, numbers)
         syntax = ds.file_meta.TransferSyntaxUID
-        if syntax.is_compressed and not native:
-            stored = list(generate_frames(ds.PixelData, number_of_frames=count))
-            return [Frame(stored[n - 1], str(syntax)) for n in numbers]
         if not syntax.is_compressed:
-            size = self._frame_size(ds)
-            data = ds.PixelData
-            return [Frame(bytes(data[(n - 1) * size:n * size]), None) for n in numbers]
-        return [Frame(self._decoded(ds, n - 1, count), None) for n in numbers]
+            return [Frame(f, None) for f in stored]
+        if not native:
+            return [Frame(f, str(syntax)) for f in stored]
+        return [Frame(self._decoded(self._one_frame(instance, f)), None) for f in stored]
+
+    def _one_frame(self, instance: StoredInstance, frame: bytes) -> Dataset:
+        """The instance's attributes with `frame` as its only frame (for decoding)."""
+        ds = self.dataset(instance, pixels=False)
+        ds.NumberOfFrames = 1
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.PixelData = encapsulate([frame])
+        else:
+            ds.PixelData = frame
+        return ds
 
     @staticmethod
     def _frame_size(ds: Dataset) -> int:
@@ -251,11 +312,11 @@ class WadoService:
         return (pixels * bits + 7) // 8
 
     @staticmethod
-    def _decoded(ds: Dataset, index: int, count: int) -> bytes:
+    def _decoded(ds: Dataset) -> bytes:
         from pydicom.pixels import pixel_array
 
         try:
-            array = pixel_array(ds, index=index if count > 1 else None)
+            array = pixel_array(ds)
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types here
             raise MediaError(f"cannot decode the pixel data: {exc}".splitlines()[0]) from None
         return bytes(array.astype(array.dtype.newbyteorder("<")).tobytes())
@@ -271,8 +332,12 @@ class WadoService:
         MediaError
             No image, a frame that does not exist, pixel data that cannot be decoded.
         """
-        ds = self.dataset(instance)
-        picture = rendering.render_png(ds, frame - 1, window)
+        try:
+            stored = self.frames(instance, [frame], native=False)[0]
+        except NoSuchResource as exc:
+            raise MediaError(str(exc)) from None
+        ds = self._one_frame(instance, stored.data)
+        picture = rendering.render_png(ds, 0, window)
         if viewport is None and media_type == "image/png":
             return picture.png
         image = Image.open(BytesIO(picture.png))

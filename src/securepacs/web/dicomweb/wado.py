@@ -73,6 +73,12 @@ def _frame_part(frame: Frame) -> tuple[str, list[bytes]]:
     return (f"{kind}; transfer-syntax={frame.transfer_syntax_uid}", [frame.data])
 
 
+def _bulk_type(syntax: str | None) -> str:
+    if syntax is None:
+        return "application/octet-stream"
+    return f"{FRAME_TYPES.get(syntax, 'application/octet-stream')}; transfer-syntax={syntax}"
+
+
 def _window(text: str | None) -> rendering.Window | None:
     """``window=center,width[,function]`` (PS3.18 8.3.5.1.4); only LINEAR is done."""
     if not text:
@@ -194,7 +200,8 @@ def routes(service: WadoService, edge: Edge) -> list[Route]:
             got = service.bulkdata(items[0], request.path_params["tag"])
         except PacsError as exc:
             return error_for(exc)
-        return multipart(iter([_frame_part(f) for f in got]), "application/octet-stream")
+        return multipart(((_bulk_type(syntax), pieces) for syntax, pieces in got),
+                         "application/octet-stream")
 
     def rendered(request: Request, *, thumbnail: bool) -> Response:
         found = resolve(request)
