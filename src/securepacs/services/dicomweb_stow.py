@@ -14,10 +14,14 @@ item with FailureReason (the C-STORE failure status) per refused one, the HTTP s
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from securepacs.errors import (
@@ -55,6 +59,81 @@ _FAILURES: tuple[tuple[type[BaseException], int], ...] = (
     (StorageError, OUT_OF_RESOURCES),
     (PacsError, PROCESSING_FAILURE),
 )
+
+
+class PartSpool:
+    """One received part, written to a 0600 temp file as it arrives.
+
+    Its File Meta Information (PS3.10 7.1) is replaced by exactly the one ingest writes
+    (:func:`part10.header_for`), so that ingest moves the file in as the blob without
+    copying it (as it does for a large C-STORE). Content that does not start like a Part
+    10 file is written as it came (ingest then refuses it with a reason).
+
+    Parameters
+    ----------
+    folder : Path or None
+        The spool folder (the blob store's, so that the move is a rename).
+    """
+
+    _META_LIMIT = 64 * 1024
+
+    def __init__(self, folder: Path | None) -> None:
+        fd, name = tempfile.mkstemp(prefix="stow-", suffix=f".{os.getpid()}.tmp", dir=folder)
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._head = bytearray()
+        self._passing = False
+
+    def write(self, data: bytes) -> None:
+        if self._passing:
+            self._file.write(data)
+            return
+        self._head += data
+        if len(self._head) < 144:
+            return
+        try:
+            offset = part10.dataset_offset(bytes(self._head[:144]))
+        except InvalidInstanceError:
+            offset = -1
+        if offset < 0 or offset > self._META_LIMIT:
+            self._pass_through()
+            return
+        if len(self._head) < offset:
+            return
+        header = self._our_header(bytes(self._head[:offset]))
+        if header is None:
+            self._pass_through()
+            return
+        self._file.write(header)
+        self._file.write(self._head[offset:])
+        self._head = bytearray()
+        self._passing = True
+
+    @staticmethod
+    def _our_header(meta_bytes: bytes) -> bytes | None:
+        try:
+            meta = dcmread(BytesIO(meta_bytes), stop_before_pixels=True).file_meta
+            return part10.header_for(str(meta.MediaStorageSOPClassUID),
+                                     str(meta.MediaStorageSOPInstanceUID),
+                                     str(meta.TransferSyntaxUID), "")
+        except Exception:  # noqa: BLE001 - any unreadable meta: keep the bytes as they came
+            return None
+
+    def _pass_through(self) -> None:
+        self._file.write(self._head)
+        self._head = bytearray()
+        self._passing = True
+
+    def finish(self) -> Path:
+        """Close the file (what is buffered written as it came); its path."""
+        if not self._passing:
+            self._file.write(self._head)
+        self._file.close()
+        return self.path
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -96,10 +175,9 @@ class StowService:
         self._access = access
         self._audit = audit
 
-    @property
-    def spool_folder(self) -> Path | None:
-        """Where the web edge best spools a received part (None: the system temp folder)."""
-        return self._ingest.spool_folder
+    def spool(self) -> PartSpool:
+        """A temp file for the next received part, in the blob store's spool folder."""
+        return PartSpool(self._ingest.spool_folder)
 
     def begin(self, caller: Caller) -> None:
         """Check the caller may store, before the request body is read.

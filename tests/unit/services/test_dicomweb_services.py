@@ -83,3 +83,34 @@ def test_the_stow_response_statuses_and_reasons() -> None:
     status, ds = stow_response([bad], **_urls())  # type: ignore[arg-type]
     assert status == 409 and "ReferencedSOPSequence" not in ds
     assert stow_response([], **_urls())[0] == 409  # type: ignore[arg-type]
+
+
+def test_a_spooled_part_gets_the_header_ingest_writes(tmp_path) -> None:  # noqa: ANN001
+    """So that ingest moves the file in as the blob instead of copying it."""
+    import random
+    from io import BytesIO
+
+    from factories import make_dataset
+    from securepacs.services import part10
+    from securepacs.services.dicomweb_stow import PartSpool
+
+    ds = make_dataset(patient_id="P1")
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    offset = part10.dataset_offset(data[:144])
+    rng = random.Random(3)
+    spool = PartSpool(tmp_path)
+    at = 0
+    while at < len(data):
+        size = rng.randrange(1, 300)
+        spool.write(data[at:at + size])
+        at += size
+    path = spool.finish()
+    header = part10.header_for(str(ds.SOPClassUID), str(ds.SOPInstanceUID),
+                               str(ds.file_meta.TransferSyntaxUID))
+    assert path.read_bytes() == header + data[offset:]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    junk = PartSpool(tmp_path)
+    junk.write(b"not a DICOM file at all" * 20)
+    assert junk.finish().read_bytes() == b"not a DICOM file at all" * 20

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
@@ -95,12 +95,15 @@ def multipart(parts: Iterator[tuple[str, Iterable[bytes]]], media_type: str, *,
     """
     boundary = new_boundary()
 
-    def body() -> Iterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        # Read on the connection's own event loop (web.dicomweb.listener runs one per
+        # connection, so blocking file reads stall nobody), not a thread hop per piece.
         first = True
         for content_type, pieces in parts:
             yield part_head(content_type, boundary, first=first)
             first = False
-            yield from pieces
+            for piece in pieces:
+                yield piece
         yield closing(boundary, empty=first)
 
     kind = f'multipart/related; type="{media_type}"; boundary={boundary}'

@@ -13,10 +13,7 @@ of the disc viewer (see :mod:`securepacs.web.dicomweb.shared`).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
-from typing import IO
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,7 +22,7 @@ from starlette.routing import Route
 
 from securepacs.errors import AccessRefused, PacsError
 from securepacs.services.dicomweb_access import Caller
-from securepacs.services.dicomweb_stow import StowOutcome, StowService, stow_response
+from securepacs.services.dicomweb_stow import PartSpool, StowOutcome, StowService, stow_response
 from securepacs.web.dicomweb.multipart import (
     MalformedMultipart,
     MultipartReader,
@@ -41,36 +38,30 @@ log = logging.getLogger(__name__)
 
 
 class _Spool:
-    """The part being received, in a temp file (0600) in the spool folder."""
+    """The part being received (a :class:`PartSpool` of the service), if any."""
 
-    def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
-        self.file: IO[bytes] | None = None
-        self.path: Path | None = None
+    def __init__(self, service: StowService) -> None:
+        self.service = service
+        self.file: PartSpool | None = None
         self.part: Part | None = None
 
     def begin(self, part: Part) -> None:
-        fd, name = tempfile.mkstemp(prefix="stow-", suffix=f".{os.getpid()}.tmp",
-                                    dir=self.folder)
-        self.file, self.path, self.part = os.fdopen(fd, "wb"), Path(name), part
+        self.file, self.part = self.service.spool(), part
 
     def write(self, data: bytes) -> None:
         if self.file is not None:
             self.file.write(data)
 
     def end(self) -> tuple[Part, Path]:
-        assert self.file is not None and self.path is not None and self.part is not None
-        self.file.close()
-        out = (self.part, self.path)
-        self.file = self.path = self.part = None
+        assert self.file is not None and self.part is not None
+        out = (self.part, self.file.finish())
+        self.file = self.part = None
         return out
 
     def discard(self) -> None:
         if self.file is not None:
-            self.file.close()
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-        self.file = self.path = self.part = None
+            self.file.discard()
+        self.file = self.part = None
 
 
 def routes(service: StowService, edge: Edge) -> list[Route]:
@@ -125,7 +116,7 @@ def routes(service: StowService, edge: Edge) -> list[Route]:
             return response
         study = request.path_params.get("study")
         outcomes: list[StowOutcome] = []
-        spool = _Spool(service.spool_folder)
+        spool = _Spool(service)
         try:
             async for chunk in request.stream():
                 for event, value in reader.feed(chunk):
