@@ -401,6 +401,45 @@ def test_the_archive_viewer_still_refuses_a_client_without_certificate(
     assert _status(archive, "/studies", None)[0] == 403
 
 
+def test_connections_without_a_certificate_are_capped(archive: Archive) -> None:
+    import socket
+
+    from securepacs.web.dicomweb.listener import MAX_ANONYMOUS
+
+    context = ssl.create_default_context(cafile=str(archive.clients / "ca.pem"))
+    context.check_hostname = False
+
+    def connect() -> ssl.SSLSocket:
+        raw = socket.create_connection((HOST, archive.port), timeout=20)
+        return context.wrap_socket(raw)
+
+    def answer(sock: ssl.SSLSocket) -> bytes:
+        sock.sendall(b"GET /dicomweb/studies HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
+
+    held = [connect() for _ in range(MAX_ANONYMOUS)]
+    try:
+        time.sleep(0.5)  # every held connection has its handler (and its slot)
+        extra = connect()
+        assert answer(extra) == b""  # closed without an answer
+        extra.close()
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while True:  # the slots come back once those connections end
+        sock = connect()
+        got = answer(sock)
+        sock.close()
+        if got.startswith(b"HTTP/1.1 403"):
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.2)
+
+
 # -- the disc viewer's import: CORS and import tokens -------------------------------------
 def _token(archive: Archive, group: str = "radiology") -> str:
     out = ca(archive.data, "import-token", "--org", "St Elsewhere", "--group", group,

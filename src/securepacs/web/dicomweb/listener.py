@@ -12,7 +12,10 @@ request, so that a revocation also ends a kept-alive connection) and two differe
   certificate that is sent is still verified in the handshake) because the disc viewer,
   a ``file://`` page, may hold only an import token. Such a request reaches the app only
   for the routes :meth:`DicomwebServer.token_route` names (STOW-RS and its CORS
-  preflight), where the app checks the token; every other one is refused here with 403.
+  preflight), where the app checks the token; every other one is refused here with 403
+  and the connection closed. Certificate-less connections get a short idle timeout and
+  at most :data:`MAX_ANONYMOUS` of them are served at once (no thread exhaustion by
+  clients that proved nothing).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import unquote
@@ -31,6 +35,9 @@ __all__ = ["DicomwebServer"]
 
 log = logging.getLogger(__name__)
 
+#: Connections without a client certificate served at once, and their idle timeout (s).
+MAX_ANONYMOUS = 32
+ANONYMOUS_IDLE = 15.0
 _CHUNK_LINE = 1024
 _READ = 256 * 1024
 _REFUSED = (b'{"error": "a client certificate admitted by this archive is required '
@@ -93,14 +100,25 @@ class _StreamHandler(_Handler):
     server: DicomwebServer
 
     def setup(self) -> None:
+        anonymous = getattr(self.request, _PEER_ATTR, None) is None
         super().setup()
+        if anonymous:  # no certificate: a short idle time, and few such connections at once
+            self.connection.settimeout(ANONYMOUS_IDLE)
         self._loop = asyncio.new_event_loop()
+        self._slot = anonymous and self.server.anonymous.acquire(blocking=False)
+        if anonymous and not self._slot:
+            log.warning("dicomweb connection from %s without a certificate closed: already "
+                        "%d such connections", self.client_address[0], MAX_ANONYMOUS)
+            self.close_connection = True
+            self.handle = lambda: None  # type: ignore[method-assign]
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
             self._loop.close()
+            if self._slot:
+                self.server.anonymous.release()
 
     def do_PUT(self) -> None:  # noqa: N802 - stdlib name
         self._handle()
@@ -228,6 +246,7 @@ class DicomwebServer(ArchiveViewerServer):
     def __init__(self, *args: Any, token_paths: re.Pattern[str] | None = None,
                  **kwargs: Any) -> None:
         self.token_paths = token_paths
+        self.anonymous = threading.BoundedSemaphore(MAX_ANONYMOUS)
         super().__init__(*args, **kwargs)
 
     def token_route(self, method: str, path: str) -> bool:
