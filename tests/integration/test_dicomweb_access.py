@@ -253,7 +253,11 @@ def test_dicomweb_work_is_audited(archive: Archive) -> None:
         read = audit("--identity", "CN=ws1", "--type", "instances-transferred",
                      "--patient", "PAT001")
         query = audit("--identity", "CN=ws1", "--type", "query")
-        if "PAT001" in read and query.strip():
+        logins = audit("--type", "user-authentication")
+        alerts = audit("--type", "security-alert")
+        stored = audit("--type", "instances-transferred", "--patient", "PATTOKEN")
+        if ("PAT001" in read and query.strip() and "import-token" in logins
+                and "PATTOKEN" in stored and "looker" in alerts):
             break
-        assert time.monotonic() < deadline, (read, query)
+        assert time.monotonic() < deadline, (read, query, logins, stored, alerts)
         time.sleep(0.2)
