@@ -4,7 +4,8 @@ Scripts and docs rely on these names: ``ca init [--rsa]``; ``ca group create GRO
 echo,store,find,move,get``; ``ca issue server --name HOST [--san NAME_OR_IP]... --out DIR``;
 ``ca issue client --name NAME --org ORG --group GROUP [--ae AE]... --out DIR``; ``ca revoke
 NAME_OR_SERIAL [--reason R]``; ``ca renew``; ``ca export NAME --p12 FILE --password-file F
-[--legacy]``; ``ca list [--expiring 30d] [--json]``; ``ca crl --out FILE``; ``ca invite``.
+[--legacy]``; ``ca list [--expiring 30d] [--json]``; ``ca crl --out FILE``; ``ca invite``;
+``ca import-token --org ORG --group GROUP [--expires 24h]`` (``--list``, ``--revoke ID``).
 Every change lands in the index database, so running servers see it within a second.
 """
 
