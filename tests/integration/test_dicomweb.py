@@ -210,6 +210,12 @@ def test_rendered_and_thumbnails_are_images(archive: Archive) -> None:
                                              params={"quality": 80, "window": "100,300"})
     picture = Image.open(io.BytesIO(jpeg))
     assert picture.format == "JPEG" and picture.size == (64, 64)
+    rendered = client.retrieve_series_rendered(first, series, media_types=("image/png",))
+    parts = [bytes(p) for p in client._decode_multipart_message(
+        archive.session().get(f"{archive.url}/studies/{first}/rendered", timeout=30,
+                              headers={"Accept": "image/png"}), stream=False)]
+    assert len(parts) == 3 and all(Image.open(io.BytesIO(p)).format == "PNG" for p in parts)
+    assert bytes(rendered).count(b"\x89PNG\r\n") == 3  # the series' multipart body, whole
     session = archive.session()
     for where in (f"/studies/{first}", f"/studies/{first}/series/{series}",
                   f"/studies/{first}/series/{series}/instances/{sop}"):

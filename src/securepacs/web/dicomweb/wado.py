@@ -4,7 +4,8 @@ One responsibility: read the resource and the Accept header (PS3.18 8.7: media t
 the ``transfer-syntax`` parameter), call :class:`~securepacs.services.dicomweb_wado.
 WadoService` with the caller, and answer: ``multipart/related`` streamed part by part for
 instances, frames and bulk data; DICOM JSON for metadata; one JPEG or PNG for rendered
-and thumbnail resources (``window``, ``viewport``, ``quality`` of PS3.18 8.3.5).
+and thumbnail resources (``window``, ``viewport``, ``quality`` of PS3.18 8.3.5); a
+study's or series' rendered resource is a multipart of its instances' rendered images.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from securepacs.errors import PacsError
+from securepacs.errors import MediaError, PacsError
 from securepacs.model.record import StoredInstance
 from securepacs.services import rendering
 from securepacs.services.dicomweb_access import Caller
@@ -221,6 +222,15 @@ def routes(service: WadoService, edge: Edge) -> list[Route]:
             frame = int(request.path_params.get("frames", "1").split(",")[0])
         except ValueError as exc:
             return error(400, str(exc))
+        if not thumbnail and "sop" not in request.path_params:
+            def pictures() -> Iterator[tuple[str, list[bytes]]]:
+                for each in items:  # every instance with an image, one at a time
+                    try:
+                        yield kind, [service.rendered(each, 1, media_type=kind, window=window,
+                                                      viewport=viewport, quality=quality)]
+                    except MediaError:
+                        continue
+            return multipart(pictures(), kind)
         item = items[0] if "sop" in request.path_params else service.representative(items)
         try:
             picture = service.rendered(item, frame, media_type=kind, window=window,
@@ -244,6 +254,7 @@ def routes(service: WadoService, edge: Edge) -> list[Route]:
                 Route(where + "/metadata", metadata, methods=["GET"]),
                 Route(where + "/thumbnail", thumb, methods=["GET"])]
     out += [
+        Route(study + "/rendered", render, methods=["GET"]),
         Route(series + "/rendered", render, methods=["GET"]),
         Route(instance + "/rendered", render, methods=["GET"]),
         Route(instance + "/frames/{frames}", frames, methods=["GET"]),
