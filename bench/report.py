@@ -146,6 +146,29 @@ def _memory(sec: Entry) -> list[str]:
     return out
 
 
+def _dicomweb(sec: Entry) -> list[str]:
+    rows = [r for r in sec["results"] if r["kind"] == "dicomweb"]
+    out = ["## DICOMweb beside DIMSE (one study, one connection)", "", _measured(sec), "",
+           "securepacs over TLS with a client certificate (C-STORE: DCMTK storescu; C-GET: "
+           "`securepacs get`; STOW-RS / WADO-RS: Python requests, the study in one streamed "
+           "request); Orthanc's DICOMweb plugin over plain HTTP. Medians of the rounds.", "",
+           "| server | operation | images/s | MB/s |", "|---|---|---|---|"]
+    for server, op in dict.fromkeys((r["server"], r["op"]) for r in rows):
+        out.append(f"| {server} | {op} | "
+                   f"{_fmt(_med(rows, 'images_per_s', server=server, op=op))} | "
+                   f"{_fmt(_med(rows, 'mb_per_s', server=server, op=op))} |")
+    stow = _med(rows, "images_per_s", server="securepacs", op="stow-rs")
+    store = _med(rows, "images_per_s", server="securepacs", op="c-store")
+    out += ["", f"STOW-RS / C-STORE: {_ratio(stow, store)} (goal >= 0.8x)"]
+    for r in sec["results"]:
+        if r["kind"] == "dicomweb-memory":
+            out += ["", f"One {r['bytes'] / 2**20:,.0f} MiB object up by STOW-RS and down by "
+                        f"WADO-RS: server VmHWM idle {r['idle_hwm_kb'] / 1024:,.0f} MiB, after "
+                        f"STOW-RS {r['stow_hwm_kb'] / 1024:,.0f} MiB, after WADO-RS "
+                        f"{r['hwm_kb'] / 1024:,.0f} MiB (goal < 200 MiB)."]
+    return out
+
+
 def _query(sec: Entry) -> list[str]:
     out = ["## C-FIND latency (TLS, one persistent association)", "", _measured(sec), "",
            "Synthetic rows (2 studies per patient, 2 series per study, 25 instances per "
@@ -253,6 +276,7 @@ _RENDER: dict[str, Callable[[Entry], list[str]]] = {
     "media-viewer": _media_viewer,
     "ingest": _ingest, "send": _send, "memory": _memory, "query": _query, "media": _media,
     "scale": _scale,
+    "dicomweb": _dicomweb,
 }
 
 

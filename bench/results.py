@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 2
-SECTIONS = ("ingest", "send", "memory", "query", "media", "scale", "media-viewer")
+SECTIONS = ("ingest", "send", "memory", "query", "media", "scale", "media-viewer",
+            "dicomweb")
 #: result "kind" -> the section that measures it
-SECTION_OF = {"media-derivations": "media", **{name: name for name in SECTIONS}}
+SECTION_OF = {"media-derivations": "media", "dicomweb-memory": "dicomweb",
+              **{name: name for name in SECTIONS}}
 #: run-wide keys the flat layout held once, and every section now holds for itself
 _RUN_KEYS = ("started", "quick", "counts", "variants", "machine")
 
@@ -26,7 +28,9 @@ def rounds_of(section: str, rounds: int) -> int:
     media at most 3 times)."""
     if section in ("memory", "query"):
         return 1
-    return max(1, min(rounds, 3)) if section in ("media", "media-viewer") else rounds
+    if section in ("media", "media-viewer", "dicomweb"):
+        return max(1, min(rounds, 3))
+    return rounds
 
 
 def commit_of(machine: dict[str, str]) -> str:

@@ -167,6 +167,16 @@ def _section(run: Run, name: str) -> list[dict[str, Any]]:
         from bench import media_viewer
 
         return media_viewer.media_viewer(run.work, c["viewer"], r, run.log)
+    if name == "dicomweb":
+        from bench import dicomweb as dicomweb_bench
+
+        frames = round(c["huge_mb"] * 2**20 / (512 * 512 * 2))
+        huge = write_images(run.work / "data-huge-dicomweb", 1, frames=frames)
+        try:
+            return dicomweb_bench.dicomweb(run.work, run.pki, run.images("small", c["small"]),
+                                           huge, r, list(run.variants.values())[-1], run.log)
+        finally:
+            shutil.rmtree(run.work / "data-huge-dicomweb", ignore_errors=True)
     if name == "scale":
         return scale_bench.scale(run.work, run.pki, run.images("scale", c["scale"]), r, run.log,
                                  src=run.ours)

@@ -11,7 +11,8 @@
     ├── InvalidInstanceError   a data set we refuse to store (malformed, mismatched UIDs)
     │   └── SopClassMismatchError
     ├── AccessRefused          a verified certificate the trust store does not admit
-    │   └── CertificateRevoked
+    │   ├── CertificateRevoked
+    │   └── NotPermitted       an admitted identity whose group lacks a permission
     ├── QueryError             an identifier we cannot evaluate
     ├── RetrieveError          a retrieve that cannot proceed (unknown destination ...)
     │   └── UnknownDestinationError
@@ -76,6 +77,10 @@ class AccessRefused(PacsError):
 
 class CertificateRevoked(AccessRefused):
     """The peer's certificate was revoked."""
+
+
+class NotPermitted(AccessRefused):
+    """An admitted identity asked for something its group's permissions do not allow."""
 
 
 class MediaError(PacsError):

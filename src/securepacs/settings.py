@@ -60,6 +60,9 @@ class Settings:
     hostnames: tuple[str, ...] = ()
     log_level: str = "INFO"
     viewer_port: int | None = None  # HTTPS archive viewer; None: port + 2; 0: off
+    dicomweb_port: int | None = None  # HTTPS DICOMweb (PS3.18); None: port + 3; 0: off
+    dicomweb_base: str = "/dicomweb"  # base path of the DICOMweb routes
+    dicomweb_cors_origins: tuple[str, ...] = ("null",)  # origins whose STOW-RS is answered
     audit_required: bool = True
     audit_jsonl: Path | None = None
     audit_syslog: str | None = None
@@ -142,7 +145,7 @@ def _coerce(name: str, raw: Any) -> Any:
             if isinstance(raw, Mapping):  # [move_destinations.AE] tables
                 raw = [{"ae_title": k, **v} for k, v in raw.items()]
             return tuple(MoveDestination(**dict(d)) for d in raw)
-        if name == "hostnames":
+        if name in ("hostnames", "dicomweb_cors_origins"):
             if isinstance(raw, str):
                 raw = [h for h in raw.split(",") if h]
             return tuple(str(h) for h in raw)
@@ -219,6 +222,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"AE title {s.ae_title!r} must be 1 to 16 characters")
     if s.audit_checkpoint_seconds < 0:
         raise ConfigError("audit_checkpoint_seconds must be 0 (only at shutdown) or more")
+    if not s.dicomweb_base.startswith("/") or s.dicomweb_base.endswith("/"):
+        raise ConfigError(f"dicomweb_base must start and not end with '/', not "
+                          f"{s.dicomweb_base!r}")
     if s.trust_source not in ("auto", "index", "files"):
         raise ConfigError(f"trust_source must be auto, index or files, not {s.trust_source!r}")
     partial = [s.tls_cert, s.tls_key, s.tls_ca]

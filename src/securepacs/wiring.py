@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from securepacs.services.ports import BlobPort
     from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
     from securepacs.web.archive import ArchiveViewerServer
+    from securepacs.web.dicomweb.listener import DicomwebServer
     from securepacs.web.enrolment import EnrolmentServer
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,17 @@ class TlsFiles:
 
     enrolment: EnrolmentServer | None = None
     viewer: ArchiveViewerServer | None = None
+    dicomweb: DicomwebServer | None = None
 
-    def context(self, require_client_cert: bool = True):  # noqa: ANN201 - ssl.SSLContext
+    def context(self, require_client_cert: bool = True,  # noqa: ANN201 - ssl.SSLContext
+                optional_client_cert: bool = False):
         from securepacs.pki import tlspolicy
 
         self._stamp = self._mtimes()
         s = self.settings
         return tlspolicy.server_context(s.server_cert_path, s.server_key_path, s.ca_bundle_path,
-                                        require_client_cert=require_client_cert)
+                                        require_client_cert=require_client_cert,
+                                        optional_client_cert=optional_client_cert)
 
     def reload_if_changed(self, force: bool = False) -> bool:
         """New connections get the new files; running associations finish unchanged."""
@@ -100,6 +104,9 @@ class TlsFiles:
             self.enrolment.tls_context = self.context(require_client_cert=False)
         if self.viewer is not None:
             self.viewer.tls_context = context
+        if self.dicomweb is not None:
+            self.dicomweb.tls_context = self.context(require_client_cert=False,
+                                                     optional_client_cert=True)
         cert = authority.load_certificates(self.settings.server_cert_path)[0]
         log.warning("TLS files reloaded: server certificate serial %x, valid until %s",
                     cert.serial_number, cert.not_valid_after_utc.date())
@@ -122,6 +129,7 @@ class Archive:
     enrolment: EnrolmentServer | None = None
     viewer: ArchiveViewerServer | None = None
     audit: AuditEvents | None = None
+    dicomweb: DicomwebServer | None = None
 
     def warn_expiring(self, at: datetime) -> None:
         from securepacs.pki import authority
@@ -253,8 +261,19 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
             if settings.viewer_port is not None:  # asked for: a real error
                 raise
             log.warning("no archive viewer (set viewer_port, 0 to disable): %s", exc)
+    dicomweb = None
+    if settings.dicomweb_port != 0 and not worker:
+        try:
+            dicomweb = tls_files.dicomweb = dicomweb_server(
+                settings, handlers.ingest, handlers.query, handlers.retrieve,
+                tls_files.context(require_client_cert=False, optional_client_cert=True), trust,
+                audit, ca.store if ca is not None and settings.trust_from_index else None)
+        except ConfigError as exc:
+            if settings.dicomweb_port is not None:  # asked for: a real error
+                raise
+            log.warning("no DICOMweb (set dicomweb_port, 0 to disable): %s", exc)
     return Archive(settings, index, blobs, server, boot, sweep, trust, monitor, tls_files,
-                   enrolment, viewer, audit)
+                   enrolment, viewer, audit, dicomweb)
 
 
 def _listening(what: str, host: str, ports: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
@@ -532,6 +551,49 @@ def admin_audit(settings: Settings) -> AdminAudit:
         user = "unknown"
     return AdminAudit(AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn()),
                       user=user)
+
+
+def dicomweb_server(settings: Settings, ingest: object, query: object, retrieve: object,
+                    tls_context: object, gatekeeper: StoreTrust | FileTrust,
+                    audit: AuditEvents, token_store: object | None) -> DicomwebServer:
+    """The DICOMweb listener of ``serve`` (bound, not yet serving) on ``dicomweb_port``.
+
+    Default port: ``port + 3``. Client certificates are admitted by the DICOM gatekeeper;
+    QIDO-RS, WADO-RS and STOW-RS go through the DIMSE services (`ingest`, `query`,
+    `retrieve`); import tokens are checked against `token_store` (None: not accepted).
+
+    Raises
+    ------
+    ConfigError
+        The port cannot be bound.
+    """
+    import re
+
+    from securepacs.services.dicomweb_access import DicomwebAccess
+    from securepacs.services.dicomweb_qido import QidoService
+    from securepacs.services.dicomweb_stow import StowService
+    from securepacs.services.dicomweb_wado import WadoService
+    from securepacs.services.import_tokens import ImportTokens
+    from securepacs.web.dicomweb.app import create_app
+    from securepacs.web.dicomweb.listener import DicomwebServer
+    from securepacs.web.dicomweb.shared import Edge
+
+    port = settings.dicomweb_port if settings.dicomweb_port is not None else settings.port + 3
+    access = DicomwebAccess(audit)
+    tokens = (ImportTokens(token_store, audit=audit).check  # type: ignore[arg-type]
+              if token_store is not None else None)
+    edge = Edge(settings.dicomweb_base, tokens, settings.dicomweb_cors_origins)
+    app = create_app(QidoService(query, access, audit),  # type: ignore[arg-type]
+                     WadoService(retrieve, access, audit),  # type: ignore[arg-type]
+                     StowService(ingest, access, audit), edge)  # type: ignore[arg-type]
+    stow = re.compile(re.escape(settings.dicomweb_base) + r"/studies(/[0-9.]+)?")
+    try:
+        return DicomwebServer((settings.host, port), app, tls_context, gatekeeper=gatekeeper,
+                              audit=audit, handshake_timeout=settings.handshake_timeout,
+                              token_paths=stow)
+    except (OSError, OverflowError) as exc:
+        raise ConfigError(f"dicomweb_port: cannot listen on {settings.host}:{port}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def media_audit(settings: Settings) -> MediaAudit:

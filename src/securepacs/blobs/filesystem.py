@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from securepacs.errors import StorageError, StorageFullError
 
@@ -154,6 +155,13 @@ class FileBlobStore:
         """The whole blob."""
         try:
             return self.path(key).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {key}: {exc.strerror}") from exc
+
+    def open_read(self, key: str) -> BinaryIO:
+        """The blob as an open binary file, to read in pieces (the caller closes it)."""
+        try:
+            return open(self.path(key), "rb")
         except OSError as exc:
             raise StorageError(f"cannot read blob {key}: {exc.strerror}") from exc
 

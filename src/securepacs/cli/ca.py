@@ -4,7 +4,8 @@ Scripts and docs rely on these names: ``ca init [--rsa]``; ``ca group create GRO
 echo,store,find,move,get``; ``ca issue server --name HOST [--san NAME_OR_IP]... --out DIR``;
 ``ca issue client --name NAME --org ORG --group GROUP [--ae AE]... --out DIR``; ``ca revoke
 NAME_OR_SERIAL [--reason R]``; ``ca renew``; ``ca export NAME --p12 FILE --password-file F
-[--legacy]``; ``ca list [--expiring 30d] [--json]``; ``ca crl --out FILE``; ``ca invite``.
+[--legacy]``; ``ca list [--expiring 30d] [--json]``; ``ca crl --out FILE``; ``ca invite``;
+``ca import-token --org ORG --group GROUP [--expires 24h]`` (``--list``, ``--revoke ID``).
 Every change lands in the index database, so running servers see it within a second.
 """
 
@@ -312,3 +313,37 @@ def invite(
                   f"{','.join(ae) or 'any'}, valid {expires}")
     typer.echo(f"(single use, expires in {expires}; the client runs: securepacs enroll "
                f"--server HOST:PORT --token <token>)", err=True)
+
+
+@app.command("import-token")
+def import_token(
+    org: str | None = typer.Option(None, "--org", help="Organisation the imports belong to."),
+    group: str | None = typer.Option(None, "--group", help="Group (it must allow store)."),
+    expires: str = typer.Option("24h", "--expires", help="Token lifetime, e.g. 24h, 7d."),
+    list_: bool = typer.Option(False, "--list", help="List the import tokens instead."),
+    revoke: str | None = typer.Option(None, "--revoke", help="Revoke the token with this id."),
+) -> None:
+    """Issue a DICOMweb import token (STOW-RS only, for the disc viewer's import)."""
+    from securepacs.services.import_tokens import ImportTokens
+
+    tokens = ImportTokens(_ca().store, clock=_now)  # type: ignore[arg-type]
+    if list_:
+        now = _now()
+        for t in _run(tokens.list):
+            state = ("revoked" if t.revoked_at is not None
+                     else "expired" if t.expires_at <= now else "valid")
+            typer.echo(f"{t.token_id}  {t.organization}/{t.group}  expires "
+                       f"{t.expires_at:%Y-%m-%d %H:%M}Z  {state}")
+        return
+    if revoke is not None:
+        done = _run(lambda: tokens.revoke(revoke))
+        typer.echo(f"import token {done.token_id} revoked")
+        return
+    if not org or not group:
+        raise fail("--org and --group are required to issue an import token")
+    lifetime = duration(expires)
+    token = _run(lambda: tokens.issue(organization=org, group=group, valid_for=lifetime))
+    typer.echo(token)
+    typer.echo(f"(store only, reusable until it expires in {expires} or is revoked with "
+               f"--revoke {token.split('.')[1]}; send it as Authorization: Bearer <token>)",
+               err=True)

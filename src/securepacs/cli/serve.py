@@ -107,6 +107,8 @@ def serve(
         archive.enrolment.start()
     if archive.viewer is not None:
         archive.viewer.start()
+    if archive.dicomweb is not None:
+        archive.dicomweb.start()
     pool = None
     if s.workers > 1:
         pool = workers.Workers(s.workers - 1, archive.server.share())
@@ -133,6 +135,8 @@ def serve(
         archive.enrolment.stop()
     if archive.viewer is not None:
         archive.viewer.stop()
+    if archive.dicomweb is not None:
+        archive.dicomweb.stop()
     archive.server.stop()
     if archive.audit is not None:
         archive.audit.application(started=False)
@@ -163,6 +167,11 @@ def _print_listeners(archive) -> None:  # noqa: ANN001 - wiring.Archive
     if archive.viewer is not None:
         typer.echo(f"    {_where(archive.viewer.server_address)}  Viewer (HTTPS, the archive's images; "
                    f"client certificate with find+get required): {archive.viewer.url}")
+    if archive.dicomweb is not None:
+        base = archive.settings.dicomweb_base
+        typer.echo(f"    {_where(archive.dicomweb.server_address)}  DICOMweb (HTTPS; QIDO-RS find, "
+                   f"WADO-RS get, STOW-RS store; client certificate, or an import token for "
+                   f"STOW-RS): {archive.dicomweb.url.rstrip('/')}{base}")
 
 
 def _run_worker(archive) -> None:  # noqa: ANN001 - wiring.Archive (imported lazily)

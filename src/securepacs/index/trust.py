@@ -20,7 +20,13 @@ from securepacs.errors import PkiError, StorageError
 from securepacs.index.engine import READ_ONLY, make_engine
 from securepacs.index.schema import create_tables, metadata
 from securepacs.model.identity import Permission
-from securepacs.model.trust import CertificateRecord, EnrolmentToken, Group, TrustSnapshot
+from securepacs.model.trust import (
+    CertificateRecord,
+    EnrolmentToken,
+    Group,
+    ImportToken,
+    TrustSnapshot,
+)
 
 _UTC = sa.DateTime(timezone=True)
 
@@ -61,6 +67,17 @@ trust_token = sa.Table(
     sa.Column("used_by", sa.String),
 )
 
+trust_import_token = sa.Table(
+    "trust_import_token", metadata,
+    sa.Column("token_id", sa.String, primary_key=True),
+    sa.Column("secret_hash", sa.String, nullable=False, unique=True),
+    sa.Column("organization", sa.String, nullable=False),
+    sa.Column("group_name", sa.String, nullable=False),
+    sa.Column("expires_at", _UTC, nullable=False),
+    sa.Column("created_at", _UTC, nullable=False),
+    sa.Column("revoked_at", _UTC),
+)
+
 trust_state = sa.Table(
     "trust_state", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -68,7 +85,7 @@ trust_state = sa.Table(
     sa.Column("crl_number", sa.BigInteger, nullable=False),
 )
 
-TABLES = [trust_group, trust_certificate, trust_token, trust_state]
+TABLES = [trust_group, trust_certificate, trust_token, trust_import_token, trust_state]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -272,3 +289,54 @@ class SqlTrustStore:
         with self._write() as conn:
             conn.execute(sa.update(trust_token).where(trust_token.c.secret_hash == secret_hash)
                          .values(used_by=f"{serial:x}"))
+
+    # -- import tokens (STOW-RS bearer tokens) -------------------------------------------------
+    def add_import_token(self, token: ImportToken) -> None:
+        with self._write() as conn:
+            conn.execute(sa.insert(trust_import_token).values(
+                token_id=token.token_id, secret_hash=token.secret_hash,
+                organization=token.organization, group_name=token.group,
+                expires_at=token.expires_at, created_at=token.created_at))
+
+    def import_token(self, secret_hash: str) -> ImportToken | None:
+        """The import token whose secret hashes to `secret_hash`, if any."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(trust_import_token)
+                               .where(trust_import_token.c.secret_hash == secret_hash)).first()
+        return _import_token(row) if row else None
+
+    def import_tokens(self) -> list[ImportToken]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(trust_import_token)
+                                .order_by(trust_import_token.c.created_at)).all()
+        return [_import_token(r) for r in rows]
+
+    def revoke_import_token(self, token_id: str, *, at: datetime) -> ImportToken:
+        """Revoke an import token by its id.
+
+        Raises
+        ------
+        PkiError
+            Unknown id, or already revoked.
+        """
+        with self._write() as conn:
+            row = conn.execute(sa.select(trust_import_token)
+                               .where(trust_import_token.c.token_id == token_id)).first()
+            if row is None:
+                raise PkiError(f"no import token {token_id!r}")
+            if row.revoked_at is not None:
+                raise PkiError(f"import token {token_id} is already revoked")
+            conn.execute(sa.update(trust_import_token)
+                         .where(trust_import_token.c.token_id == token_id)
+                         .values(revoked_at=at))
+            row = conn.execute(sa.select(trust_import_token)
+                               .where(trust_import_token.c.token_id == token_id)).first()
+        return _import_token(row)
+
+
+def _import_token(row: Any) -> ImportToken:
+    return ImportToken(
+        token_id=row.token_id, secret_hash=row.secret_hash, organization=row.organization,
+        group=row.group_name, expires_at=_aware(row.expires_at),  # type: ignore[arg-type]
+        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        revoked_at=_aware(row.revoked_at))

@@ -58,6 +58,22 @@ class EnrolmentToken:
 
 
 @dataclass(frozen=True)
+class ImportToken:
+    """A reusable STOW-RS import token (the disc viewer's, PS3.18 10.5 with RFC 6750
+    bearer authentication); only the SHA-256 of its secret is stored. It stands for an
+    identity of `organization` / `group` with the store permission only, until
+    `expires_at` or until revoked."""
+
+    token_id: str
+    secret_hash: str
+    organization: str
+    group: str
+    expires_at: datetime
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class TrustSnapshot:
     """Everything a server needs to decide on a peer, read in one transaction."""
 

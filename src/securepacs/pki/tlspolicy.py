@@ -131,7 +131,8 @@ def _base_context(protocol: ssl._SSLMethod) -> ssl.SSLContext:
 
 
 def server_context(
-    cert_file: Path, key_file: Path, ca_file: Path, *, require_client_cert: bool = True
+    cert_file: Path, key_file: Path, ca_file: Path, *, require_client_cert: bool = True,
+    optional_client_cert: bool = False,
 ) -> ssl.SSLContext:
     """Build the server side ``SSLContext`` of the PS3.15 B.12 profile.
 
@@ -153,6 +154,10 @@ def server_context(
     require_client_cert : bool
         Require and verify a client certificate (``CERT_REQUIRED``, mutual authentication).
         When False no certificate is requested (``CERT_NONE``).
+    optional_client_cert : bool
+        With ``require_client_cert=False``: request a client certificate and verify it when
+        one is sent, but let a client without one finish the handshake (``CERT_OPTIONAL``);
+        the caller must then refuse such a connection per request where it needs one.
 
     Returns
     -------
@@ -168,7 +173,8 @@ def server_context(
     context = _base_context(ssl.PROTOCOL_TLS_SERVER)
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     context.num_tickets = 0
-    context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_NONE
+    context.verify_mode = (ssl.CERT_REQUIRED if require_client_cert
+                           else ssl.CERT_OPTIONAL if optional_client_cert else ssl.CERT_NONE)
     _load_verify(context, ca_file)
     _load_chain(context, cert_file, key_file)
     return context

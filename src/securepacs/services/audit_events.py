@@ -72,7 +72,8 @@ class AuditEvents:
 
     @staticmethod
     def peer(identity: Identity | None, *, ae_title: str | None, address: str) -> m.Peer:
-        if identity is not None and identity.serial:
+        if identity is not None and (identity.serial or identity.group != "plain"):
+            # a certificate, or an identity without one (a DICOMweb import token)
             return m.Peer.from_identity(identity, ae_title=ae_title, address=address)
         return m.Peer(ae_title or "unknown", ae_title=ae_title or None, address=address)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from io import BytesIO
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -117,6 +118,14 @@ class RetrieveService:
     def read(self, instance: StoredInstance) -> bytes:
         """The instance's Part 10 bytes, exactly as stored."""
         return self._blobs.read(instance.blob_key)
+
+    def open(self, instance: StoredInstance) -> BinaryIO:
+        """The instance's Part 10 file, open to read in pieces (the caller closes it); a
+        blob store that cannot stream gives the whole blob in memory."""
+        open_read = getattr(self._blobs, "open_read", None)
+        if open_read is not None:
+            return open_read(instance.blob_key)  # type: ignore[no-any-return]
+        return BytesIO(self.read(instance))
 
     def load(self, instance: StoredInstance) -> Dataset:
         """The stored instance as a data set (file meta included)."""

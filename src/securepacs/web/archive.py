@@ -64,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
         return "securepacs"  # no software version banner (issue 17)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        log.debug("viewer %s: " + format, self.client_address[0], *args)
+        log.debug(self.server.label + " %s: " + format, self.client_address[0], *args)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         self._handle()
@@ -101,15 +101,17 @@ class _Handler(BaseHTTPRequestHandler):
                 serial=cert.serial, fingerprint=cert.fingerprint, name=cert.subject_cn,
                 organization=cert.organization)
         except AccessRefused as exc:
-            log.warning("viewer connection from %s refused: %s", where, one_line(exc))
+            log.warning("%s connection from %s refused: %s", self.server.label, where, one_line(exc))
             audit.certificate_refused(exc, address=address, name=cert.subject_cn)
             return None
         except PacsError as exc:  # the trust store cannot answer: refuse, never guess
-            log.error("viewer connection from %s refused: trust store error: %s", where, exc)
+            log.error("%s connection from %s refused: trust store error: %s", self.server.label,
+                      where, exc)
             return None
         if first:
             audit.authenticated(identity, address=address)
-            missing = [p.value for p in _VIEW if not identity.allows(p)]
+            missing = [p.value for p in self.server.connect_permissions
+                       if not identity.allows(p)]
             if missing:
                 log.warning("viewer: %s from %s lacks the %s permission(s)", identity.describe(),
                             where, "+".join(missing))
@@ -175,6 +177,11 @@ class ArchiveViewerServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 64  # a browser opens several connections at once
+    #: Permissions whose absence is audited once per connection (the app decides per request).
+    connect_permissions: tuple[Permission, ...] = _VIEW
+    handler_class: type[BaseHTTPRequestHandler] = _Handler
+    #: How log lines name this listener.
+    label = "viewer"
 
     def __init__(self, address: tuple[str, int], app: Asgi, tls_context: Any, *,
                  gatekeeper: Gatekeeper, handshake_timeout: float = 10.0,
@@ -191,7 +198,7 @@ class ArchiveViewerServer(ThreadingHTTPServer):
         self.audit = audit or NoAudit()
         self._loop = asyncio.new_event_loop()
         self._loop_thread: threading.Thread | None = None
-        super().__init__(address, _Handler)
+        super().__init__(address, self.handler_class)
 
     @property
     def url(self) -> str:
@@ -219,13 +226,14 @@ class ArchiveViewerServer(ThreadingHTTPServer):
         try:
             request = server_handshake(self.tls_context, request, timeout=self.handshake_timeout)
         except HandshakeRefused as exc:
-            log.warning("viewer TLS handshake with %s refused: %s", client_address[0], exc)
+            log.warning("%s TLS handshake with %s refused: %s", self.label, client_address[0],
+                        exc)
             self.audit.refused(address=client_address[0], reason=str(exc))
             return
         cert = peer_certificate(request)
         if cert is not None:
-            log.info("viewer TLS connection from %s: CN=%s serial=%x", client_address[0],
-                     one_line(cert.subject_cn), cert.serial)
+            log.info("%s TLS connection from %s: CN=%s serial=%x", self.label,
+                     client_address[0], one_line(cert.subject_cn), cert.serial)
         setattr(request, _PEER_ATTR, cert)
         super().process_request_thread(request, client_address)
 

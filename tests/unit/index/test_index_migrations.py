@@ -27,10 +27,12 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
-#: The tables of revisions 0001 (index, trust) and 0002 (audit). A table that a module
-#: registers on the same metadata later needs its own revision before it is compared here.
+#: The tables of revisions 0001 (index, trust), 0002 (audit) and 0003 (import tokens). A
+#: table that a module registers on the same metadata later needs its own revision before
+#: it is compared here.
 REVISED = {"patient", "study", "series", "instance", "schema_version", "trust_group",
-           "trust_certificate", "trust_token", "trust_state", "audit_event", "audit_head"}
+           "trust_certificate", "trust_token", "trust_state", "audit_event", "audit_head",
+           "trust_import_token"}
 
 
 def differences(url: str) -> list[object]:
