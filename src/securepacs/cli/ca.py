@@ -212,8 +212,8 @@ def list_(
         status = r.status if not r.is_revoked else f"revoked ({r.revocation_reason})"
         rows.append([one_line(r.name, 64), r.kind,
                      one_line("/".join(p for p in (r.organization, r.group) if p) or "-", 64),
-                     one_line(",".join(r.ae_titles) or "any", 64), one_line(status, 64), expires, f"{r.serial:x}",
-                     r.fingerprint])
+                     one_line(",".join(r.ae_titles) or "any", 64), one_line(status, 64), expires,
+                     f"{r.serial:x}", r.fingerprint])
     # name and fingerprint never cut: compare it with what an error message shows
     lines, left_out = render(columns, rows, shutil.get_terminal_size((240, 24)).columns)
     typer.echo(f"{len(records)} certificate(s)")
