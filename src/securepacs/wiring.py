@@ -143,7 +143,7 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
     accepts DICOM associations on its parent's sockets and runs no start-up check, no
     enrolment and no viewer (the parent does)."""
     from securepacs.dimse.handlers import Destination, Handlers
-    from securepacs.dimse.server import make_server
+    from securepacs.dimse.server import Limits, make_server
     from securepacs.index.repository import SqlIndex
     from securepacs.pki import tlspolicy
     from securepacs.services.audit_events import AuditEvents
@@ -206,6 +206,13 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
         gatekeeper=trust,
         audit=audit,
         inherited=inherited,
+        limits=Limits(
+            max_associations=settings.max_associations,
+            max_associations_per_identity=settings.max_associations_per_identity,
+            max_association_request=settings.max_association_request,
+            max_command_set=settings.max_command_set, max_identifier=settings.max_identifier,
+            inflight_memory=settings.inflight_memory,
+            accept_any_called_ae=settings.accept_any_called_ae),
     )
     tls_files.server = server
     enrolment = None

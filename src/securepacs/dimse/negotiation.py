@@ -43,6 +43,7 @@ class Rejection:
 
 #: Rejections we send
 CALLING_AE_NOT_RECOGNISED = (1, 1, 3)
+CALLED_AE_NOT_RECOGNISED = (1, 1, 7)
 APPLICATION_CONTEXT_NOT_SUPPORTED = (1, 1, 2)
 LOCAL_LIMIT_EXCEEDED = (2, 3, 2)
 
@@ -67,19 +68,37 @@ class Request:
     primitive: A_ASSOCIATE = field(repr=False)
 
 
+def printable(text: str, limit: int = 64) -> str:
+    """`text` for a log line: control and non-ASCII characters escaped, at most `limit`
+    characters (longer text is cut and says how long it was)."""
+    out = text.encode("ascii", "backslashreplace").decode("ascii")
+    if not out.isprintable():
+        out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
+    if len(out) > limit:
+        return f"{out[:limit]}...({len(text)} characters)"
+    return out
+
+
 def read_request(body: bytes | bytearray) -> Request:
-    """Decode an A-ASSOCIATE-RQ body; ValueError when malformed."""
+    """Decode an A-ASSOCIATE-RQ body; ValueError (one line, bounded) when malformed.
+
+    pynetdicom's decoder meets malformed input with many exception types (struct.error,
+    AssertionError, UnicodeDecodeError, IndexError...): every one becomes ValueError."""
     pdu = A_ASSOCIATE_RQ()
     try:
         pdu.decode(PDU_HEADER.pack(0x01, 0, len(body)) + bytes(body))
         primitive = pdu.to_primitive()
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise ValueError(f"malformed A-ASSOCIATE-RQ ({exc})") from None
-    return Request(
-        calling_ae=str(primitive.calling_ae_title or "").strip(),
-        max_pdu=int(primitive.maximum_length_received or 0),
-        primitive=primitive,
-    )
+        request = Request(
+            calling_ae=str(primitive.calling_ae_title or "").strip(),
+            max_pdu=int(primitive.maximum_length_received or 0),
+            primitive=primitive,
+        )
+        for context in primitive.presentation_context_definition_list:
+            str(context.abstract_syntax)  # decoded now, not later in negotiation
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a malformed PDU
+        why = printable(f"{type(exc).__name__}: {exc}", 120)
+        raise ValueError(f"malformed A-ASSOCIATE-RQ ({why})") from None
+    return request
 
 
 def supported(contexts: Sequence[tuple[str, Sequence[str], bool]]) -> list[PresentationContext]:
@@ -136,5 +155,16 @@ def check_context_name(request: Request) -> Rejection | None:
     name = str(request.primitive.application_context_name or "")
     if name != APPLICATION_CONTEXT:
         return Rejection(*APPLICATION_CONTEXT_NOT_SUPPORTED,
-                         why=f"application context {name!r} not supported")
+                         why=f"application context {printable(name)!r} not supported")
+    return None
+
+
+def check_called_ae(request: Request, ae_title: str) -> Rejection | None:
+    """The called AE title must be ours (PS3.8 9.3.4: rejected-permanent, service-user,
+    "called-AE-title-not-recognized")."""
+    called = str(request.primitive.called_ae_title or "").strip()
+    if called != ae_title.strip():
+        return Rejection(*CALLED_AE_NOT_RECOGNISED,
+                         why=f"called AE title {printable(called)!r} is not this server's "
+                             f"({ae_title.strip()})")
     return None
