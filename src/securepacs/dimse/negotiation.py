@@ -79,11 +79,57 @@ def printable(text: str, limit: int = 64) -> str:
     return out
 
 
+_UID_ITEMS = {0x10: "application context", 0x30: "abstract syntax", 0x40: "transfer syntax",
+              0x52: "implementation class UID"}
+_FIXED = 68  # protocol version, reserved, called and calling AE titles, reserved (PS3.8 9.3.2)
+
+
+def check_structure(body: bytes | bytearray) -> None:
+    """Walk the items of an A-ASSOCIATE-RQ body (PS3.8 9.3.2, Annex D) before any decoder
+    sees it: every item inside its parent, every UID at most 64 bytes (PS3.5 9.1).
+
+    Raises
+    ------
+    ValueError
+        The first problem, in one line.
+    """
+    if len(body) < _FIXED:
+        raise ValueError(f"malformed A-ASSOCIATE-RQ (a {len(body)}-byte body, shorter than "
+                         f"its {_FIXED} fixed bytes)")
+    _walk(body, _FIXED, len(body), 0)
+
+
+def _walk(body: bytes | bytearray, pos: int, end: int, parent: int) -> None:
+    while pos < end:
+        if pos + 4 > end:
+            raise ValueError(f"malformed A-ASSOCIATE-RQ (item header cut at byte {pos})")
+        kind, length = body[pos], int.from_bytes(body[pos + 2:pos + 4], "big")
+        start, stop = pos + 4, pos + 4 + length
+        if stop > end:
+            raise ValueError(f"malformed A-ASSOCIATE-RQ (item 0x{kind:02X} at byte {pos} runs "
+                             f"{stop - end} bytes past its end)")
+        what = _UID_ITEMS.get(kind)
+        if what is not None and length > 64:
+            raise ValueError(f"malformed A-ASSOCIATE-RQ (a {length}-byte {what}, UIDs have "
+                             "at most 64)")
+        if kind == 0x20 and parent == 0:
+            _walk(body, start + 4, stop, kind)  # after ID and three reserved bytes
+        elif kind == 0x50 and parent == 0:
+            _walk(body, start, stop, kind)
+        elif kind == 0x54 and parent == 0x50 and length >= 2:
+            uid_length = int.from_bytes(body[start:start + 2], "big")
+            if uid_length > 64 or uid_length + 4 > length:
+                raise ValueError("malformed A-ASSOCIATE-RQ (SCP/SCU role selection item with "
+                                 f"a {uid_length}-byte UID in {length} bytes)")
+        pos = stop
+
+
 def read_request(body: bytes | bytearray) -> Request:
     """Decode an A-ASSOCIATE-RQ body; ValueError (one line, bounded) when malformed.
 
     pynetdicom's decoder meets malformed input with many exception types (struct.error,
     AssertionError, UnicodeDecodeError, IndexError...): every one becomes ValueError."""
+    check_structure(body)
     pdu = A_ASSOCIATE_RQ()
     try:
         pdu.decode(PDU_HEADER.pack(0x01, 0, len(body)) + bytes(body))
