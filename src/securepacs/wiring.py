@@ -17,6 +17,7 @@ from securepacs.settings import Settings
 # Each function imports what it wires, so that a command pays only for its own part of
 # the system at start-up (``securepacs send`` needs neither SQLAlchemy nor the web server).
 if TYPE_CHECKING:
+    from securepacs.audit.trail import AuditTrail
     from securepacs.dimse.client import DicomClient
     from securepacs.dimse.server import DicomServer
     from securepacs.index.repository import SqlIndex
@@ -140,7 +141,7 @@ class Archive:
 class StartUp:
     """What :func:`start_up` made: the stores, the audit trail, the CA (if ours)."""
 
-    audit_trail: object  # securepacs.audit.trail.AuditTrail
+    audit_trail: AuditTrail
     bootstrap: authority.BootstrapResult | None
     ca: CertificateAuthority | None
     index: SqlIndex

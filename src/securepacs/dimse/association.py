@@ -231,6 +231,7 @@ def serve_connection(sock: socket.socket, *, identity: Identity | None,
     except Exception as exc:  # noqa: BLE001 - a bug must not leave a traceback per peer
         log.error("association with %s ended by an internal error: %s", where,
                   printable(f"{type(exc).__name__}: {exc}", 200))
+        log.debug("internal error with %s", where, exc_info=True)  # for a bug report
         with contextlib.suppress(OSError):
             sock.sendall(abort_pdu(2, 0))
     finally:
