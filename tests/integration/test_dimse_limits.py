@@ -137,6 +137,24 @@ def test_endless_identifier_fragments_abort_the_association(setup: Setup) -> Non
     assert setup.rss() - before < 48 * MiB
 
 
+def test_endless_identifier_from_a_client_without_find_is_refused_and_bounded(
+        setup: Setup) -> None:
+    """The echo-only client of the issue: its C-FIND is refused as soon as the command set
+    is complete, its identifier dropped unread, and an endless one ends the association."""
+    before = setup.rss()
+    sock = setup.associate("echoer")
+    try:
+        sock.sendall(p_data(3, 0x03, cmd.request(cmd.C_FIND_RQ, 1, STUDY_FIND,
+                                                  has_data_set=True)))
+        assert _flood(sock, p_data(3, 0x00, b"\x08\x00\x52\x00" * 4000), 64 * MiB)
+    finally:
+        sock.close()
+    setup.server.wait_for_log(r"C-FIND refused: echoer \(Elsewhere/echoers, serial [0-9a-f]+\) "
+                              r"lacks the 'find' permission")
+    setup.server.wait_for_log(r"aborted: a refused data set longer than 1048576 bytes")
+    assert setup.rss() - before < 48 * MiB
+
+
 def test_endless_command_fragments_abort_the_association(setup: Setup) -> None:
     before = setup.rss()
     sock = setup.associate("echoer")

@@ -115,8 +115,9 @@ class AcceptedAssociation:
         assert isinstance(field_, int)
         refused = refusal(self.identity, field_, address=self.address,
                           ae_title=self.calling_ae, audit=self.audit)
-        if refused is not None:
-            return Intake(keep=False, refused=refused)
+        if refused is not None:  # an identifier stays bounded even when dropped
+            return Intake(keep=False, refused=refused,
+                          limit=None if field_ == cmd.C_STORE_RQ else self._identifier.limit)
         return KEEP if field_ == cmd.C_STORE_RQ else self._identifier
 
     @property

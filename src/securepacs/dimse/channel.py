@@ -131,8 +131,9 @@ class Intake:
         False: read the data set's fragments and drop them (nothing is kept, nothing
         is spilled).
     limit : int or None
-        Most bytes of the data set held (beyond it: :class:`DataSetTooLarge`); None: no
-        limit of its own (a C-STORE, which goes to a temp file past the spill threshold).
+        Most bytes of the data set held, or read and dropped (beyond it:
+        :class:`DataSetTooLarge`); None: no limit of its own (a C-STORE, which goes to a
+        temp file past the spill threshold).
     refused : (status, comment) or None
         The refusal the receiver decided on (carried by the :class:`Message`).
     """
@@ -302,6 +303,7 @@ class PduChannel:
         limit = LARGEST_PDU << 8  # effectively none
         budget = self.budget
         held = 0  # bytes of `budget` reserved for `data`
+        dropped = 0
         try:
             while True:
                 kind, body = self.read_pdu()
@@ -333,8 +335,13 @@ class PduChannel:
                         continue
                     if decoded is None:
                         raise ValueError("data set fragment before the end of the command")
-                    if not keep or spill_error is not None:
-                        pass  # a refused data set, or the rest of one that could not be kept
+                    if not keep:  # a refused data set: read, counted, dropped
+                        dropped += len(fragment)
+                        if dropped > limit:
+                            raise DataSetTooLarge(f"a refused data set longer than {limit} "
+                                                  "bytes")
+                    elif spill_error is not None:
+                        pass  # the rest of a data set that could not be kept
                     elif spill_file is not None:
                         try:
                             spill_file.write(fragment)

@@ -209,3 +209,13 @@ def test_a_pdu_buffer_grows_with_the_bytes_received() -> None:
     assert kind == 0x04 and got == body
     a.sock.close()
     b.sock.close()
+
+
+def test_a_refused_identifier_is_dropped_up_to_its_limit(pair) -> None:
+    a, b = pair
+    t = send_async(a, 1, find_command(), os.urandom(300_000))
+    with pytest.raises(ch.DataSetTooLarge, match="refused data set longer than 100000"):
+        b.receive(admit=lambda command, context_id: ch.Intake(keep=False, limit=100_000,
+                                                             refused=(0x0124, "no")))
+    a.sock.close()
+    t.join()
