@@ -57,6 +57,13 @@ class Settings:
     handshake_timeout: float = 10.0
     orphan_grace_seconds: float = 30.0
     max_find_results: int = 10000
+    max_associations: int = 64
+    max_associations_per_identity: int = 16
+    max_association_request: int = 64 * 1024
+    max_command_set: int = 64 * 1024
+    max_identifier: int = 1024 * 1024
+    inflight_memory: int = 512 * 1024 * 1024
+    accept_any_called_ae: bool = False
     hostnames: tuple[str, ...] = ()
     log_level: str = "INFO"
     viewer_port: int | None = None  # HTTPS archive viewer; None: port + 2; 0: off
@@ -225,6 +232,12 @@ def _validate(s: Settings) -> None:
     if not s.dicomweb_base.startswith("/") or s.dicomweb_base.endswith("/"):
         raise ConfigError(f"dicomweb_base must start and not end with '/', not "
                           f"{s.dicomweb_base!r}")
+    for name in ("max_associations", "max_association_request", "max_command_set",
+                 "max_identifier"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, not {getattr(s, name)}")
+    if s.max_associations_per_identity < 0 or s.inflight_memory < 0:
+        raise ConfigError("max_associations_per_identity and inflight_memory must be 0 or more")
     if s.trust_source not in ("auto", "index", "files"):
         raise ConfigError(f"trust_source must be auto, index or files, not {s.trust_source!r}")
     partial = [s.tls_cert, s.tls_key, s.tls_ca]

@@ -18,6 +18,7 @@ from securepacs.settings import Settings
 # Each function imports what it wires, so that a command pays only for its own part of
 # the system at start-up (``securepacs send`` needs neither SQLAlchemy nor the web server).
 if TYPE_CHECKING:
+    from securepacs.audit.trail import AuditTrail
     from securepacs.dimse.client import DicomClient
     from securepacs.dimse.server import DicomServer
     from securepacs.index.repository import SqlIndex
@@ -160,6 +161,53 @@ def warn_loose_modes(settings: Settings) -> None:
                     len(loose) - 10, settings.data_dir)
 
 
+@dataclass
+class StartUp:
+    """What :func:`start_up` made: the stores, the audit trail, the CA (if ours)."""
+
+    audit_trail: AuditTrail
+    bootstrap: authority.BootstrapResult | None
+    ca: CertificateAuthority | None
+    index: SqlIndex
+    blobs: BlobPort
+    sweep: SweepReport
+
+
+def start_up(settings: Settings, *, worker: bool = False) -> StartUp:
+    """The start-up steps that write shared state, safe when N instances run them at once
+    on one database: the audit tables, the CA's bootstrap files and trust store records,
+    the index schema and the orphan sweep (none for a worker process), one instance after
+    another under the database's start-up lock (:mod:`securepacs.index.startup`), each
+    step idempotent.
+
+    Raises
+    ------
+    PacsError
+        A step failed (ConfigError, StorageError, PkiError), with a one-line message.
+    """
+    from securepacs.index.repository import SqlIndex
+    from securepacs.index.startup import startup_lock
+    from securepacs.services.ingest import SweepReport, sweep_orphans
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with startup_lock(settings.index_url):
+        trail = build_audit_trail(settings)
+        boot = None
+        ca = None
+        if settings.uses_default_pki or settings.trust_from_index:
+            secret = os.environ.get("SECUREPACS_CA_PASSPHRASE")
+            ca = certificate_authority(settings, secret.encode() if secret else None)
+            if settings.uses_default_pki:
+                hostnames = [*local_hostnames(), *settings.hostnames]
+                boot = ca.bootstrap_server(hostnames=hostnames, at=now())
+        index = SqlIndex(settings.index_url)
+        index.create_schema()
+        blobs = blob_store(settings)
+        sweep = (SweepReport(0, 0) if worker else
+                 sweep_orphans(index, blobs, grace_seconds=settings.orphan_grace_seconds))
+    return StartUp(trail, boot, ca, index, blobs, sweep)
+
+
 def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()) -> Archive:
     """Open the stores, run the start-up check, bind the listeners (not yet serving).
 
@@ -167,37 +215,23 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
     accepts DICOM associations on its parent's sockets and runs no start-up check, no
     enrolment and no viewer (the parent does)."""
     from securepacs.dimse.handlers import Destination, Handlers
-    from securepacs.dimse.server import make_server
-    from securepacs.index.repository import SqlIndex
+    from securepacs.dimse.server import Limits, make_server
     from securepacs.pki import tlspolicy
     from securepacs.services.audit_events import AuditEvents
-    from securepacs.services.ingest import IngestService, SweepReport, sweep_orphans
+    from securepacs.services.ingest import IngestService
     from securepacs.services.query import QueryService, RetrieveService
     from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
     from securepacs.web.enrolment import EnrolmentServer
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not inherited:
-        warn_loose_modes(settings)
-    audit = AuditEvents(build_audit_trail(settings), ae_title=settings.ae_title,
-                        address=socket.getfqdn())
-    boot = None
-    ca = None
-    trust: StoreTrust | FileTrust = FileTrust()
-    if settings.uses_default_pki or settings.trust_from_index:
-        secret = os.environ.get("SECUREPACS_CA_PASSPHRASE")
-        ca = certificate_authority(settings, secret.encode() if secret else None)
-        if settings.uses_default_pki:
-            hostnames = [*local_hostnames(), *settings.hostnames]
-            boot = ca.bootstrap_server(hostnames=hostnames, at=now())
-        if settings.trust_from_index:
-            trust = StoreTrust(ca.store)  # type: ignore[arg-type]
-    index = SqlIndex(settings.index_url)
-    index.create_schema()
-    blobs = blob_store(settings)
     worker = bool(inherited)
-    sweep = (SweepReport(0, 0) if worker else
-             sweep_orphans(index, blobs, grace_seconds=settings.orphan_grace_seconds))
+    up = start_up(settings, worker=worker)
+    if not worker:
+        warn_loose_modes(settings)
+    audit = AuditEvents(up.audit_trail, ae_title=settings.ae_title, address=socket.getfqdn())
+    boot, ca, index, blobs, sweep = up.bootstrap, up.ca, up.index, up.blobs, up.sweep
+    trust: StoreTrust | FileTrust = FileTrust()
+    if ca is not None and settings.trust_from_index:
+        trust = StoreTrust(ca.store)  # type: ignore[arg-type]
 
     move_tls = tlspolicy.client_context(
         settings.ca_bundle_path, settings.server_cert_path, settings.server_key_path)
@@ -234,6 +268,13 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
         gatekeeper=trust,
         audit=audit,
         inherited=inherited,
+        limits=Limits(
+            max_associations=settings.max_associations,
+            max_associations_per_identity=settings.max_associations_per_identity,
+            max_association_request=settings.max_association_request,
+            max_command_set=settings.max_command_set, max_identifier=settings.max_identifier,
+            inflight_memory=settings.inflight_memory,
+            accept_any_called_ae=settings.accept_any_called_ae),
     )
     tls_files.server = server
     enrolment = None
@@ -299,7 +340,8 @@ def _listening(what: str, host: str, ports: str) -> Callable[[Callable[P, T]], C
     return wrap
 
 
-__all__ = ["Archive", "build_archive", "certificate_authority", "local_hostnames", "now", "Path"]
+__all__ = ["Archive", "StartUp", "build_archive", "start_up", "certificate_authority",
+           "local_hostnames", "now", "Path"]
 
 
 def study_archive(settings: Settings):  # noqa: ANN201 - services.media.RetrieveStudies

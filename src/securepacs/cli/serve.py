@@ -26,9 +26,11 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # pynetdicom logs every PDU at INFO/DEBUG: keep it to warnings unless debugging
+    # pynetdicom logs every PDU at INFO/DEBUG, and a traceback for every undecodable AE
+    # title or UID a peer sends; the server only uses its PDU codec and logs each failure
+    # itself in one line: keep pynetdicom quiet unless debugging
     if level.upper() != "DEBUG":
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
 
 def serve(

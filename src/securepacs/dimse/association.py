@@ -19,12 +19,18 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from securepacs.dimse import commands as cmd
 from securepacs.dimse.channel import (
     ASSOCIATE_RQ,
+    DROP,
+    KEEP,
+    MAX_COMMAND,
+    MAX_CONTROL,
+    Budget,
+    Intake,
     Message,
     PduChannel,
     PduTooLarge,
@@ -41,7 +47,9 @@ from securepacs.dimse.negotiation import (
     AcceptedContext,
     Rejection,
     accept,
+    check_called_ae,
     check_context_name,
+    printable,
     read_request,
 )
 from securepacs.model.identity import Identity
@@ -65,6 +73,16 @@ class AcceptorSettings:
     network_timeout: float
     dimse_timeout: float
     max_associations: int = 64
+    #: associations one certificate may hold at once (0: no cap of its own)
+    max_associations_per_identity: int = 16
+    #: longest A-ASSOCIATE-RQ (and other non-data PDU), command set and identifier read
+    max_association_request: int = MAX_CONTROL
+    max_command_set: int = MAX_COMMAND
+    max_identifier: int = 1024 * 1024
+    #: memory all associations' received data sets may hold (:class:`Budget`)
+    budget: Budget = field(default_factory=lambda: Budget(512 * 1024 * 1024))
+    #: accept any called AE title (else only `ae_title`)
+    accept_any_called_ae: bool = False
 
 
 class AcceptedAssociation:
@@ -83,6 +101,24 @@ class AcceptedAssociation:
         self.audit = audit
         self._next_id = 0
         self._killed = False
+        self._identifier = Intake(limit=settings.max_identifier)
+
+    def admit(self, command: cmd.Command, context_id: int) -> Intake:
+        """How to receive the data set of `command` (its command set is complete): a
+        request this identity may not make is refused now and its data set dropped
+        unread, before it costs memory or disk (:func:`securepacs.dimse.guard.refusal`);
+        an identifier is kept up to ``max_identifier`` bytes; a C-STORE data set is kept
+        (spilled to a temp file when large)."""
+        field_ = command.get(cmd.COMMAND_FIELD)
+        if context_id not in self.contexts or field_ not in REQUIRED:
+            return DROP  # answered with an A-ABORT once complete
+        assert isinstance(field_, int)
+        refused = refusal(self.identity, field_, address=self.address,
+                          ae_title=self.calling_ae, audit=self.audit)
+        if refused is not None:  # an identifier stays bounded even when dropped
+            return Intake(keep=False, refused=refused,
+                          limit=None if field_ == cmd.C_STORE_RQ else self._identifier.limit)
+        return KEEP if field_ == cmd.C_STORE_RQ else self._identifier
 
     @property
     def peer(self) -> str:
@@ -109,7 +145,7 @@ class AcceptedAssociation:
     def receive(self, spill: SpillPrefix | None = None) -> Message:
         """The next message within the DIMSE timeout (ProtocolError on anything else)."""
         self.channel.sock.settimeout(self.settings.dimse_timeout)
-        return self.channel.receive(spill)
+        return self.channel.receive(spill, self.admit)
 
     def cancel_requested(self, message_id: int) -> bool:
         """Whether a C-CANCEL-RQ for `message_id` has arrived (never waits if nothing has)."""
@@ -142,12 +178,19 @@ class Registry:
         self._lock = threading.Lock()
         self._live: set[AcceptedAssociation] = set()
 
-    def add(self, assoc: AcceptedAssociation, limit: int) -> bool:
+    def add(self, assoc: AcceptedAssociation, limit: int, per_identity: int = 0) -> str | None:
+        """Register `assoc`; None, or why not (a limit reached)."""
         with self._lock:
             if len(self._live) >= limit:
-                return False
+                return f"{limit} associations already running"
+            identity = assoc.identity
+            if per_identity and identity is not None:
+                same = sum(1 for a in self._live
+                           if a.identity is not None and a.identity.serial == identity.serial)
+                if same >= per_identity:
+                    return f"{identity.describe()} already holds {same} associations"
             self._live.add(assoc)
-            return True
+            return None
 
     def remove(self, assoc: AcceptedAssociation) -> None:
         with self._lock:
@@ -167,7 +210,9 @@ def serve_connection(sock: socket.socket, *, identity: Identity | None,
                      audit: AuditEvents, registry: Registry, dispatch: Dispatch,
                      spill: Callable[[AcceptedAssociation], SpillPrefix]) -> None:
     """Negotiate an association on `sock` and serve it until it ends; closes `sock`."""
-    channel = PduChannel(sock, settings.max_pdu)
+    channel = PduChannel(sock, settings.max_pdu, strict=True,
+                         max_control=settings.max_association_request,
+                         max_command=settings.max_command_set, budget=settings.budget)
     where = f"{address[0]}:{address[1]}"
     try:
         assoc = _negotiate(channel, identity, address, settings, audit, registry)
@@ -184,6 +229,12 @@ def serve_connection(sock: socket.socket, *, identity: Identity | None,
                     settings.acse_timeout)
     except OSError as exc:
         log.info("connection with %s ended: %s", where, exc.strerror or exc)
+    except Exception as exc:  # noqa: BLE001 - a bug must not leave a traceback per peer
+        log.error("association with %s ended by an internal error: %s", where,
+                  printable(f"{type(exc).__name__}: {exc}", 200))
+        log.debug("internal error with %s", where, exc_info=True)  # for a bug report
+        with contextlib.suppress(OSError):
+            sock.sendall(abort_pdu(2, 0))
     finally:
         channel.close()
 
@@ -199,20 +250,27 @@ def _negotiate(channel: PduChannel, identity: Identity | None, address: tuple[st
             raise ValueError(f"expected an A-ASSOCIATE-RQ, got PDU type 0x{kind:02X}")
         request = read_request(body)
     except (ValueError, PduTooLarge) as exc:
-        log.warning("connection from %s aborted: %s", where, exc)
+        log.warning("connection from %s aborted: %s", where, printable(str(exc), 200))
         with contextlib.suppress(OSError):
             channel.sock.sendall(abort_pdu(2, 0))
         return None
     rejection = (check_context_name(request)
+                 or (None if settings.accept_any_called_ae
+                     else check_called_ae(request, settings.ae_title))
                  or check_calling_ae(identity, request.calling_ae, address=address[0],
                                      audit=audit))
+    if rejection is None and settings.budget.exhausted:
+        rejection = Rejection(*LOCAL_LIMIT_EXCEEDED,
+                              why="the memory budget for received data sets is exhausted")
     if rejection is None:
         pdu, contexts = accept(request, settings.contexts, ae_title=settings.ae_title,
                                max_pdu=settings.max_pdu)
         assoc = AcceptedAssociation(channel, contexts, identity=identity, address=address[0],
                                     port=address[1], calling_ae=request.calling_ae,
                                     settings=settings, audit=audit)
-        if registry.add(assoc, settings.max_associations):
+        full = registry.add(assoc, settings.max_associations,
+                            settings.max_associations_per_identity)
+        if full is None:
             channel.set_peer_max(request.max_pdu)
             try:
                 channel.sock.sendall(pdu)
@@ -220,11 +278,10 @@ def _negotiate(channel: PduChannel, identity: Identity | None, address: tuple[st
                 registry.remove(assoc)
                 raise
             return assoc
-        rejection = Rejection(*LOCAL_LIMIT_EXCEEDED,
-                              why=f"{settings.max_associations} associations already running")
+        rejection = Rejection(*LOCAL_LIMIT_EXCEEDED, why=full)
     if rejection.source != 1 or rejection.reason != 3:  # the guard logged its own
-        log.warning("association from %s (%s) rejected: %s", request.calling_ae or "?", where,
-                    rejection.why)
+        log.warning("association from %s (%s) rejected: %s",
+                    printable(request.calling_ae) or "?", where, rejection.why)
     channel.sock.sendall(rejection.pdu())
     return None
 
@@ -235,7 +292,7 @@ def _run(assoc: AcceptedAssociation, dispatch: Dispatch, spill: SpillPrefix) -> 
     while True:
         channel.sock.settimeout(assoc.settings.network_timeout)
         try:
-            message = channel.receive(spill)
+            message = channel.receive(spill, assoc.admit)
         except TimeoutError:
             log.warning("association with %s idle for %g s: aborted", assoc.peer,
                         assoc.settings.network_timeout)
@@ -270,8 +327,11 @@ def _serve(assoc: AcceptedAssociation, message: Message, dispatch: Dispatch) -> 
     if field not in REQUIRED:
         raise ProtocolError(f"command 0x{field & 0xFFFF:04X} is not a service this server "
                             "provides")
-    refused = refusal(assoc.identity, field, address=assoc.address, ae_title=assoc.calling_ae,
-                      audit=assoc.audit)
+    if message.intake is not None:  # the guard saw its command set before its data set
+        refused = message.intake.refused
+    else:
+        refused = refusal(assoc.identity, field, address=assoc.address,
+                          ae_title=assoc.calling_ae, audit=assoc.audit)
     if refused is not None:
         assoc.respond(message, refused[0], comment=refused[1])
         return

@@ -6,6 +6,13 @@ and the acceptor (:mod:`securepacs.dimse.association`). Bytes go from a file str
 into the socket, many PDUs per write; received data sets stay in memory up to a
 threshold and then go to a temp file, so a 1 GB object costs no more memory than a
 small one. No logging here: this is the per-PDU path.
+
+What a hostile peer can make the receiver hold is bounded: a PDU's buffer grows with the
+bytes that actually arrived (an announced length costs nothing until the data comes), a
+PDU may not be longer than our Maximum Length Received (PS3.8 D.1; an A-ASSOCIATE-RQ
+or other control PDU not longer than ``max_control``), a command set not longer than
+``max_command``, and the receiver decides about each data set as soon as the command set
+is complete (:data:`Admit`): keep it (up to a limit), or read and drop it unseen.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import select
 import socket
 import struct
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
@@ -29,6 +37,10 @@ _DATA_HEADER = struct.Struct(">BBIIBB")  # P-DATA-TF header + one PDV item heade
 RELEASE_RQ = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 LARGEST_PDU = 16 * 1024 * 1024  # refuse to allocate more for one incoming PDU
+GROW_STEP = 256 * 1024  # a PDU buffer starts at most this large and grows as data arrives
+MAX_CONTROL = 64 * 1024  # default limit for an A-ASSOCIATE-RQ and other non-data PDUs
+MAX_COMMAND = 64 * 1024  # default limit for one command set
+BUDGET_STEP = 1024 * 1024  # in-memory data sets are accounted in steps of this size
 SEND_BUFFER = 512 * 1024  # PDUs are gathered up to this size per sendall
 SPILL_AT = 8 * 1024 * 1024  # received data sets larger than this go to a temp file
 
@@ -70,6 +82,74 @@ class PduTooLarge(Exception):
     """The peer announced a PDU larger than we accept."""
 
 
+class DataSetTooLarge(ValueError):
+    """A command set or data set outgrew what the receiver accepts (the association is
+    aborted: nothing more of it can be read in step)."""
+
+
+class Budget:
+    """Bytes of received data sets that all associations of a server may hold in memory.
+
+    Taken and given back in steps (:data:`BUDGET_STEP`), never per PDU.
+
+    Parameters
+    ----------
+    limit : int
+        Bytes; 0 means no limit.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        """Reserve `size` bytes; False (nothing reserved) when that would exceed the limit."""
+        with self._lock:
+            if self.limit and self.used + size > self.limit:
+                return False
+            self.used += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.used = max(self.used - size, 0)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether less than one step is left."""
+        return bool(self.limit) and self.used + BUDGET_STEP > self.limit
+
+
+@dataclass(frozen=True)
+class Intake:
+    """How to receive the data set of a message whose command set is complete.
+
+    Attributes
+    ----------
+    keep : bool
+        False: read the data set's fragments and drop them (nothing is kept, nothing
+        is spilled).
+    limit : int or None
+        Most bytes of the data set held, or read and dropped (beyond it:
+        :class:`DataSetTooLarge`); None: no limit of its own (a C-STORE, which goes to a
+        temp file past the spill threshold).
+    refused : (status, comment) or None
+        The refusal the receiver decided on (carried by the :class:`Message`).
+    """
+
+    keep: bool = True
+    limit: int | None = None
+    refused: tuple[int, str] | None = None
+
+
+#: Called once the command set of a message that announces a data set is complete:
+#: (command, context ID) -> how to receive the data set.
+Admit = Callable[[cmd.Command, int], Intake]
+KEEP = Intake()
+DROP = Intake(keep=False)
+
+
 @dataclass
 class Message:
     """A received DIMSE message: presentation context, command set and data set.
@@ -85,6 +165,11 @@ class Message:
     #: The temp file for a large data set could not be written (e.g. disk full): the
     #: data set was read and dropped, the message is still answerable.
     spill_error: OSError | None = None
+    #: The receiver's :data:`Admit` callback saw the command set (None: not asked).
+    intake: Intake | None = None
+    #: Bytes of the in-memory budget this message holds until :meth:`discard`.
+    _held: int = 0
+    _budget: Budget | None = None
 
     @property
     def field(self) -> int:
@@ -92,7 +177,10 @@ class Message:
         return value if isinstance(value, int) else -1
 
     def discard(self) -> None:
-        """Remove the spilled data set file, if any."""
+        """Remove the spilled data set file, if any, and give back its memory budget."""
+        if self._budget is not None:
+            self._budget.give(self._held)
+            self._budget, self._held = None, 0
         if self.dataset_file is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.dataset_file)
@@ -113,22 +201,37 @@ class PduChannel:
     sock : socket.socket
         Connected; TCP_NODELAY is the caller's business.
     max_receive : int
-        Our Maximum Length Received (PS3.8 D.1): PDUs larger than this (or 16 MiB) end
-        the connection.
+        Our Maximum Length Received (PS3.8 D.1).
+    strict : bool
+        P-DATA-TF PDUs longer than `max_receive` end the connection (else: longer than
+        16 MiB; a requestor is lenient with peers that ignore our maximum).
+    max_control : int
+        Longest A-ASSOCIATE-RQ (or any other PDU but a P-DATA-TF) we read.
+    max_command : int
+        Longest command set we assemble.
+    budget : Budget, optional
+        Shared by every association of a server: the memory their data sets may hold.
     """
 
-    def __init__(self, sock: socket.socket, max_receive: int):
+    def __init__(self, sock: socket.socket, max_receive: int, *, strict: bool = False,
+                 max_control: int = MAX_CONTROL, max_command: int = MAX_COMMAND,
+                 budget: Budget | None = None):
         self.sock = sock
         self.max_receive = max_receive
+        self.max_control = max_control
+        self.max_command = max_command
+        self.budget = budget
+        self._data_limit = (min(max_receive + 6, LARGEST_PDU) if strict and max_receive
+                            else LARGEST_PDU)
         self._fragment = 0
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # made on the first send: an idle connection costs nothing
         self.set_peer_max(0)
 
     def set_peer_max(self, peer_max: int) -> None:
         """The peer's Maximum Length Received (0: unlimited): our P-DATA-TF size."""
         fragment = (peer_max or 1 << 20) - 6
         self._fragment = max(min(fragment, 4 << 20), 1024)
-        self._buffer = bytearray(max(SEND_BUFFER, 2 * (12 + self._fragment)))
+        self._buffer = bytearray()
 
     # -- receiving ----------------------------------------------------------------------
     def _recv_into(self, view: memoryview) -> None:
@@ -140,15 +243,29 @@ class PduChannel:
             got += n
 
     def read_pdu(self) -> tuple[int, bytearray]:
-        """The next PDU: (type, body). Raises PeerClosed, PduTooLarge, OSError."""
+        """The next PDU: (type, body). Raises PeerClosed, PduTooLarge, OSError.
+
+        The body's buffer grows with the bytes received (from :data:`GROW_STEP`), so a
+        peer that announces a long PDU and sends nothing costs nothing."""
         header = bytearray(6)
         self._recv_into(memoryview(header))
         kind, _, length = PDU_HEADER.unpack(header)
-        if length > max(LARGEST_PDU, self.max_receive + 6):
-            raise PduTooLarge(f"a {length}-byte PDU, larger than we accept")
-        body = bytearray(length)
-        self._recv_into(memoryview(body))
-        return kind, body
+        limit = self._data_limit if kind == P_DATA else self.max_control
+        if length > limit:
+            raise PduTooLarge(f"a {length}-byte PDU of type 0x{kind:02X}, larger than the "
+                              f"{limit} bytes we accept")
+        if length <= GROW_STEP:
+            body = bytearray(length)
+            self._recv_into(memoryview(body))
+            return kind, body
+        body = bytearray(GROW_STEP)
+        got = 0
+        while True:
+            self._recv_into(memoryview(body)[got:])
+            got = len(body)
+            if got == length:
+                return kind, body
+            body.extend(bytes(min(got, length - got)))  # double, at most to `length`
 
     def readable(self) -> bool:
         """Whether a PDU has started to arrive (never blocks)."""
@@ -158,12 +275,21 @@ class PduChannel:
         ready, _, _ = select.select([self.sock], [], [], 0)
         return bool(ready)
 
-    def receive(self, spill: SpillPrefix | None = None) -> Message:
+    def receive(self, spill: SpillPrefix | None = None, admit: Admit | None = None) -> Message:
         """The next complete DIMSE message.
 
         A-RELEASE-RQ is answered with A-RELEASE-RP and raises PeerReleased; A-ABORT raises
         PeerAborted; any other non-data PDU raises UnexpectedPdu; a malformed command set
-        raises ValueError.
+        raises ValueError; a command set longer than ``max_command``, a data set longer
+        than its :class:`Intake` limit or one that exhausts the memory budget (and cannot
+        be spilled) raise DataSetTooLarge (a ValueError).
+
+        Parameters
+        ----------
+        spill : SpillPrefix, optional
+            Where a large data set goes instead of memory.
+        admit : Admit, optional
+            Asked, once the command set is complete, how to receive the data set.
         """
         command = bytearray()
         data = bytearray()
@@ -172,6 +298,12 @@ class PduChannel:
         spill_path: Path | None = None
         spill_error: OSError | None = None
         context_id = 0
+        intake: Intake | None = None
+        keep = True
+        limit = LARGEST_PDU << 8  # effectively none
+        budget = self.budget
+        held = 0  # bytes of `budget` reserved for `data`
+        dropped = 0
         try:
             while True:
                 kind, body = self.read_pdu()
@@ -186,13 +318,29 @@ class PduChannel:
                     fragment = memoryview(body)[pos + 6:pos + 4 + item_length]
                     pos += 4 + item_length
                     if control & 0x01:
+                        if decoded is not None:
+                            raise ValueError("command fragment after the end of the command")
                         command += fragment
+                        if len(command) > self.max_command:
+                            raise DataSetTooLarge(f"a command set longer than {self.max_command}"
+                                                  " bytes")
                         if control & 0x02:
                             decoded = cmd.decode(command)
+                            if admit is not None and decoded.get(
+                                    cmd.DATA_SET_TYPE, cmd.NO_DATA_SET) != cmd.NO_DATA_SET:
+                                intake = admit(decoded, context_id)
+                                keep = intake.keep
+                                if intake.limit is not None:
+                                    limit = intake.limit
                         continue
                     if decoded is None:
                         raise ValueError("data set fragment before the end of the command")
-                    if spill_error is not None:
+                    if not keep:  # a refused data set: read, counted, dropped
+                        dropped += len(fragment)
+                        if dropped > limit:
+                            raise DataSetTooLarge(f"a refused data set longer than {limit} "
+                                                  "bytes")
+                    elif spill_error is not None:
                         pass  # the rest of a data set that could not be kept
                     elif spill_file is not None:
                         try:
@@ -203,14 +351,33 @@ class PduChannel:
                             spill_file, spill_path = None, None
                     else:
                         data += fragment
-                        if spill is not None and len(data) > SPILL_AT:
-                            where = spill(decoded, context_id)
+                        if len(data) > limit:
+                            raise DataSetTooLarge(f"a data set longer than {limit} bytes")
+                        if len(data) > held:  # at most once per BUDGET_STEP
+                            if spill is not None and len(data) > SPILL_AT:
+                                where = spill(decoded, context_id)
+                            else:
+                                where = None
+                            if where is None and budget is not None:
+                                step = len(data) - held + BUDGET_STEP
+                                if budget.take(step):
+                                    held += step
+                                elif spill is not None:
+                                    where = spill(decoded, context_id)
+                                if where is None and len(data) > held:
+                                    raise DataSetTooLarge("the server's memory budget for "
+                                                          "received data sets is exhausted")
+                            elif where is None:
+                                held = len(data) + BUDGET_STEP
                             if where is not None:
                                 try:
                                     spill_file, spill_path = _spill_file(*where, data)
                                 except OSError as exc:
                                     spill_error = exc
                                 data = bytearray()
+                                if budget is not None and held:
+                                    budget.give(held)
+                                    held = 0
                     data_done = data_done or bool(control & 0x02)
                 if decoded is None:
                     continue
@@ -218,21 +385,29 @@ class PduChannel:
                     return Message(context_id, decoded)
                 if not data_done:
                     continue
+                if not keep:
+                    return Message(context_id, decoded, intake=intake)
                 if spill_error is not None:
-                    return Message(context_id, decoded, spill_error=spill_error)
+                    return Message(context_id, decoded, spill_error=spill_error, intake=intake)
                 if spill_file is not None:
                     try:
                         spill_file.close()
                     except OSError as exc:  # the last buffered bytes did not fit
                         _drop(None, spill_path)
                         spill_file, spill_path = None, None
-                        return Message(context_id, decoded, spill_error=exc)
+                        return Message(context_id, decoded, spill_error=exc, intake=intake)
                     spill_file = None
-                    message = Message(context_id, decoded, None, spill_path)
+                    message = Message(context_id, decoded, None, spill_path, intake=intake)
                     spill_path = None
                     return message
-                return Message(context_id, decoded, bytes(data))
+                message = Message(context_id, decoded, bytes(data), intake=intake)
+                if budget is not None and held:
+                    message._held, message._budget = held, budget
+                    held = 0
+                return message
         finally:
+            if budget is not None and held:
+                budget.give(held)
             _drop(spill_file, spill_path)
 
     def _control(self, kind: int, body: bytearray) -> None:
@@ -260,6 +435,8 @@ class PduChannel:
         length : int, optional
             Bytes to send from `dataset` (default: all of it).
         """
+        if not self._buffer:
+            self._buffer = bytearray(max(SEND_BUFFER, 2 * (12 + self._fragment)))
         pos = self._fill(context_id, BytesIO(command), len(command), 0x01, 0)
         if dataset is not None:
             stream = BytesIO(dataset) if isinstance(dataset, bytes | bytearray) else dataset

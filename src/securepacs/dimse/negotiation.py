@@ -43,6 +43,7 @@ class Rejection:
 
 #: Rejections we send
 CALLING_AE_NOT_RECOGNISED = (1, 1, 3)
+CALLED_AE_NOT_RECOGNISED = (1, 1, 7)
 APPLICATION_CONTEXT_NOT_SUPPORTED = (1, 1, 2)
 LOCAL_LIMIT_EXCEEDED = (2, 3, 2)
 
@@ -67,19 +68,83 @@ class Request:
     primitive: A_ASSOCIATE = field(repr=False)
 
 
+def printable(text: str, limit: int = 64) -> str:
+    """`text` for a log line: control and non-ASCII characters escaped, at most `limit`
+    characters (longer text is cut and says how long it was)."""
+    out = text.encode("ascii", "backslashreplace").decode("ascii")
+    if not out.isprintable():
+        out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
+    if len(out) > limit:
+        return f"{out[:limit]}...({len(text)} characters)"
+    return out
+
+
+_UID_ITEMS = {0x10: "application context", 0x30: "abstract syntax", 0x40: "transfer syntax",
+              0x52: "implementation class UID"}
+_FIXED = 68  # protocol version, reserved, called and calling AE titles, reserved (PS3.8 9.3.2)
+
+
+def check_structure(body: bytes | bytearray) -> None:
+    """Walk the items of an A-ASSOCIATE-RQ body (PS3.8 9.3.2, Annex D) before any decoder
+    sees it: every item inside its parent, every UID at most 64 bytes (PS3.5 9.1).
+
+    Raises
+    ------
+    ValueError
+        The first problem, in one line.
+    """
+    if len(body) < _FIXED:
+        raise ValueError(f"malformed A-ASSOCIATE-RQ (a {len(body)}-byte body, shorter than "
+                         f"its {_FIXED} fixed bytes)")
+    _walk(body, _FIXED, len(body), 0)
+
+
+def _walk(body: bytes | bytearray, pos: int, end: int, parent: int) -> None:
+    while pos < end:
+        if pos + 4 > end:
+            raise ValueError(f"malformed A-ASSOCIATE-RQ (item header cut at byte {pos})")
+        kind, length = body[pos], int.from_bytes(body[pos + 2:pos + 4], "big")
+        start, stop = pos + 4, pos + 4 + length
+        if stop > end:
+            raise ValueError(f"malformed A-ASSOCIATE-RQ (item 0x{kind:02X} at byte {pos} runs "
+                             f"{stop - end} bytes past its end)")
+        what = _UID_ITEMS.get(kind)
+        if what is not None and length > 64:
+            raise ValueError(f"malformed A-ASSOCIATE-RQ (a {length}-byte {what}, UIDs have "
+                             "at most 64)")
+        if kind == 0x20 and parent == 0:
+            _walk(body, start + 4, stop, kind)  # after ID and three reserved bytes
+        elif kind == 0x50 and parent == 0:
+            _walk(body, start, stop, kind)
+        elif kind == 0x54 and parent == 0x50 and length >= 2:
+            uid_length = int.from_bytes(body[start:start + 2], "big")
+            if uid_length > 64 or uid_length + 4 > length:
+                raise ValueError("malformed A-ASSOCIATE-RQ (SCP/SCU role selection item with "
+                                 f"a {uid_length}-byte UID in {length} bytes)")
+        pos = stop
+
+
 def read_request(body: bytes | bytearray) -> Request:
-    """Decode an A-ASSOCIATE-RQ body; ValueError when malformed."""
+    """Decode an A-ASSOCIATE-RQ body; ValueError (one line, bounded) when malformed.
+
+    pynetdicom's decoder meets malformed input with many exception types (struct.error,
+    AssertionError, UnicodeDecodeError, IndexError...): every one becomes ValueError."""
+    check_structure(body)
     pdu = A_ASSOCIATE_RQ()
     try:
         pdu.decode(PDU_HEADER.pack(0x01, 0, len(body)) + bytes(body))
         primitive = pdu.to_primitive()
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise ValueError(f"malformed A-ASSOCIATE-RQ ({exc})") from None
-    return Request(
-        calling_ae=str(primitive.calling_ae_title or "").strip(),
-        max_pdu=int(primitive.maximum_length_received or 0),
-        primitive=primitive,
-    )
+        request = Request(
+            calling_ae=str(primitive.calling_ae_title or "").strip(),
+            max_pdu=int(primitive.maximum_length_received or 0),
+            primitive=primitive,
+        )
+        for context in primitive.presentation_context_definition_list:
+            str(context.abstract_syntax)  # decoded now, not later in negotiation
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a malformed PDU
+        why = printable(f"{type(exc).__name__}: {exc}", 120)
+        raise ValueError(f"malformed A-ASSOCIATE-RQ ({why})") from None
+    return request
 
 
 def supported(contexts: Sequence[tuple[str, Sequence[str], bool]]) -> list[PresentationContext]:
@@ -136,5 +201,16 @@ def check_context_name(request: Request) -> Rejection | None:
     name = str(request.primitive.application_context_name or "")
     if name != APPLICATION_CONTEXT:
         return Rejection(*APPLICATION_CONTEXT_NOT_SUPPORTED,
-                         why=f"application context {name!r} not supported")
+                         why=f"application context {printable(name)!r} not supported")
+    return None
+
+
+def check_called_ae(request: Request, ae_title: str) -> Rejection | None:
+    """The called AE title must be ours (PS3.8 9.3.4: rejected-permanent, service-user,
+    "called-AE-title-not-recognized")."""
+    called = str(request.primitive.called_ae_title or "").strip()
+    if called != ae_title.strip():
+        return Rejection(*CALLED_AE_NOT_RECOGNISED,
+                         why=f"called AE title {printable(called)!r} is not this server's "
+                             f"({ae_title.strip()})")
     return None

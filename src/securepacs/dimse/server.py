@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from securepacs.dimse.association import AcceptorSettings, Registry, serve_connection
+from securepacs.dimse.channel import Budget
 from securepacs.dimse.contexts import supported_contexts
 from securepacs.dimse.handlers import Handlers
 from securepacs.dimse.negotiation import supported
@@ -94,6 +95,20 @@ class AssociationListener(socketserver.ThreadingTCPServer):
         serve_connection(sock, identity=identity, address=address, settings=owner.settings,
                          audit=owner.audit, registry=owner.registry,
                          dispatch=owner.handlers.dispatch, spill=owner.handlers.spill_prefix)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client, and all of them together, can make the server hold (the
+    settings of the same names; ``docs/security.md``)."""
+
+    max_associations: int = 64
+    max_associations_per_identity: int = 16
+    max_association_request: int = 64 * 1024
+    max_command_set: int = 64 * 1024
+    max_identifier: int = 1024 * 1024
+    inflight_memory: int = 512 * 1024 * 1024
+    accept_any_called_ae: bool = False
 
 
 @dataclass
@@ -200,13 +215,19 @@ def make_server(
     gatekeeper: Gatekeeper | None = None,
     audit: AuditEvents | None = None,
     inherited: Sequence[socket.socket] = (),
+    limits: Limits | None = None,
 ) -> DicomServer:
     """Bind the listeners (TLS on `port`, plain TCP on `plain_port` only if given), or
     serve on `inherited` listening sockets (TLS first, then plain) of a parent process."""
+    lim = limits or Limits()
     settings = AcceptorSettings(
         ae_title=ae_title, max_pdu=max_pdu, contexts=supported(supported_contexts()),
         acse_timeout=acse_timeout, network_timeout=network_timeout,
-        dimse_timeout=dimse_timeout)
+        dimse_timeout=dimse_timeout, max_associations=lim.max_associations,
+        max_associations_per_identity=lim.max_associations_per_identity,
+        max_association_request=lim.max_association_request,
+        max_command_set=lim.max_command_set, max_identifier=lim.max_identifier,
+        budget=Budget(lim.inflight_memory), accept_any_called_ae=lim.accept_any_called_ae)
     server = DicomServer(settings, handlers, gatekeeper or FileTrust(), audit or NoAudit(),
                          handshake_timeout=handshake_timeout)
     shared = list(inherited) + [None, None]
@@ -218,4 +239,4 @@ def make_server(
     return server
 
 
-__all__ = ["AssociationListener", "DicomServer", "make_server"]
+__all__ = ["AssociationListener", "DicomServer", "Limits", "make_server"]

@@ -131,8 +131,9 @@ def create_tables(engine: sa.Engine, tables: list[sa.Table], seed: sa.Table,
                 if conn.execute(sa.select(seed.c.id)).first() is None:
                     conn.execute(sa.insert(seed).values(id=1, **row))
             return
-        except (sa_exc.IntegrityError, sa_exc.OperationalError):
+        except (sa_exc.IntegrityError, sa_exc.OperationalError, sa_exc.ProgrammingError) as exc:
+            # a concurrent creator won: PostgreSQL reports a duplicate table or type
             if attempt:
-                raise
+                raise StorageError(f"{what}: {type(exc).__name__}") from exc
         except sa_exc.SQLAlchemyError as exc:
             raise StorageError(f"{what}: {type(exc).__name__}") from exc

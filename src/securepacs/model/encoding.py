@@ -21,6 +21,9 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 _MAX_DEPTH = 64
+#: A deflated data set (PS3.5 A.5) inflating to more than this is refused: a few
+#: megabytes of deflated zeros would otherwise inflate to gigabytes in memory.
+MAX_INFLATED = 512 * 1024 * 1024
 
 
 #: tag -> (VR as in the data, b"" for implicit VR; the value bytes)
@@ -125,8 +128,8 @@ class _Walker:
 
 
 def check_structure(data: bytes | memoryview, *, implicit: bool, little: bool = True,
-                    deflated: bool = False, collect: frozenset[int] = frozenset()
-                    ) -> RawElements:
+                    deflated: bool = False, collect: frozenset[int] = frozenset(),
+                    max_inflated: int = MAX_INFLATED) -> RawElements:
     """Raise ``ValueError`` unless `data` is a complete, well-delimited data set; return
     the raw values of the top-level elements whose tags are in `collect` (defined
     length only).
@@ -139,11 +142,17 @@ def check_structure(data: bytes | memoryview, *, implicit: bool, little: bool = 
         touched.
     implicit, little, deflated : bool
         The transfer syntax's encoding.
+    max_inflated : int
+        Longest a deflated data set may inflate to (else ``ValueError``).
     """
     if deflated:
         try:
             inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            data = inflater.decompress(bytes(data)) + inflater.flush()
+            data = inflater.decompress(bytes(data), max_inflated + 1)
+            if len(data) > max_inflated or inflater.unconsumed_tail:
+                raise ValueError(f"deflated data set inflates to more than {max_inflated} "
+                                 "bytes")
+            data += inflater.flush()
         except zlib.error as exc:
             raise ValueError(f"deflated data set does not inflate: {exc}") from None
     walker = _Walker(data, implicit=implicit, little=little, collect=collect)

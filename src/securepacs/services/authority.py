@@ -179,8 +179,14 @@ class CertificateAuthority:
 
     def _register_files(self, result: authority.BootstrapResult) -> None:
         """Record the bootstrap's certificates in the trust store, once (idempotent)."""
+        # another instance starting at the same moment may record the same ones: a lost
+        # race (PkiError "already exists") is fine when the record is there on re-reading
         if self.store.group(LOCAL_GROUP) is None:
-            self.store.put_group(Group(LOCAL_GROUP, ALL_PERMISSIONS))
+            try:
+                self.store.put_group(Group(LOCAL_GROUP, ALL_PERMISSIONS))
+            except PkiError:
+                if self.store.group(LOCAL_GROUP) is None:
+                    raise
         entries = [(result.ca_cert, "ca", None, None, self.pki_dir / "ca.key"),
                    (result.server_cert, "server", None, None, result.server_key),
                    (result.client_cert, "client", authority.LOCAL_ORGANIZATION, LOCAL_GROUP,
@@ -190,8 +196,12 @@ class CertificateAuthority:
                 continue
             cert = authority.load_certificates(path)[0]
             if self.store.certificate(cert.serial_number) is None:
-                self.store.add_certificate(record_for(cert, kind=kind, organization=org,
-                                                      group=group, key_path=key))
+                try:
+                    self.store.add_certificate(record_for(cert, kind=kind, organization=org,
+                                                          group=group, key_path=key))
+                except PkiError:
+                    if self.store.certificate(cert.serial_number) is None:
+                        raise
 
     # -- groups -------------------------------------------------------------------------
     def create_group(self, name: str, permissions: frozenset[Permission]) -> Group:

@@ -107,3 +107,115 @@ def test_oversized_and_malformed_pdus(pair) -> None:
     a.sock.sendall(bytes((0x04, 0, 0, 0, 0, 6)) + (100).to_bytes(4, "big") + b"\x01\x03")
     with pytest.raises(ValueError, match="malformed"):
         b.receive()
+
+
+# -- limits (issue 14): what a peer can make the receiver hold --------------------------
+def budget_pair(budget: ch.Budget, **limits: int):  # noqa: ANN201
+    a, b = socket.socketpair()
+    a.settimeout(10)
+    b.settimeout(10)
+    sender = ch.PduChannel(a, 16384)
+    sender.set_peer_max(16384)  # as negotiated: the receiver is strict about it
+    return sender, ch.PduChannel(b, 16384, strict=True, budget=budget, **limits)
+
+
+def find_command() -> bytes:
+    return cmd.request(cmd.C_FIND_RQ, 1, "1.2.840.10008.5.1.4.1.2.2.1", has_data_set=True)
+
+
+def test_an_identifier_past_its_limit_ends_the_message(pair) -> None:
+    a, b = pair
+    t = send_async(a, 1, find_command(), os.urandom(300_000))
+    with pytest.raises(ch.DataSetTooLarge, match="longer than 100000 bytes"):
+        b.receive(admit=lambda command, context_id: ch.Intake(limit=100_000))
+    a.sock.close()  # the sender is blocked on the bytes nobody reads now
+    t.join()
+
+
+def test_a_refused_data_set_is_read_and_dropped(pair, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(ch, "SPILL_AT", 50_000)
+    a, b = pair
+    asked: list[int] = []
+
+    def admit(command: cmd.Command, context_id: int) -> ch.Intake:
+        asked.append(int(command[cmd.COMMAND_FIELD]))  # type: ignore[arg-type]
+        return ch.Intake(keep=False, refused=(0x0124, "no"))
+
+    t = send_async(a, 1, store_command(), os.urandom(200_000))
+    message = b.receive(lambda command, context_id: (b"", tmp_path), admit)
+    t.join()
+    assert asked == [cmd.C_STORE_RQ]
+    assert message.dataset is None and message.dataset_file is None
+    assert message.intake is not None and message.intake.refused == (0x0124, "no")
+    assert list(tmp_path.iterdir()) == []  # nothing was spilled
+    t = send_async(a, 1, store_command(2), b"abcd")  # still in step
+    assert b.receive().dataset == b"abcd"
+    t.join()
+
+
+def test_the_memory_budget_spills_early_refuses_identifiers_and_is_given_back(
+        tmp_path: Path) -> None:
+    budget = ch.Budget(3 * ch.BUDGET_STEP)
+    a, b = budget_pair(budget)
+    data = os.urandom(5 * ch.BUDGET_STEP)  # under SPILL_AT, over the budget
+    t = send_async(a, 1, store_command(), data)
+    message = b.receive(lambda command, context_id: (b"H", tmp_path))
+    t.join()
+    assert message.dataset_file is not None and message.dataset_file.read_bytes() == b"H" + data
+    message.discard()
+    assert budget.used == 0
+    t = send_async(a, 1, store_command(2), b"small")  # held in memory, and accounted
+    message = b.receive(lambda command, context_id: (b"H", tmp_path))
+    t.join()
+    assert message.dataset == b"small" and budget.used > 0
+    message.discard()
+    assert budget.used == 0
+    budget.take(3 * ch.BUDGET_STEP - 10)  # another association holds nearly all
+    assert budget.exhausted
+    t = send_async(a, 1, find_command(), os.urandom(100_000))
+    with pytest.raises(ch.DataSetTooLarge, match="memory budget"):
+        b.receive(admit=lambda command, context_id: ch.Intake(limit=1 << 20))
+    a.sock.close()
+    t.join()
+    b.sock.close()
+
+
+def test_limits_on_pdus_and_command_sets() -> None:
+    a, b = budget_pair(ch.Budget(0), max_control=1000, max_command=200)
+    a.sock.sendall(bytes((0x01, 0)) + (16 << 20).to_bytes(4, "big"))
+    with pytest.raises(ch.PduTooLarge, match="type 0x01"):
+        b.read_pdu()
+    a.sock.sendall(bytes((0x04, 0)) + (16384 + 7).to_bytes(4, "big"))  # over our maximum
+    with pytest.raises(ch.PduTooLarge, match="type 0x04"):
+        b.read_pdu()
+    item = (150 + 2).to_bytes(4, "big") + bytes((1, 0x01)) + bytes(150)  # no last flag
+    pdu = bytes((0x04, 0)) + len(item).to_bytes(4, "big") + item
+    a.sock.sendall(pdu * 2)
+    with pytest.raises(ch.DataSetTooLarge, match="command set longer than 200"):
+        b.receive()
+    a.sock.close()
+    b.sock.close()
+
+
+def test_a_pdu_buffer_grows_with_the_bytes_received() -> None:
+    a, b = budget_pair(ch.Budget(0))
+    b.max_receive, b._data_limit = 8 << 20, 8 << 20  # a large maximum, as a peer may set
+    body = os.urandom(3 * ch.GROW_STEP + 5)
+    a.sock.sendall(bytes((0x04, 0)) + len(body).to_bytes(4, "big"))
+    t = threading.Thread(target=a.sock.sendall, args=(body,), daemon=True)
+    t.start()
+    kind, got = b.read_pdu()
+    t.join()
+    assert kind == 0x04 and got == body
+    a.sock.close()
+    b.sock.close()
+
+
+def test_a_refused_identifier_is_dropped_up_to_its_limit(pair) -> None:
+    a, b = pair
+    t = send_async(a, 1, find_command(), os.urandom(300_000))
+    with pytest.raises(ch.DataSetTooLarge, match="refused data set longer than 100000"):
+        b.receive(admit=lambda command, context_id: ch.Intake(keep=False, limit=100_000,
+                                                             refused=(0x0124, "no")))
+    a.sock.close()
+    t.join()
