@@ -231,6 +231,8 @@ class CreateReport:
     fits: str = ""
     patient_ids: tuple[str, ...] = ()
     study_uids: tuple[str, ...] = ()
+    left_out: tuple[tuple[str, str], ...] = ()
+    invented: tuple[tuple[str, str], ...] = ()
 
 
 def _folder_sources(folder: Path) -> list[Source]:
@@ -357,6 +359,8 @@ def create_media(
     progress.end()
     for label, reason in plan.skipped:
         log.info("skipped %s: %s", label, reason)
+    for label, reason in plan.left_out:
+        log.warning("left out %s: %s", label, reason)
 
     total = 0
     readme = fileset.readme_text(instances=plan.instances, studies=plan.studies,
@@ -392,7 +396,7 @@ def create_media(
     patient_ids, study_uids = _identities(plan.dicomdir)
     return CreateReport(target, iso is not None, plan.instances, plan.patients, plan.studies,
                         plan.series, total, tuple(kinds), plan.skipped, fits, patient_ids,
-                        study_uids)
+                        study_uids, plan.left_out, plan.invented)
 
 
 def _identities(dicomdir: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
