@@ -291,7 +291,8 @@ def plan_fileset(sources: Iterable[Source], *, fileset_id: str = "SECUREPACS",
     for parts, source in entries:
         if not is_valid_file_id(parts):  # pragma: no cover - pydicom's IDs conform
             raise MediaError(f"{source.label}: file ID {'/'.join(parts)} breaks PS3.10 8.2")
-    return FileSetPlan(entries, dicomdir, tuple(skipped), *(len(seen) for seen in levels),
+    patients, studies, series = (len(seen) for seen in levels)
+    return FileSetPlan(entries, dicomdir, tuple(skipped), patients, studies, series,
                        left_out=tuple(left_out), invented=tuple(invented))
 
 
