@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydicom import uid
+from pydicom._uid_dict import UID_dictionary
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -63,7 +64,17 @@ GET_MODELS = {
 
 
 def storage_sop_classes() -> list[str]:
-    return [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    """Every storage SOP class: pynetdicom's current ones and the retired ones of PS3.4
+    (e.g. the retired Ultrasound Image Storage ``1.2.840.10008.5.1.4.1.1.6`` that older
+    modalities still send), from pydicom's UID dictionary."""
+    current = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    known = set(current)
+    retired = [
+        uid_ for uid_, (name, kind, _info, is_retired, *_rest) in UID_dictionary.items()
+        if kind == "SOP Class" and is_retired and "Storage" in name and "Commitment" not in name
+        and uid_ not in known
+    ]
+    return current + sorted(retired)
 
 
 def supported_contexts() -> list[tuple[str, tuple[str, ...], bool]]:
