@@ -206,6 +206,7 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
         gatekeeper=trust,
         audit=audit,
         inherited=inherited,
+        accept_compressed=settings.accept_compressed,
     )
     tls_files.server = server
     enrolment = None

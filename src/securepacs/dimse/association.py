@@ -65,6 +65,7 @@ class AcceptorSettings:
     network_timeout: float
     dimse_timeout: float
     max_associations: int = 64
+    transfer_syntax_policy: str = "as-proposed"  # contexts.TRANSFER_SYNTAX_POLICIES
 
 
 class AcceptedAssociation:
@@ -208,7 +209,7 @@ def _negotiate(channel: PduChannel, identity: Identity | None, address: tuple[st
                                      audit=audit))
     if rejection is None:
         pdu, contexts = accept(request, settings.contexts, ae_title=settings.ae_title,
-                               max_pdu=settings.max_pdu)
+                               max_pdu=settings.max_pdu, policy=settings.transfer_syntax_policy)
         assoc = AcceptedAssociation(channel, contexts, identity=identity, address=address[0],
                                     port=address[1], calling_ae=request.calling_ae,
                                     settings=settings, audit=audit)

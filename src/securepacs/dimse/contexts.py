@@ -5,7 +5,7 @@ Storage accepts the common transfer syntaxes and stores what arrives as-is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from pydicom import uid
 from pydicom._uid_dict import UID_dictionary
@@ -48,6 +48,50 @@ STORAGE_TRANSFER_SYNTAXES = (
     uid.MPEG4HP41,
     uid.HEVCMP51,
 )
+
+#: Site policies for the transfer syntax of a presentation context (``accept_compressed``):
+#: ``as-proposed`` takes the requestor's first proposed syntax that we support (the
+#: requestor knows what it holds: a modality proposing JPEG-LS first sends JPEG-LS, a
+#: ``getscu +xw`` proposing JPEG 2000 first can then receive what is stored as JPEG 2000);
+#: ``prefer`` takes the first proposed compressed syntax, else the first proposed;
+#: ``uncompressed`` takes the first proposed uncompressed syntax, else the first proposed.
+#: Where the choice falls on an uncompressed syntax, Explicit VR Little Endian is taken
+#: whenever it was proposed.
+TRANSFER_SYNTAX_POLICIES = ("as-proposed", "prefer", "uncompressed")
+_NOT_COMPRESSED = frozenset({*UNCOMPRESSED, uid.ExplicitVRBigEndian, uid.DeflatedExplicitVRLittleEndian})
+
+
+def choose_transfer_syntax(proposed: Sequence[str], supported: Iterable[str],
+                           policy: str = "as-proposed") -> str | None:
+    """The transfer syntax to accept for one presentation context (PS3.8 9.3.3.2: the
+    acceptor picks one of those proposed), or None when we support none of them.
+
+    Parameters
+    ----------
+    proposed : sequence of str
+        The requestor's transfer syntaxes, in its order of preference.
+    supported : iterable of str
+        What we accept for the context's abstract syntax.
+    policy : str
+        One of :data:`TRANSFER_SYNTAX_POLICIES`.
+    """
+    allowed = set(supported)
+    candidates = [ts for ts in proposed if ts in allowed]
+    if not candidates:
+        return None
+    if policy == "prefer":
+        first = next((ts for ts in candidates if ts not in _NOT_COMPRESSED), candidates[0])
+    elif policy == "uncompressed":
+        first = next((ts for ts in candidates if ts in UNCOMPRESSED), candidates[0])
+    else:
+        first = candidates[0]
+    if first in _NOT_COMPRESSED and uid.ExplicitVRLittleEndian in candidates:
+        # Among the uncompressed syntaxes Explicit VR Little Endian carries everything the
+        # others do (VRs of private elements included) and is what most instances are
+        # stored in: a C-GET can then send them as stored instead of re-encoding them.
+        return uid.ExplicitVRLittleEndian
+    return first
+
 
 FIND_MODELS = {
     PatientRootQueryRetrieveInformationModelFind: Root.PATIENT,

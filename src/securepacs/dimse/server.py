@@ -200,13 +200,14 @@ def make_server(
     gatekeeper: Gatekeeper | None = None,
     audit: AuditEvents | None = None,
     inherited: Sequence[socket.socket] = (),
+    accept_compressed: str = "as-proposed",
 ) -> DicomServer:
     """Bind the listeners (TLS on `port`, plain TCP on `plain_port` only if given), or
     serve on `inherited` listening sockets (TLS first, then plain) of a parent process."""
     settings = AcceptorSettings(
         ae_title=ae_title, max_pdu=max_pdu, contexts=supported(supported_contexts()),
         acse_timeout=acse_timeout, network_timeout=network_timeout,
-        dimse_timeout=dimse_timeout)
+        dimse_timeout=dimse_timeout, transfer_syntax_policy=accept_compressed)
     server = DicomServer(settings, handlers, gatekeeper or FileTrust(), audit or NoAudit(),
                          handshake_timeout=handshake_timeout)
     shared = list(inherited) + [None, None]
