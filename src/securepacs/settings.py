@@ -50,6 +50,7 @@ class Settings:
     blob_dir: Path | None = None
     replace_duplicates: bool = False
     max_pdu: int = 131072
+    accept_compressed: str = "as-proposed"  # or "prefer", "uncompressed"
     workers: int = 1  # processes accepting DICOM associations on the same port(s)
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
@@ -238,6 +239,9 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{name} must be at least 1, not {getattr(s, name)}")
     if s.max_associations_per_identity < 0 or s.inflight_memory < 0:
         raise ConfigError("max_associations_per_identity and inflight_memory must be 0 or more")
+    if s.accept_compressed not in ("as-proposed", "prefer", "uncompressed"):
+        raise ConfigError("accept_compressed must be as-proposed, prefer or uncompressed, "
+                          f"not {s.accept_compressed!r}")
     if s.trust_source not in ("auto", "index", "files"):
         raise ConfigError(f"trust_source must be auto, index or files, not {s.trust_source!r}")
     partial = [s.tls_cert, s.tls_key, s.tls_ca]

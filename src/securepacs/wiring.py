@@ -275,6 +275,7 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
             max_command_set=settings.max_command_set, max_identifier=settings.max_identifier,
             inflight_memory=settings.inflight_memory,
             accept_any_called_ae=settings.accept_any_called_ae),
+        accept_compressed=settings.accept_compressed,
     )
     tls_files.server = server
     enrolment = None

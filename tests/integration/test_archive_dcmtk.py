@@ -118,3 +118,19 @@ def test_unknown_sop_class_is_not_accepted(server: Server, pki, tmp_path: Path) 
                    "-aec", server.ae_title, HOST, str(server.port), path, timeout=30)
     assert result.returncode != 0 or "no presentation context" in (result.stderr + result.stdout).lower()
     assert echo(server, pki.client.key, pki.client.cert, pki.ca_cert).returncode == 0
+
+
+def test_retired_storage_class_is_stored_and_found(server: Server, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """Issue 17 item 3: the retired Ultrasound Image Storage class that older modalities
+    still send is accepted, stored and found (DCMTK storescu -R proposes the class of the file)."""
+    ds = make_dataset(sop_class="1.2.840.10008.5.1.4.1.1.6", modality="US", patient_id="RETIRED-US")
+    path = tmp_path / "us.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    result = dcmtk("storescu", *tls_args(pki.client.key, pki.client.cert, pki.ca_cert),
+                   "-R", "-aec", server.ae_title, HOST, str(server.port), path, timeout=30)
+    output = result.stderr + result.stdout
+    assert result.returncode == 0 and "Store Failed" not in output, output
+    found = findscu(server, pki, tmp_path / "q", "PatientID=RETIRED-US", "SOPInstanceUID",
+                    f"StudyInstanceUID={ds.StudyInstanceUID}",
+                    f"SeriesInstanceUID={ds.SeriesInstanceUID}", level="IMAGE")
+    assert [r.SOPInstanceUID for r in found] == [ds.SOPInstanceUID]

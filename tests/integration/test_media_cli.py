@@ -412,3 +412,31 @@ def test_create_from_archive_studies(tmp_path: Path, src, pwfile) -> None:  # no
     no_archive = media("create", "--study", "1.2.3", "--out", tmp_path / "o3",
                        "--password-file", pwfile, "--data-dir", tmp_path / "empty")
     assert no_archive.exit_code == 1 and "no archive" in no_archive.stderr
+
+
+def test_create_fills_or_leaves_out_instances_the_dicomdir_cannot_take(tmp_path: Path, pwfile) -> None:  # noqa: ANN001
+    """Issue 17 item 6: one file without Study Time is filled in for the DICOMDIR (the file is
+    unchanged), one without a Series Instance UID is left out: exit 1, never an empty disc."""
+    from factories import make_dataset
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    fine = make_dataset()
+    no_time = make_dataset(patient_id="")
+    no_time.StudyTime = ""
+    no_series = make_dataset()
+    del no_series.SeriesInstanceUID
+    for name, ds in (("fine.dcm", fine), ("notime.dcm", no_time), ("noseries.dcm", no_series)):
+        ds.save_as(folder / name, enforce_file_format=True)
+    out = tmp_path / "out"
+    result = media("create", folder, "--out", out, "--password-file", pwfile)
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert "Wrote 2 instance(s)" in result.stdout
+    assert "notime.dcm: PatientID=NOID0001, StudyTime=000000" in result.stdout
+    assert "Left out 1 instance(s)" in result.stdout and "noseries.dcm" in result.stdout
+    extracted = tmp_path / "x"
+    result = media("extract", out, "--to", extracted, "--password-file", pwfile)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    plain = sorted(p for p in extracted.rglob("*") if p.is_file() and p.name != "DICOMDIR")
+    assert sorted(p.read_bytes() for p in plain) == sorted(
+        (folder / n).read_bytes() for n in ("fine.dcm", "notime.dcm"))

@@ -223,9 +223,20 @@ def create(
         typer.echo(f"Skipped {len(report.skipped)} file(s) (not DICOM, DICOMDIR or duplicate):")
         for label, reason in report.skipped[:20]:
             typer.echo(f"  {label}: {reason}")
+    if report.invented:
+        typer.echo(f"Filled in for the disc's index (DICOMDIR) {len(report.invented)} instance(s) "
+                   "lacked (the images are unchanged):")
+        for label, values in report.invented[:20]:
+            typer.echo(f"  {label}: {values}")
+    if report.left_out:
+        typer.echo(f"Left out {len(report.left_out)} instance(s) (no directory record possible):")
+        for label, reason in report.left_out[:20]:
+            typer.echo(f"  {label}: {reason}")
     if generated is not None:
         typer.echo(f"Passphrase ({generated.bits:.0f} bits): {generated.text}")
         typer.echo("Send it to the recipient by a different route than the media.")
+    if report.left_out:
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- info

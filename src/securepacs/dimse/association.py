@@ -83,6 +83,7 @@ class AcceptorSettings:
     budget: Budget = field(default_factory=lambda: Budget(512 * 1024 * 1024))
     #: accept any called AE title (else only `ae_title`)
     accept_any_called_ae: bool = False
+    transfer_syntax_policy: str = "as-proposed"  # contexts.TRANSFER_SYNTAX_POLICIES
 
 
 class AcceptedAssociation:
@@ -264,7 +265,7 @@ def _negotiate(channel: PduChannel, identity: Identity | None, address: tuple[st
                               why="the memory budget for received data sets is exhausted")
     if rejection is None:
         pdu, contexts = accept(request, settings.contexts, ae_title=settings.ae_title,
-                               max_pdu=settings.max_pdu)
+                               max_pdu=settings.max_pdu, policy=settings.transfer_syntax_policy)
         assoc = AcceptedAssociation(channel, contexts, identity=identity, address=address[0],
                                     port=address[1], calling_ae=request.calling_ae,
                                     settings=settings, audit=audit)

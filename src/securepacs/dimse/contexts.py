@@ -5,9 +5,10 @@ Storage accepts the common transfer syntaxes and stores what arrives as-is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from pydicom import uid
+from pydicom._uid_dict import UID_dictionary
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -48,6 +49,50 @@ STORAGE_TRANSFER_SYNTAXES = (
     uid.HEVCMP51,
 )
 
+#: Site policies for the transfer syntax of a presentation context (``accept_compressed``):
+#: ``as-proposed`` takes the requestor's first proposed syntax that we support (the
+#: requestor knows what it holds: a modality proposing JPEG-LS first sends JPEG-LS, a
+#: ``getscu +xw`` proposing JPEG 2000 first can then receive what is stored as JPEG 2000);
+#: ``prefer`` takes the first proposed compressed syntax, else the first proposed;
+#: ``uncompressed`` takes the first proposed uncompressed syntax, else the first proposed.
+#: Where the choice falls on an uncompressed syntax, Explicit VR Little Endian is taken
+#: whenever it was proposed.
+TRANSFER_SYNTAX_POLICIES = ("as-proposed", "prefer", "uncompressed")
+_NOT_COMPRESSED = frozenset({*UNCOMPRESSED, uid.ExplicitVRBigEndian, uid.DeflatedExplicitVRLittleEndian})
+
+
+def choose_transfer_syntax(proposed: Sequence[str], supported: Iterable[str],
+                           policy: str = "as-proposed") -> str | None:
+    """The transfer syntax to accept for one presentation context (PS3.8 9.3.3.2: the
+    acceptor picks one of those proposed), or None when we support none of them.
+
+    Parameters
+    ----------
+    proposed : sequence of str
+        The requestor's transfer syntaxes, in its order of preference.
+    supported : iterable of str
+        What we accept for the context's abstract syntax.
+    policy : str
+        One of :data:`TRANSFER_SYNTAX_POLICIES`.
+    """
+    allowed = set(supported)
+    candidates = [ts for ts in proposed if ts in allowed]
+    if not candidates:
+        return None
+    if policy == "prefer":
+        first = next((ts for ts in candidates if ts not in _NOT_COMPRESSED), candidates[0])
+    elif policy == "uncompressed":
+        first = next((ts for ts in candidates if ts in UNCOMPRESSED), candidates[0])
+    else:
+        first = candidates[0]
+    if first in _NOT_COMPRESSED and uid.ExplicitVRLittleEndian in candidates:
+        # Among the uncompressed syntaxes Explicit VR Little Endian carries everything the
+        # others do (VRs of private elements included) and is what most instances are
+        # stored in: a C-GET can then send them as stored instead of re-encoding them.
+        return uid.ExplicitVRLittleEndian
+    return first
+
+
 FIND_MODELS = {
     PatientRootQueryRetrieveInformationModelFind: Root.PATIENT,
     StudyRootQueryRetrieveInformationModelFind: Root.STUDY,
@@ -63,7 +108,17 @@ GET_MODELS = {
 
 
 def storage_sop_classes() -> list[str]:
-    return [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    """Every storage SOP class: pynetdicom's current ones and the retired ones of PS3.4
+    (e.g. the retired Ultrasound Image Storage ``1.2.840.10008.5.1.4.1.1.6`` that older
+    modalities still send), from pydicom's UID dictionary."""
+    current = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    known = set(current)
+    retired = [
+        uid_ for uid_, (name, kind, _info, is_retired, *_rest) in UID_dictionary.items()
+        if kind == "SOP Class" and is_retired and "Storage" in name and "Commitment" not in name
+        and uid_ not in known
+    ]
+    return current + sorted(retired)
 
 
 def supported_contexts() -> list[tuple[str, tuple[str, ...], bool]]:

@@ -23,6 +23,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
 from securepacs.dimse.channel import PDU_HEADER
+from securepacs.dimse.contexts import choose_transfer_syntax
 from securepacs.services.part10 import IMPLEMENTATION_VERSION
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1
@@ -163,15 +164,28 @@ def supported(contexts: Sequence[tuple[str, Sequence[str], bool]]) -> list[Prese
 
 
 def accept(request: Request, contexts: list[PresentationContext], *, ae_title: str,
-           max_pdu: int) -> tuple[bytes, dict[int, AcceptedContext]]:
+           max_pdu: int, policy: str = "as-proposed") -> tuple[bytes, dict[int, AcceptedContext]]:
     """The A-ASSOCIATE-AC PDU and the accepted contexts by ID (a requestor whose contexts
-    are all refused still gets an AC, with every context's reason, PS3.8 9.3.3.2)."""
+    are all refused still gets an AC, with every context's reason, PS3.8 9.3.3.2).
+
+    pynetdicom decides acceptance and roles but walks *our* list of transfer syntaxes;
+    the syntax of each accepted context is then chosen from the *requestor's* list, in its
+    order, by the site's `policy` (:func:`~securepacs.dimse.contexts.choose_transfer_syntax`).
+    """
     rq = request.primitive
     roles = {item.sop_class_uid: (item.scu_role, item.scp_role)
              for item in rq.user_information
              if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.sop_class_uid}
-    results, role_items = negotiate_as_acceptor(
-        rq.presentation_context_definition_list, contexts, roles or None)
+    proposed = list(rq.presentation_context_definition_list)
+    results, role_items = negotiate_as_acceptor(proposed, contexts, roles or None)
+    ours = {str(cx.abstract_syntax): [str(ts) for ts in cx.transfer_syntax] for cx in contexts}
+    asked = {cx.context_id: [str(ts) for ts in cx.transfer_syntax] for cx in proposed}
+    for cx in results:
+        if cx.result == 0x00 and cx.context_id in asked:
+            choice = choose_transfer_syntax(asked[cx.context_id],
+                                            ours.get(str(cx.abstract_syntax), ()), policy)
+            if choice is not None:
+                cx.transfer_syntax = [choice]
     accepted = {
         int(cx.context_id): AcceptedContext(int(cx.context_id), str(cx.abstract_syntax),
                                             str(cx.transfer_syntax[0]), bool(cx.as_scu))

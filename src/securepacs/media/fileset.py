@@ -46,6 +46,7 @@ from securepacs.errors import (
     WrongKeyError,
 )
 from securepacs.media import cms
+from securepacs.media.records import RecordFiller
 from securepacs.media.viewer import is_viewer_path
 
 __all__ = [
@@ -118,6 +119,13 @@ class FileSetPlan:
         Sources left out, with the reason (not DICOM, a DICOMDIR, a duplicate).
     patients, studies, series : int
         Record counts.
+    left_out : tuple of (str, str)
+        DICOM instances left out because no directory record could be made for them,
+        with the reason (a failure: the user asked for them).
+    invented : tuple of (str, str)
+        Instances whose directory records needed values the instance lacks, and the values
+        filled in (:class:`~securepacs.media.records.RecordFiller`; the instance itself is
+        unchanged).
     """
 
     entries: tuple[tuple[tuple[str, ...], Source], ...]
@@ -126,6 +134,8 @@ class FileSetPlan:
     patients: int = 0
     studies: int = 0
     series: int = 0
+    left_out: tuple[tuple[str, str], ...] = ()
+    invented: tuple[tuple[str, str], ...] = ()
 
     @property
     def instances(self) -> int:
@@ -243,14 +253,16 @@ def plan_fileset(sources: Iterable[Source], *, fileset_id: str = "SECUREPACS",
     Raises
     ------
     MediaError
-        An instance lacks what its directory record needs (the message names it), or no
-        source is a DICOM file.
+        No source is a DICOM file for which a directory record could be made.
     """
     fs = _UniqueFileSet()
     fs.ID = fileset_id
     by_uid: dict[str, Source] = {}
     added: list[tuple[FileInstance, Source]] = []
     skipped: list[tuple[str, str]] = []
+    left_out: list[tuple[str, str]] = []
+    invented: list[tuple[str, str]] = []
+    filler = RecordFiller()
     levels: tuple[set[str], set[str], set[str]] = (set(), set(), set())
     for source in sources:
         ds = _header(source)
@@ -267,15 +279,22 @@ def plan_fileset(sources: Iterable[Source], *, fileset_id: str = "SECUREPACS",
         if uid in by_uid:
             skipped.append((source.label, f"same SOP Instance UID as {by_uid[uid].label}"))
             continue
+        filled = filler.fill(ds)
         try:
             added.append((fs.add_unique(ds), source))
-        except (ValueError, KeyError, AttributeError, NotImplementedError) as exc:
-            raise MediaError(f"{source.label}: cannot make a directory record ({exc})") from None
+        except (ValueError, KeyError, AttributeError, NotImplementedError, TypeError) as exc:
+            left_out.append((source.label, f"cannot make a directory record ({exc})"))
+            continue
+        if filled:
+            invented.append((source.label, ", ".join(filled)))
         by_uid[uid] = source
         for seen, keyword in zip(levels, ("PatientID", "StudyInstanceUID", "SeriesInstanceUID"),
                                  strict=True):
             seen.add(str(ds.get(keyword, "")))
     if not by_uid:
+        if left_out:
+            label, reason = left_out[0]
+            raise MediaError(f"no instance could be put on the media: {label}: {reason}")
         raise MediaError("no DICOM Part 10 file among the sources")
     dicomdir, file_ids = fs.encode()
     entries = tuple((file_ids[id(instance)], source) for instance, source in added)
@@ -283,7 +302,9 @@ def plan_fileset(sources: Iterable[Source], *, fileset_id: str = "SECUREPACS",
     for parts, source in entries:
         if not is_valid_file_id(parts):  # pragma: no cover - pydicom's IDs conform
             raise MediaError(f"{source.label}: file ID {'/'.join(parts)} breaks PS3.10 8.2")
-    return FileSetPlan(entries, dicomdir, tuple(skipped), *(len(seen) for seen in levels))
+    patients, studies, series = (len(seen) for seen in levels)
+    return FileSetPlan(entries, dicomdir, tuple(skipped), patients, studies, series,
+                       left_out=tuple(left_out), invented=tuple(invented))
 
 
 def seal_fileset(plan: FileSetPlan, recipients: Sequence[cms.Recipient]

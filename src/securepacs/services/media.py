@@ -232,6 +232,8 @@ class CreateReport:
     patient_ids: tuple[str, ...] = ()
     study_uids: tuple[str, ...] = ()
     viewer: bool = False
+    left_out: tuple[tuple[str, str], ...] = ()
+    invented: tuple[tuple[str, str], ...] = ()
 
 
 def _folder_sources(folder: Path) -> list[Source]:
@@ -368,6 +370,8 @@ def create_media(
     progress.end()
     for label, reason in plan.skipped:
         log.info("skipped %s: %s", label, reason)
+    for label, reason in plan.left_out:
+        log.warning("left out %s: %s", label, reason)
 
     total = 0
     readme = fileset.readme_text(instances=plan.instances, studies=plan.studies,
@@ -406,7 +410,8 @@ def create_media(
     patient_ids, study_uids = _identities(plan.dicomdir)
     return CreateReport(target, iso is not None, plan.instances, plan.patients, plan.studies,
                         plan.series, total, tuple(kinds), plan.skipped, fits, patient_ids,
-                        study_uids, viewer=bool(viewer_files))
+                        study_uids, left_out=plan.left_out, invented=plan.invented,
+                        viewer=bool(viewer_files))
 
 
 def _identities(dicomdir: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:

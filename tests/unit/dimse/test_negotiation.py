@@ -1,0 +1,71 @@
+"""Transfer syntax negotiation as the acceptor honours the requestor's order (issue 17 item 1)."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom import uid
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.presentation import PresentationContext
+
+from securepacs.dimse.channel import PDU_HEADER
+from securepacs.dimse.contexts import (
+    STORAGE_TRANSFER_SYNTAXES,
+    choose_transfer_syntax,
+    supported_contexts,
+)
+from securepacs.dimse.negotiation import accept, read_request, supported
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+LS = uid.JPEGLSLossless
+J2K = uid.JPEG2000Lossless
+LEE = uid.ExplicitVRLittleEndian
+LEI = uid.ImplicitVRLittleEndian
+BEE = uid.ExplicitVRBigEndian
+
+
+@pytest.mark.parametrize(("proposed", "policy", "expected"), [
+    ([LS, LEE], "as-proposed", LS),
+    ([J2K, LEE, BEE, LEI], "as-proposed", J2K),
+    ([LEI, LEE], "as-proposed", LEE),
+    ([LEI, BEE], "as-proposed", LEI),
+    ([LEE, LS], "prefer", LS),
+    ([LS, LEE], "uncompressed", LEE),
+    ([LS], "uncompressed", LS),
+    (["1.2.3.4.unknown", LEE], "as-proposed", LEE),
+    (["1.2.3.4.unknown"], "as-proposed", None),
+])
+def test_choose_follows_the_requestor_and_the_site_policy(proposed, policy, expected) -> None:  # noqa: ANN001
+    assert choose_transfer_syntax(proposed, STORAGE_TRANSFER_SYNTAXES, policy) == expected
+
+
+def _request(*contexts: tuple[int, str, list[str]]) -> bytes:
+    rq = A_ASSOCIATE()
+    rq.application_context_name = "1.2.840.10008.3.1.1.1"
+    rq.calling_ae_title = "DCMSEND"
+    rq.called_ae_title = "SECUREPACS"
+    items = []
+    for context_id, abstract, syntaxes in contexts:
+        cx = PresentationContext()
+        cx.context_id = context_id
+        cx.abstract_syntax = abstract
+        cx.transfer_syntax = syntaxes
+        items.append(cx)
+    rq.presentation_context_definition_list = items
+    ml = MaximumLengthNotification()
+    ml.maximum_length_received = 16384
+    rq.user_information = [ml]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(rq)
+    return pdu.encode()[PDU_HEADER.size:]
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("as-proposed", LS), ("uncompressed", LEE)])
+def test_accept_takes_the_requestors_first_supported_syntax(policy: str, expected: str) -> None:
+    request = read_request(_request((1, CT, [LS, LEE]), (3, CT, [LEE]),
+                                    (5, "1.2.3.999", [LEE])))
+    _pdu, accepted = accept(request, supported(supported_contexts()), ae_title="SECUREPACS",
+                            max_pdu=65536, policy=policy)
+    assert accepted[1].transfer_syntax == expected
+    assert accepted[3].transfer_syntax == LEE
+    assert 5 not in accepted
