@@ -30,9 +30,13 @@ class Recorder:
 
     def __init__(self) -> None:
         self.refused: list[tuple[str, str]] = []
+        self.enrolments: list[tuple[str, str]] = []
 
     def token_refused(self, *, address: str, reason: str) -> None:
         self.refused.append((address, reason))
+
+    def enrolled(self, *, subject: str, address: str, detail: str) -> None:
+        self.enrolments.append((subject, address))
 
 
 @pytest.fixture
