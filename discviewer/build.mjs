@@ -92,7 +92,10 @@ const html = readFileSync(join(here, 'index.html'), 'utf8')
 ;
 const lic = licences(result.metafile);
 
-rmSync(temp, { recursive: true, force: true });
+// a build killed half-way leaves its temporary folder: remove every one before this build's
+for (const name of readdirSync(dirname(out))) {
+  if (name.startsWith('discviewer.tmp-')) rmSync(join(dirname(out), name), { recursive: true, force: true });
+}
 mkdirSync(join(temp, 'VIEWER'), { recursive: true });
 writeFileSync(join(temp, 'INDEX.HTM'), html);
 writeFileSync(join(temp, 'VIEWER', 'VIEWER.JS'), js.contents);

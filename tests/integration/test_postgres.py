@@ -31,7 +31,10 @@ from test_retrieve import dataset_bytes, store_files, study_identifier
 
 from factories import write_study
 from securepacs.blobs.azure import AzureBlobStore
+from securepacs.index.migrate import head
 from securepacs.index.repository import SqlIndex
+
+HEAD = head()  # the newest migration revision
 
 pytestmark = [pytest.mark.integration]
 
@@ -251,19 +254,21 @@ def test_db_migrate_and_check(pg_url: str, pki, tmp_path: Path, postgres, azurit
                               azure_container: str) -> None:
     first = run("db", "migrate", "--database-url", pg_url)
     assert first.returncode == 0, first.stderr
-    assert "upgraded from empty to revision 0002" in first.stdout
+    assert f"upgraded from empty to revision {HEAD}" in first.stdout
     again = run("db", "migrate", "--database-url", pg_url)
-    assert "already at revision 0002" in again.stdout
-    (tmp_path / "blobs").mkdir()
+    assert f"already at revision {HEAD}" in again.stdout
+    (tmp_path / "blobs").mkdir(mode=0o700)
+    tmp_path.chmod(0o700)  # a data folder is private (check fails on a looser one)
     cfg = write_config(tmp_path / "check.toml", data_dir=str(tmp_path), database_url=pg_url,
                        tls_cert=str(pki.server.cert), tls_key=str(pki.server.key),
                        tls_ca=str(pki.ca_cert), expiry_warning_days=7)
+    cfg.chmod(0o600)
     good = run("check", "--config", str(cfg))
     assert good.returncode == 0, good.stderr
     assert [line.split(":")[0] for line in good.stdout.splitlines()] == [
         "ok    database", "ok    schema", "ok    blob store", "ok    server certificate",
-        "ok    CA bundle"]
-    assert "revision 0002 (newest)" in good.stdout and "***" not in good.stdout
+        "ok    CA bundle", "ok    data folder modes"]
+    assert f"revision {HEAD} (newest)" in good.stdout and "***" not in good.stdout
     on_azure = run("check", "--config", str(cfg), env={
         "SECUREPACS_BLOB_BACKEND": "azure", "SECUREPACS_AZURE_CONTAINER": azure_container,
         "SECUREPACS_AZURE_CONNECTION_STRING": azurite.connection_string})

@@ -260,7 +260,7 @@ class EnrolmentServer(socketserver.ThreadingTCPServer):
                     one_line(issued_name), where, one_line(token.organization),
                     one_line(token.group), cert.serial_number)
         self.audit.enrolled(
-            subject=f"{one_line(issued_name)} serial {cert.serial_number:x}",
+            subject=f"CN={one_line(issued_name)} serial {cert.serial_number:x}",
             address=source,
             detail=f"client enrolled with a one-time token: {one_line(token.organization)}/"
                    f"{one_line(token.group)}")
