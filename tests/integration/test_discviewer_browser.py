@@ -438,6 +438,11 @@ def test_chromium_imports_into_a_real_securepacs_by_stow_with_a_token(
     chromium.stow_bases.append(base)
     # Authorization and multipart/related make Chromium send a CORS preflight first (origin null)
     page.fill("#stow-url", base)
+    page.fill("#stow-token", token[:-4] + "AAAA")  # a mistyped token: refused, and said so
+    page.click("#send-stow")
+    assert wait_text(page, "#import-status", "Sent:") == f"Sent: 0. Already present: 0. Failed: {len(cts)}."
+    assert "HTTP 401 Unauthorized: the import token is not valid" in page.inner_text("#import-failed")
+    page.evaluate("document.querySelector('#import-status').textContent = ''")
     page.fill("#stow-token", token)
     failures: list[str] = []  # why, when it does not work (e.g. ERR_INVALID_HTTP_RESPONSE)
     page.on("requestfailed", lambda r: failures.append(f"{r.method} {r.url} {r.failure}"))
