@@ -80,8 +80,14 @@ def discs(tmp_path_factory: pytest.TempPathFactory, pki) -> dict[str, Any]:  # n
     for rel, data in viewer.viewer_files():  # the viewer, copied onto the disc by hand
         (ossl / rel).parent.mkdir(parents=True, exist_ok=True)
         (ossl / rel).write_bytes(data)
+    lower = root / "lower"  # as an ISO 9660 image without Rock Ridge/Joliet mounts on Linux
+    for path in sorted(ours.rglob("*")):
+        if path.is_file():
+            target = lower / path.relative_to(ours).as_posix().lower()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
     uids = {role: uid_of(path) for role, path in src.items()}
-    return {"root": root, "src": src, "uids": uids, "ours": ours, "damaged": damaged,
+    return {"lower": lower, "root": root, "src": src, "uids": uids, "ours": ours, "damaged": damaged,
             "tampered": images[0], "truncated": images[-1], "pkcs1": pkcs1, "openssl": ossl,
             "oaep": oaep, "doctor_key": doctor.key_path}
 
@@ -102,7 +108,8 @@ def expected(path: Path, frame: int = 0) -> list[int]:
 
 
 def url(disc: Path) -> str:
-    return (disc / "INDEX.HTM").as_uri()
+    page = disc / "INDEX.HTM"
+    return (page if page.exists() else disc / "index.htm").as_uri()
 
 
 # --------------------------------------------------------------------------- Chromium
@@ -260,6 +267,20 @@ def test_chromium_opens_a_certificate_disc_with_the_key_file(chromium: Chromium,
     got = page.evaluate("([u, f]) => window.__discviewerTest.decoded(u, f)",
                         [discs["uids"]["ct7"], 0])
     assert got["values"] == expected(discs["src"]["ct7"])
+    page.close()
+
+
+def test_chromium_opens_a_disc_whose_names_show_in_lower_case(chromium: Chromium,
+                                                             discs: dict) -> None:
+    """index.htm loads viewer/viewer.js (its lower-case script reference) and the chosen
+    folder's files are matched to the DICOMDIR's upper-case file IDs."""
+    assert not (discs["lower"] / "VIEWER").exists()
+    page, state = chromium.open(discs["lower"], PASSWORD, until="checkedAll")
+    assert state["phase"] == "open" and state["problems"] == [], state
+    assert page.evaluate("document.styleSheets.length") >= 1
+    got = page.evaluate("([u, f]) => window.__discviewerTest.decoded(u, f)",
+                        [discs["uids"]["jls"], 0])
+    assert got["values"] == expected(discs["src"]["jls"])
     page.close()
 
 
@@ -537,6 +558,7 @@ def firefox(tmp_path_factory: pytest.TempPathFactory, discs: dict) -> dict[str, 
         {"url": url(discs["openssl"]), "password": OPENSSL_PASSWORD, "decoded": [[uids["ct1"], 0]]},
         {"url": url(discs["damaged"]), "password": PASSWORD, "until": "checkedAll"},
         {"url": url(discs["pkcs1"])},
+        {"url": url(discs["lower"]), "password": PASSWORD, "decoded": [[uids["ct4"], 0]]},
     ]
     done = subprocess.run(["node", str(driver)], input=json.dumps({"profile": str(profile),
                           "executable": FIREFOX, "cases": cases}), capture_output=True,
@@ -576,6 +598,14 @@ def test_firefox_names_damaged_files_and_refuses_pkcs1_discs(firefox: dict, disc
     assert damaged["phase"] == "open" and len(damaged["problems"]) == 2
     assert pkcs1["phase"] == "unsupported"
     assert "made for a certificate that a browser cannot use" in pkcs1["message"]
+
+
+def test_firefox_opens_a_disc_whose_names_show_in_lower_case(firefox: dict,
+                                                            discs: dict) -> None:
+    lower = firefox["results"][5]
+    assert lower["errors"] == [] and lower["state"]["phase"] == "open", lower
+    assert lower["state"]["problems"] == []
+    assert lower["decoded"][0]["values"] == expected(discs["src"]["ct4"])
 
 
 def test_firefox_kept_nothing_and_made_no_request(firefox: dict, discs: dict) -> None:
