@@ -559,9 +559,16 @@ def firefox(tmp_path_factory: pytest.TempPathFactory, discs: dict) -> dict[str, 
         {"url": url(discs["damaged"]), "password": PASSWORD, "until": "checkedAll"},
         {"url": url(discs["pkcs1"])},
         {"url": url(discs["lower"]), "password": PASSWORD, "decoded": [[uids["ct4"], 0]]},
+        {"url": url(discs["ours"]), "password": PASSWORD,
+         "importZip": {"patient": "DVTEST01", "id": NEW["patient_id"], "issuer": NEW["issuer"],
+                       "name": NEW["patient_name"], "birth": NEW["birth_date"]}},
+        {"url": url(discs["oaep"]), "keyfile": str(discs["doctor_key"]),
+         "decoded": [[uids["ct7"], 0]]},
     ]
+    downloads = tmp_path_factory.mktemp("firefox-downloads")
     done = subprocess.run(["node", str(driver)], input=json.dumps({"profile": str(profile),
-                          "executable": FIREFOX, "cases": cases}), capture_output=True,
+                          "executable": FIREFOX, "cases": cases,
+                          "downloads": str(downloads)}), capture_output=True,
                           text=True, timeout=180, cwd=driver.parent, check=False,
                           env=dict(os.environ, MOZ_CRASHREPORTER_DISABLE="1"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -606,6 +613,31 @@ def test_firefox_opens_a_disc_whose_names_show_in_lower_case(firefox: dict,
     assert lower["errors"] == [] and lower["state"]["phase"] == "open", lower
     assert lower["state"]["problems"] == []
     assert lower["decoded"][0]["values"] == expected(discs["src"]["ct4"])
+
+
+def test_firefox_import_saves_a_reconciled_zip(firefox: dict, discs: dict) -> None:
+    saved = firefox["results"][6]
+    assert saved["errors"] == [] and saved["zip"], saved
+    assert saved["importStatus"].startswith("Saved 12 image(s)"), saved["importStatus"]
+    src, uids = discs["src"], discs["uids"]
+    cts = {uids[f"ct{i}"]: src[f"ct{i}"] for i in range(12)}
+    with zipfile.ZipFile(saved["zip"]) as archive:
+        assert archive.testzip() is None
+        files = {n: archive.read(n) for n in archive.namelist()}
+    Path(saved["zip"]).unlink()  # decrypted: not left behind
+    assert sorted(files) == sorted(f"DICOM/{uid}.dcm" for uid in cts)
+    for uid, path in cts.items():
+        data = files[f"DICOM/{uid}.dcm"]
+        check_reconciled(dcmread(io.BytesIO(data)), new_id="NEWID77", issuer="OURSITE",
+                         old_id="DVTEST01", old_issuer="")
+        assert _comparable(data) == _comparable(python_reconciled(path))
+
+
+def test_firefox_opens_a_certificate_disc_with_the_key_file(firefox: dict, discs: dict) -> None:
+    keyed = firefox["results"][7]
+    assert keyed["errors"] == [] and keyed["state"]["phase"] == "open", keyed
+    assert keyed["state"]["message"] == ""
+    assert keyed["decoded"][0]["values"] == expected(discs["src"]["ct7"])
 
 
 def test_firefox_kept_nothing_and_made_no_request(firefox: dict, discs: dict) -> None:
