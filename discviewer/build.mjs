@@ -33,6 +33,10 @@ try {
     minify: true,
     legalComments: 'none',
     loader: { '.wasm': 'binary' },
+    // INDEX.HTM names the script twice (upper case, and lower case for ISO images mounted on
+    // Linux without Rock Ridge/Joliet); where names ignore case both load: it runs once.
+    banner: { js: 'if(!globalThis.__securepacsViewer){globalThis.__securepacsViewer=!0;' },
+    footer: { js: '}' },
     // dicom-parser and the Emscripten glue name node modules behind runtime checks; they are
     // never reached in a browser: an empty stand-in (src/node-stub.cjs) takes their place.
     ...(existsSync(NODE_STUB)

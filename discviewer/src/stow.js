@@ -78,7 +78,9 @@ async function postBatch(url, batch, { token, fetchImpl }) {
   if (json && (response.status === 200 || response.status === 202 || response.status === 409)) {
     return { result: parseStowResponse(json) };
   }
-  return { error: `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}` };
+  // securepacs (and others) explain a refusal in a JSON body: {"error": "..."}
+  const said = json && typeof json.error === 'string' ? `: ${json.error.slice(0, 200)}` : '';
+  return { error: `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}${said}` };
 }
 
 /**

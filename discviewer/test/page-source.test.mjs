@@ -2,7 +2,7 @@
 // file IDs without case, relative to the folder that holds DICOMDIR.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FileListSource, entriesFromInput } from '../src/page/source.js';
+import { FileListSource, entriesFromInput, tryFetchSource } from '../src/page/source.js';
 
 const file = (text) => new Blob([text]);
 
@@ -36,4 +36,27 @@ test('ISO 9660 names with a trailing dot or version (IM000000.;1) match their fi
   assert.equal(new TextDecoder().decode(await source.read('PT0/IM000000')), 'im');
   const entries = entriesFromInput([Object.assign(file('x'), { webkitRelativePath: 'DISC/DICOMDIR' })]);
   assert.deepEqual(entries.map((e) => e.path), ['DISC/DICOMDIR']);
+});
+
+test('a disc whose names show in lower case (ISO 9660 on Linux) is read by fetch', async () => {
+  // FetchSource as Firefox uses it, over a fetch that knows only lower-case names
+  const saved = globalThis.fetch;
+  const files = new Map([['file:///cdrom/dicomdir', 'dir'], ['file:///cdrom/pt000000/im000000', 'image']]);
+  const asked = [];
+  globalThis.fetch = async (url) => {
+    asked.push(String(url));
+    const body = files.get(String(url));
+    return body === undefined ? new Response(null, { status: 404 }) : new Response(body);
+  };
+  try {
+    const found = await tryFetchSource(new URL('file:///cdrom/'));
+    assert.ok(found, 'the lower-case DICOMDIR is found');
+    assert.equal(new TextDecoder().decode(found.dicomdir), 'dir');
+    assert.equal(new TextDecoder().decode(await found.source.read('PT000000/IM000000')), 'image');
+    assert.deepEqual(asked.slice(0, 2), ['file:///cdrom/DICOMDIR', 'file:///cdrom/dicomdir']);
+    globalThis.fetch = async () => new Response(null, { status: 404 });
+    assert.equal(await tryFetchSource(new URL('file:///empty/')), null);
+  } finally {
+    globalThis.fetch = saved;
+  }
 });

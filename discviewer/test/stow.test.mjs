@@ -108,3 +108,16 @@ test('an HTTP error or no server fails the batch with the reason', async () => {
   });
   assert.deepEqual(injected.sent, input.map((f) => f.uid));
 });
+
+test("a refusal's JSON reason (securepacs: an invalid import token) is named", async () => {
+  const input = files().slice(0, 1);
+  const out = await withServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(401, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ error: 'the import token is not valid (unknown, revoked or expired)' }));
+    });
+  }, (base) => stow(base, input.map((f) => f.bytes), { token: 'SPI1.x.y' }));
+  assert.deepEqual(out.failed.map((f) => f.reason),
+    ['HTTP 401 Unauthorized: the import token is not valid (unknown, revoked or expired)']);
+});

@@ -80,8 +80,14 @@ def discs(tmp_path_factory: pytest.TempPathFactory, pki) -> dict[str, Any]:  # n
     for rel, data in viewer.viewer_files():  # the viewer, copied onto the disc by hand
         (ossl / rel).parent.mkdir(parents=True, exist_ok=True)
         (ossl / rel).write_bytes(data)
+    lower = root / "lower"  # as an ISO 9660 image without Rock Ridge/Joliet mounts on Linux
+    for path in sorted(ours.rglob("*")):
+        if path.is_file():
+            target = lower / path.relative_to(ours).as_posix().lower()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
     uids = {role: uid_of(path) for role, path in src.items()}
-    return {"root": root, "src": src, "uids": uids, "ours": ours, "damaged": damaged,
+    return {"lower": lower, "root": root, "src": src, "uids": uids, "ours": ours, "damaged": damaged,
             "tampered": images[0], "truncated": images[-1], "pkcs1": pkcs1, "openssl": ossl,
             "oaep": oaep, "doctor_key": doctor.key_path}
 
@@ -102,7 +108,8 @@ def expected(path: Path, frame: int = 0) -> list[int]:
 
 
 def url(disc: Path) -> str:
-    return (disc / "INDEX.HTM").as_uri()
+    page = disc / "INDEX.HTM"
+    return (page if page.exists() else disc / "index.htm").as_uri()
 
 
 # --------------------------------------------------------------------------- Chromium
@@ -112,7 +119,7 @@ class Chromium:
     def __init__(self, profile: Path):
         self.profile = profile
         self.requests: list[str] = []
-        self.stow_base = "https://stow.invalid/"  # the one address the user typed (import test)
+        self.stow_bases: list[str] = []  # the addresses the user typed (import tests)
         self._pw = playwright_api.sync_playwright().start()
         self.context = self._pw.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
@@ -263,6 +270,20 @@ def test_chromium_opens_a_certificate_disc_with_the_key_file(chromium: Chromium,
     page.close()
 
 
+def test_chromium_opens_a_disc_whose_names_show_in_lower_case(chromium: Chromium,
+                                                             discs: dict) -> None:
+    """index.htm loads viewer/viewer.js (its lower-case script reference) and the chosen
+    folder's files are matched to the DICOMDIR's upper-case file IDs."""
+    assert not (discs["lower"] / "VIEWER").exists()
+    page, state = chromium.open(discs["lower"], PASSWORD, until="checkedAll")
+    assert state["phase"] == "open" and state["problems"] == [], state
+    assert page.evaluate("document.styleSheets.length") >= 1
+    got = page.evaluate("([u, f]) => window.__discviewerTest.decoded(u, f)",
+                        [discs["uids"]["jls"], 0])
+    assert got["values"] == expected(discs["src"]["jls"])
+    page.close()
+
+
 def test_chromium_opens_a_disc_made_by_dcmtk_and_openssl(chromium: Chromium, discs: dict) -> None:
     page, state = chromium.open(discs["openssl"], OPENSSL_PASSWORD, until="checkedAll")
     assert state["phase"] == "open" and state["problems"] == [], state
@@ -279,7 +300,11 @@ _AUDIT_KEYS = {0x04000562, 0x04000563, 0x04000564}  # modification time, system,
 
 def _comparable(part10: bytes) -> dict[str, Any]:
     """The data set as DICOM JSON, without the audit fields that name the time and writer."""
-    ds = dcmread(io.BytesIO(part10))
+    return _comparable_ds(dcmread(io.BytesIO(part10)))
+
+
+def _comparable_ds(ds: Any) -> dict[str, Any]:
+    """`_comparable` of a data set read already (its File Meta Information is not compared)."""
     for item in ds.get("OriginalAttributesSequence", []):
         for tag in _AUDIT_KEYS:
             if tag in item:
@@ -333,7 +358,7 @@ def test_chromium_import_saves_a_reconciled_zip_and_sends_by_stow(
     present, refused = uids["ct0"], uids["ct1"]
     with stow_server(pki.server.cert, pki.server.key, token="tok-123", present={present},
                      refuse={refused}) as (base, server):
-        chromium.stow_base = base
+        chromium.stow_bases.append(base)
         page.fill("#stow-url", base)
         page.fill("#stow-token", "tok-123")
         page.click("#send-stow")
@@ -349,12 +374,149 @@ def test_chromium_import_saves_a_reconciled_zip_and_sends_by_stow(
     page.close()
 
 
+# ------------------------------------------------- import into a real securepacs (DICOMweb)
+
+
+@pytest.fixture(scope="module")
+def receiving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A real `securepacs serve` with DICOMweb on its own CA: an import token of a group that
+    may only store, and a reader's certificate to look at what the server holds."""
+    from catools import ca, data_server
+    from harness import free_port
+
+    tmp = tmp_path_factory.mktemp("receiving")
+    data, clients = tmp / "data", tmp / "clients"
+    ca(data, "init")
+    ca(data, "group", "create", "imports", "--allow", "store")
+    ca(data, "group", "create", "readers", "--allow", "find,get")
+    ca(data, "issue", "client", "--name", "reader", "--org", "Receiving", "--group", "readers",
+       "--out", str(clients))
+    token = ca(data, "import-token", "--org", "Receiving", "--group", "imports",
+               "--expires", "1h").stdout.strip().splitlines()[0]
+    web = free_port()
+    server = data_server(tmp, data, "serve", viewer_port=free_port(), dicomweb_port=web).start()
+    try:
+        yield {"server": server, "data": data, "token": token, "clients": clients,
+               "base": f"https://127.0.0.1:{web}/dicomweb"}
+    finally:
+        server.stop()
+
+
+def _held_by_dicomweb(receiving: dict[str, Any], study_uid: str) -> dict[str, Any]:
+    """SOP Instance UID -> data set of the study as the server holds it (WADO-RS, reader)."""
+    import requests
+    from dicomweb_client import api as dicomweb_api
+
+    session = requests.Session()
+    session.trust_env = False
+    clients = receiving["clients"]
+    session.cert = (str(clients / "reader.pem"), str(clients / "reader.key"))
+    session.verify = str(clients / "ca.pem")
+    client = dicomweb_api.DICOMwebClient(receiving["base"], session=session)
+    return {str(ds.SOPInstanceUID): ds for ds in client.retrieve_study(study_uid)}
+
+
+def _media_import(disc: Path, tmp: Path, pki) -> dict[str, Any]:  # noqa: ANN001
+    """`securepacs media import` of the disc's DVTEST01 with the NEW identity into another
+    securepacs (DIMSE, the test PKI), read back with C-GET."""
+    from harness import make_server
+    from importcheck import held
+
+    pw = tmp / "pw.txt"
+    pw.write_text(PASSWORD + "\n")
+    server = make_server(tmp, pki).start()
+    try:
+        done = subprocess.run(
+            [*_securepacs(), "media", "import", str(disc), "--password-file", str(pw),
+             "--patient-id", NEW["patient_id"], "--issuer", NEW["issuer"],
+             "--patient-name", NEW["patient_name"], "--birth-date", NEW["birth_date"],
+             "--media-patient-id", "DVTEST01", "--server", f"127.0.0.1:{server.port}",
+             "--aec", "SECUREPACS", "--cert", str(pki.client.cert), "--key", str(pki.client.key),
+             "--ca", str(pki.ca_cert)], capture_output=True, text=True, timeout=180, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        first = dcmread(next(iter(sorted((disc.parent / "src" / "ct").glob("*.dcm")))))
+        return held(server.port, pki, str(first.StudyInstanceUID))
+    finally:
+        server.stop()
+
+
+def test_chromium_imports_into_a_real_securepacs_by_stow_with_a_token(
+        chromium: Chromium, discs: dict, receiving: dict, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """Issue 13 end to end: the page sends the disc by STOW-RS to `securepacs serve`'s
+    DICOMweb (origin null, CORS preflight, import token, TLS); what the server holds, the
+    zip the page saves and what `securepacs media import` gives are the same data sets."""
+    src, uids = discs["src"], discs["uids"]
+    cts = {uids[f"ct{i}"]: src[f"ct{i}"] for i in range(12)}
+    page, _state = chromium.open(discs["ours"], PASSWORD)
+    fill_import(page)
+    with page.expect_download(timeout=WAIT_S * 1000) as info:
+        page.click("#save-zip")
+    with zipfile.ZipFile(info.value.path()) as archive:
+        saved = {n: archive.read(n) for n in archive.namelist()}
+    info.value.delete()
+
+    base, token = receiving["base"], receiving["token"]
+    chromium.stow_bases.append(base)
+    # Authorization and multipart/related make Chromium send a CORS preflight first (origin null)
+    page.fill("#stow-url", base)
+    page.fill("#stow-token", token[:-4] + "AAAA")  # a mistyped token: refused, and said so
+    page.click("#send-stow")
+    assert wait_text(page, "#import-status", "Sent:") == f"Sent: 0. Already present: 0. Failed: {len(cts)}."
+    assert "HTTP 401 Unauthorized: the import token is not valid" in page.inner_text("#import-failed")
+    page.evaluate("document.querySelector('#import-status').textContent = ''")
+    page.fill("#stow-token", token)
+    failures: list[str] = []  # why, when it does not work (e.g. ERR_INVALID_HTTP_RESPONSE)
+    page.on("requestfailed", lambda r: failures.append(f"{r.method} {r.url} {r.failure}"))
+    page.click("#send-stow")
+    summary = wait_text(page, "#import-status", "Sent:")
+    assert summary == f"Sent: {len(cts)}. Already present: 0. Failed: 0.", (
+        summary, failures, page.inner_text("#import-failed"), receiving["server"].log()[-3000:])
+    page.evaluate("document.querySelector('#import-status').textContent = ''")
+    page.click("#send-stow")
+    again = wait_text(page, "#import-status", "Sent:")
+    assert again == f"Sent: 0. Already present: {len(cts)}. Failed: 0.", again
+    assert page.inner_text("#import-failed").strip() == ""
+    page.close()
+
+    study_uid = str(dcmread(src["ct0"], stop_before_pixels=True).StudyInstanceUID)
+    on_server = _held_by_dicomweb(receiving, study_uid)
+    assert set(on_server) == set(cts)
+    by_media_import = _media_import(discs["ours"], tmp_path, pki)
+    assert set(by_media_import) == set(cts)
+    for uid, path in cts.items():
+        held = on_server[uid]
+        check_reconciled(held, new_id="NEWID77", issuer="OURSITE", old_id="DVTEST01",
+                         old_issuer="")
+        assert held.PixelData == dcmread(path).PixelData
+        reference = _comparable_ds(by_media_import[uid])
+        assert _comparable_ds(held) == reference, uid
+        assert _comparable(saved[f"DICOM/{uid}.dcm"]) == reference, uid
+
+    # the audit trail of the receiving side: the token's login and the stored instances
+    def audit(*args: str) -> str:
+        done = subprocess.run([*_securepacs(), "audit", "--data-dir", str(receiving["data"]),
+                               "list", *args], capture_output=True, text=True, timeout=60,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    token_id = token.split(".")[1]
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        logins = audit("--type", "user-authentication")
+        stored = audit("--type", "instances-transferred", "--patient", "NEWID77")
+        if f"import-token {token_id}" in logins and f"import-token {token_id}" in stored:
+            break
+        assert time.monotonic() < deadline, (logins, stored)
+        time.sleep(0.2)
+
+
 def test_chromium_kept_nothing_and_made_no_request(chromium: Chromium, discs: dict) -> None:
     chromium.close()
     assert chromium.requests
     others = [u for u in chromium.requests
-              if not u.startswith("file://") and not u.startswith(chromium.stow_base)]
-    assert others == []  # only the disc, and the STOW-RS address typed in the import test
+              if not u.startswith(("file://", *chromium.stow_bases))]
+    assert others == []  # only the disc, and the STOW-RS addresses typed in the import tests
     check_profile(chromium.profile, discs)
 
 
@@ -396,9 +558,17 @@ def firefox(tmp_path_factory: pytest.TempPathFactory, discs: dict) -> dict[str, 
         {"url": url(discs["openssl"]), "password": OPENSSL_PASSWORD, "decoded": [[uids["ct1"], 0]]},
         {"url": url(discs["damaged"]), "password": PASSWORD, "until": "checkedAll"},
         {"url": url(discs["pkcs1"])},
+        {"url": url(discs["lower"]), "password": PASSWORD, "decoded": [[uids["ct4"], 0]]},
+        {"url": url(discs["ours"]), "password": PASSWORD,
+         "importZip": {"patient": "DVTEST01", "id": NEW["patient_id"], "issuer": NEW["issuer"],
+                       "name": NEW["patient_name"], "birth": NEW["birth_date"]}},
+        {"url": url(discs["oaep"]), "keyfile": str(discs["doctor_key"]),
+         "decoded": [[uids["ct7"], 0]]},
     ]
+    downloads = tmp_path_factory.mktemp("firefox-downloads")
     done = subprocess.run(["node", str(driver)], input=json.dumps({"profile": str(profile),
-                          "executable": FIREFOX, "cases": cases}), capture_output=True,
+                          "executable": FIREFOX, "cases": cases,
+                          "downloads": str(downloads)}), capture_output=True,
                           text=True, timeout=180, cwd=driver.parent, check=False,
                           env=dict(os.environ, MOZ_CRASHREPORTER_DISABLE="1"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -435,6 +605,39 @@ def test_firefox_names_damaged_files_and_refuses_pkcs1_discs(firefox: dict, disc
     assert damaged["phase"] == "open" and len(damaged["problems"]) == 2
     assert pkcs1["phase"] == "unsupported"
     assert "made for a certificate that a browser cannot use" in pkcs1["message"]
+
+
+def test_firefox_opens_a_disc_whose_names_show_in_lower_case(firefox: dict,
+                                                            discs: dict) -> None:
+    lower = firefox["results"][5]
+    assert lower["errors"] == [] and lower["state"]["phase"] == "open", lower
+    assert lower["state"]["problems"] == []
+    assert lower["decoded"][0]["values"] == expected(discs["src"]["ct4"])
+
+
+def test_firefox_import_saves_a_reconciled_zip(firefox: dict, discs: dict) -> None:
+    saved = firefox["results"][6]
+    assert saved["errors"] == [] and saved["zip"], saved
+    assert saved["importStatus"].startswith("Saved 12 image(s)"), saved["importStatus"]
+    src, uids = discs["src"], discs["uids"]
+    cts = {uids[f"ct{i}"]: src[f"ct{i}"] for i in range(12)}
+    with zipfile.ZipFile(saved["zip"]) as archive:
+        assert archive.testzip() is None
+        files = {n: archive.read(n) for n in archive.namelist()}
+    Path(saved["zip"]).unlink()  # decrypted: not left behind
+    assert sorted(files) == sorted(f"DICOM/{uid}.dcm" for uid in cts)
+    for uid, path in cts.items():
+        data = files[f"DICOM/{uid}.dcm"]
+        check_reconciled(dcmread(io.BytesIO(data)), new_id="NEWID77", issuer="OURSITE",
+                         old_id="DVTEST01", old_issuer="")
+        assert _comparable(data) == _comparable(python_reconciled(path))
+
+
+def test_firefox_opens_a_certificate_disc_with_the_key_file(firefox: dict, discs: dict) -> None:
+    keyed = firefox["results"][7]
+    assert keyed["errors"] == [] and keyed["state"]["phase"] == "open", keyed
+    assert keyed["state"]["message"] == ""
+    assert keyed["decoded"][0]["values"] == expected(discs["src"]["ct7"])
 
 
 def test_firefox_kept_nothing_and_made_no_request(firefox: dict, discs: dict) -> None:

@@ -4,10 +4,12 @@
 
 /** Files read with fetch, relative to the page (same folder tree). */
 export class FetchSource {
-  constructor(base) { this.base = base; this.kind = 'fetch'; }
+  // `lowerCase`: the disc shows lower-case names (an ISO 9660 image without Rock Ridge or
+  // Joliet mounted on Linux), so File IDs, upper case in the DICOMDIR, are read lower-cased.
+  constructor(base, { lowerCase = false } = {}) { this.base = base; this.kind = 'fetch'; this.lowerCase = lowerCase; }
 
   async read(fileId) {
-    const url = new URL(fileId, this.base);
+    const url = new URL(this.lowerCase ? fileId.toLowerCase() : fileId, this.base);
     let response;
     try {
       response = await fetch(url, { cache: 'no-store', credentials: 'omit' });
@@ -48,15 +50,19 @@ export class DiscFileError extends Error {
   constructor(fileId, what) { super(`The file ${fileId} ${what}.`); this.fileId = fileId; this.code = 'missing'; }
 }
 
-/** Firefox (and http) can read the disc by itself; Chromium from file:// cannot. */
+/** Firefox (and http) can read the disc by itself; Chromium from file:// cannot. The names
+ * are tried as written (upper case), then lower case (see FetchSource). */
 export async function tryFetchSource(base) {
-  const source = new FetchSource(base);
-  try {
-    const bytes = await source.read('DICOMDIR');
-    return { source, dicomdir: bytes };
-  } catch {
-    return null;
+  for (const lowerCase of [false, true]) {
+    const source = new FetchSource(base, { lowerCase });
+    try {
+      const bytes = await source.read('DICOMDIR');
+      return { source, dicomdir: bytes };
+    } catch {
+      // not readable under this name: try the other case, then let the user choose the folder
+    }
   }
+  return null;
 }
 
 /** Entries from an <input type=file webkitdirectory>. */

@@ -169,7 +169,7 @@ class _StreamHandler(_Handler):
     def _run(self, scope: dict[str, Any], body: _Body) -> None:
         started = False
         chunked = False
-        head = self.command == "HEAD"
+        head = self.command == "HEAD"  # no body sent (set again for 1xx, 204, 304)
 
         async def receive() -> dict[str, Any]:
             if body.done:
@@ -178,9 +178,15 @@ class _StreamHandler(_Handler):
             return {"type": "http.request", "body": data, "more_body": not body.done}
 
         async def send(message: MutableMapping[str, Any]) -> None:
-            nonlocal started, chunked
+            nonlocal started, chunked, head
             if message["type"] == "http.response.start":
-                self.send_response(int(message["status"]))
+                status = int(message["status"])
+                # RFC 9110 6.4.1, 15.3.5: 1xx, 204 and 304 have no body, and a 204 carries no
+                # Transfer-Encoding (9112 6.1). A chunked terminator after a 204 (the CORS
+                # preflight) stays in a kept-alive connection, where Chromium reads it as the
+                # start of the next answer: ERR_INVALID_HTTP_RESPONSE for the disc viewer's POST.
+                head = head or status < 200 or status in (204, 304)
+                self.send_response(status)
                 names = set()
                 for key, value in message.get("headers", []):
                     name = bytes(key).decode("latin-1")

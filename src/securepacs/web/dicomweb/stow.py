@@ -85,16 +85,22 @@ def routes(service: StowService, edge: Edge) -> list[Route]:
 
     async def store(request: Request) -> Response:
         cors: dict[str, str] = {}
+        # A refusal of the caller is readable by an allowed origin (the disc viewer), so the
+        # page can say "the token is not valid" rather than "the server cannot be reached";
+        # it tells nothing but that, and stores nothing.
+        refused = (edge.cors_headers(request, credentials=False)
+                   if not edge.same_origin(request) and edge.cors_allowed(request) else {})
         try:
             caller: Caller | None = edge.certificate_caller(request)
             if caller is None:
                 caller = edge.token_caller(request)
         except AccessRefused as exc:
             log.warning("dicomweb STOW-RS from %s refused: %s", edge.address(request), exc)
-            return error(401, "the import token is not valid (unknown, revoked or expired)")
+            return error(401, "the import token is not valid (unknown, revoked or expired)",
+                         refused)
         if caller is None:
             return error(401, "a client certificate or an import token is required",
-                         {"WWW-Authenticate": 'Bearer realm="securepacs"'})
+                         {"WWW-Authenticate": 'Bearer realm="securepacs"', **refused})
         if not edge.same_origin(request):
             if not edge.cors_allowed(request):
                 log.warning("dicomweb STOW-RS from origin %r refused", edge.origin(request))
