@@ -20,6 +20,7 @@ rule can clean) falls back to the Basic Profile action. Private attributes are r
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -53,6 +54,9 @@ class Option(Enum):
         raise ValueError(f"unknown de-identification option {text!r} (one of: {names})")
 
 
+_EXACT = re.compile(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)")
+_MASK = re.compile(r"\([0-9A-Fa-fXx]{4},[0-9A-Fa-fXx]{4}\)")
+_TEMPORAL = ("DA", "DT", "TM")
 _COMPOUND = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D"}
 
 
@@ -98,10 +102,12 @@ class Profile:
         self._exact: dict[int, Row] = {}
         self._masks: list[Row] = []
         for row in load_table():
-            if "X" in row.tag.upper()[1:]:
-                self._masks.append(row)
-            else:
+            if _EXACT.fullmatch(row.tag):
                 self._exact[int(row.tag[1:5] + row.tag[6:10], 16)] = row
+            elif _MASK.fullmatch(row.tag):
+                self._masks.append(row)
+            # else: "(gggg,eeee) where gggg is odd", the private attributes: removed by the
+            # caller (Retain Safe Private is not offered)
 
     def row(self, tag: int) -> Row | None:
         """The table row for `tag`, or None when the table does not list it."""
@@ -110,19 +116,22 @@ class Profile:
             return found
         return next((r for r in self._masks if r.matches(tag)), None)
 
-    def action(self, tag: int, *, is_uid: bool = False) -> str | None:
-        """The action for `tag` (None: not listed, keep it), options applied.
+    def action(self, tag: int, *, vr: str = "") -> str | None:
+        """The action for `tag` whose value representation is `vr` (None: not listed,
+        keep it), options applied.
 
-        ``C`` is returned only for a date or time under Retain Longitudinal Temporal
-        Information with Modified Dates (the caller shifts it).
+        ``C`` is returned only for a date or time (DA, DT, TM) under Retain Longitudinal
+        Temporal Information with Modified Dates (the caller shifts it).
         """
+        is_uid = vr == "UI"
         row = self.row(tag)
         if row is None:
             return None
         chosen = [row.actions[o.value] for o in self.options if o.value in row.actions]
         if "K" in chosen:
             return "K"
-        if "C" in chosen and Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options \
+        if "C" in chosen and vr in _TEMPORAL \
+                and Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options \
                 and row.actions.get(Option.RETAIN_LONGITUDINAL_MODIFIED_DATES.value) == "C":
             return "C"
         basic = row.actions["basicProfile"]

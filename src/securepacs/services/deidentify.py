@@ -147,20 +147,24 @@ class Deidentifier:
         self._walk(ds, patient)
         pseudonym = self.pseudonym(patient)
         ds.PatientID = pseudonym
-        ds.PatientName = pseudonym
+        ds.PatientName = pseudonym.replace("-", "^", 1)  # family^given: no retired form
         self._mark(ds)
         meta = getattr(ds, "file_meta", None)
         if meta is not None and "SOPInstanceUID" in ds:
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         return ds
 
-    def _walk(self, ds: Dataset, patient: str) -> None:
+    def _walk(self, ds: Dataset, patient: str, seen: set[int] | None = None) -> None:
+        seen = set() if seen is None else seen
+        if id(ds) in seen:  # one item object in two sequences: de-identified once
+            return
+        seen.add(id(ds))
         for elem in list(ds):
             tag = int(elem.tag)
             if elem.tag.is_private or elem.tag.element == 0:
                 del ds[elem.tag]
                 continue
-            action = self.profile.action(tag, is_uid=elem.VR == "UI")
+            action = self.profile.action(tag, vr=elem.VR)
             if action == "X":
                 del ds[elem.tag]
             elif elem.VR == "SQ":
@@ -168,7 +172,7 @@ class Deidentifier:
                     elem.value = Sequence()
                 else:
                     for item in elem.value:
-                        self._walk(item, patient)
+                        self._walk(item, patient, seen)
             elif action in (None, "K"):
                 continue
             elif action == "Z":
