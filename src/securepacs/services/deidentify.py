@@ -106,15 +106,15 @@ class Deidentifier:
         if uid not in self.uids:
             derived = self._digest("uid", uid)
             number = int.from_bytes(derived[:16]) if derived else uuid.uuid4().int
-            self.uids[uid] = f"2.25.{number}"
+            self.uids.setdefault(uid, f"2.25.{number}")  # atomic: parallel senders agree
         return self.uids[uid]
 
     def pseudonym(self, patient_id: str) -> str:
         """The export's Patient ID (and name) for the original `patient_id`."""
         if patient_id not in self._patients:
             derived = self._digest("patient", patient_id)
-            self._patients[patient_id] = "ANON-" + (derived[:6].hex().upper() if derived
-                                                    else secrets.token_hex(6).upper())
+            self._patients.setdefault(patient_id, "ANON-" + (
+                derived[:6].hex().upper() if derived else secrets.token_hex(6).upper()))
         return self._patients[patient_id]
 
     def date_offset(self, patient_id: str) -> int:
@@ -122,7 +122,7 @@ class Deidentifier:
         if patient_id not in self._offsets:
             derived = self._digest("dates", patient_id)
             spread = int.from_bytes(derived[:4]) if derived else secrets.randbits(32)
-            self._offsets[patient_id] = 365 + spread % 3286
+            self._offsets.setdefault(patient_id, 365 + spread % 3286)
         return self._offsets[patient_id]
 
     # -- the data set ---------------------------------------------------------------
@@ -309,3 +309,25 @@ def deidentified_sources(sources: Seq[Source], deid: Deidentifier
         kept.append(_Source(source.label, read))
     deid.left_out += len(dropped)
     return kept, tuple(dropped)
+
+
+def deidentify_for_store(deid: Deidentifier, part10: bytes) -> tuple[str, bytes] | None:
+    """For C-STORE: the de-identified instance's SOP Instance UID and its data set bytes
+    (after the File Meta Information, in the file's transfer syntax); None when left out.
+
+    Raises
+    ------
+    ValueError
+        `part10` is not a DICOM file pydicom can read.
+    """
+    out = deidentify_part10(deid, part10)
+    if out is None:
+        return None
+    group_length = int.from_bytes(out[140:144], "little")
+    from io import BytesIO
+
+    from pydicom import dcmread
+
+    uid = str(dcmread(BytesIO(out), stop_before_pixels=True,
+                      specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+    return uid, out[144 + group_length:]

@@ -235,6 +235,7 @@ class CreateReport:
     viewer: bool = False
     left_out: tuple[tuple[str, str], ...] = ()
     invented: tuple[tuple[str, str], ...] = ()
+    burned_in: tuple[tuple[str, str], ...] = ()  # left out by de-identification, by design
 
 
 def _folder_sources(folder: Path) -> list[Source]:
@@ -422,7 +423,7 @@ def create_media(
     patient_ids, study_uids = _identities(plan.dicomdir)
     return CreateReport(target, iso is not None, plan.instances, plan.patients, plan.studies,
                         plan.series, total, tuple(kinds), plan.skipped, fits, patient_ids,
-                        study_uids, left_out=plan.left_out + dropped, invented=plan.invented,
+                        study_uids, left_out=plan.left_out, invented=plan.invented, burned_in=dropped,
                         viewer=bool(viewer_files))
 
 

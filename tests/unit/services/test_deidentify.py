@@ -19,6 +19,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
+from deidfixtures import sr_referencing as _sr_referencing
+from deidfixtures import study as _study
 from factories import ROOT, make_dataset
 from securepacs.services.deid_profile import Option
 from securepacs.services.deidentify import Deidentifier, deidentify_part10
@@ -144,40 +146,6 @@ def test_every_attribute_of_the_table(options: set[Option]) -> None:
     assert codes[0] == "113100"
     assert len(codes) == 1 + len(options)
     assert not [e for e in out if e.tag.is_private]
-
-
-def _study(n: int) -> list[Dataset]:
-    study, series = generate_uid(ROOT), generate_uid(ROOT)
-    return [make_dataset(study_uid=study, series_uid=series, instance_number=i + 1)
-            for i in range(n)]
-
-
-def _sr_referencing(images: list[Dataset]) -> Dataset:
-    sr = make_dataset(study_uid=images[0].StudyInstanceUID, sop_class="1.2.840.10008.5.1.4.1.1.88.22",
-                      modality="SR")
-    for name in ("Rows", "Columns", "PixelData", "BitsAllocated", "BitsStored", "HighBit",
-                 "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation"):
-        if name in sr:
-            delattr(sr, name)
-    refs = []
-    for image in images:
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = image.SOPClassUID
-        ref.ReferencedSOPInstanceUID = image.SOPInstanceUID
-        refs.append(ref)
-    series = Dataset()
-    series.SeriesInstanceUID = images[0].SeriesInstanceUID
-    series.ReferencedSOPSequence = Sequence(refs)
-    evidence = Dataset()
-    evidence.StudyInstanceUID = images[0].StudyInstanceUID
-    evidence.ReferencedSeriesSequence = Sequence([series])
-    sr.CurrentRequestedProcedureEvidenceSequence = Sequence([evidence])
-    item = Dataset()
-    item.RelationshipType = "CONTAINS"
-    item.ValueType = "IMAGE"
-    item.ReferencedSOPSequence = Sequence([refs[0]])
-    sr.ContentSequence = Sequence([item])
-    return sr
 
 
 def test_references_resolve_inside_one_export() -> None:
