@@ -34,14 +34,16 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from hashlib import sha256
+from typing import TYPE_CHECKING
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.sr.codedict import codes
 
-from securepacs.media.fileset import Source
 from securepacs.services.deid_profile import Option, Profile
+
+if TYPE_CHECKING:
+    from securepacs.media.fileset import Source
 
 __all__ = ["Deidentifier", "MIN_KEY_BYTES", "Option"]
 
@@ -218,6 +220,8 @@ class Deidentifier:
         elem.value = shifted if len(shifted) > 1 else shifted[0]
 
     def _mark(self, ds: Dataset) -> None:
+        from pydicom.sr.codedict import codes  # large: loaded only when de-identifying
+
         ds.PatientIdentityRemoved = "YES"
         chosen = sorted(self.options, key=lambda o: o.value)
         names = ["BasicApplicationConfidentialityProfile", *(_CODES[o] for o in chosen)]
