@@ -681,7 +681,7 @@ def backup_tools(settings: Settings):  # noqa: ANN201 - services.backup.BackupTo
         return stores[root]
 
     def copy(source: Path, target: Path, key: str, expect: str | None):  # noqa: ANN202
-        return copy_blob(store(source), store(target), key, expect_sha256=expect)
+        return copy_blob(source, store(target), key, expect_sha256=expect)
 
     return BackupTools(snapshot=index_backup.snapshot_sqlite,
                        check_index=index_backup.check_sqlite,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
-from securepacs.blobs.filesystem import FileBlobStore
+from securepacs.blobs.filesystem import FileBlobStore, blob_path
 from securepacs.errors import StorageError
 
 __all__ = ["BlobCopy", "copy_blob"]
@@ -36,9 +37,10 @@ def _pieces(fh: BinaryIO, digest: hashlib._Hash) -> Iterator[bytes]:
         yield piece
 
 
-def copy_blob(source: FileBlobStore, target: FileBlobStore, key: str, *,
+def copy_blob(source: Path, target: FileBlobStore, key: str, *,
               expect_sha256: str | None = None) -> BlobCopy:
-    """Copy blob `key` from `source` into `target` (same key).
+    """Copy blob `key` from the store folder `source` (only read: it may be read-only
+    media) into `target` (same key).
 
     Parameters
     ----------
@@ -52,7 +54,11 @@ def copy_blob(source: FileBlobStore, target: FileBlobStore, key: str, *,
         The blob is missing or unreadable, the target cannot be written, or the hash differs.
     """
     digest = hashlib.sha256()
-    with source.open_read(key) as fh:
+    try:
+        fh = open(blob_path(source, key), "rb")
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read blob {key}: {exc}") from exc
+    with fh:
         size = target.put(key, _pieces(fh, digest))
     sha = digest.hexdigest()
     if expect_sha256 is not None and sha != expect_sha256:
