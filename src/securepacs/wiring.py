@@ -652,3 +652,37 @@ def media_audit(settings: Settings) -> MediaAudit:
         user = "unknown"
     events = AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn())
     return MediaAudit(events, user=user)
+
+
+def backup_tools(settings: Settings):  # noqa: ANN201 - services.backup.BackupTools
+    """The SQLite backup API and the blob copier for ``securepacs backup`` / ``restore``.
+
+    Raises
+    ------
+    ConfigError
+        The settings name PostgreSQL or Azure Blob Storage: those are backed up with their
+        own tools (docs/deployment.md).
+    """
+    from securepacs.blobs.copy import copy_blob
+    from securepacs.blobs.filesystem import FileBlobStore
+    from securepacs.errors import ConfigError
+    from securepacs.index import backup as index_backup
+    from securepacs.services.backup import BackupTools
+
+    if settings.database_url is not None or settings.blob_backend != "filesystem":
+        raise ConfigError("backup and restore cover the embedded archive (SQLite and a blob "
+                          "folder); back up PostgreSQL and Azure Blob Storage with their own "
+                          "tools (see docs/deployment.md)")
+    stores: dict[Path, FileBlobStore] = {}
+
+    def store(root: Path) -> FileBlobStore:
+        if root not in stores:
+            stores[root] = FileBlobStore(root)
+        return stores[root]
+
+    def copy(source: Path, target: Path, key: str, expect: str | None):  # noqa: ANN202
+        return copy_blob(source, store(target), key, expect_sha256=expect)
+
+    return BackupTools(snapshot=index_backup.snapshot_sqlite,
+                       check_index=index_backup.check_sqlite,
+                       blob_keys=index_backup.blob_keys, copy_blob=copy)

@@ -41,6 +41,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def blob_path(root: Path, key: str) -> Path:
+    """Where the blob `key` lives in the store at `root`: ``root/ab/cd/KEY``."""
+    if len(key) < 5 or not key.isalnum():
+        raise ValueError(f"invalid blob key {key!r}")
+    return Path(root) / key[:2] / key[2:4] / key
+
+
 class FileBlobStore:
     """Blobs as files under `root`, keyed by opaque strings made by :meth:`new_key`.
 
@@ -78,9 +85,7 @@ class FileBlobStore:
 
     def path(self, key: str) -> Path:
         """Where the blob `key` lives (whether or not it exists)."""
-        if len(key) < 5 or not key.isalnum():
-            raise ValueError(f"invalid blob key {key!r}")
-        return self.root / key[:2] / key[2:4] / key
+        return blob_path(self.root, key)
 
     def put(self, key: str, chunks: bytes | Iterable[bytes]) -> int:
         """Write the blob durably; returns its size.

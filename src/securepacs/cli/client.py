@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from securepacs.cli.deid_options import Deidentify, DeidOption, IncludeBurnedIn, MappingKey, deidentifier
 from securepacs.errors import ConfigError, PacsError, PkiError
 from securepacs.model.levels import Level
 
@@ -203,6 +204,8 @@ def send(
     retries: Annotated[int, typer.Option("--retries", min=0,
                                          help="New associations per file after a lost one.")] = 3,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List skipped files.")] = False,
+    deidentify: Deidentify = False, option: DeidOption = None,
+    include_burned_in: IncludeBurnedIn = False, mapping_key: MappingKey = None,
     server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
@@ -215,8 +218,11 @@ def send(
     with _errors("send"):
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
+        deid = deidentifier(deidentify, option, include_burned_in, mapping_key)
+        if deid is not None and (set_ or resume):
+            raise typer.BadParameter("--deidentify does not go with --set or --resume")
         options = SendOptions(parallel=parallel, retries=retries, resume=resume,
-                              coercion=Coercion.parse(set_) if set_ else None)
+                              coercion=Coercion.parse(set_) if set_ else None, deidentify=deid)
         found = discover(paths)
         if not found.instances:
             for label, reason in found.skipped[:5]:
@@ -351,6 +357,8 @@ def get(
     to: Annotated[Path, typer.Option("--to", help="Folder for Patient/Study/Series/Instance.dcm.")],
     series: Annotated[str | None, typer.Option("--series", help="Series Instance UID.")] = None,
     image: Annotated[str | None, typer.Option("--image", help="SOP Instance UID.")] = None,
+    deidentify: Deidentify = False, option: DeidOption = None,
+    include_burned_in: IncludeBurnedIn = False, mapping_key: MappingKey = None,
     server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
@@ -361,10 +369,11 @@ def get(
         _check_study(study)
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
+        deid = deidentifier(deidentify, option, include_burned_in, mapping_key)
         level, query = identifier.retrieve(study, series, image)
         with _RetrieveProgress("get", sys.stderr.isatty()) as bar:
             expected: list[int | None] = [None]
-            writer = fetch.InstanceWriter(to, source_ae=ep.endpoint.called_ae)
+            writer = fetch.InstanceWriter(to, source_ae=ep.endpoint.called_ae, deidentify=deid)
             writer.on_written = lambda _: bar.show(len(writer.written), expected[0])
 
             def on_expected(n: int) -> None:
@@ -387,6 +396,9 @@ def get(
                f"final status 0x{final.status.status:04X})")
     for error in summary.errors:
         typer.echo(f"  failed {error}")
+    if writer.left_out:
+        typer.echo(f"left out {len(writer.left_out)} instance(s) with burned-in annotation "
+                   "(--include-burned-in writes them)")
     if not summary.ok:
         raise typer.Exit(EXIT_FAILED)
 

@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "audit": ("audit", "app", True),
     "db": ("db", "app", True),
     "check": ("db", "check", False),
+    "backup": ("backup", "backup", False),
+    "restore": ("backup", "restore", False),
 }
 
 

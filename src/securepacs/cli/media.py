@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from securepacs.cli.deid_options import Deidentify, DeidOption, IncludeBurnedIn, MappingKey, deidentifier
 from securepacs.cli.media_import import import_media
 from securepacs.cli.options import fail
 from securepacs.errors import PacsError, PasswordRefusedError, WrongKeyError
@@ -179,6 +180,8 @@ def create(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Archive data folder "
                                          "(for --study)."),
     config: Path | None = typer.Option(None, "--config", help="TOML config file (for --study)."),
+    deidentify: Deidentify = False, option: DeidOption = None,
+    include_burned_in: IncludeBurnedIn = False, mapping_key: MappingKey = None,
 ) -> None:
     """Encrypt DICOM files into a secure file-set (folder or ISO image) for CD/DVD/USB."""
     if generate_passphrase and (password_file or password_stdin or password):
@@ -189,6 +192,7 @@ def create(
         raise fail("give exactly one of --out DIR or --iso FILE", 2)
     if pkcs1 and oaep:
         raise fail("give only one of --pkcs1 and --oaep", 2)
+    deid = deidentifier(deidentify, option, include_burned_in, mapping_key)
     generated = service.generate_passphrase() if generate_passphrase else None
     text = generated.text if generated else _password(password_file, password_stdin, password,
                                                       confirm=True)
@@ -207,7 +211,7 @@ def create(
             folders=sources or [], studies=study, archive=archive, out_dir=out, iso=iso,
             password=text, recipients=recipient, escrow=escrow, oaep=not pkcs1,
             viewer=not no_viewer, at=_now(),
-            progress=_CliProgress()))
+            progress=_CliProgress(), deidentify=deid))
     finally:
         if archive is not None:
             archive.close()
@@ -232,6 +236,9 @@ def create(
         typer.echo(f"Left out {len(report.left_out)} instance(s) (no directory record possible):")
         for label, reason in report.left_out[:20]:
             typer.echo(f"  {label}: {reason}")
+    if report.burned_in:
+        typer.echo(f"Left out {len(report.burned_in)} instance(s) with burned-in annotation "
+                   "(de-identification does not clean pixels; --include-burned-in writes them).")
     if generated is not None:
         typer.echo(f"Passphrase ({generated.bits:.0f} bits): {generated.text}")
         typer.echo("Send it to the recipient by a different route than the media.")

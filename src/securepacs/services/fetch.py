@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from securepacs.errors import InvalidInstanceError, QueryError
 from securepacs.model.levels import Level
+from securepacs.services.deidentify import Deidentifier, deidentify_part10
 from securepacs.services.part10 import as_text, file_meta, part10_header, read_header
 from securepacs.services.scuport import (
     DimseStatus,
@@ -103,19 +104,31 @@ class InstanceWriter:
     errors: list[str] = field(default_factory=list)
     bytes_written: int = 0
     on_written: Callable[[Path], None] | None = None
+    #: De-identify each instance before it is written (PS3.15 Annex E, one map per run);
+    #: the SOP Instance UIDs of those left out (burned-in annotation) go to ``left_out``.
+    deidentify: Deidentifier | None = None
+    left_out: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __call__(self, item: ReceivedInstance) -> int:
         try:
             header = part10_header(file_meta(item.sop_class_uid, item.sop_instance_uid,
                                              item.transfer_syntax_uid, self.source_ae))
-            ds = read_header(header + item.dataset)
-            path = instance_path(self.root, ds, item.sop_instance_uid)
+            content = header + item.dataset
+            uid = item.sop_instance_uid
+            if self.deidentify is not None:
+                made = self._deidentified(content)
+                if made is None:
+                    with self._lock:
+                        self.left_out.append(item.sop_instance_uid)
+                    return 0x0000
+                content, uid = made
+            ds = read_header(content)
+            path = instance_path(self.root, ds, uid)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             with open(tmp, "wb") as fh:
-                fh.write(header)
-                fh.write(item.dataset)
+                fh.write(content)
             os.replace(tmp, path)
         except InvalidInstanceError as exc:
             with self._lock:
@@ -127,10 +140,20 @@ class InstanceWriter:
             return STATUS_OUT_OF_RESOURCES
         with self._lock:
             self.written.append(path)
-            self.bytes_written += len(header) + len(item.dataset)
+            self.bytes_written += len(content)
         if self.on_written is not None:
             self.on_written(path)
         return 0x0000
+
+    def _deidentified(self, part10: bytes) -> tuple[bytes, str] | None:
+        assert self.deidentify is not None
+        try:
+            out = deidentify_part10(self.deidentify, part10)
+        except ValueError as exc:
+            raise InvalidInstanceError(str(exc)) from None
+        if out is None:
+            return None
+        return out, str(read_header(out).get("SOPInstanceUID", ""))
 
 
 @dataclass

@@ -43,6 +43,7 @@ from securepacs.media.passwords import generate_passphrase
 from securepacs.media.pwri import DEFAULT_ITERATIONS
 from securepacs.model.levels import Root
 from securepacs.pki import authority
+from securepacs.services.deidentify import Deidentifier, deidentified_sources
 from securepacs.services.query import RetrieveService
 
 if TYPE_CHECKING:
@@ -234,6 +235,7 @@ class CreateReport:
     viewer: bool = False
     left_out: tuple[tuple[str, str], ...] = ()
     invented: tuple[tuple[str, str], ...] = ()
+    burned_in: tuple[tuple[str, str], ...] = ()  # left out by de-identification, by design
 
 
 def _folder_sources(folder: Path) -> list[Source]:
@@ -276,6 +278,7 @@ def create_media(
     iterations: int = DEFAULT_ITERATIONS,
     fileset_id: str = "SECUREPACS",
     progress: Progress = NO_PROGRESS,
+    deidentify: Deidentifier | None = None,
 ) -> CreateReport:
     """Make an encrypted file-set (PS3.10 7.4) in a folder or an ISO 9660 image.
 
@@ -310,6 +313,10 @@ def create_media(
         The DICOMDIR's File-set ID.
     progress : Progress
         Receives progress of reading and sealing.
+    deidentify : Deidentifier, optional
+        De-identify every instance on its way onto the disc (PS3.15 Annex E, one UID map
+        for the disc); instances it leaves out (burned-in annotation) are reported in
+        ``left_out``.
 
     Returns
     -------
@@ -364,6 +371,12 @@ def create_media(
         sources += found
     if not sources:
         raise MediaError("nothing to write: no files in the given folders and no --study")
+    dropped: tuple[tuple[str, str], ...] = ()
+    if deidentify is not None:
+        sources, dropped = deidentified_sources(sources, deidentify)
+        if not sources:
+            raise MediaError("nothing to write: every instance carries burned-in annotation "
+                             "(--include-burned-in exports them anyway)")
 
     progress.begin("Reading headers", len(sources))
     plan = fileset.plan_fileset(sources, fileset_id=fileset_id, progress=progress.advance)
@@ -410,7 +423,7 @@ def create_media(
     patient_ids, study_uids = _identities(plan.dicomdir)
     return CreateReport(target, iso is not None, plan.instances, plan.patients, plan.studies,
                         plan.series, total, tuple(kinds), plan.skipped, fits, patient_ids,
-                        study_uids, left_out=plan.left_out, invented=plan.invented,
+                        study_uids, left_out=plan.left_out, invented=plan.invented, burned_in=dropped,
                         viewer=bool(viewer_files))
 
 

@@ -28,6 +28,7 @@ from pydicom.uid import UID
 
 from securepacs.errors import InvalidInstanceError, QueryError
 from securepacs.services.coerce import Coercion, coerce_file
+from securepacs.services.deidentify import Deidentifier, burned_in_part10, deidentify_for_store
 from securepacs.services.discovery import Discovery, Instance, Sources
 from securepacs.services.identifier import existing
 from securepacs.services.scuport import (
@@ -92,6 +93,7 @@ class SendOptions:
     retry_delay: float = 0.5
     resume: bool = False
     coercion: Coercion | None = None
+    deidentify: Deidentifier | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.parallel <= 32:
@@ -208,6 +210,8 @@ class _Run:
 
     # -- one file ------------------------------------------------------------------------
     def request(self, instance: Instance) -> StoreRequest:
+        if self.options.deidentify is not None:
+            return self._deidentified(instance, self.options.deidentify)
         coercion = self.options.coercion
         if coercion is None:
             return StoreRequest(instance.sop_class_uid, instance.sop_instance_uid,
@@ -216,6 +220,17 @@ class _Run:
         data, _ = coerce_file(self.sources.read_file(instance), coercion, at=datetime.now(UTC))
         return StoreRequest(instance.sop_class_uid, instance.sop_instance_uid,
                             instance.transfer_syntax_uid, len(data), lambda: BytesIO(data))
+
+    def _deidentified(self, instance: Instance, deid: Deidentifier) -> StoreRequest:
+        try:
+            made = deidentify_for_store(deid, self.sources.read_file(instance))
+        except ValueError as exc:
+            raise InvalidInstanceError(f"{instance.label}: {exc}") from None
+        if made is None:  # flagged after the first look: never sent as it is
+            raise InvalidInstanceError(f"{instance.label}: burned-in annotation")
+        uid, data = made
+        return StoreRequest(instance.sop_class_uid, uid, instance.transfer_syntax_uid,
+                            len(data), lambda: BytesIO(data))
 
     # -- a worker: one association at a time ---------------------------------------------
     def work(self, pairs: Sequence[tuple[str, str]], items: queue.Queue[Instance],
@@ -311,6 +326,26 @@ def _skip_present(found: list[Instance], finder: Finder, summary: SendSummary,
     return [i for i in found if i.sop_instance_uid not in present]
 
 
+def _without_burned_in(todo: list[Instance], summary: SendSummary) -> list[Instance]:
+    """`todo` less the instances flagged for burned-in annotation (moved to ``skipped``)."""
+    sources = Sources()
+    kept = []
+    try:
+        for instance in todo:
+            try:
+                flagged = burned_in_part10(sources.read_file(instance))
+            except Exception:  # unreadable: the send reports it as usual
+                flagged = False
+            if flagged:
+                summary.skipped.append((instance.label, "burned-in annotation: not sent "
+                                        "de-identified (--include-burned-in sends it)"))
+            else:
+                kept.append(instance)
+    finally:
+        sources.close()
+    return kept
+
+
 def send(discovery: Discovery, connector: StoreConnector, *, options: SendOptions = SendOptions(),
          finder: Finder | None = None,
          on_progress: Callable[[SendProgress], None] | None = None,
@@ -346,6 +381,8 @@ def send(discovery: Discovery, connector: StoreConnector, *, options: SendOption
                           meta_disagreed=[(i.label, i.meta_disagrees) for i in discovery.instances
                                           if i.meta_disagrees])
     todo = list(discovery.instances)
+    if options.deidentify is not None and not options.deidentify.include_burned_in:
+        todo = _without_burned_in(todo, summary)
     if options.resume and todo:
         if finder is None:
             raise ValueError("resume needs a finder")

@@ -1,0 +1,120 @@
+"""``media create --deidentify`` end to end: a disc whose extracted files show no name, ID
+or birth date in ``dcmdump``, whose SR references resolve inside the disc, and which leaves
+burned-in images out unless asked; ``send --deidentify`` and ``get --deidentify`` against a
+running server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness import HOST, ROOT, SECUREPACS, needs_dcmtk
+from pydicom import dcmread
+from typer.testing import CliRunner
+
+from deidfixtures import sr_referencing as _sr_referencing
+from deidfixtures import study as _study
+from factories import make_dataset
+from mediafixtures import PASSWORD
+from securepacs.cli.main import app
+
+pytestmark = [pytest.mark.integration]
+
+runner = CliRunner()
+NAME, PATIENT_ID, BIRTH = "Doe^Jane", "PAT001", "19700101"
+
+
+def _sources(folder: Path) -> list:  # noqa: ANN401
+    folder.mkdir()
+    images = _study(3)
+    sr = _sr_referencing(images)
+    burned = make_dataset(modality="US")
+    burned.BurnedInAnnotation = "YES"
+    for n, ds in enumerate([*images, sr, burned]):
+        ds.save_as(folder / f"{n}.dcm", enforce_file_format=True)
+    return [*images, sr, burned]
+
+
+@pytest.mark.skipif(shutil.which("dcmdump") is None, reason="DCMTK is not installed")
+def test_deidentified_disc_shows_no_identity(tmp_path: Path) -> None:
+    originals = _sources(tmp_path / "src")
+    pw = tmp_path / "pw.txt"
+    pw.write_text(PASSWORD + "\n")
+    disc = tmp_path / "disc"
+    made = runner.invoke(app, ["media", "create", str(tmp_path / "src"), "--out", str(disc),
+                               "--password-file", str(pw), "--no-viewer", "--deidentify",
+                               "--option", "retain-longitudinal-modified-dates"])
+    assert made.exit_code == 0, made.output
+    assert "Wrote 4 instance(s)" in made.stdout  # the burned-in US image is left out
+    assert "Left out 1 instance(s) with burned-in annotation" in made.stdout
+    out = tmp_path / "plain"
+    extracted = runner.invoke(app, ["media", "extract", str(disc), "--to", str(out),
+                                    "--password-file", str(pw)])
+    assert extracted.exit_code == 0, extracted.stderr
+    files = [p for p in out.rglob("*") if p.is_file() and p.name != "DICOMDIR"
+             and dcmread(p, stop_before_pixels=True).get("SOPInstanceUID")]
+    assert len(files) == 4
+    original_uids = {str(ds.SOPInstanceUID) for ds in originals}
+    sop_uids = set()
+    for path in files:
+        dump = subprocess.run(["dcmdump", str(path)], capture_output=True, text=True,
+                              timeout=30).stdout
+        for secret in (NAME, PATIENT_ID, BIRTH, *original_uids):
+            assert secret not in dump, f"{secret} in {path.name}:\n{dump}"
+        assert "PatientIdentityRemoved" in dump and "[YES]" in dump
+        assert "113107" in dump  # CID 7050: Retain Longitudinal ... Modified Dates
+        sop_uids.add(str(dcmread(path).SOPInstanceUID))
+    srs = [dcmread(p) for p in files if dcmread(p).Modality == "SR"]
+    assert len(srs) == 1
+    refs = {r.ReferencedSOPInstanceUID for r in srs[0].CurrentRequestedProcedureEvidenceSequence[0]
+            .ReferencedSeriesSequence[0].ReferencedSOPSequence}
+    assert refs and refs <= sop_uids, "an SR reference does not resolve inside the disc"
+
+
+def test_options_need_deidentify_and_known_names(tmp_path: Path) -> None:
+    bad = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
+                              "--option", "retain-uids", "--password-file", str(tmp_path)])
+    assert bad.exit_code == 2 and "go with --deidentify" in bad.output
+    unknown = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
+                                  "--deidentify", "--option", "retain-everything"])
+    assert unknown.exit_code == 2 and "unknown de-identification option" in unknown.output
+    short = tmp_path / "key"
+    short.write_bytes(b"x" * 8)
+    refused = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
+                                  "--deidentify", "--mapping-key", str(short)])
+    assert refused.exit_code == 2 and "fewer than 16 bytes" in refused.output
+
+
+@needs_dcmtk
+def test_send_and_get_deidentified(tmp_path: Path, server, pki) -> None:  # noqa: ANN001
+    originals = _sources(tmp_path / "src")
+    tls = ["--server", f"{HOST}:{server.port}", "--aec", server.ae_title,
+           "--cert", str(pki.client.cert), "--key", str(pki.client.key),
+           "--ca", str(pki.ca_cert)]
+    key = tmp_path / "mapping.key"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    sent = subprocess.run([*SECUREPACS, "send", str(tmp_path / "src"), "--deidentify",
+                           "--mapping-key", str(key), *tls],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    study = str(originals[0].StudyInstanceUID)
+    # the server holds the study under its new UID only
+    gone = subprocess.run([*SECUREPACS, "get", "--study", study, "--to", str(tmp_path / "x"),
+                           *tls], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert gone.returncode != 0
+    from securepacs.services.deidentify import Deidentifier
+
+    new_study = Deidentifier(mapping_key=key.read_bytes()).new_uid(study)
+    got = subprocess.run([*SECUREPACS, "get", "--study", new_study, "--to",
+                          str(tmp_path / "got"), "--deidentify", *tls],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert got.returncode == 0, got.stdout + got.stderr
+    files = [p for p in (tmp_path / "got").rglob("*.dcm")]
+    assert len(files) == 4  # 3 images and the SR; the burned-in image was never sent
+    for path in files:
+        ds = dcmread(path)
+        assert ds.PatientIdentityRemoved == "YES"
+        assert str(ds.PatientName) != NAME and ds.PatientID != PATIENT_ID
+        assert not ds.get("PatientBirthDate")
