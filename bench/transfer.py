@@ -72,7 +72,6 @@ def ingest(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
                         log(f"ingest r{rnd} {size:5s} {'tls  ' if tls else 'plain'} x{parallel} "
                             f"{name:12s} {r['images_per_s']:7.1f} img/s {r['mb_per_s']:7.1f} MB/s")
                         results.append(r)
-        results += startup(work, pki, rnd, log)
     return results
 
 
@@ -155,6 +154,7 @@ def send(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
                     f"(transfer {r.get('transfer_images_per_s', r['images_per_s']):7.1f}) "
                     f"{r['mb_per_s']:7.1f} MB/s")
                 results.append(r)
+        results += startup(work, pki, rnd, log)
     return results
 
 

@@ -19,6 +19,7 @@ import sys
 import threading
 import types
 from importlib import import_module
+from pathlib import Path
 
 import typer
 
@@ -88,9 +89,80 @@ def _plain_metavars() -> None:
         cls.display_type = display_type  # type: ignore[method-assign]
 
 
+_SLOW = object()
+
+
+def _plain_value(param: object, value: object, ctx: object) -> object:
+    """`value` coerced as Typer would for the plain types of our commands, or ``_SLOW``.
+
+    Typer coerces each value through a pydantic TypeAdapter built on first use: importing
+    pydantic and building the adapters is a tenth of a second or more of every command
+    (``securepacs echo`` is mostly start-up). Values that are already what they should be
+    (None, a str for ``str``, a number within its range) and paths (Typer's own path check,
+    given a :class:`~pathlib.Path`) need none of it; anything else takes Typer's way.
+    """
+    from typer._param_types import coerce_cli_path
+
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is None or descriptor.file_annotation is not None:
+        return _SLOW
+    info, annotation = descriptor.parameter_info, descriptor.annotation
+    many = getattr(param, "multiple", False) or getattr(param, "nargs", 1) == -1
+    if value is None:
+        return () if many else None
+    if info.parser is not None or info.path_type is not None:
+        return _SLOW
+
+    def path(item: object) -> object:
+        if not isinstance(item, str):
+            return _SLOW
+        return coerce_cli_path(Path(item), info, path_type=Path, param=param, ctx=ctx)  # type: ignore[arg-type]
+
+    if many:
+        if annotation in (list[str], list[Path]) and isinstance(value, (list, tuple)):
+            items = [item if annotation == list[str] and type(item) is str
+                     else path(item) if annotation == list[Path] else _SLOW for item in value]
+            return _SLOW if any(item is _SLOW for item in items) else items
+        return _SLOW
+    if annotation is str and type(value) is str:
+        return value
+    if annotation is Path:
+        return path(value)
+    if annotation in (int, float) and type(value) is annotation and not info.clamp:
+        if (info.min is None or value >= info.min) and (info.max is None or value <= info.max):  # type: ignore[operator]
+            return value
+    return _SLOW
+
+
+def _fast_coercion() -> None:
+    """Let :func:`_plain_value` spare Typer's pydantic coercion where it changes nothing."""
+    from typer import core
+
+    cls = getattr(core, "_TyperParameter", None)
+    original = getattr(cls, "process_value", None)
+    if cls is None or original is None or getattr(original, "_securepacs", False):
+        return
+
+    def process_value(self: object, ctx: object, value: object) -> object:
+        coerced = _plain_value(self, value, ctx)
+        if coerced is _SLOW:
+            return original(self, ctx, value)
+        if self.required and self.value_is_missing(coerced):  # type: ignore[attr-defined]
+            from typer._click.exceptions import MissingParameter
+
+            raise MissingParameter(ctx=ctx, param=self)  # type: ignore[arg-type]
+        if self.callback is not None:  # type: ignore[attr-defined]
+            coerced = self.callback(ctx, self, coerced)  # type: ignore[attr-defined]
+        return coerced
+
+    process_value._securepacs = True  # type: ignore[attr-defined]
+    cls.process_value = process_value
+
+
 def build(only: str | None = None) -> typer.Typer:
     """The ``securepacs`` Typer app: every command, or only the top-level command `only`."""
     _plain_metavars()
+    _fast_coercion()
     cli = typer.Typer(
         name="securepacs",
         help="A secure PACS: DICOM archive over mutual TLS, its own CA, encrypted media.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -119,3 +120,64 @@ def test_help_imports_no_heavy_module() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "[]"
     assert "media" in done.stdout and "audit" in done.stdout
+
+
+def _parameters(command: object) -> list[object]:
+    found = list(getattr(command, "params", []))
+    for sub in getattr(command, "commands", {}).values():
+        found += _parameters(sub)
+    return found
+
+
+def test_plain_values_are_coerced_as_typer_would(tmp_path) -> None:  # noqa: ANN001
+    """Issue 18 item 13: the short cut past Typer's pydantic coercion gives Typer's own values
+    and errors, for every parameter of every command."""
+    import typer
+    from typer._click import Context
+    from typer._click.exceptions import BadParameter
+
+    command = typer.main.get_command(main.app)
+    (tmp_path / "file").write_text("x")
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text("x")
+    unreadable.chmod(0)
+    samples: list[object] = [None, "", "x", "-", "ab cd", str(tmp_path), str(tmp_path / "file"),
+                             str(unreadable), "/no/such/file", 0, 1, 5, 33, 30.0, 0.5, 1e9,
+                             ("a", str(tmp_path)), [], ("-",)]
+    fast = 0
+    for param in _parameters(command):
+        ctx = Context(command)
+        for value in samples:
+            ours = main._plain_value(param, value, ctx)
+            if ours is main._SLOW:
+                continue
+            fast += 1
+            try:
+                theirs = param.get_runtime_param().coerce(value, param=param, ctx=ctx)  # type: ignore[attr-defined]
+            except BadParameter:
+                theirs = "BadParameter"
+            assert (type(ours), ours) == (type(theirs), theirs), (param, value)
+    assert fast > 300
+
+
+def test_plain_path_errors_are_typers(tmp_path) -> None:  # noqa: ANN001
+    """A path Typer refuses (an existing file that is not readable) is refused the same way."""
+    import os
+
+    import typer
+    from typer._click import Context
+    from typer._click.exceptions import BadParameter
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    command = typer.main.get_command(main.app)
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text("x")
+    unreadable.chmod(0)
+    param = next(p for p in _parameters(command)
+                 if getattr(p, "type_descriptor", None) and p.type_descriptor.annotation is Path)  # type: ignore[attr-defined]
+    with pytest.raises(BadParameter) as ours:
+        main._plain_value(param, str(unreadable), Context(command))
+    with pytest.raises(BadParameter) as theirs:
+        param.get_runtime_param().coerce(str(unreadable), param=param, ctx=Context(command))  # type: ignore[attr-defined]
+    assert str(ours.value) == str(theirs.value)
