@@ -89,6 +89,53 @@ def _plain_metavars() -> None:
         cls.display_type = display_type  # type: ignore[method-assign]
 
 
+def _plain_arguments() -> None:
+    """Name arguments as Click and the README do: ``send [OPTIONS] PATHS...``, ``MEDIA``.
+
+    Typer writes ``{paths}...`` in the usage line and ``paths... PATH...`` in the list.
+    """
+    from typer import core
+
+    cls = getattr(core, "TyperArgument", None)
+    if cls is None or getattr(cls, "_securepacs", False) or not all(
+            hasattr(cls, a) for a in ("display_name_raw", "_usage_display_name", "get_help_record")):
+        return
+    help_record = cls.get_help_record
+
+    def name(self: object) -> str:
+        return str(getattr(self, "metavar", None) or str(getattr(self, "name", "")).upper())
+
+    def usage(self: object) -> str:
+        shown = name(self) if getattr(self, "required", False) else f"[{name(self)}]"
+        return shown + ("..." if getattr(self, "nargs", 1) != 1 else "")
+
+    def get_help_record(self: object, ctx: object) -> tuple[str, str] | None:
+        record = help_record(self, ctx)
+        if record is None:
+            return None
+        return name(self) + ("..." if getattr(self, "nargs", 1) != 1 else ""), record[1]
+
+    cls.display_name_raw = property(name)
+    cls._usage_display_name = usage
+    cls.get_help_record = get_help_record
+    cls._securepacs = True
+
+
+def _whole_short_help() -> None:
+    """List each command with its whole first sentence, wrapped, not cut off with "..."."""
+    from typer._click import core
+
+    original = getattr(core.Command, "get_short_help_str", None)
+    if original is None or getattr(original, "_securepacs", False):
+        return
+
+    def get_short_help_str(self: object, limit: int = 45) -> str:
+        return original(self, max(limit, 1000))  # type: ignore[no-any-return]
+
+    get_short_help_str._securepacs = True  # type: ignore[attr-defined]
+    core.Command.get_short_help_str = get_short_help_str  # type: ignore[method-assign]
+
+
 _SLOW = object()
 
 
@@ -162,6 +209,8 @@ def _fast_coercion() -> None:
 def build(only: str | None = None) -> typer.Typer:
     """The ``securepacs`` Typer app: every command, or only the top-level command `only`."""
     _plain_metavars()
+    _plain_arguments()
+    _whole_short_help()
     _fast_coercion()
     cli = typer.Typer(
         name="securepacs",

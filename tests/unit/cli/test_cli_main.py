@@ -94,8 +94,19 @@ def test_help_speaks_words_not_python_types_nor_markup() -> None:
         for bad in ("<list[", "<bool>", "<str>", "<int", "<path>", "``", ":class:", ":func:"):
             assert bad not in text, (path, bad, text)
         assert not re.search(r"\w \.(\s|$)", text), (path, text)
+        usage = text.splitlines()[0]
+        assert "{" not in usage, (path, usage)
+        if "Commands:" in text:  # no first sentence cut off with "..."
+            assert "..." not in text.split("Commands:")[-1], (path, text)
     send = " ".join(runner.invoke(main.app, ["send", "--help"], env={"COLUMNS": "100"}).output.split())
     assert "[profile, else 127.0.0.1:2762]" in send and "--server TEXT" in send
+    # arguments as Click and the README name them; each command's whole first sentence
+    assert send.startswith("Usage: securepacs send [OPTIONS] PATHS...")
+    assert "Arguments: PATHS... Files, folders" in send
+    info = runner.invoke(main.app, ["media", "info", "--help"], env={"COLUMNS": "80"}).output
+    assert info.startswith("Usage: securepacs media info [OPTIONS] MEDIA\n")
+    top = " ".join(runner.invoke(main.app, ["--help"], env={"COLUMNS": "80"}).output.split())
+    assert "association (C-ECHO). send" in top
 
 
 def test_help_imports_no_heavy_module() -> None:
