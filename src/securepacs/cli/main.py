@@ -121,6 +121,26 @@ def _plain_arguments() -> None:
     cls._securepacs = True
 
 
+def _range_in_words(low: float | None, high: float | None) -> str | None:
+    """``1 to 32``, ``at least 1``, ``at most 9``: an option's range as the help shows it."""
+    def shown(value: float) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    if low is not None and high is not None:
+        return f"{shown(low)} to {shown(high)}"
+    if low is not None:
+        return f"at least {shown(low)}"
+    return None if high is None else f"at most {shown(high)}"
+
+
+def _plain_ranges() -> None:
+    """Say option ranges in words, not Click's ``x>=1.0`` / ``1<=x<=32``."""
+    from typer import core
+
+    if hasattr(core, "describe_number_range"):
+        core.describe_number_range = _range_in_words
+
+
 def _whole_short_help() -> None:
     """List each command with its whole first sentence, wrapped, not cut off with "..."."""
     from typer._click import core
@@ -210,6 +230,7 @@ def build(only: str | None = None) -> typer.Typer:
     """The ``securepacs`` Typer app: every command, or only the top-level command `only`."""
     _plain_metavars()
     _plain_arguments()
+    _plain_ranges()
     _whole_short_help()
     _fast_coercion()
     cli = typer.Typer(

@@ -91,7 +91,8 @@ def test_help_speaks_words_not_python_types_nor_markup() -> None:
         result = runner.invoke(main.app, [*path, "--help"], env={"COLUMNS": "100"})
         assert result.exit_code == 0, (path, result.output)
         text = result.output
-        for bad in ("<list[", "<bool>", "<str>", "<int", "<path>", "``", ":class:", ":func:"):
+        for bad in ("<list[", "<bool>", "<str>", "<int", "<path>", "<float", "``", ":class:",
+                    ":func:", "x>=", "x<=", "NoneType", "Optional["):
             assert bad not in text, (path, bad, text)
         assert not re.search(r"\w \.(\s|$)", text), (path, text)
         usage = text.splitlines()[0]
@@ -107,6 +108,7 @@ def test_help_speaks_words_not_python_types_nor_markup() -> None:
     assert info.startswith("Usage: securepacs media info [OPTIONS] MEDIA\n")
     top = " ".join(runner.invoke(main.app, ["--help"], env={"COLUMNS": "80"}).output.split())
     assert "association (C-ECHO). send" in top
+    assert "[default: 1; 1 to 32]" in send and "[default: 30.0; at least 1]" in send
 
 
 def test_help_imports_no_heavy_module() -> None:
