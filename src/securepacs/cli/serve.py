@@ -167,8 +167,9 @@ def _print_listeners(archive) -> None:  # noqa: ANN001 - wiring.Archive
         typer.echo(f"    {_where(archive.enrolment.server_address)}  enrolment, HTTPS "
                    "(`securepacs enroll` with a token from `ca invite`)")
     if archive.viewer is not None:
-        typer.echo(f"    {_where(archive.viewer.server_address)}  Viewer (HTTPS, the archive's images; "
-                   f"client certificate with find+get required): {archive.viewer.url}")
+        typer.echo(f"    {_where(archive.viewer.server_address)}  archive viewer (HTTPS, the "
+                   "archive's images; client certificate with find+get required): "
+                   f"{archive.viewer.url}")
     if archive.dicomweb is not None:
         base = archive.settings.dicomweb_base
         typer.echo(f"    {_where(archive.dicomweb.server_address)}  DICOMweb (HTTPS; QIDO-RS find, "
