@@ -138,7 +138,7 @@ def _plain_ranges() -> None:
     from typer import core
 
     if hasattr(core, "describe_number_range"):
-        core.describe_number_range = _range_in_words
+        core.describe_number_range = _range_in_words  # type: ignore[assignment]
 
 
 def _whole_short_help() -> None:

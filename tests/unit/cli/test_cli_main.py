@@ -34,7 +34,8 @@ def test_one_command_app_says_what_the_whole_app_says(args: list[str]) -> None:
 
 
 def test_send_imports_only_what_it_needs(tmp_path: object) -> None:
-    """No database, web server, CMS or rich for ``send`` (its start-up is its cost)."""
+    """No database, web server, CMS, rich, pynetdicom (the client's PDUs are its own),
+    cryptography or pydantic (Typer's coercion) for ``send``: its start-up is its cost."""
     code = (
         "import sys\n"
         "sys.argv = ['securepacs', 'send', '/nonexistent/x', '--no-tls', '--server', '127.0.0.1:9']\n"
@@ -44,7 +45,8 @@ def test_send_imports_only_what_it_needs(tmp_path: object) -> None:
         "except SystemExit as exc:\n"
         "    assert exc.code == 2, exc.code\n"
         "heavy = ['sqlalchemy', 'starlette', 'uvicorn', 'asn1crypto', 'rich', 'securepacs.index',\n"
-        "         'securepacs.web', 'securepacs.media', 'securepacs.cli.media']\n"
+        "         'securepacs.web', 'securepacs.media', 'securepacs.cli.media', 'pynetdicom',\n"
+        "         'cryptography', 'pydantic']\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "print(type(sys.modules['requests']).__name__)\n"
     )
