@@ -205,6 +205,10 @@ def _fast_coercion() -> None:
     """Let :func:`_plain_value` spare Typer's pydantic coercion where it changes nothing."""
     from typer import core
 
+    try:  # Typer's own path check, which _plain_value calls
+        from typer._param_types import coerce_cli_path  # noqa: F401
+    except ImportError:
+        return
     cls = getattr(core, "_TyperParameter", None)
     original = getattr(cls, "process_value", None)
     if cls is None or original is None or getattr(original, "_securepacs", False):
