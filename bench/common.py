@@ -56,7 +56,7 @@ def first_line(*argv: str) -> str:
 
 
 def dcmtk_env() -> dict[str, str]:
-    """DCMTK leaves Nagle on unless told (DESIGN.md, Measuring)."""
+    """DCMTK leaves Nagle on unless told (README, `TCP_NODELAY=1`)."""
     return dict(os.environ, TCP_NODELAY="1")
 
 

@@ -131,8 +131,10 @@ def _send(sec: Entry) -> list[str]:
     if starts:
         out += ["", "Start-up (whole command, median wall seconds; target < 0.3 s):", "",
                 "| command | seconds |", "|---|---|"]
-        for name in ("securepacs --help", "securepacs echo", "echoscu"):
-            out.append(f"| `{name}` | {_fmt(_med(starts, 'seconds', client=name), 3)} |")
+        for name in ("securepacs --help", "securepacs echo", "echoscu",
+                     "securepacs send (1 file)", "storescu (1 file)"):
+            if any(r.get("client") == name for r in starts):  # measured in this run
+                out.append(f"| `{name}` | {_fmt(_med(starts, 'seconds', client=name), 3)} |")
     return out
 
 

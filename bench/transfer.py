@@ -72,13 +72,13 @@ def ingest(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
                         log(f"ingest r{rnd} {size:5s} {'tls  ' if tls else 'plain'} x{parallel} "
                             f"{name:12s} {r['images_per_s']:7.1f} img/s {r['mb_per_s']:7.1f} MB/s")
                         results.append(r)
-        results += startup(work, pki, rnd, log)
     return results
 
 
-def startup(work: Path, pki: Pki, rnd: int, log: Log) -> list[dict[str, Any]]:
+def startup(work: Path, pki: Pki, rnd: int, log: Log, one: Path | None = None) -> list[dict[str, Any]]:
     """Start-up of a command (issue 18): ``securepacs --help``, ``securepacs echo`` and DCMTK
-    ``echoscu`` against storescp over TLS, whole command, wall seconds (target < 0.3 s)."""
+    ``echoscu`` against storescp over TLS, whole command, wall seconds (target < 0.3 s); with
+    `one`, ``securepacs send`` and ``storescu`` of that one file too (issue 19)."""
     from bench.common import dcmtk_env
 
     tls = ["--server", f"{HOST}:{{port}}", "--aec", "SECUREPACS", "--cert", str(pki.client_cert),
@@ -89,6 +89,12 @@ def startup(work: Path, pki: Pki, rnd: int, log: Log) -> list[dict[str, Any]]:
         "echoscu": ["echoscu", "-aec", "SECUREPACS", "+tls", str(pki.client_key),
                     str(pki.client_cert), "+cf", str(pki.ca), HOST, "{port}"],
     }
+    if one is not None:
+        commands["securepacs send (1 file)"] = [sys.executable, "-m", "securepacs.cli", "send",
+                                                str(one), *tls]
+        commands["storescu (1 file)"] = ["storescu", "-aec", "SECUREPACS", "+tls",
+                                         str(pki.client_key), str(pki.client_cert), "+cf",
+                                         str(pki.ca), HOST, "{port}", str(one)]
     results = []
     scp = Storescp(work / "startup-scp", pki, tls=True).start()
     try:
@@ -96,7 +102,7 @@ def startup(work: Path, pki: Pki, rnd: int, log: Log) -> list[dict[str, Any]]:
             args = [a.replace("{port}", str(scp.port)) for a in argv]
             start = time.perf_counter()
             done = subprocess.run(args, capture_output=True, timeout=60,
-                                  env=dcmtk_env() if name == "echoscu" else None)
+                                  env=dcmtk_env() if name.startswith(("echoscu", "storescu")) else None)
             seconds = time.perf_counter() - start
             if done.returncode != 0:
                 raise RuntimeError(f"{name} failed: {done.stderr[-400:]!r}")
@@ -155,6 +161,7 @@ def send(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
                     f"(transfer {r.get('transfer_images_per_s', r['images_per_s']):7.1f}) "
                     f"{r['mb_per_s']:7.1f} MB/s")
                 results.append(r)
+        results += startup(work, pki, rnd, log, one=next(iter(data.values()))[0])
     return results
 
 

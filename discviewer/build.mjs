@@ -112,5 +112,5 @@ if (total > BUDGET) {
 }
 rmSync(out, { recursive: true, force: true });
 renameSync(temp, out);
-console.log(`discviewer: built ${relative(process.cwd(), out) || out}${sep}INDEX.HTM + VIEWER/ `
+console.log(`discviewer: built ${relative(resolve(here, '..'), out) || out}${sep}INDEX.HTM + VIEWER/ `
   + `(${(total / 1e6).toFixed(2)} MB, ${lic.count} bundled packages)`);

@@ -5,3 +5,6 @@ and encrypted DICOM media (PS3.15 Annex D.1).
 """
 
 __version__ = "0.1.0"
+
+#: Implementation Version Name (PS3.7 D.3.3.2, PS3.10 7.1): at most 16 characters.
+IMPLEMENTATION_VERSION = f"SECUREPACS_{__version__}"[:16]

@@ -19,6 +19,7 @@
     └── MediaError             encrypted media (PS3.10 7.4, PS3.15 D.1) cannot be made or read
         ├── PasswordRefusedError  a password outside printable US-ASCII, or too weak (says why)
         ├── WrongKeyError      the password or key opens no recipient of the media
+        ├── MediaUsageError    no such media, or a key or certificate file that cannot be used
         ├── IntegrityError     a file's ciphertext or digest was altered (file named)
         ├── MalformedFileError not CMS, truncated, or damaged beyond decryption (file named)
         └── UnsupportedMediaError  a CMS feature or algorithm this reader does not implement
@@ -93,6 +94,11 @@ class PasswordRefusedError(MediaError):
 
 class WrongKeyError(MediaError):
     """The password or private key opens no recipient of the media (one opaque message)."""
+
+
+class MediaUsageError(MediaError):
+    """A usage error (the CLI exits 2): the media path names neither a folder nor a file, or
+    a key or certificate file given for the media cannot be used (the message names it)."""
 
 
 class IntegrityError(MediaError):

@@ -122,7 +122,7 @@ def _toml(value: object) -> str:
 
 
 def dcmtk(*args: str | Path, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run a DCMTK tool with Nagle off (DESIGN.md: DCMTK leaves it on)."""
+    """Run a DCMTK tool with Nagle off (DCMTK leaves it on; README, `TCP_NODELAY=1`)."""
     env = dict(os.environ, TCP_NODELAY="1")
     return subprocess.run([str(a) for a in args], capture_output=True, text=True,
                           timeout=timeout, env=env)

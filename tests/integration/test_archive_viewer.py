@@ -116,7 +116,7 @@ def not_blank(png: bytes) -> tuple[float, int]:
 
 
 def test_serve_prints_the_viewer_url(archive: Archive) -> None:
-    archive.server.wait_for_log(rf"Viewer \(HTTPS.*\): https://127\.0\.0\.1:{archive.viewer_port}/")
+    archive.server.wait_for_log(rf"archive viewer \(HTTPS.*\): https://127\.0\.0\.1:{archive.viewer_port}/")
 
 
 def test_study_list_search_series_and_an_image(archive: Archive) -> None:

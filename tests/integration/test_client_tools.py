@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -163,6 +164,31 @@ def test_echo_with_a_profile(archive, pki, tmp_path: Path) -> None:  # noqa: ANN
     assert result.returncode == 0, result.stderr
     assert "C-ECHO to SECUREPACS at" in result.stdout and "TLSv1.3" in result.stdout
     assert "calling AE CT01" in result.stdout
+
+
+def test_echo_imports_no_heavy_module(archive, pki) -> None:  # noqa: ANN001
+    """Issue 18 item 13: a C-ECHO over TLS needs neither pydicom (nor numpy and its pixel
+    decoders), pynetdicom, cryptography nor pydantic (Typer's coercion): start-up is what an
+    echo costs. The time itself is measured in the bench's send section."""
+    srv, _ = archive
+    args = ["echo", *conn(srv.port, pki.client.key, pki.client.cert, pki.ca_cert)]
+    code = (
+        "import sys\n"
+        f"sys.argv = ['securepacs', *{args!r}]\n"
+        "from securepacs.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "heavy = ['pydicom', 'numpy', 'pynetdicom', 'cryptography', 'pydantic', 'sqlalchemy',\n"
+        "         'rich', 'asn1crypto', 'securepacs.services.part10']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "C-ECHO to SECUREPACS at" in done.stdout and "TLSv1.3" in done.stdout
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 def test_send_mixed_folder_find_json_and_duplicates(archive, pki, tmp_path: Path) -> None:  # noqa: ANN001

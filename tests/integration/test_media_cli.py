@@ -307,7 +307,8 @@ def test_recovery_with_an_encrypted_escrow_key(disc: Path, src, keys, tmp_path: 
     data_dir = tmp_path / "data"
     without = media("recover", disc, "--escrow-key", encrypted, "--to", tmp_path / "a",
                     "--data-dir", data_dir)
-    assert without.exit_code == 1 and "passphrase is needed" in without.stderr
+    # a key file that cannot be used as given is a usage error (README, exit codes: 2)
+    assert without.exit_code == 2 and "passphrase is needed" in without.stderr
     assert not (tmp_path / "a").exists()
     done = media("recover", disc, "--escrow-key", encrypted, "--escrow-cert", escrow.cert_path,
                  "--key-passphrase-file", passphrase, "--to", tmp_path / "b",

@@ -107,12 +107,12 @@ def test_every_listener_is_printed_with_its_purpose(tmp_path: Path) -> None:
                     extra_args=["--data-dir", str(data), "--port", str(port)])
     server.start()
     try:
-        log = server.wait_for_log(r"Viewer \(HTTPS[^\n]*\n") and server.log()
+        log = server.wait_for_log(r"archive viewer \(HTTPS[^\n]*\n") and server.log()
     finally:
         server.stop()
     expected = [f"0.0.0.0:{port} (every interface)  DICOM over TLS",
                 f"0.0.0.0:{plain} (every interface)  DICOM plain TCP (NOT encrypted",
                 f"0.0.0.0:{enroll} (every interface)  enrolment, HTTPS",
-                f"0.0.0.0:{viewer} (every interface)  Viewer (HTTPS, the archive's images"]
+                f"0.0.0.0:{viewer} (every interface)  archive viewer (HTTPS, the archive's images"]
     for line in expected:
         assert line in log, (line, log)

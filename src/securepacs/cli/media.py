@@ -37,7 +37,7 @@ import typer
 from securepacs.cli.deid_options import Deidentify, DeidOption, IncludeBurnedIn, MappingKey, deidentifier
 from securepacs.cli.media_import import import_media
 from securepacs.cli.options import fail
-from securepacs.errors import PacsError, PasswordRefusedError, WrongKeyError
+from securepacs.errors import MediaUsageError, PacsError, PasswordRefusedError, WrongKeyError
 from securepacs.services import media as service
 from securepacs.settings import load
 
@@ -105,7 +105,7 @@ def _run(action: Any) -> Any:
     """Run a service call; map errors to one line and the exit code."""
     try:
         return action()
-    except (WrongKeyError, PasswordRefusedError) as exc:  # usage: exit 2 (README, exit codes)
+    except (WrongKeyError, PasswordRefusedError, MediaUsageError) as exc:  # usage: exit 2
         raise fail(str(exc), 2) from None
     except (PacsError, OSError) as exc:
         raise fail(str(exc), 1) from None

@@ -23,7 +23,7 @@ import typer
 
 from securepacs.cli.client import Aec, Aet, Ca, Cert, Key, NoTls, ProfileOpt, Server, Timeout, endpoint
 from securepacs.cli.options import fail
-from securepacs.errors import ConfigError, PacsError, PkiError, WrongKeyError
+from securepacs.errors import ConfigError, MediaUsageError, PacsError, PkiError, WrongKeyError
 
 if TYPE_CHECKING:  # imported when the command runs (start-up time: securepacs.cli.main)
     from securepacs.services import media_import
@@ -91,7 +91,7 @@ def import_media(
             keyring = keyring_from(password=_password(password_file) if password_file else None,
                                    keys=[media_key] if media_key else [])
         catalog = media_view.open_catalog(media, keyring)
-    except WrongKeyError as exc:
+    except (WrongKeyError, MediaUsageError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except (PacsError, OSError) as exc:
         raise fail(str(exc), EXIT_FAILED) from None

@@ -36,7 +36,9 @@ def configure_logging(level: str) -> None:
 def serve(
     config: Path | None = typer.Option(None, "--config", help="TOML config file."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (index, blobs, pki)."),
-    host: str | None = typer.Option(None, "--host", help="Address to listen on."),
+    host: str | None = typer.Option(None, "--host", help=(
+        "Address to listen on (default 0.0.0.0, every interface; 127.0.0.1 for this machine "
+        "only).")),
     port: int | None = typer.Option(None, "--port", help="TLS port (default 2762)."),
     ae_title: str | None = typer.Option(None, "--ae-title", help="This server's AE title."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Server certificate (PEM, chain)."),
@@ -167,8 +169,9 @@ def _print_listeners(archive) -> None:  # noqa: ANN001 - wiring.Archive
         typer.echo(f"    {_where(archive.enrolment.server_address)}  enrolment, HTTPS "
                    "(`securepacs enroll` with a token from `ca invite`)")
     if archive.viewer is not None:
-        typer.echo(f"    {_where(archive.viewer.server_address)}  Viewer (HTTPS, the archive's images; "
-                   f"client certificate with find+get required): {archive.viewer.url}")
+        typer.echo(f"    {_where(archive.viewer.server_address)}  archive viewer (HTTPS, the "
+                   "archive's images; client certificate with find+get required): "
+                   f"{archive.viewer.url}")
     if archive.dicomweb is not None:
         base = archive.settings.dicomweb_base
         typer.echo(f"    {_where(archive.dicomweb.server_address)}  DICOMweb (HTTPS; QIDO-RS find, "

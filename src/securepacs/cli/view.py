@@ -18,7 +18,7 @@ import typer
 
 from securepacs.cli.client import Aec, Aet, Ca, Cert, Key, NoTls, ProfileOpt, Server, Timeout, endpoint
 from securepacs.cli.options import fail
-from securepacs.errors import ConfigError, PacsError
+from securepacs.errors import ConfigError, MediaUsageError, PacsError
 
 if TYPE_CHECKING:
     from securepacs.services.scuport import StoreConnector
@@ -51,6 +51,8 @@ def view(
 
     try:
         viewer = local_viewer(Path(path), port=port, connect=connect, destination=destination)
+    except MediaUsageError as exc:
+        raise fail(str(exc), 2) from None
     except (PacsError, OSError) as exc:
         raise fail(str(exc), 1) from None
 

@@ -12,20 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-
-from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from typing import TYPE_CHECKING
 
 from securepacs.dimse import commands as cmd
 from securepacs.dimse.client_ul import Association, ContextRequest, Endpoint, Message
-from securepacs.dimse.datasets import decode_dataset, encode_dataset
 from securepacs.errors import QueryError, RetrieveError
 from securepacs.model.levels import Level
 from securepacs.services.scuport import (
@@ -37,6 +27,20 @@ from securepacs.services.scuport import (
     RetrieveProgress,
     StoreRequest,
 )
+
+# pydicom (and numpy, and its pixel decoders) is imported by the operations that carry a data
+# set, when they run: ``securepacs echo`` needs neither it nor pynetdicom (start-up time).
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+# UIDs (PS3.6 Annex A) as plain strings, not pydicom's or pynetdicom's constants
+ExplicitVRLittleEndian = "1.2.840.10008.1.2.1"
+ImplicitVRLittleEndian = "1.2.840.10008.1.2"
+Verification = "1.2.840.10008.1.1"
+PatientRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.1.1"
+StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
+StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
+StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
@@ -59,6 +63,8 @@ class EchoResult:
 
 
 def _encode_identifier(identifier: Dataset, transfer_syntax: str) -> bytes:
+    from securepacs.dimse.datasets import encode_dataset
+
     try:
         return encode_dataset(identifier, transfer_syntax)
     except ValueError:
@@ -203,6 +209,10 @@ class DicomClient:
         QueryError
             Any other failure status (with its Error Comment).
         """
+        from pydicom.dataset import Dataset
+
+        from securepacs.dimse.datasets import decode_dataset
+
         model = (PatientRootQueryRetrieveInformationModelFind if level is Level.PATIENT
                  else StudyRootQueryRetrieveInformationModelFind)
         query = Dataset()

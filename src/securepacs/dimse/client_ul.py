@@ -13,35 +13,30 @@ about 180 images/s on one association however it is tuned (chunked sending, 128 
 TCP_NODELAY) and no gain from more associations in threads, where DCMTK's ``storescu``
 reaches 450 to 700 on the same machine. A requestor only ever waits for the next answer, so the messages here
 go straight from the file to the socket and the answers are read in the calling thread.
-pynetdicom still encodes and decodes the association PDUs (:mod:`pynetdicom.pdu`).
+The association PDUs are :mod:`securepacs.dimse.associate`'s (standard library only, so a
+client command starts without pynetdicom and pydicom).
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
-from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
-    MaximumLengthNotification,
-    SCP_SCU_RoleSelectionNegotiation,
+from securepacs.dimse.associate import (
+    ProposedContext,
+    abort_reason,
+    decode_associate_ac,
+    decode_associate_rj,
+    encode_associate_rq,
 )
-from pynetdicom.presentation import PresentationContext
-
 from securepacs.dimse.channel import (
     ABORT,
     ASSOCIATE_AC,
     ASSOCIATE_RJ,
-    PDU_HEADER,
     RELEASE_RP_TYPE,
     RELEASE_RQ,
     Message,
@@ -54,8 +49,6 @@ from securepacs.dimse.channel import (
     abort_pdu,
 )
 from securepacs.dimse.client_errors import closed_early, tls_failure, unreachable
-from securepacs.dimse.negotiation import APPLICATION_CONTEXT
-from securepacs.services.part10 import IMPLEMENTATION_VERSION
 from securepacs.services.scuport import (
     AssociationLost,
     AssociationRejected,
@@ -198,40 +191,18 @@ class Association:
     @classmethod
     def _negotiate(cls, endpoint: Endpoint, sock: socket.socket,
                    contexts: Sequence[ContextRequest]) -> Association:
-        primitive = A_ASSOCIATE()
-        primitive.application_context_name = APPLICATION_CONTEXT
-        primitive.calling_ae_title = endpoint.calling_ae
-        primitive.called_ae_title = endpoint.called_ae
-        requested: dict[int, ContextRequest] = {}
-        for index, request in enumerate(contexts):
-            context = PresentationContext()
-            context.context_id = 2 * index + 1
-            context.abstract_syntax = request.abstract_syntax
-            context.transfer_syntax = list(request.transfer_syntaxes)
-            primitive.presentation_context_definition_list.append(context)
-            requested[context.context_id] = request
-        max_length = MaximumLengthNotification()
-        max_length.maximum_length_received = endpoint.max_pdu
-        uid = ImplementationClassUIDNotification()
-        uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
-        version = ImplementationVersionNameNotification()
-        version.implementation_version_name = IMPLEMENTATION_VERSION
-        user: list = [max_length, uid, version]
-        for sop_class in dict.fromkeys(r.abstract_syntax for r in contexts if r.scp_role):
-            role = SCP_SCU_RoleSelectionNegotiation()
-            role.sop_class_uid = sop_class
-            role.scu_role = False
-            role.scp_role = True
-            user.append(role)
-        primitive.user_information = user
-        pdu = A_ASSOCIATE_RQ()
-        pdu.from_primitive(primitive)
+        requested = {2 * index + 1: request for index, request in enumerate(contexts)}
+        pdu = encode_associate_rq(
+            endpoint.called_ae, endpoint.calling_ae,
+            [ProposedContext(cid, r.abstract_syntax, tuple(r.transfer_syntaxes))
+             for cid, r in requested.items()],
+            max_pdu=endpoint.max_pdu, scp_roles=[r.abstract_syntax for r in contexts if r.scp_role])
         probe = cls(endpoint, sock, {}, {}, 0)
         doing = "waiting for the association answer"
         send_error: OSError | None = None
         try:
             sock.settimeout(endpoint.acse_timeout)
-            sock.sendall(pdu.encode())
+            sock.sendall(pdu)
         except OSError as exc:
             # A TLS 1.3 server that refused our certificate has closed the connection; its
             # alert, which says why, is still there to be read.
@@ -253,38 +224,34 @@ class Association:
             raise AssociationLost(f"{endpoint.where} answered the association request with "
                                   f"an unexpected PDU (type 0x{kind:02X})")
         try:
-            ac = A_ASSOCIATE_AC()
-            ac.decode(bytes(PDU_HEADER.pack(kind, 0, len(body))) + bytes(body))
-            answer = ac.to_primitive()
-        except (ValueError, KeyError, IndexError, struct.error) as exc:
+            answer = decode_associate_ac(body)
+        except ValueError as exc:
             raise AssociationLost(f"{endpoint.where} sent a malformed A-ASSOCIATE-AC "
                                   f"({exc})") from None
         accepted: dict[int, Accepted] = {}
         refused: dict[tuple[str, str], str] = {}
-        answered = {c.context_id: c for c in answer.presentation_context_definition_results_list}
         for context_id, request in requested.items():
-            result = answered.get(context_id)
+            result = answer.contexts.get(context_id)
             if result is not None and result.result == 0 and result.transfer_syntax:
                 accepted[context_id] = Accepted(context_id, request.abstract_syntax,
-                                                str(result.transfer_syntax[0]))
+                                                result.transfer_syntax)
                 continue
             code = result.result if result is not None else None
             reason = _CONTEXT_RESULTS.get(code or 0, "not answered by the server")
             for ts in request.transfer_syntaxes:
                 refused.setdefault((request.abstract_syntax, ts), reason)
-        peer_max = int(answer.maximum_length_received or 0)
+        peer_max = answer.max_pdu
         return cls(endpoint, sock, accepted, refused, peer_max)
 
     @staticmethod
     def _rejection(endpoint: Endpoint, body: bytes | bytearray) -> AssociationRejected:
-        rj = A_ASSOCIATE_RJ()
         try:
-            rj.decode(bytes(PDU_HEADER.pack(ASSOCIATE_RJ, 0, len(body))) + bytes(body))
-            reason = rj.reason_str
-        except (ValueError, KeyError, IndexError, struct.error):
-            reason = f"reason {getattr(rj, 'reason_diagnostic', '?')}"
-        transient = getattr(rj, "result", None) == 2
-        source = getattr(rj, "source", None), getattr(rj, "reason_diagnostic", None)
+            rj = decode_associate_rj(body)
+        except ValueError:
+            return AssociationRejected(f"{endpoint.where} rejected the association (a "
+                                       "malformed A-ASSOCIATE-RJ)")
+        reason, transient = rj.reason_text, rj.transient
+        source = rj.source, rj.reason
         hint = ""
         if source == (1, 3):
             hint = (f" The server does not accept calling AE title {endpoint.calling_ae!r} "
@@ -301,12 +268,7 @@ class Association:
 
     @staticmethod
     def _abort_reason(body: bytes | bytearray) -> str:
-        pdu = A_ABORT_RQ()
-        try:
-            pdu.decode(bytes(PDU_HEADER.pack(ABORT, 0, len(body))) + bytes(body))
-            return f"{pdu.source_str}: {pdu.reason_str}"
-        except (ValueError, KeyError, struct.error):
-            return "no reason given"
+        return abort_reason(body)
 
     # -- contexts -----------------------------------------------------------------------
     def context_for(self, abstract_syntax: str, transfer_syntax: str | None = None) -> Accepted | None:

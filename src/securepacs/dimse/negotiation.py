@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -22,11 +21,10 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
+from securepacs import IMPLEMENTATION_VERSION
+from securepacs.dimse.associate import APPLICATION_CONTEXT, IMPLEMENTATION_CLASS_UID
 from securepacs.dimse.channel import PDU_HEADER
 from securepacs.dimse.contexts import choose_transfer_syntax
-from securepacs.services.part10 import IMPLEMENTATION_VERSION
-
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1
 
 
 @dataclass(frozen=True)
@@ -201,7 +199,7 @@ def accept(request: Request, contexts: list[PresentationContext], *, ae_title: s
     max_length = MaximumLengthNotification()
     max_length.maximum_length_received = max_pdu
     uid = ImplementationClassUIDNotification()
-    uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+    uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     version = ImplementationVersionNameNotification()
     version.implementation_version_name = IMPLEMENTATION_VERSION
     ac.user_information = [max_length, uid, version, *role_items]

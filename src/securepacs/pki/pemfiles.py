@@ -188,7 +188,13 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
     except ValueError as exc:
-        raise PkiError(f"no valid certificate in {path}: {str(exc).splitlines()[0]}") from exc
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            why = "a PEM certificate in it is damaged"
+        elif b"-----BEGIN" in data:
+            why = "it holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
+        else:
+            why = "it is neither a PEM certificate (-----BEGIN CERTIFICATE-----) nor a DER one"
+        raise PkiError(f"no valid certificate in {path}: {why}") from exc
 
 
 def load_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:

@@ -26,12 +26,14 @@ import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from securepacs.errors import HandshakeRefused, PkiError
-from securepacs.pki.authority import fingerprint_sha256
+
+# cryptography reads a peer's certificate, which only a server (and a client whose server
+# failed verification) does: a client command starts without it (tenths of a second).
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = [
     "TLS12_CIPHERS",
@@ -374,6 +376,11 @@ def peer_certificate(sock: ssl.SSLSocket) -> PeerCertificate | None:
     PeerCertificate or None
         None when the peer sent no certificate (only possible without ``CERT_REQUIRED``).
     """
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from securepacs.pki.authority import fingerprint_sha256
+
     der = sock.getpeercert(binary_form=True)
     if not der:
         return None
@@ -546,6 +553,10 @@ def fetch_server_certificate(host: str, port: int, timeout: float, *,
             der = tls.getpeercert(binary_form=True)
     if not der:
         raise OSError("the server sent no certificate")
+    from cryptography import x509
+
+    from securepacs.pki.authority import fingerprint_sha256
+
     return fingerprint_sha256(x509.load_der_x509_certificate(der))
 
 

@@ -34,7 +34,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from securepacs import __version__
-from securepacs.errors import MediaError, PkiError
+from securepacs.errors import MediaError, MediaUsageError, PkiError
 from securepacs.media import cms, fileset, image, passwords, summary
 from securepacs.media import viewer as media_viewer
 from securepacs.media.fileset import FileResult, FolderMedia, MediaSource, Source
@@ -253,7 +253,7 @@ def _certificate(path: Path, *, at: datetime, oaep: bool, what: str) -> cms.Cert
     try:
         cert = authority.load_certificates(path)[0]
     except PkiError as exc:
-        raise MediaError(str(exc)) from exc
+        raise MediaUsageError(str(exc)) from exc
     try:
         cms.check_certificate(cert, at=at)
         return cms.CertificateRecipient(cert, oaep=oaep)
@@ -455,7 +455,7 @@ def open_media(path: Path) -> Iterator[MediaSource]:
         yield FolderMedia(path)
         return
     if not path.is_file():
-        raise MediaError(f"{path} does not exist")
+        raise MediaUsageError(f"{path} does not exist")
     with IsoMedia(path) as media:
         yield media
 
@@ -471,8 +471,10 @@ def keyring_from(*, password: str | None = None, keys: Sequence[Path] = (),
 
     Raises
     ------
+    MediaUsageError
+        A key that cannot be loaded or is not RSA.
     MediaError
-        A key that cannot be loaded or is not RSA, or no password and no key.
+        No password and no key.
     """
     certs: list[x509.Certificate] = []
     for path in [*keys, *certificates]:
@@ -483,12 +485,12 @@ def keyring_from(*, password: str | None = None, keys: Sequence[Path] = (),
         try:
             key = authority.load_private_key(path, key_passphrase)
         except PkiError as exc:
-            raise MediaError(str(exc)) from exc
+            raise MediaUsageError(str(exc)) from exc
         mine = [c for c in certs if c.public_key() == key.public_key()]
         try:
             loaded.append(cms.RecipientKey(key, mine[0] if mine else None))  # type: ignore[arg-type]
         except ValueError as exc:
-            raise MediaError(f"{path}: {exc}") from exc
+            raise MediaUsageError(f"{path}: {exc}") from exc
     octets = None
     if password is not None:
         octets = password.encode("ascii") if password.isascii() else password.encode("utf-8")

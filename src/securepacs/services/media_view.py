@@ -27,7 +27,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from securepacs.errors import MediaError
+from securepacs.errors import MediaError, MediaUsageError
 from securepacs.media import cms, fileset
 from securepacs.media.fileset import FolderMedia, MediaSource
 from securepacs.media.image import IsoMedia
@@ -44,7 +44,7 @@ def _media(path: Path) -> tuple[MediaSource, Callable[[], None]]:
     if path.is_dir():
         return FolderMedia(path), lambda: None
     if not path.is_file():
-        raise MediaError(f"{path} does not exist")
+        raise MediaUsageError(f"{path} does not exist")
     iso = IsoMedia(path)
     return iso, iso.close
 

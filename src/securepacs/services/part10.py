@@ -18,13 +18,12 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
-from securepacs import __version__
+from securepacs import IMPLEMENTATION_VERSION
 from securepacs.errors import InvalidInstanceError
 from securepacs.model.encoding import RawElements, check_structure
 from securepacs.model.levels import Level
 from securepacs.model.record import LEVEL_ATTRIBUTES
 
-IMPLEMENTATION_VERSION = f"SECUREPACS_{__version__}"[:16]
 PREAMBLE = b"\x00" * 128 + b"DICM"
 
 

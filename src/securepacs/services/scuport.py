@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
-
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from securepacs.errors import PacsError
 from securepacs.model.levels import Level
+
+if TYPE_CHECKING:  # pydicom is the client commands' largest import; echo does without it
+    from pydicom.dataset import Dataset
 
 #: DIMSE status "Refused: Not Authorized" (PS3.7 C.5.x, used by every C-service).
 STATUS_NOT_AUTHORIZED = 0x0124

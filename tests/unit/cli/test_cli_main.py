@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -33,7 +34,8 @@ def test_one_command_app_says_what_the_whole_app_says(args: list[str]) -> None:
 
 
 def test_send_imports_only_what_it_needs(tmp_path: object) -> None:
-    """No database, web server, CMS or rich for ``send`` (its start-up is its cost)."""
+    """No database, web server, CMS, rich, pynetdicom (the client's PDUs are its own),
+    cryptography or pydantic (Typer's coercion) for ``send``: its start-up is its cost."""
     code = (
         "import sys\n"
         "sys.argv = ['securepacs', 'send', '/nonexistent/x', '--no-tls', '--server', '127.0.0.1:9']\n"
@@ -43,7 +45,8 @@ def test_send_imports_only_what_it_needs(tmp_path: object) -> None:
         "except SystemExit as exc:\n"
         "    assert exc.code == 2, exc.code\n"
         "heavy = ['sqlalchemy', 'starlette', 'uvicorn', 'asn1crypto', 'rich', 'securepacs.index',\n"
-        "         'securepacs.web', 'securepacs.media', 'securepacs.cli.media']\n"
+        "         'securepacs.web', 'securepacs.media', 'securepacs.cli.media', 'pynetdicom',\n"
+        "         'cryptography', 'pydantic']\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "print(type(sys.modules['requests']).__name__)\n"
     )
@@ -90,11 +93,24 @@ def test_help_speaks_words_not_python_types_nor_markup() -> None:
         result = runner.invoke(main.app, [*path, "--help"], env={"COLUMNS": "100"})
         assert result.exit_code == 0, (path, result.output)
         text = result.output
-        for bad in ("<list[", "<bool>", "<str>", "<int", "<path>", "``", ":class:", ":func:"):
+        for bad in ("<list[", "<bool>", "<str>", "<int", "<path>", "<float", "``", ":class:",
+                    ":func:", "x>=", "x<=", "NoneType", "Optional["):
             assert bad not in text, (path, bad, text)
         assert not re.search(r"\w \.(\s|$)", text), (path, text)
+        usage = text.splitlines()[0]
+        assert "{" not in usage, (path, usage)
+        if "Commands:" in text:  # no first sentence cut off with "..."
+            assert "..." not in text.split("Commands:")[-1], (path, text)
     send = " ".join(runner.invoke(main.app, ["send", "--help"], env={"COLUMNS": "100"}).output.split())
     assert "[profile, else 127.0.0.1:2762]" in send and "--server TEXT" in send
+    # arguments as Click and the README name them; each command's whole first sentence
+    assert send.startswith("Usage: securepacs send [OPTIONS] PATHS...")
+    assert "Arguments: PATHS... Files, folders" in send
+    info = runner.invoke(main.app, ["media", "info", "--help"], env={"COLUMNS": "80"}).output
+    assert info.startswith("Usage: securepacs media info [OPTIONS] MEDIA\n")
+    top = " ".join(runner.invoke(main.app, ["--help"], env={"COLUMNS": "80"}).output.split())
+    assert "association (C-ECHO). send" in top
+    assert "[default: 1; 1 to 32]" in send and "[default: 30.0; at least 1]" in send
 
 
 def test_help_imports_no_heavy_module() -> None:
@@ -119,3 +135,64 @@ def test_help_imports_no_heavy_module() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "[]"
     assert "media" in done.stdout and "audit" in done.stdout
+
+
+def _parameters(command: object) -> list[object]:
+    found = list(getattr(command, "params", []))
+    for sub in getattr(command, "commands", {}).values():
+        found += _parameters(sub)
+    return found
+
+
+def test_plain_values_are_coerced_as_typer_would(tmp_path) -> None:  # noqa: ANN001
+    """Issue 18 item 13: the short cut past Typer's pydantic coercion gives Typer's own values
+    and errors, for every parameter of every command."""
+    import typer
+    from typer._click import Context
+    from typer._click.exceptions import BadParameter
+
+    command = typer.main.get_command(main.app)
+    (tmp_path / "file").write_text("x")
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text("x")
+    unreadable.chmod(0)
+    samples: list[object] = [None, "", "x", "-", "ab cd", str(tmp_path), str(tmp_path / "file"),
+                             str(unreadable), "/no/such/file", 0, 1, 5, 33, 30.0, 0.5, 1e9,
+                             ("a", str(tmp_path)), [], ("-",)]
+    fast = 0
+    for param in _parameters(command):
+        ctx = Context(command)
+        for value in samples:
+            ours = main._plain_value(param, value, ctx)
+            if ours is main._SLOW:
+                continue
+            fast += 1
+            try:
+                theirs = param.get_runtime_param().coerce(value, param=param, ctx=ctx)  # type: ignore[attr-defined]
+            except BadParameter:
+                theirs = "BadParameter"
+            assert (type(ours), ours) == (type(theirs), theirs), (param, value)
+    assert fast > 300
+
+
+def test_plain_path_errors_are_typers(tmp_path) -> None:  # noqa: ANN001
+    """A path Typer refuses (an existing file that is not readable) is refused the same way."""
+    import os
+
+    import typer
+    from typer._click import Context
+    from typer._click.exceptions import BadParameter
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    command = typer.main.get_command(main.app)
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text("x")
+    unreadable.chmod(0)
+    param = next(p for p in _parameters(command)
+                 if getattr(p, "type_descriptor", None) and p.type_descriptor.annotation is Path)  # type: ignore[attr-defined]
+    with pytest.raises(BadParameter) as ours:
+        main._plain_value(param, str(unreadable), Context(command))
+    with pytest.raises(BadParameter) as theirs:
+        param.get_runtime_param().coerce(str(unreadable), param=param, ctx=Context(command))  # type: ignore[attr-defined]
+    assert str(ours.value) == str(theirs.value)
