@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -53,7 +53,7 @@ from securepacs.dimse.channel import (
     UnexpectedPdu,
     abort_pdu,
 )
-from securepacs.dimse.client_errors import closed_early, tls_failure, unreachable
+from securepacs.dimse.client_errors import check_peer, closed_early, tls_failure, unreachable
 from securepacs.dimse.negotiation import APPLICATION_CONTEXT
 from securepacs.services.part10 import IMPLEMENTATION_VERSION
 from securepacs.services.scuport import (
@@ -96,6 +96,11 @@ class Endpoint:
     cert_file, key_file : pathlib.Path or None
         Our certificate files, only used to read the server's certificate over TLS 1.2 when
         it fails verification.
+    peer_check : callable or None
+        Called after the TLS handshake with the keyword arguments ``serial``, ``fingerprint``,
+        ``name`` and ``organization`` of the server's verified certificate; a
+        :class:`~securepacs.errors.PacsError` it raises refuses the server (identity
+        pinning of a C-MOVE destination, :class:`~securepacs.services.trust.PeerPin`).
     """
 
     host: str
@@ -109,6 +114,7 @@ class Endpoint:
     max_pdu: int = DEFAULT_MAX_PDU
     cert_file: Path | None = None
     key_file: Path | None = None
+    peer_check: Callable[..., None] | None = None
 
     @property
     def where(self) -> str:
@@ -183,7 +189,7 @@ class Association:
             return raw
         try:
             hostname = endpoint.host if endpoint.tls.check_hostname else None
-            return endpoint.tls.wrap_socket(raw, server_side=False, server_hostname=hostname)
+            tls = endpoint.tls.wrap_socket(raw, server_side=False, server_hostname=hostname)
         except OSError as exc:
             raw.close()
             failure = tls_failure(endpoint, exc, "the TLS handshake", early=True)
@@ -194,6 +200,9 @@ class Association:
                                         "connection but did not complete the TLS handshake "
                                         f"within {endpoint.connect_timeout:g} s") from None
             raise closed_early(endpoint, "the TLS handshake") from None
+        if endpoint.peer_check is not None:
+            check_peer(endpoint, tls)
+        return tls
 
     @classmethod
     def _negotiate(cls, endpoint: Endpoint, sock: socket.socket,

@@ -1,10 +1,15 @@
 """Presentation contexts the server accepts and proposes (PS3.4, PS3.5 Section 10, PS3.7 D.3).
 
-Storage accepts the common transfer syntaxes and stores what arrives as-is.
+Storage accepts the common transfer syntaxes and stores what arrives as-is. With
+``accept_unknown_storage`` (on by default) a SOP Class UID we do not know (a private class,
+or one newer than pydicom's UID dictionary) is accepted as a storage class too: the
+standard's Storage Service Class (PS3.4 B.4.1) lets an SCP store any composite instance
+at Level 2 ("full") conformance, and its common attributes are all the index needs.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from pydicom import uid
@@ -119,6 +124,23 @@ def storage_sop_classes() -> list[str]:
         and uid_ not in known
     ]
     return current + sorted(retired)
+
+
+_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))+")
+
+
+def could_be_storage(sop_class: str) -> bool:
+    """True when `sop_class` may be accepted as an unknown storage SOP class: a well-formed
+    UID (PS3.5 9.1, at most 64 characters) that pydicom's dictionary does not name as
+    something else (a known non-storage SOP class, a transfer syntax, a frame of reference
+    ...). Known storage classes are in :func:`storage_sop_classes` already."""
+    if len(sop_class) > 64 or not _UID.fullmatch(sop_class):
+        return False
+    entry = UID_dictionary.get(sop_class)
+    if entry is None:
+        return True
+    name, kind = entry[0], entry[1]
+    return kind == "SOP Class" and "Storage" in name and "Commitment" not in name
 
 
 def supported_contexts() -> list[tuple[str, tuple[str, ...], bool]]:
