@@ -69,3 +69,17 @@ def test_accept_takes_the_requestors_first_supported_syntax(policy: str, expecte
     assert accepted[1].transfer_syntax == expected
     assert accepted[3].transfer_syntax == LEE
     assert 5 not in accepted
+
+
+def test_unknown_storage_classes_are_accepted_only_with_the_option() -> None:
+    """Issue 17 item 3: a private SOP class is accepted as storage when the site allows it;
+    a known non-storage class (Modality Worklist) and a malformed UID never are."""
+    worklist = "1.2.840.10008.5.1.4.31"
+    raw = _request((1, "1.2.826.0.1.3680043.10.1234.99.1", [LS, LEE]), (3, worklist, [LEE]),
+                   (5, "1.2.03.4", [LEE]))
+    _pdu, off = accept(read_request(raw), supported(supported_contexts()), ae_title="SECUREPACS",
+                       max_pdu=65536)
+    assert off == {}
+    _pdu, on = accept(read_request(raw), supported(supported_contexts()), ae_title="SECUREPACS",
+                      max_pdu=65536, accept_unknown_storage=True)
+    assert list(on) == [1] and on[1].transfer_syntax == LS
