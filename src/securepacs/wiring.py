@@ -247,7 +247,7 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
     handlers = Handlers(
         ingest=IngestService(index, blobs, replace_duplicates=settings.replace_duplicates),
         query=QueryService(index, ae_title=settings.ae_title,
-                           max_results=settings.max_find_results),
+                           max_results=settings.max_find_results, blobs=blobs),
         retrieve=RetrieveService(index, blobs),
         destinations=destination,
         max_pdu=settings.max_pdu,
