@@ -60,7 +60,7 @@ STORAGE_TRANSFER_SYNTAXES = (
 #: ``getscu +xw`` proposing JPEG 2000 first can then receive what is stored as JPEG 2000);
 #: ``prefer`` takes the first proposed compressed syntax, else the first proposed;
 #: ``uncompressed`` takes the first proposed uncompressed syntax, else the first proposed.
-#: Where the choice falls on an uncompressed syntax, Explicit VR Little Endian is taken
+#: Where the choice falls on Implicit VR Little Endian, Explicit VR Little Endian is taken
 #: whenever it was proposed.
 TRANSFER_SYNTAX_POLICIES = ("as-proposed", "prefer", "uncompressed")
 _NOT_COMPRESSED = frozenset({*UNCOMPRESSED, uid.ExplicitVRBigEndian, uid.DeflatedExplicitVRLittleEndian})
@@ -90,10 +90,11 @@ def choose_transfer_syntax(proposed: Sequence[str], supported: Iterable[str],
         first = next((ts for ts in candidates if ts in UNCOMPRESSED), candidates[0])
     else:
         first = candidates[0]
-    if first in _NOT_COMPRESSED and uid.ExplicitVRLittleEndian in candidates:
-        # Among the uncompressed syntaxes Explicit VR Little Endian carries everything the
-        # others do (VRs of private elements included) and is what most instances are
-        # stored in: a C-GET can then send them as stored instead of re-encoding them.
+    if first == uid.ImplicitVRLittleEndian and uid.ExplicitVRLittleEndian in candidates:
+        # Explicit VR Little Endian carries everything Implicit VR does (VRs of private
+        # elements included) and is what most instances are stored in: a C-GET can then
+        # send them as stored instead of re-encoding them. Big Endian and Deflated, when
+        # proposed first, are taken as proposed: an instance stored so is then sent as is.
         return uid.ExplicitVRLittleEndian
     return first
 

@@ -30,6 +30,9 @@ BEE = uid.ExplicitVRBigEndian
     ([J2K, LEE, BEE, LEI], "as-proposed", J2K),
     ([LEI, LEE], "as-proposed", LEE),
     ([LEI, BEE], "as-proposed", LEI),
+    ([BEE, LEE, LEI], "as-proposed", BEE),  # the corpus test: a Big Endian file kept so
+    ([uid.DeflatedExplicitVRLittleEndian, LEE], "as-proposed",
+     uid.DeflatedExplicitVRLittleEndian),
     ([LEE, LS], "prefer", LS),
     ([LS, LEE], "uncompressed", LEE),
     ([LS], "uncompressed", LS),
