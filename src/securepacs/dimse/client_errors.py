@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 from typing import TYPE_CHECKING
 
 from securepacs.errors import PacsError
@@ -28,6 +27,8 @@ from securepacs.services.scuport import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     from securepacs.dimse.client_ul import Endpoint
 
 
