@@ -82,3 +82,23 @@ def test_return_keys_the_index_does_not_keep(server: Server, pki, tmp_path: Path
     unmatched = _find(server, pki, tmp_path / "q3", "IMAGE", f"StudyInstanceUID={study}",
                       f"SeriesInstanceUID={series}", "ImageType=DERIVED*")
     assert unmatched == []
+
+
+def test_a_key_that_cannot_be_matched_is_answered_with_pending_warning(  # noqa: ANN001
+        server: Server, pki, tmp_path: Path, stored: Dataset) -> None:
+    """PS3.4 C.4.1.1.4: a key whose value cannot be matched (a private key of unknown VR)
+    gets Pending 0xFF01, "one or more Optional Keys were not supported"."""
+    args = ["findscu", *tls_args(pki.client.key, pki.client.cert, pki.ca_cert), "-S", "-v",
+            "-aec", server.ae_title, "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=SEQ-1"]
+    plain = dcmtk(*args, HOST, str(server.port), timeout=60)
+    assert plain.returncode == 0 and "WarningUnsupported" not in plain.stderr, plain.stderr
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.PatientID = "SEQ-1"
+    query.add_new(0x00191001, "UN", b"private value ")  # findscu -k cannot set a UN value
+    path = tmp_path / "query.dcm"
+    query.save_as(path, implicit_vr=False, little_endian=True)
+    odd = dcmtk(*args, HOST, str(server.port), path, timeout=60)
+    assert odd.returncode == 0, odd.stderr
+    assert "Pending: WarningUnsupportedOptionalKeys" in odd.stderr, odd.stderr
+    server.wait_for_log(r"not supported for matching, answered with 0xFF01: 00191001")

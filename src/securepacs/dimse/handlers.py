@@ -208,6 +208,7 @@ class Handlers:
         try:
             identifier = decode_dataset(message.dataset, context.transfer_syntax)
             results = list(self.query.find(identifier, root))
+            unsupported = self.query.unsupported_keys(identifier, root)
         except Exception as exc:  # noqa: BLE001
             code = (st.FIND_UNABLE_TO_PROCESS if isinstance(exc, ValueError)
                     else st.status_for(exc, st.QUERY_ERRORS))
@@ -218,7 +219,12 @@ class Handlers:
             return
         _audit_query(assoc, message, success=True)
         message_id = int(message.command.get(cmd.MESSAGE_ID, 0))  # type: ignore[arg-type]
-        pending = cmd.response(message.command, st.PENDING, has_data_set=True)
+        if unsupported:
+            log.warning("C-FIND from %s: key(s) not supported for matching, answered with "
+                        "0xFF01: %s", assoc.peer, ", ".join(unsupported))
+        pending = cmd.response(message.command,
+                               st.PENDING_WARNING if unsupported else st.PENDING,
+                               has_data_set=True)
         for ds in results:
             if assoc.cancel_requested(message_id):
                 assoc.respond(message, st.CANCEL)

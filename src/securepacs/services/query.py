@@ -113,6 +113,15 @@ class QueryService:
                 ds.SpecificCharacterSet = _UTF8  # values from the file may be non-ASCII
             yield ds
 
+    def unsupported_keys(self, identifier: Dataset, root: Root) -> list[str]:
+        """Keys with a value that cannot be matched (C-FIND then answers Pending 0xFF01,
+        PS3.4 C.4.1.1.4): values of binary or unknown VR, or, without a blob store, any
+        key the index does not keep."""
+        query = to_query(identifier, root)
+        if self._blobs is None:
+            return FileKeys(identifier, query, index=self._index, blobs=None).matched
+        return FileKeys(identifier, query, index=self._index, blobs=self._blobs).unsupported
+
 
 class RetrieveService:
     """Finds the instances a C-MOVE / C-GET asks for and loads them from the blob store."""

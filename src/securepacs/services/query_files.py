@@ -99,13 +99,15 @@ class FileKeys:
     """
 
     def __init__(self, identifier: Dataset, query: Query, *, index: IndexPort,
-                 blobs: BlobPort) -> None:
+                 blobs: BlobPort | None) -> None:
         self._query = query
         self._index = index
         self._blobs = blobs
         self.elements: list[DataElement] = []
         self._matchers: dict[int, matching.Matcher] = {}
         self._items: dict[int, tuple[matching.ItemKey, ...]] = {}
+        #: keys with a value that cannot be matched (binary or unknown VR)
+        self.unsupported: list[str] = []
         try:
             for elem in identifier:
                 if (elem.tag.group in (0x0000, 0x0002) or elem.tag.element == 0
@@ -122,8 +124,16 @@ class FileKeys:
                     matcher = matching.parse(elem.VR, as_text(elem.value))
                     if not isinstance(matcher, matching.Universal):
                         self._matchers[int(elem.tag)] = matcher
+                elif not elem.is_empty:
+                    self.unsupported.append(_name(elem))
         except ValueError as exc:
             raise QueryError(str(exc)) from None
+
+    @property
+    def matched(self) -> list[str]:
+        """Every key with a value that these file keys would match (or cannot)."""
+        return sorted({_name(e) for e in self.elements if int(e.tag) in self._matchers
+                       or int(e.tag) in self._items} | set(self.unsupported))
 
     def __bool__(self) -> bool:
         return bool(self.elements)
@@ -205,6 +215,7 @@ class FileKeys:
         return instance
 
     def _open(self, key: str) -> BinaryIO:
+        assert self._blobs is not None
         open_read: Callable[[str], BinaryIO] | None = getattr(self._blobs, "open_read", None)
         if open_read is not None:
             return open_read(key)
