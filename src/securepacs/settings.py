@@ -21,12 +21,14 @@ ENV_PREFIX = "SECUREPACS_"
 
 @dataclass(frozen=True)
 class MoveDestination:
-    """A C-MOVE destination named in the config: where to send, and whether over TLS."""
+    """A C-MOVE destination named in the config: where to send, whether over TLS, and
+    optionally the identity (certificate name in the trust store) the peer must present."""
 
     ae_title: str
     host: str
     port: int
     tls: bool = True
+    identity: str | None = None
 
 
 def default_data_dir() -> Path:
@@ -51,6 +53,7 @@ class Settings:
     replace_duplicates: bool = False
     max_pdu: int = 131072
     accept_compressed: str = "as-proposed"  # or "prefer", "uncompressed"
+    accept_unknown_storage: bool = True  # private/unknown storage SOP classes, stored as received
     workers: int = 1  # processes accepting DICOM associations on the same port(s)
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
@@ -242,6 +245,10 @@ def _validate(s: Settings) -> None:
     if s.accept_compressed not in ("as-proposed", "prefer", "uncompressed"):
         raise ConfigError("accept_compressed must be as-proposed, prefer or uncompressed, "
                           f"not {s.accept_compressed!r}")
+    for dest in s.move_destinations:
+        if dest.identity is not None and (not dest.tls or not str(dest.identity).strip()):
+            raise ConfigError(f"move destination {dest.ae_title}: identity needs tls = true "
+                              "and a certificate name")
     if s.trust_source not in ("auto", "index", "files"):
         raise ConfigError(f"trust_source must be auto, index or files, not {s.trust_source!r}")
     partial = [s.tls_cert, s.tls_key, s.tls_ca]

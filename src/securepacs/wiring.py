@@ -220,7 +220,7 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
     from securepacs.services.audit_events import AuditEvents
     from securepacs.services.ingest import IngestService
     from securepacs.services.query import QueryService, RetrieveService
-    from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
+    from securepacs.services.trust import FileTrust, PeerPin, StoreTrust, TrustMonitor
     from securepacs.web.enrolment import EnrolmentServer
 
     worker = bool(inherited)
@@ -240,12 +240,14 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
         dest = settings.destination(ae_title)
         if dest is None:
             return None
-        return Destination(dest.ae_title, dest.host, dest.port, move_tls if dest.tls else None)
+        pin = PeerPin(trust, dest.identity) if dest.tls and dest.identity else None
+        return Destination(dest.ae_title, dest.host, dest.port, move_tls if dest.tls else None,
+                           pin.check if pin is not None else None)
 
     handlers = Handlers(
         ingest=IngestService(index, blobs, replace_duplicates=settings.replace_duplicates),
         query=QueryService(index, ae_title=settings.ae_title,
-                           max_results=settings.max_find_results),
+                           max_results=settings.max_find_results, blobs=blobs),
         retrieve=RetrieveService(index, blobs),
         destinations=destination,
         max_pdu=settings.max_pdu,
@@ -276,6 +278,7 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
             inflight_memory=settings.inflight_memory,
             accept_any_called_ae=settings.accept_any_called_ae),
         accept_compressed=settings.accept_compressed,
+        accept_unknown_storage=settings.accept_unknown_storage,
     )
     tls_files.server = server
     enrolment = None

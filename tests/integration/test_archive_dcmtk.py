@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pydicom
 import pytest
-from harness import HOST, Server, dcmtk, needs_dcmtk, tls_args
+from harness import HOST, Server, dcmtk, make_server, needs_dcmtk, tls_args
+from tunnel import tls_tunnel
 
 from factories import make_dataset, write_study
 
@@ -110,14 +112,49 @@ def test_tls11_client_refused(server: Server, pki) -> None:  # noqa: ANN001
     server.wait_for_log(r"TLS handshake with 127\.0\.0\.1:\d+ refused")
 
 
-def test_unknown_sop_class_is_not_accepted(server: Server, pki, tmp_path: Path) -> None:  # noqa: ANN001
-    ds = make_dataset(sop_class="1.2.826.0.1.3680043.10.1234.99.1")  # a private class
+PRIVATE_CLASS = "1.2.826.0.1.3680043.10.1234.99.1"
+
+
+def _dcmsend(server: Server, pki, path: Path) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
+    with tls_tunnel(server.port, pki.client.key, pki.client.cert, pki.ca_cert) as port:
+        return dcmtk("dcmsend", "-nuc", "-aec", server.ae_title, "-aet", "DCMSEND", HOST,
+                     str(port), path, timeout=30)
+
+
+def test_unknown_sop_class_is_stored_and_found(server: Server, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """Issue 17 item 3: a private storage SOP class (dcmsend proposes the file's own class;
+    storescu refuses unknown classes) is accepted by default, stored as received and indexed
+    by its common attributes."""
+    ds = make_dataset(sop_class=PRIVATE_CLASS, patient_id="PRIVATE-1")
     path = tmp_path / "private.dcm"
     ds.save_as(path, enforce_file_format=True)
-    result = dcmtk("storescu", *tls_args(pki.client.key, pki.client.cert, pki.ca_cert),
-                   "-aec", server.ae_title, HOST, str(server.port), path, timeout=30)
-    assert result.returncode != 0 or "no presentation context" in (result.stderr + result.stdout).lower()
-    assert echo(server, pki.client.key, pki.client.cert, pki.ca_cert).returncode == 0
+    result = _dcmsend(server, pki, path)
+    output = result.stderr + result.stdout
+    assert result.returncode == 0 and "Store Failed" not in output, output
+    found = findscu(server, pki, tmp_path / "q", "PatientID=PRIVATE-1", "SOPInstanceUID",
+                    "SOPClassUID", f"StudyInstanceUID={ds.StudyInstanceUID}",
+                    f"SeriesInstanceUID={ds.SeriesInstanceUID}", level="IMAGE")
+    assert [(r.SOPInstanceUID, r.SOPClassUID) for r in found] == [(ds.SOPInstanceUID,
+                                                                    PRIVATE_CLASS)]
+    stored = [p for p in server.data_dir.rglob("*") if p.is_file() and p.suffix == ""
+              and "pki" not in p.parts]
+    held = [pydicom.dcmread(p) for p in stored if p.read_bytes()[128:132] == b"DICM"]
+    assert [h.SOPClassUID for h in held] == [PRIVATE_CLASS]
+    assert held[0].PixelData == ds.PixelData
+
+
+def test_unknown_sop_class_is_refused_with_the_option_off(tmp_path: Path, pki) -> None:  # noqa: ANN001
+    srv = make_server(tmp_path, pki, accept_unknown_storage=False).start()
+    try:
+        ds = make_dataset(sop_class=PRIVATE_CLASS)
+        path = tmp_path / "private.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        result = _dcmsend(srv, pki, path)
+        output = (result.stderr + result.stdout).lower()
+        assert "no acceptable presentation contexts" in output, output  # dcmsend exits 0
+        assert echo(srv, pki.client.key, pki.client.cert, pki.ca_cert).returncode == 0
+    finally:
+        srv.stop()
 
 
 def test_retired_storage_class_is_stored_and_found(server: Server, pki, tmp_path: Path) -> None:  # noqa: ANN001

@@ -2,7 +2,9 @@
 
 Scripts and docs rely on these names: ``ca init [--rsa]``; ``ca group create GROUP --allow
 echo,store,find,move,get``; ``ca issue server --name HOST [--san NAME_OR_IP]... --out DIR``;
-``ca issue client --name NAME --org ORG --group GROUP [--ae AE]... --out DIR``; ``ca revoke
+``ca issue client --name NAME --org ORG --group GROUP [--ae AE]... --out DIR``;
+``ca issue node --name NAME --org ORG --group GROUP [--ae AE]... [--san NAME_OR_IP]... --out DIR``;
+``ca revoke
 NAME_OR_SERIAL [--reason R]``; ``ca renew``; ``ca export NAME --p12 FILE --password-file F
 [--legacy]``; ``ca list [--expiring 30d] [--json]``; ``ca crl --out FILE``; ``ca invite``;
 ``ca import-token --org ORG --group GROUP [--expires 24h]`` (``--list``, ``--revoke ID``).
@@ -26,7 +28,7 @@ from securepacs.settings import load
 app = typer.Typer(help="Certificate authority: issue, list, revoke, renew, export, invite.",
                   no_args_is_help=True)
 group_app = typer.Typer(help="Groups of clients and their permissions.", no_args_is_help=True)
-issue_app = typer.Typer(help="Issue a server or client certificate.", no_args_is_help=True)
+issue_app = typer.Typer(help="Issue a server, client or node certificate.", no_args_is_help=True)
 app.add_typer(group_app, name="group")
 app.add_typer(issue_app, name="issue")
 
@@ -166,6 +168,28 @@ def issue_client(
     _audit("certificate-issued", subject=_cert_subject(issued.record),
            detail=f"client certificate issued for {org}/{group}, AE titles "
                   f"{','.join(ae) or 'any'}, fingerprint {issued.record.fingerprint}")
+
+
+@issue_app.command("node")
+def issue_node(
+    name: str = typer.Option(..., "--name", help="Node name (the certificate's CN; also a SAN "
+                             "when it is a host name)."),
+    org: str = typer.Option(..., "--org", help="Organisation of the node."),
+    group: str = typer.Option(..., "--group", help="Group (its permissions apply)."),
+    ae: list[str] = typer.Option([], "--ae", help="Calling AE title allowed (repeat; none: any)."),
+    san: list[str] = typer.Option([], "--san", help="DNS name or IP address (repeat)."),
+    out: Path = typer.Option(..., "--out", help="Folder for NAME.key, NAME.pem and ca.pem."),
+    days: int = typer.Option(825, "--days", help="Validity in days."),
+) -> None:
+    """Issue one certificate for a DICOM node that calls us and that we call (C-MOVE):
+    serverAuth + clientAuth, bound to an organisation, a group and AE titles."""
+    issued = _run(lambda: _ca().issue_node(name, organization=org, group=group, ae_titles=ae,
+                                            sans=san, out=out, at=_now(), days=days))
+    _print_issued(issued)
+    _audit("certificate-issued", subject=_cert_subject(issued.record),
+           detail=f"node certificate issued for {org}/{group}, AE titles "
+                  f"{','.join(ae) or 'any'}, SANs {','.join(san) or '-'}, "
+                  f"fingerprint {issued.record.fingerprint}")
 
 
 def _print_issued(issued) -> None:  # noqa: ANN001

@@ -84,6 +84,8 @@ class AcceptorSettings:
     #: accept any called AE title (else only `ae_title`)
     accept_any_called_ae: bool = False
     transfer_syntax_policy: str = "as-proposed"  # contexts.TRANSFER_SYNTAX_POLICIES
+    #: accept storage SOP classes we do not know (private ones, newer ones)
+    accept_unknown_storage: bool = True
 
 
 class AcceptedAssociation:
@@ -265,7 +267,8 @@ def _negotiate(channel: PduChannel, identity: Identity | None, address: tuple[st
                               why="the memory budget for received data sets is exhausted")
     if rejection is None:
         pdu, contexts = accept(request, settings.contexts, ae_title=settings.ae_title,
-                               max_pdu=settings.max_pdu, policy=settings.transfer_syntax_policy)
+                               max_pdu=settings.max_pdu, policy=settings.transfer_syntax_policy,
+                               accept_unknown_storage=settings.accept_unknown_storage)
         assoc = AcceptedAssociation(channel, contexts, identity=identity, address=address[0],
                                     port=address[1], calling_ae=request.calling_ae,
                                     settings=settings, audit=audit)

@@ -8,10 +8,16 @@ handshake that verifies nothing), our certificate rejected by the server, not a 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import TYPE_CHECKING
 
-from securepacs.pki.tlspolicy import describe_client_error, fetch_server_certificate
+from securepacs.errors import PacsError
+from securepacs.pki.tlspolicy import (
+    describe_client_error,
+    fetch_server_certificate,
+    peer_certificate,
+)
 from securepacs.services.scuport import (
     AssociationLost,
     CertificateRejected,
@@ -21,6 +27,8 @@ from securepacs.services.scuport import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     from securepacs.dimse.client_ul import Endpoint
 
 
@@ -97,3 +105,20 @@ def closed_early(endpoint: Endpoint, doing: str) -> ConnectionFailed:
             "by its CA). Check --cert/--key or your profile.")
     return ConnectionFailed(f"the server at {where} closed the connection while {doing} "
                             "(if that is a TLS port, leave out --no-tls)")
+
+
+def check_peer(endpoint: Endpoint, tls: ssl.SSLSocket) -> None:
+    """Run the endpoint's ``peer_check`` (identity pinning) on the server's certificate;
+    closes the connection and raises :class:`ServerNotTrusted` when it refuses."""
+    assert endpoint.peer_check is not None
+    cert = peer_certificate(tls)
+    try:
+        if cert is None:
+            raise PacsError("the server presented no certificate")
+        endpoint.peer_check(serial=cert.serial, fingerprint=cert.fingerprint,
+                            name=cert.subject_cn, organization=cert.organization)
+    except PacsError as exc:
+        with contextlib.suppress(OSError):
+            tls.close()
+        raise ServerNotTrusted(f"{endpoint.where}: {exc}",
+                               cert.fingerprint if cert is not None else None) from None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -48,7 +48,7 @@ from securepacs.dimse.channel import (
     UnexpectedPdu,
     abort_pdu,
 )
-from securepacs.dimse.client_errors import closed_early, tls_failure, unreachable
+from securepacs.dimse.client_errors import check_peer, closed_early, tls_failure, unreachable
 from securepacs.services.scuport import (
     AssociationLost,
     AssociationRejected,
@@ -89,6 +89,11 @@ class Endpoint:
     cert_file, key_file : pathlib.Path or None
         Our certificate files, only used to read the server's certificate over TLS 1.2 when
         it fails verification.
+    peer_check : callable or None
+        Called after the TLS handshake with the keyword arguments ``serial``, ``fingerprint``,
+        ``name`` and ``organization`` of the server's verified certificate; a
+        :class:`~securepacs.errors.PacsError` it raises refuses the server (identity
+        pinning of a C-MOVE destination, :class:`~securepacs.services.trust.PeerPin`).
     """
 
     host: str
@@ -102,6 +107,7 @@ class Endpoint:
     max_pdu: int = DEFAULT_MAX_PDU
     cert_file: Path | None = None
     key_file: Path | None = None
+    peer_check: Callable[..., None] | None = None
 
     @property
     def where(self) -> str:
@@ -176,7 +182,7 @@ class Association:
             return raw
         try:
             hostname = endpoint.host if endpoint.tls.check_hostname else None
-            return endpoint.tls.wrap_socket(raw, server_side=False, server_hostname=hostname)
+            tls = endpoint.tls.wrap_socket(raw, server_side=False, server_hostname=hostname)
         except OSError as exc:
             raw.close()
             failure = tls_failure(endpoint, exc, "the TLS handshake", early=True)
@@ -187,6 +193,9 @@ class Association:
                                         "connection but did not complete the TLS handshake "
                                         f"within {endpoint.connect_timeout:g} s") from None
             raise closed_early(endpoint, "the TLS handshake") from None
+        if endpoint.peer_check is not None:
+            check_peer(endpoint, tls)
+        return tls
 
     @classmethod
     def _negotiate(cls, endpoint: Endpoint, sock: socket.socket,

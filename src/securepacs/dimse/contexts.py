@@ -1,10 +1,15 @@
 """Presentation contexts the server accepts and proposes (PS3.4, PS3.5 Section 10, PS3.7 D.3).
 
-Storage accepts the common transfer syntaxes and stores what arrives as-is.
+Storage accepts the common transfer syntaxes and stores what arrives as-is. With
+``accept_unknown_storage`` (on by default) a SOP Class UID we do not know (a private class,
+or one newer than pydicom's UID dictionary) is accepted as a storage class too: the
+standard's Storage Service Class (PS3.4 B.4.1) lets an SCP store any composite instance
+at Level 2 ("full") conformance, and its common attributes are all the index needs.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from pydicom import uid
@@ -55,7 +60,7 @@ STORAGE_TRANSFER_SYNTAXES = (
 #: ``getscu +xw`` proposing JPEG 2000 first can then receive what is stored as JPEG 2000);
 #: ``prefer`` takes the first proposed compressed syntax, else the first proposed;
 #: ``uncompressed`` takes the first proposed uncompressed syntax, else the first proposed.
-#: Where the choice falls on an uncompressed syntax, Explicit VR Little Endian is taken
+#: Where the choice falls on Implicit VR Little Endian, Explicit VR Little Endian is taken
 #: whenever it was proposed.
 TRANSFER_SYNTAX_POLICIES = ("as-proposed", "prefer", "uncompressed")
 _NOT_COMPRESSED = frozenset({*UNCOMPRESSED, uid.ExplicitVRBigEndian, uid.DeflatedExplicitVRLittleEndian})
@@ -85,10 +90,11 @@ def choose_transfer_syntax(proposed: Sequence[str], supported: Iterable[str],
         first = next((ts for ts in candidates if ts in UNCOMPRESSED), candidates[0])
     else:
         first = candidates[0]
-    if first in _NOT_COMPRESSED and uid.ExplicitVRLittleEndian in candidates:
-        # Among the uncompressed syntaxes Explicit VR Little Endian carries everything the
-        # others do (VRs of private elements included) and is what most instances are
-        # stored in: a C-GET can then send them as stored instead of re-encoding them.
+    if first == uid.ImplicitVRLittleEndian and uid.ExplicitVRLittleEndian in candidates:
+        # Explicit VR Little Endian carries everything Implicit VR does (VRs of private
+        # elements included) and is what most instances are stored in: a C-GET can then
+        # send them as stored instead of re-encoding them. Big Endian and Deflated, when
+        # proposed first, are taken as proposed: an instance stored so is then sent as is.
         return uid.ExplicitVRLittleEndian
     return first
 
@@ -119,6 +125,23 @@ def storage_sop_classes() -> list[str]:
         and uid_ not in known
     ]
     return current + sorted(retired)
+
+
+_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))+")
+
+
+def could_be_storage(sop_class: str) -> bool:
+    """True when `sop_class` may be accepted as an unknown storage SOP class: a well-formed
+    UID (PS3.5 9.1, at most 64 characters) that pydicom's dictionary does not name as
+    something else (a known non-storage SOP class, a transfer syntax, a frame of reference
+    ...). Known storage classes are in :func:`storage_sop_classes` already."""
+    if len(sop_class) > 64 or not _UID.fullmatch(sop_class):
+        return False
+    entry = UID_dictionary.get(sop_class)
+    if entry is None:
+        return True
+    name, kind = entry[0], entry[1]
+    return kind == "SOP Class" and "Storage" in name and "Commitment" not in name
 
 
 def supported_contexts() -> list[tuple[str, tuple[str, ...], bool]]:

@@ -51,16 +51,20 @@ log = logging.getLogger(__name__)
 SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 C.5.?: Refused: SOP Class not supported
 SUB_OPERATIONS_FAILED = 0xA702  # PS3.4 C.4.2.1.5: unable to perform sub-operations
 SUB_OPERATIONS_WARNING = 0xB000
+#: the information models each query/retrieve command may run on
+_MODELS_OF = {cmd.C_FIND_RQ: FIND_MODELS, cmd.C_MOVE_RQ: MOVE_MODELS, cmd.C_GET_RQ: GET_MODELS}
 
 
 @dataclass(frozen=True)
 class Destination:
-    """Where a C-MOVE sends: address, port, and the TLS context to use (None: plain)."""
+    """Where a C-MOVE sends: address, port, the TLS context to use (None: plain), and the
+    check of the destination's certificate when its identity is pinned (None: any from the CA)."""
 
     ae_title: str
     host: str
     port: int
     tls: ssl.SSLContext | None
+    peer_check: Callable[..., None] | None = None
 
 
 def _category(status: int) -> str:
@@ -127,6 +131,13 @@ class Handlers:
                       assoc.peer, sop_class, context.abstract_syntax)
             assoc.respond(message, SOP_CLASS_NOT_SUPPORTED,
                           comment="SOP Class differs from the presentation context's")
+            return
+        models = _MODELS_OF.get(message.field)
+        if models is not None and context.abstract_syntax not in models:
+            log.error("request from %s refused: command 0x%04X on a context for %s",
+                      assoc.peer, message.field, context.abstract_syntax)
+            assoc.respond(message, SOP_CLASS_NOT_SUPPORTED,
+                          comment="not a query/retrieve information model")
             return
         handler(assoc, message, context)
 
@@ -197,6 +208,7 @@ class Handlers:
         try:
             identifier = decode_dataset(message.dataset, context.transfer_syntax)
             results = list(self.query.find(identifier, root))
+            unsupported = self.query.unsupported_keys(identifier, root)
         except Exception as exc:  # noqa: BLE001
             code = (st.FIND_UNABLE_TO_PROCESS if isinstance(exc, ValueError)
                     else st.status_for(exc, st.QUERY_ERRORS))
@@ -207,7 +219,12 @@ class Handlers:
             return
         _audit_query(assoc, message, success=True)
         message_id = int(message.command.get(cmd.MESSAGE_ID, 0))  # type: ignore[arg-type]
-        pending = cmd.response(message.command, st.PENDING, has_data_set=True)
+        if unsupported:
+            log.warning("C-FIND from %s: key(s) not supported for matching, answered with "
+                        "0xFF01: %s", assoc.peer, ", ".join(unsupported))
+        pending = cmd.response(message.command,
+                               st.PENDING_WARNING if unsupported else st.PENDING,
+                               has_data_set=True)
         for ds in results:
             if assoc.cancel_requested(message_id):
                 assoc.respond(message, st.CANCEL)
@@ -333,7 +350,8 @@ class Handlers:
         endpoint = Endpoint(dest.host, dest.port, called_ae=dest.ae_title,
                             calling_ae=assoc.settings.ae_title, tls=dest.tls,
                             acse_timeout=assoc.settings.acse_timeout,
-                            dimse_timeout=assoc.settings.dimse_timeout, max_pdu=self.max_pdu)
+                            dimse_timeout=assoc.settings.dimse_timeout, max_pdu=self.max_pdu,
+                            peer_check=dest.peer_check)
         contexts = [ContextRequest(abstract, syntaxes) for abstract, syntaxes in
                     sending_contexts((i.sop_class_uid, i.transfer_syntax_uid) for i in instances)]
         try:

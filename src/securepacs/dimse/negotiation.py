@@ -24,7 +24,11 @@ from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 from securepacs import IMPLEMENTATION_VERSION
 from securepacs.dimse.associate import APPLICATION_CONTEXT, IMPLEMENTATION_CLASS_UID
 from securepacs.dimse.channel import PDU_HEADER
-from securepacs.dimse.contexts import choose_transfer_syntax
+from securepacs.dimse.contexts import (
+    STORAGE_TRANSFER_SYNTAXES,
+    choose_transfer_syntax,
+    could_be_storage,
+)
 
 
 @dataclass(frozen=True)
@@ -162,19 +166,24 @@ def supported(contexts: Sequence[tuple[str, Sequence[str], bool]]) -> list[Prese
 
 
 def accept(request: Request, contexts: list[PresentationContext], *, ae_title: str,
-           max_pdu: int, policy: str = "as-proposed") -> tuple[bytes, dict[int, AcceptedContext]]:
+           max_pdu: int, policy: str = "as-proposed",
+           accept_unknown_storage: bool = False) -> tuple[bytes, dict[int, AcceptedContext]]:
     """The A-ASSOCIATE-AC PDU and the accepted contexts by ID (a requestor whose contexts
     are all refused still gets an AC, with every context's reason, PS3.8 9.3.3.2).
 
     pynetdicom decides acceptance and roles but walks *our* list of transfer syntaxes;
     the syntax of each accepted context is then chosen from the *requestor's* list, in its
     order, by the site's `policy` (:func:`~securepacs.dimse.contexts.choose_transfer_syntax`).
+    With `accept_unknown_storage`, a proposed abstract syntax we do not list that
+    :func:`~securepacs.dimse.contexts.could_be_storage` is accepted as a storage class.
     """
     rq = request.primitive
     roles = {item.sop_class_uid: (item.scu_role, item.scp_role)
              for item in rq.user_information
              if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.sop_class_uid}
     proposed = list(rq.presentation_context_definition_list)
+    if accept_unknown_storage:
+        contexts = contexts + _unknown_storage(proposed, contexts)
     results, role_items = negotiate_as_acceptor(proposed, contexts, roles or None)
     ours = {str(cx.abstract_syntax): [str(ts) for ts in cx.transfer_syntax] for cx in contexts}
     asked = {cx.context_id: [str(ts) for ts in cx.transfer_syntax] for cx in proposed}
@@ -206,6 +215,16 @@ def accept(request: Request, contexts: list[PresentationContext], *, ae_title: s
     pdu = A_ASSOCIATE_AC()
     pdu.from_primitive(ac)
     return pdu.encode(), accepted
+
+
+def _unknown_storage(proposed: Sequence[PresentationContext],
+                     contexts: Sequence[PresentationContext]) -> list[PresentationContext]:
+    """Storage contexts for the proposed abstract syntaxes we do not list (unknown or
+    private storage SOP classes), with SCP/SCU role selection as for the known ones."""
+    listed = {str(cx.abstract_syntax) for cx in contexts}
+    extra = sorted({str(cx.abstract_syntax) for cx in proposed} - listed)
+    return supported([(sop_class, STORAGE_TRANSFER_SYNTAXES, True)
+                      for sop_class in extra if could_be_storage(sop_class)])
 
 
 def check_context_name(request: Request) -> Rejection | None:

@@ -217,6 +217,7 @@ def make_server(
     inherited: Sequence[socket.socket] = (),
     limits: Limits | None = None,
     accept_compressed: str = "as-proposed",
+    accept_unknown_storage: bool = True,
 ) -> DicomServer:
     """Bind the listeners (TLS on `port`, plain TCP on `plain_port` only if given), or
     serve on `inherited` listening sockets (TLS first, then plain) of a parent process."""
@@ -229,7 +230,8 @@ def make_server(
         max_association_request=lim.max_association_request,
         max_command_set=lim.max_command_set, max_identifier=lim.max_identifier,
         budget=Budget(lim.inflight_memory), accept_any_called_ae=lim.accept_any_called_ae,
-        transfer_syntax_policy=accept_compressed)
+        transfer_syntax_policy=accept_compressed,
+        accept_unknown_storage=accept_unknown_storage)
     server = DicomServer(settings, handlers, gatekeeper or FileTrust(), audit or NoAudit(),
                          handshake_timeout=handshake_timeout)
     shared = list(inherited) + [None, None]

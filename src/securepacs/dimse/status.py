@@ -19,6 +19,9 @@ from securepacs.services.ingest import Outcome
 
 SUCCESS = 0x0000
 PENDING = 0xFF00
+#: C-FIND Pending, "one or more Optional Keys were not supported for existence and/or
+#: matching for this Identifier" (PS3.4 C.4.1.1.4, Table C.4-1)
+PENDING_WARNING = 0xFF01
 CANCEL = 0xFE00
 REFUSED_NOT_AUTHORIZED = 0x0124
 PROCESSING_FAILURE = 0x0110

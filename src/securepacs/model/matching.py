@@ -9,7 +9,11 @@ One :class:`Matcher` per key of an identifier:
 - list of UID matching (C.2.2.2.2): UI values separated by ``\\``;
 - wildcard matching (C.2.2.2.4): ``*`` any run, ``?`` one character, for the string VRs
   where the standard allows it;
-- range matching (C.2.2.2.5): ``low-high``, ``-high``, ``low-`` for DA, TM, DT, inclusive.
+- range matching (C.2.2.2.5): ``low-high``, ``-high``, ``low-`` for DA, TM, DT, inclusive;
+- sequence matching (C.2.2.2.6): a sequence key holds one item of keys; a stored sequence
+  matches when at least one of its items matches every key of that item (nested sequences
+  alike); a sequence key with no item, or whose item holds only universal keys, is
+  universal. :func:`matching_items` gives the stored items that match, to be returned.
 
 A backslash in a non-UID value is taken as a list of alternatives (any may match), which
 is how ModalitiesInStudy queries such as ``CT\\MR`` are written. A stored multi-valued
@@ -20,9 +24,10 @@ in the stored object matches universal matching only.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 #: VRs on which wildcard matching applies (PS3.4 C.2.2.2.4).
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
@@ -180,3 +185,41 @@ def parse(vr: str, value: str | None) -> Matcher:
     if vr in WILDCARD_VRS and any(("*" in v or "?" in v) for v in alternatives):
         return Wildcard(alternatives, fold_case=fold)
     return Single(alternatives, fold_case=fold)
+
+
+#: A stored sequence item: attribute name -> DICOM string value, or the items of a nested
+#: sequence.
+StoredItem: TypeAlias = Mapping[str, "str | Sequence[StoredItem]"]
+
+
+@dataclass(frozen=True)
+class ItemKey:
+    """One key inside the item of a sequence key: name, VR and value, or (for a nested
+    sequence) the keys of its item (`items`, empty for a zero-length sequence key)."""
+
+    name: str
+    vr: str
+    value: str = ""
+    items: tuple[ItemKey, ...] = ()
+
+    def is_universal(self) -> bool:
+        if self.vr == "SQ":
+            return all(k.is_universal() for k in self.items)
+        return isinstance(parse(self.vr, self.value), Universal)
+
+    def matches(self, item: StoredItem) -> bool:
+        stored = item.get(self.name)
+        if self.vr == "SQ":
+            if self.is_universal():
+                return True
+            return bool(matching_items(self.items, stored if isinstance(stored, Sequence)
+                                       and not isinstance(stored, str) else ()))
+        return parse(self.vr, self.value).matches(stored if isinstance(stored, str) else None)
+
+
+def matching_items(keys: Sequence[ItemKey], stored: Sequence[StoredItem]) -> list[int]:
+    """Positions of the stored items that match every one of `keys` (PS3.4 C.2.2.2.6).
+
+    With only universal keys every item matches. Raises ValueError as :func:`parse` does.
+    """
+    return [i for i, item in enumerate(stored) if all(k.matches(item) for k in keys)]

@@ -9,7 +9,9 @@ Profile (RFC 5280):
   ``keyCertSign, cRLSign`` critical; 4.2.1.2 subjectKeyIdentifier).
 - Leaf (``cA=FALSE`` critical; keyUsage ``digitalSignature``, plus ``keyEncipherment`` for RSA;
   4.2.1.12 extendedKeyUsage ``id-kp-serverAuth`` + ``id-kp-clientAuth`` for a server, which is
-  also a TLS client when it performs C-MOVE sub-operations, ``id-kp-clientAuth`` for a client;
+  also a TLS client when it performs C-MOVE sub-operations, and for a node (a peer such as
+  Orthanc or a workstation that calls us and is called by us with one certificate),
+  ``id-kp-clientAuth`` for a client;
   4.2.1.6 subjectAltName with ``dNSName`` / ``iPAddress``; 4.2.1.1 authorityKeyIdentifier).
 - Serial numbers are 159 random bits (4.1.2.2: positive, at most 20 octets), signatures SHA-256.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -66,7 +69,7 @@ __all__ = [
 ]
 
 KeyKind = Literal["ec", "rsa"]
-Role = Literal["server", "client"]
+Role = Literal["server", "client", "node"]
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 RSA_KEY_BITS = 3072
@@ -78,7 +81,10 @@ BACKDATE = timedelta(minutes=5)
 LOCAL_CA_NAME = "securepacs local CA"
 LOCAL_ORGANIZATION = "securepacs local"
 
-_ROLES: tuple[str, ...] = ("server", "client")
+_ROLES: tuple[str, ...] = ("server", "client", "node")
+# a node's CN joins its SANs only when it can be a host name (RFC 1123 labels)
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"(?i){_LABEL}(?:\.{_LABEL})*")
 
 
 # --------------------------------------------------------------------------- keys and builders
@@ -252,9 +258,10 @@ def issue_certificate(
         The CA certificate (``cA=TRUE``).
     common_name : str
         Subject CN. For a server it is also added to the subjectAltName.
-    role : {"server", "client"}
+    role : {"server", "client", "node"}
         ``"server"`` gets serverAuth and clientAuth (a DICOM server is also a TLS client for
-        C-MOVE), ``"client"`` gets clientAuth only.
+        C-MOVE), ``"client"`` gets clientAuth only, ``"node"`` (a DICOM node that is both
+        client and server with one certificate) gets both, and its CN in the SANs as a server.
     at : datetime
         Timezone-aware issue time; ``notBefore`` is five minutes earlier.
     days : int
@@ -284,7 +291,7 @@ def issue_certificate(
     """
     _check_common(common_name, at, days)
     if role not in _ROLES:
-        raise ValueError(f"role must be 'server' or 'client', not {role!r}")
+        raise ValueError(f"role must be 'server', 'client' or 'node', not {role!r}")
     try:
         is_ca = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
@@ -303,10 +310,10 @@ def issue_certificate(
     is_rsa = isinstance(public_key, rsa.RSAPublicKey)
 
     names = list(sans)
-    if role == "server":
+    if role == "server" or (role == "node" and _HOST_NAME.fullmatch(common_name)):
         names.insert(0, common_name)
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    if role == "server":
+    if role in ("server", "node"):
         usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
 
     builder = (

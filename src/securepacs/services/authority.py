@@ -31,6 +31,7 @@ from securepacs.pki import authority, bundles, crl
 from securepacs.pki.pemfiles import certificate_pem, parse_certificate_pem
 
 LOCAL_GROUP = "local"
+_ROLE_OF: dict[str, authority.Role] = {"server": "server", "node": "node", "client": "client"}
 TOKEN_PREFIX = "SPK1"
 
 
@@ -263,6 +264,25 @@ class CertificateAuthority:
         self.store.add_certificate(record)
         return Issued(record, key_path, cert_path, ca_path)
 
+    def issue_node(self, name: str, *, organization: str, group: str,
+                   ae_titles: Sequence[str] = (), sans: Sequence[str] = (), out: Path,
+                   at: datetime, days: int = 825) -> Issued:
+        """A certificate for a DICOM node that is both client and server (Orthanc, a
+        workstation, a modality): serverAuth + clientAuth, bound to an organisation, a group
+        and AE titles like a client, with SANs like a server."""
+        self._require_group(group)
+        with self._naming:
+            self._check_new_name(name)
+            ca_key, ca_cert = self._ca()
+            key, cert = authority.issue_certificate(
+                ca_key, ca_cert, common_name=name, role="node", at=at, days=days, sans=sans,
+                organization=organization, organizational_unit=group)
+            key_path, cert_path, ca_path = self._write(name, out, key, cert, ca_cert)
+            record = record_for(cert, kind="node", organization=organization, group=group,
+                                ae_titles=_ae_list(ae_titles), key_path=key_path)
+            self.store.add_certificate(record)
+            return Issued(record, key_path, cert_path, ca_path)
+
     def renew(self, name_or_serial: str, *, at: datetime, new_key: bool = True,
               out: Path | None = None, days: int = 825) -> Issued:
         """A new certificate for the same identity (new key, or the same public key)."""
@@ -279,7 +299,7 @@ class CertificateAuthority:
             pass
         public = None if new_key else old_cert.public_key()
         key, cert = authority.issue_certificate(
-            ca_key, ca_cert, common_name=old.name, role="server" if old.kind == "server" else "client",
+            ca_key, ca_cert, common_name=old.name, role=_ROLE_OF.get(old.kind, "client"),
             at=at, days=days, sans=sans, organization=old.organization,
             organizational_unit=old.group, public_key=public)  # type: ignore[arg-type]
         target = out or (Path(old.key_path).parent if old.key_path else self.pki_dir)

@@ -34,8 +34,10 @@ from securepacs.services.scuport import (
 
 UNCOMPRESSED = (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian)
 #: Offered for every SOP class, one context each, while there is room (PS3.8: 128 contexts).
+#: Implicit VR Little Endian comes first: an instance stored in it then comes back as stored
+#: (the context with both uncompressed syntaxes is accepted as Explicit VR).
 COMPRESSED = (
-    uid.JPEGLosslessSV1, uid.JPEGBaseline8Bit, uid.JPEG2000Lossless, uid.JPEG2000,
+    uid.ImplicitVRLittleEndian, uid.JPEGLosslessSV1, uid.JPEGBaseline8Bit, uid.JPEG2000Lossless, uid.JPEG2000,
     uid.JPEGLSLossless, uid.RLELossless, uid.JPEGLossless, uid.JPEGExtended12Bit,
     uid.JPEGLSNearLossless, uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRBigEndian,
 )

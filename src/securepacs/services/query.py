@@ -22,6 +22,7 @@ from securepacs.model.query import Key, Query
 from securepacs.model.record import StoredInstance
 from securepacs.services.part10 import as_text
 from securepacs.services.ports import BlobPort, IndexPort
+from securepacs.services.query_files import FileKeys
 
 _SKIP = {"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"}
 _NUMERIC_VRS = {"US", "UL", "SS", "SL", "UV", "SV", "FL", "FD"}
@@ -76,16 +77,24 @@ def _set(ds: Dataset, keyword: str, text: str | None) -> None:
 class QueryService:
     """Answers C-FIND identifiers from the index."""
 
-    def __init__(self, index: IndexPort, *, ae_title: str, max_results: int = 10000):
+    def __init__(self, index: IndexPort, *, ae_title: str, max_results: int = 10000,
+                 blobs: BlobPort | None = None):
         self._index = index
         self._ae_title = ae_title
         self._max = max_results
+        self._blobs = blobs
 
     def find(self, identifier: Dataset, root: Root) -> Iterator[Dataset]:
-        """One response identifier per match, with the keys asked for filled in."""
+        """One response identifier per match, with the keys asked for filled in (keys the
+        index does not keep matched and filled from a stored file,
+        :mod:`securepacs.services.query_files`, when a blob store is given)."""
         query = to_query(identifier, root)
         rows = self._index.find(query, limit=self._max)
+        files = (FileKeys(identifier, query, index=self._index, blobs=self._blobs)
+                 if self._blobs is not None else None)
         wanted = query.return_keywords()
+        if files:
+            wanted = tuple(k for k in wanted if k not in files.keywords)
         for row in rows:
             ds = Dataset()
             ds.QueryRetrieveLevel = query.level.value
@@ -98,7 +107,20 @@ class QueryService:
                     ds.RetrieveAETitle = self._ae_title
                     continue
                 _set(ds, keyword, row.get(keyword))
+            if files and not files.fill(row, ds):
+                continue
+            if files:
+                ds.SpecificCharacterSet = _UTF8  # values from the file may be non-ASCII
             yield ds
+
+    def unsupported_keys(self, identifier: Dataset, root: Root) -> list[str]:
+        """Keys with a value that cannot be matched (C-FIND then answers Pending 0xFF01,
+        PS3.4 C.4.1.1.4): values of binary or unknown VR, or, without a blob store, any
+        key the index does not keep."""
+        query = to_query(identifier, root)
+        if self._blobs is None:
+            return FileKeys(identifier, query, index=self._index, blobs=None).matched
+        return FileKeys(identifier, query, index=self._index, blobs=self._blobs).unsupported
 
 
 class RetrieveService:

@@ -112,6 +112,44 @@ class StoreTrust:
                 if not r.is_revoked and at <= r.not_after <= at + within]
 
 
+class PeerPin:
+    """The identity a peer we call must present (a C-MOVE destination's ``identity``).
+
+    Checked on the certificate of every connection to that destination, after the TLS
+    handshake verified it against the CA: the certificate must be the one the trust store
+    issued under that name (same serial and fingerprint, not revoked), so another
+    certificate from the same CA, or a revoked one, is refused. With :class:`FileTrust`
+    (TLS files configured by hand) only the subject CN can be compared.
+
+    Parameters
+    ----------
+    gatekeeper : Gatekeeper
+        The trust policy that admits callers (:class:`StoreTrust` or :class:`FileTrust`).
+    identity : str
+        The certificate name (CN) the peer must present.
+    """
+
+    def __init__(self, gatekeeper: Gatekeeper, identity: str) -> None:
+        self._gatekeeper = gatekeeper
+        self.identity = identity
+
+    def check(self, *, serial: int, fingerprint: str, name: str,
+              organization: str | None) -> None:
+        """Return if the presented certificate is the pinned identity.
+
+        Raises
+        ------
+        AccessRefused
+            Another identity, unknown to the trust store, revoked, or not as issued.
+        """
+        admitted = self._gatekeeper.admit(serial=serial, fingerprint=fingerprint, name=name,
+                                          organization=organization)
+        if admitted.name != self.identity:
+            raise AccessRefused(f"the peer presented the certificate of {admitted.name!r} "
+                                f"(serial {serial:x}), not the pinned identity "
+                                f"{self.identity!r}")
+
+
 class TrustMonitor:
     """A background thread that polls the trust store and reacts to changes.
 

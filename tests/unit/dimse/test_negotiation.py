@@ -12,6 +12,7 @@ from securepacs.dimse.channel import PDU_HEADER
 from securepacs.dimse.contexts import (
     STORAGE_TRANSFER_SYNTAXES,
     choose_transfer_syntax,
+    could_be_storage,
     supported_contexts,
 )
 from securepacs.dimse.negotiation import accept, read_request, supported
@@ -29,6 +30,9 @@ BEE = uid.ExplicitVRBigEndian
     ([J2K, LEE, BEE, LEI], "as-proposed", J2K),
     ([LEI, LEE], "as-proposed", LEE),
     ([LEI, BEE], "as-proposed", LEI),
+    ([BEE, LEE, LEI], "as-proposed", BEE),  # the corpus test: a Big Endian file kept so
+    ([uid.DeflatedExplicitVRLittleEndian, LEE], "as-proposed",
+     uid.DeflatedExplicitVRLittleEndian),
     ([LEE, LS], "prefer", LS),
     ([LS, LEE], "uncompressed", LEE),
     ([LS], "uncompressed", LS),
@@ -69,3 +73,24 @@ def test_accept_takes_the_requestors_first_supported_syntax(policy: str, expecte
     assert accepted[1].transfer_syntax == expected
     assert accepted[3].transfer_syntax == LEE
     assert 5 not in accepted
+
+
+def test_unknown_storage_classes_are_accepted_only_with_the_option() -> None:
+    """Issue 17 item 3: a private SOP class is accepted as storage when the site allows it;
+    a known non-storage class (Modality Worklist) never is."""
+    worklist = "1.2.840.10008.5.1.4.31"
+    raw = _request((1, "1.2.826.0.1.3680043.10.1234.99.1", [LS, LEE]), (3, worklist, [LEE]))
+    _pdu, off = accept(read_request(raw), supported(supported_contexts()), ae_title="SECUREPACS",
+                       max_pdu=65536)
+    assert off == {}
+    _pdu, on = accept(read_request(raw), supported(supported_contexts()), ae_title="SECUREPACS",
+                      max_pdu=65536, accept_unknown_storage=True)
+    assert list(on) == [1] and on[1].transfer_syntax == LS
+
+
+def test_could_be_storage() -> None:
+    assert could_be_storage("1.2.826.0.1.3680043.10.1234.99.1")
+    assert could_be_storage("1.2.840.10008.5.1.4.1.1.6")  # retired US, a storage class
+    assert not could_be_storage("1.2.840.10008.5.1.4.31")  # worklist
+    assert not could_be_storage(uid.JPEGLSLossless)  # a transfer syntax
+    assert not could_be_storage("1.2.03.4") and not could_be_storage("1." + "2" * 70)

@@ -99,3 +99,20 @@ def test_blank_stored_values_are_empty() -> None:
 def test_name_folding_agrees_between_single_and_wildcard() -> None:
     for name in ("Smith", "ſmith", "SMITH"):
         assert m.parse("PN", "ſmith").matches(name) == m.parse("PN", "ſmit?").matches(name)
+
+
+def test_sequence_matching_needs_one_item_matching_every_key() -> None:
+    """PS3.4 C.2.2.2.6: at least one stored item matches all keys of the key's item."""
+    from securepacs.model.matching import ItemKey, matching_items
+
+    stored = [{"CodeValue": "P1", "CodingSchemeDesignator": "99LOCAL"},
+              {"CodeValue": "P2", "CodingSchemeDesignator": "DCM"}]
+    keys = (ItemKey("CodeValue", "SH", "P2"), ItemKey("CodingSchemeDesignator", "SH", ""))
+    assert matching_items(keys, stored) == [1]
+    mixed = (ItemKey("CodeValue", "SH", "P1"), ItemKey("CodingSchemeDesignator", "SH", "DCM"))
+    assert matching_items(mixed, stored) == []  # not across items
+    assert matching_items((ItemKey("CodeValue", "SH", "P*"),), stored) == [0, 1]
+    nested = [{"Outer": [{"CodeValue": "X"}]}, {"Outer": []}]
+    inner = (ItemKey("Outer", "SQ", items=(ItemKey("CodeValue", "SH", "X"),)),)
+    assert matching_items(inner, nested) == [0]
+    assert ItemKey("Outer", "SQ", items=(ItemKey("CodeValue", "SH", ""),)).is_universal()

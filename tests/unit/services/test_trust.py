@@ -169,3 +169,57 @@ def test_revoked_and_unknown_are_told_apart_by_type(ca: CertificateAuthority,
     assert len(alerts) == 2
     assert "revoked" in (alerts[0].outcome_description or "")
     assert "not in the trust store" in (alerts[1].outcome_description or "")
+
+
+def test_node_certificate_is_client_and_server_with_group_and_ae(ca: CertificateAuthority,
+                                                                 tmp_path: Path) -> None:
+    """Issue 17 item 2: one certificate for a DICOM node (Orthanc) that calls us and that we
+    call: serverAuth + clientAuth, SANs with its name, group permissions and AE titles."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    issued = ca.issue_node("orthanc1", organization="Peer", group="radiology",
+                           ae_titles=["ORTHANC"], sans=["127.0.0.1"], out=tmp_path, at=NOW)
+    cert = x509.load_pem_x509_certificate(issued.cert_path.read_bytes())
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["orthanc1"]
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert issued.record.kind == "node"
+    identity = admit(StoreTrust(ca.store), issued.record)
+    assert identity.allows(Permission.FIND) and identity.may_call_as("ORTHANC")
+    assert not identity.may_call_as("OTHER")
+    renewed = ca.renew("orthanc1", at=NOW + timedelta(days=1), out=tmp_path / "renewed")
+    cert2 = x509.load_pem_x509_certificate(renewed.cert_path.read_bytes())
+    assert set(cert2.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == set(usages)
+    assert renewed.record.kind == "node" and renewed.record.group == "radiology"
+
+
+def test_peer_pin_accepts_only_the_named_valid_certificate(ca: CertificateAuthority,
+                                                           tmp_path: Path) -> None:
+    from securepacs.services.trust import FileTrust, PeerPin
+
+    node = ca.issue_node("orthanc1", organization="P", group="radiology", out=tmp_path, at=NOW)
+    other = ca.issue_node("other", organization="P", group="radiology", out=tmp_path, at=NOW)
+    trust = StoreTrust(ca.store)
+    pin = PeerPin(trust, "orthanc1")
+
+    def check(record) -> None:  # noqa: ANN001
+        pin.check(serial=record.serial, fingerprint=record.fingerprint, name=record.name,
+                  organization=record.organization)
+
+    check(node.record)
+    with pytest.raises(AccessRefused, match="not the pinned identity 'orthanc1'"):
+        check(other.record)
+    with pytest.raises(AccessRefused, match="does not match"):
+        pin.check(serial=node.record.serial, fingerprint="00:11", name="orthanc1",
+                  organization="P")
+    ca.revoke("orthanc1", reason="key_compromise", at=NOW)
+    trust.refresh()
+    with pytest.raises(AccessRefused, match="revoked"):
+        check(node.record)
+    by_name = PeerPin(FileTrust(), "orthanc1")  # TLS files configured by hand: CN only
+    by_name.check(serial=1, fingerprint="AA", name="orthanc1", organization=None)
+    with pytest.raises(AccessRefused):
+        by_name.check(serial=1, fingerprint="AA", name="other", organization=None)
