@@ -42,6 +42,7 @@ from securepacs.services import part10
 from securepacs.services.ingest import IngestService, Received
 from securepacs.services.query import QueryService, RetrieveService
 from securepacs.services.scuport import ConnectionFailed
+from securepacs.services.tenancy import Tenancy
 
 if TYPE_CHECKING:
     import ssl
@@ -109,6 +110,8 @@ class Handlers:
     retrieve: RetrieveService
     destinations: Callable[[str], Destination | None]
     max_pdu: int = 131072
+    #: the tenant boundary: what each caller sees, and who owns what it stores
+    tenancy: Tenancy = field(default_factory=Tenancy)
 
     def __post_init__(self) -> None:
         self._services: dict[int, Callable[[AcceptedAssociation, Message, AcceptedContext],
@@ -172,6 +175,7 @@ class Handlers:
             transfer_syntax_uid=context.transfer_syntax,
             calling_ae=assoc.calling_ae,
             dataset_file=message.dataset_file,
+            organization=self.tenancy.owner(assoc.identity),
         )
         try:
             result = self.ingest.store_instance(item)
@@ -196,7 +200,8 @@ class Handlers:
         root = FIND_MODELS[context.abstract_syntax]
         try:
             identifier = decode_dataset(message.dataset, context.transfer_syntax)
-            results = list(self.query.find(identifier, root))
+            results = list(self.query.find(identifier, root,
+                                           visibility=self.tenancy.view(assoc.identity)))
         except Exception as exc:  # noqa: BLE001
             code = (st.FIND_UNABLE_TO_PROCESS if isinstance(exc, ValueError)
                     else st.status_for(exc, st.QUERY_ERRORS))
@@ -222,7 +227,9 @@ class Handlers:
         """The instances a C-GET/C-MOVE names, or None after answering its failure."""
         try:
             identifier = decode_dataset(message.dataset, context.transfer_syntax)
-            return self.retrieve.instances(identifier, models[context.abstract_syntax])
+            return self.retrieve.instances(
+                identifier, models[context.abstract_syntax],
+                visibility=self.tenancy.view(assoc.identity, retrieve=True))
         except Exception as exc:  # noqa: BLE001
             code = (st.RETRIEVE_UNABLE_TO_PROCESS if isinstance(exc, ValueError)
                     else st.status_for(exc, st.RETRIEVE_ERRORS))

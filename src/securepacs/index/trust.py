@@ -29,6 +29,8 @@ from securepacs.model.trust import (
 )
 
 _UTC = sa.DateTime(timezone=True)
+# compared with the index's own UID and organisation columns: the same collation (schema.py)
+_TEXT = sa.String().with_variant(sa.String(collation="C"), "postgresql")
 
 trust_group = sa.Table(
     "trust_group", metadata,
@@ -78,6 +80,20 @@ trust_import_token = sa.Table(
     sa.Column("revoked_at", _UTC),
 )
 
+trust_share = sa.Table(
+    "trust_share", metadata,
+    sa.Column("share_id", sa.String, primary_key=True),
+    sa.Column("study_uid", _TEXT, nullable=False),
+    sa.Column("owner", _TEXT, nullable=False),
+    sa.Column("grantee", _TEXT, nullable=False),
+    sa.Column("read_only", sa.Boolean, nullable=False),
+    sa.Column("until", _UTC),
+    sa.Column("created_at", _UTC, nullable=False),
+    sa.Column("revoked_at", _UTC),
+    # the visibility sub-query: the grantee's shares of one study
+    sa.Index(None, "grantee", "study_uid"),
+)
+
 trust_state = sa.Table(
     "trust_state", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -85,7 +101,8 @@ trust_state = sa.Table(
     sa.Column("crl_number", sa.BigInteger, nullable=False),
 )
 
-TABLES = [trust_group, trust_certificate, trust_token, trust_import_token, trust_state]
+TABLES = [trust_group, trust_certificate, trust_token, trust_import_token, trust_share,
+          trust_state]
 
 
 def _aware(value: datetime | None) -> datetime | None:

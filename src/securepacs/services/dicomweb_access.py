@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from securepacs.errors import NotPermitted
 from securepacs.model.identity import Identity, Permission
+from securepacs.model.tenancy import Visibility
 from securepacs.services.audit_events import AuditEvents
+from securepacs.services.tenancy import Tenancy
 
 __all__ = ["Caller", "DicomwebAccess", "TRANSACTIONS"]
 
@@ -53,8 +55,18 @@ class Caller:
 class DicomwebAccess:
     """The permission check of every DICOMweb transaction (see the module docstring)."""
 
-    def __init__(self, audit: AuditEvents) -> None:
+    def __init__(self, audit: AuditEvents, tenancy: Tenancy | None = None) -> None:
         self.audit = audit
+        self.tenancy = tenancy or Tenancy()
+
+    def visibility(self, caller: Caller, *, retrieve: bool = False) -> Visibility:
+        """What `caller` sees of the archive (the tenant boundary of
+        :class:`securepacs.services.tenancy.Tenancy`)."""
+        return self.tenancy.view(caller.identity, retrieve=retrieve)
+
+    def owner(self, caller: Caller) -> str:
+        """The organisation that owns what `caller` stores."""
+        return self.tenancy.owner(caller.identity)
 
     def require(self, caller: Caller, transaction: str) -> None:
         """Allow `caller` to run `transaction` (a key of :data:`TRANSACTIONS`) or raise.

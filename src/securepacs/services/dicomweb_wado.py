@@ -106,10 +106,12 @@ class WadoService:
         NotPermitted
             No get permission.
         NoSuchResource
-            Nothing stored under these UIDs (or, later, nothing the caller may see).
+            Nothing stored under these UIDs that the caller may see.
         """
         self._access.require(caller, "WADO-RS")
-        found = self._retrieve.instances(_identifier(study, series, sop), Root.STUDY)
+        found = self._retrieve.instances(_identifier(study, series, sop), Root.STUDY,
+                                         visibility=self._access.visibility(caller,
+                                                                            retrieve=True))
         found = [i for i in found if i.study_uid == study
                  and (series is None or i.series_uid == series)
                  and (sop is None or i.sop_instance_uid == sop)]

@@ -20,6 +20,7 @@ from securepacs.errors import QueryError
 from securepacs.model.levels import Level, Root
 from securepacs.model.query import Key, Query
 from securepacs.model.record import StoredInstance
+from securepacs.model.tenancy import Visibility
 from securepacs.services.part10 import as_text
 from securepacs.services.ports import BlobPort, IndexPort
 
@@ -81,10 +82,12 @@ class QueryService:
         self._ae_title = ae_title
         self._max = max_results
 
-    def find(self, identifier: Dataset, root: Root) -> Iterator[Dataset]:
-        """One response identifier per match, with the keys asked for filled in."""
+    def find(self, identifier: Dataset, root: Root, *,
+             visibility: Visibility) -> Iterator[Dataset]:
+        """One response identifier per match the caller sees (`visibility`, from
+        :class:`securepacs.services.tenancy.Tenancy`), with the keys asked for filled in."""
         query = to_query(identifier, root)
-        rows = self._index.find(query, limit=self._max)
+        rows = self._index.find(query, limit=self._max, visibility=visibility)
         wanted = query.return_keywords()
         for row in rows:
             ds = Dataset()
@@ -108,12 +111,14 @@ class RetrieveService:
         self._index = index
         self._blobs = blobs
 
-    def instances(self, identifier: Dataset, root: Root) -> list[StoredInstance]:
-        """Every stored instance under what the identifier names."""
+    def instances(self, identifier: Dataset, root: Root, *,
+                  visibility: Visibility) -> list[StoredInstance]:
+        """Every stored instance under what the identifier names that the caller may
+        retrieve (`visibility`; read-only shares never count here)."""
         query = to_query(identifier, root)
         if not query.constraints():
             raise QueryError("a retrieve needs at least one unique key")
-        return self._index.instances(query)
+        return self._index.instances(query, visibility=visibility.for_retrieve())
 
     def read(self, instance: StoredInstance) -> bytes:
         """The instance's Part 10 bytes, exactly as stored."""
