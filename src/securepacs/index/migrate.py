@@ -12,6 +12,8 @@ the write lock (``BEGIN IMMEDIATE``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +90,7 @@ def upgrade(url: str, *, default_organisation: str = "default") -> Upgraded:
     """
     engine = _engine(url)
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn, _foreign_keys_off(conn), conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
             before = MigrationContext.configure(conn).get_current_revision()
@@ -113,6 +115,26 @@ def upgrade(url: str, *, default_organisation: str = "default") -> Upgraded:
         engine.dispose()
     assert after is not None
     return Upgraded(before, after, stamped)
+
+
+@contextmanager
+def _foreign_keys_off(conn: sa.Connection) -> Iterator[None]:
+    """SQLite: foreign keys off around the migration (set outside the transaction, where
+    the pragma takes effect), since a batch migration recreates a referenced table
+    (https://www.sqlite.org/lang_altertable.html#otheralter); checked again afterwards."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+        broken = raw.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise StorageError(f"migration left {len(broken)} broken reference(s)")
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
 
 
 @dataclass(frozen=True)
