@@ -583,7 +583,8 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
             audit.retrieved(identity, ae_title="", address=address, destination="",
                             patient_ids=[study.patient_id], study_uids=[study.uid], success=True)
 
-    app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed))
+    app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed,
+                                              visibility=make_tenancy(settings).view))
     try:
         return ArchiveViewerServer((settings.host, port), app, tls_context,
                                    gatekeeper=gatekeeper, audit=audit,
