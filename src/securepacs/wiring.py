@@ -217,6 +217,25 @@ def make_tenancy(settings: Settings):  # noqa: ANN201 - services.tenancy.Tenancy
                    enforced=settings.trust_from_index)
 
 
+def share_book(settings: Settings):  # noqa: ANN201 - services.tenancy.Shares
+    """``securepacs share``: the shares in the index database's trust store, with the index
+    to find a study's owner. Returns (shares, close)."""
+    from securepacs.index.repository import SqlIndex
+    from securepacs.index.trust import SqlTrustStore
+    from securepacs.services.tenancy import Shares
+
+    index = SqlIndex(settings.index_url)
+    index.create_schema()
+    store = SqlTrustStore(settings.index_url)
+    store.create_schema()
+
+    def close() -> None:
+        index.close()
+        store.close()
+
+    return Shares(store, index), close
+
+
 def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()) -> Archive:
     """Open the stores, run the start-up check, bind the listeners (not yet serving).
 

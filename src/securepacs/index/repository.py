@@ -378,6 +378,13 @@ class SqlIndex:
                 out.append(_stored(row))
         return out
 
+    def study_owners(self, study_uid: str) -> list[str]:
+        """The organisations holding a study with this UID (for ``share study``)."""
+        stmt = (sa.select(study.c.organization).where(study.c.study_uid == study_uid.strip())
+                .order_by(study.c.organization))
+        with self._reading() as conn:
+            return [str(org) for org in conn.execute(stmt).scalars()]
+
     def referenced_blob_keys(self, keys: Iterable[str]) -> set[str]:
         """Which of `keys` an instance row refers to (the others are orphan blobs)."""
         wanted = list(dict.fromkeys(keys))

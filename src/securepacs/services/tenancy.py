@@ -16,12 +16,14 @@ which pass it to the index: the filtering is done there, in SQL. No edge filters
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime
+from typing import Protocol
 
 from securepacs.model.identity import Identity, Permission
-from securepacs.model.tenancy import Visibility
+from securepacs.model.tenancy import Share, Visibility
 
-__all__ = ["Tenancy"]
+__all__ = ["Shares", "Tenancy"]
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +63,67 @@ class Tenancy:
         (the audit trail records each such use)."""
         return (self.enforced and identity is not None
                 and identity.allows(Permission.CROSS_ORG))
+
+
+class ShareStore(Protocol):
+    """Where shares are kept (the trust store, :class:`securepacs.index.trust.SqlTrustStore`)."""
+
+    def add_share(self, share: Share) -> None: ...
+    def shares(self) -> list[Share]: ...
+    def revoke_share(self, share_id: str, *, at: datetime) -> Share: ...
+
+
+class StudyOwners(Protocol):
+    """Which organisations hold a study (the index)."""
+
+    def study_owners(self, study_uid: str) -> list[str]: ...
+
+
+class Shares:
+    """Grant, list and revoke shares (``securepacs share``). A share is in force on every
+    server at once: the index query reads the trust store's share table (docs/tenants.md).
+
+    Parameters
+    ----------
+    store : ShareStore
+    owners : StudyOwners
+    """
+
+    def __init__(self, store: ShareStore, owners: StudyOwners) -> None:
+        self._store = store
+        self._owners = owners
+
+    def grant(self, study_uid: str, grantee: str, *, at: datetime, owner: str | None = None,
+              until: datetime | None = None, read_only: bool = False) -> Share:
+        """Share the study `study_uid` of `owner` with `grantee`.
+
+        Raises
+        ------
+        ValueError
+            No such study, several owners and none named, `until` not after `at`, or the
+            grantee is the owner.
+        """
+        uid = study_uid.strip()
+        holders = self._owners.study_owners(uid)
+        if owner is None:
+            if not holders:
+                raise ValueError(f"no study {uid} in the archive")
+            if len(holders) > 1:
+                raise ValueError(f"study {uid} is held by several organisations "
+                                 f"({', '.join(holders)}): name one with --from")
+            owner = holders[0]
+        elif owner not in holders:
+            raise ValueError(f"organisation {owner!r} holds no study {uid}")
+        if not grantee.strip() or grantee.strip() == owner:
+            raise ValueError("share with another organisation than the study's owner")
+        if until is not None and until <= at:
+            raise ValueError("--until must lie in the future")
+        share = Share(secrets.token_hex(4), uid, owner, grantee.strip(), read_only, until, at)
+        self._store.add_share(share)
+        return share
+
+    def list(self) -> list[Share]:
+        return self._store.shares()
+
+    def revoke(self, share_id: str, *, at: datetime) -> Share:
+        return self._store.revoke_share(share_id.strip(), at=at)
