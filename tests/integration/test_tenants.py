@@ -154,6 +154,15 @@ def test_get_retrieves_only_what_the_caller_sees(tenants: Tenants) -> None:
     assert theirs.stderr.replace(a_study, "UID") == unknown.stderr.replace("1.2.3.999", "UID")
     reader = tenants.get("r1", a_study)
     assert reader.returncode == 0 and "retrieved 2 instance(s)" in reader.stdout, reader.stderr
+    # the reading group's use of cross_org is audited, naming both organisations
+    for org in ("Clinic A", "Teleradiology"):
+        listed = cli("audit", "--data-dir", tenants.data, "list", "--org", org,
+                     "--type", "security-alert")
+        assert listed.returncode == 0, listed.stderr
+        line = f"Teleradiology read studies of another organisation by cross_org (Clinic A: {a_study})"
+        assert line in listed.stdout, listed.stdout
+    assert "cross_org" not in cli("audit", "--data-dir", tenants.data, "list", "--org",
+                                  "Clinic B").stdout
 
 
 def test_archive_viewer_lists_only_what_the_caller_sees(tenants: Tenants) -> None:

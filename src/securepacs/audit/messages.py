@@ -132,6 +132,7 @@ class Alert(enum.Enum):
     # organisations as tenants (docs/tenants.md): who may see another's study
     SHARE_GRANTED = "share-granted"
     SHARE_REVOKED = "share-revoked"
+    CROSS_ORG_ACCESS = "cross-org-access"
 
 
 _ALERTS: dict[Alert, tuple[Code, Code]] = {
@@ -149,11 +150,13 @@ _ALERTS: dict[Alert, tuple[Code, Code]] = {
     Alert.GROUP_CHANGED: (EventType.SECURITY_ROLES_CHANGED, ObjectIdType.USER_IDENTIFIER),
     Alert.SHARE_GRANTED: (EventType.SECURITY_ROLES_CHANGED, ObjectIdType.USER_IDENTIFIER),
     Alert.SHARE_REVOKED: (EventType.SECURITY_ROLES_CHANGED, ObjectIdType.USER_IDENTIFIER),
+    Alert.CROSS_ORG_ACCESS: (EventType.USE_OF_RESTRICTED_FUNCTION, ObjectIdType.USER_IDENTIFIER),
 }
 #: The alerts that record a change made on purpose (outcome Success), not a refusal.
 CHANGES = frozenset({Alert.CA_CREATED, Alert.CERTIFICATE_ISSUED, Alert.CERTIFICATE_RENEWED,
                      Alert.CERTIFICATE_REVOKED, Alert.ENROLMENT_INVITED, Alert.CLIENT_ENROLLED,
-                     Alert.GROUP_CHANGED, Alert.SHARE_GRANTED, Alert.SHARE_REVOKED})
+                     Alert.GROUP_CHANGED, Alert.SHARE_GRANTED, Alert.SHARE_REVOKED,
+                     Alert.CROSS_ORG_ACCESS})
 
 
 # --------------------------------------------------------------------------- validation

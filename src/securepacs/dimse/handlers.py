@@ -253,6 +253,13 @@ class Handlers:
         progress = _Progress(len(instances))
         message_id = int(message.command.get(cmd.MESSAGE_ID, 0))  # type: ignore[arg-type]
         audit_retrieved(assoc, instances, message)
+        foreign = self.tenancy.foreign(assoc.identity, instances)
+        if foreign:
+            assoc.audit.crossed(assoc.identity, ae_title=assoc.calling_ae,
+                                address=assoc.address,
+                                caller_org=self.tenancy.owner(assoc.identity), owners=foreign,
+                                how=("cross_org" if self.tenancy.crosses(assoc.identity)
+                                     else "share"))
         for item in instances:
             if assoc.cancel_requested(message_id):
                 self._final(assoc, message, st.CANCEL, progress, cancelled=True)

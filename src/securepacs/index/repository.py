@@ -697,6 +697,7 @@ def _stored_select() -> sa.Select[Any]:
         study.c.study_uid,
         series.c.series_uid,
         patient.c.patient_id,
+        instance.c.organization,
     ).select_from(instance.join(series).join(study).join(patient))
 
 
@@ -710,4 +711,5 @@ def _stored(row: Row[Any]) -> StoredInstance:
         study_uid=row.study_uid,
         series_uid=row.series_uid,
         patient_id=row.patient_id,
+        organization=row.organization,
     )

@@ -125,3 +125,4 @@ class StoredInstance:
     study_uid: str
     series_uid: str
     patient_id: str = ""
+    organization: str = ""  # the owner (docs/tenants.md)

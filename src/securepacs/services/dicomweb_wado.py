@@ -118,6 +118,7 @@ class WadoService:
         if not found:
             raise NoSuchResource("no such study, series or instance in the archive")
         found.sort(key=lambda i: (i.series_uid, i.sop_instance_uid))
+        self._access.crossed(caller, found)
         self._audit.retrieved(caller.identity, ae_title="", address=caller.address,
                               destination=caller.identity.name,
                               patient_ids=[i.patient_id for i in found if i.patient_id],

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol
 
 from securepacs.model.identity import Identity, Permission
+from securepacs.model.record import StoredInstance
 from securepacs.model.tenancy import Share, Visibility
 
 __all__ = ["Shares", "Tenancy"]
@@ -57,6 +59,19 @@ class Tenancy:
                                            and identity.allows(Permission.CROSS_ORG))
         return Visibility(self.owner(identity), everything=everything, retrieve=retrieve,
                           at=when)
+
+    def foreign(self, identity: Identity | None,
+                instances: Iterable[StoredInstance]) -> dict[str, list[str]]:
+        """Owner organisation -> study UIDs of `instances` that are not `identity`'s own
+        (read by a share or by ``cross_org``): what the audit trail records."""
+        if not self.enforced:
+            return {}
+        mine = self.owner(identity)
+        out: dict[str, list[str]] = {}
+        for item in instances:
+            if item.organization and item.organization != mine:
+                out.setdefault(item.organization, []).append(item.study_uid)
+        return out
 
     def crosses(self, identity: Identity | None) -> bool:
         """True when `identity` reads across organisations by its ``cross_org`` permission
