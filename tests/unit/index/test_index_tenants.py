@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -66,11 +67,29 @@ def share(store: SqlTrustStore, sid: str, study: str, owner: str, grantee: str,
                           more.get("until"), NOW - timedelta(hours=1)))  # type: ignore[arg-type]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The explicit cases on both engines (PostgreSQL: the "C" collation of the index
+    columns meets the share table's in the visibility sub-query)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-def store(index: SqlIndex, index_url: str) -> SqlTrustStore:
-    trust = SqlTrustStore(index_url)
+def index(db_url: str) -> Iterator[SqlIndex]:
+    idx = SqlIndex(db_url)
+    idx.create_schema()
+    yield idx
+    idx.close()
+
+
+@pytest.fixture
+def store(index: SqlIndex, db_url: str) -> Iterator[SqlTrustStore]:
+    trust = SqlTrustStore(db_url)
     trust.create_schema()
-    return trust
+    yield trust
+    trust.close()
 
 
 @pytest.fixture
