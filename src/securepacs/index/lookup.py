@@ -52,19 +52,24 @@ def output_keywords(level: Level) -> tuple[str, ...]:
     return (*keywords, *COMPUTED_ATTRIBUTES[level])
 
 
-def _shared(visibility: Visibility) -> sa.Exists:
-    """An active share of the (correlated) study row with the caller's organisation."""
+def _active(visibility: Visibility) -> list[ColumnElement[bool]]:
+    """The shares in force for the caller's organisation (read-only ones not when retrieving)."""
     share = trust_share.c
     conditions = [
         share.grantee == visibility.organization,
-        share.study_uid == study.c.study_uid,
-        share.owner == study.c.organization,
         share.revoked_at.is_(None),
         sa.or_(share.until.is_(None), share.until > visibility.at),
     ]
     if visibility.retrieve:
         conditions.append(share.read_only.is_(False))
-    return sa.exists().where(*conditions)
+    return conditions
+
+
+def _shared(visibility: Visibility) -> sa.Exists:
+    """An active share of the (correlated) study row with the caller's organisation."""
+    share = trust_share.c
+    return sa.exists().where(share.study_uid == study.c.study_uid,
+                             share.owner == study.c.organization, *_active(visibility))
 
 
 def study_visible(visibility: Visibility | None) -> ColumnElement[bool] | None:
@@ -82,8 +87,13 @@ def visible(level: Level, visibility: Visibility | None) -> ColumnElement[bool] 
         return None
     if level is not Level.PATIENT:
         return on_study
-    return sa.or_(patient.c.organization == visibility.organization,
-                  patient.c.id.in_(sa.select(study.c.patient_pk).where(_shared(visibility))))
+    # the patients of the shared studies, driven from the (few) shares of the caller
+    shared = (sa.select(study.c.patient_pk)
+              .select_from(trust_share.join(study, sa.and_(
+                  study.c.study_uid == trust_share.c.study_uid,
+                  study.c.organization == trust_share.c.owner)))
+              .where(*_active(visibility)))
+    return sa.or_(patient.c.organization == visibility.organization, patient.c.id.in_(shared))
 
 
 def _candidates(level: Level, constraints: Mapping[str, Matcher],
