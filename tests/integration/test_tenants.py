@@ -232,3 +232,38 @@ def test_the_same_sop_instance_uid_from_another_organisation(tenants: Tenants) -
                      level="PATIENT")
     assert [str(ds.NumberOfPatientRelatedInstances) for ds in b] == ["1"]
     tenants.server.wait_for_log("cannot be stored for your organisation")
+
+
+def test_share_on_two_instances_sharing_one_postgresql(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two servers on one PostgreSQL (and one blob folder): a study stored through one is
+    invisible to another organisation on both, a share granted while they run shows it on
+    both, and its revocation hides it again on both."""
+    monkeypatch.setenv("SECUREPACS_DATABASE_URL", pg_url)
+    data, out = tmp_path / "data", tmp_path / "clients"
+    ca(data, "init")
+    ca(data, "group", "create", "clinic", "--allow", "echo,store,find,get")
+    for name, org in (("a1", "Clinic A"), ("b1", "Clinic B")):
+        ca(data, "issue", "client", "--name", name, "--org", org, "--group", "clinic",
+           "--out", str(out))
+    servers = [data_server(tmp_path, data, name, viewer_port=0, dicomweb_port=0).start()
+               for name in ("one", "two")]
+    try:
+        views = [Tenants(s, data, out, 0, {}, {}, tmp_path) for s in servers]
+        files = write_study(tmp_path / "a", 2, patient_id="PG-A", patient_name="Alpha^Pg")
+        assert views[0].store("a1", *files).returncode == 0
+        study = str(pydicom.dcmread(files[0]).StudyInstanceUID)
+        for view in views:
+            assert view.patients("a1") == {"PG-A"} and view.patients("b1") == set()
+        granted = cli("share", "--data-dir", data, "study", study, "--with", "Clinic B")
+        assert granted.returncode == 0, granted.stderr
+        assert not (data / "index.sqlite").exists(), "shares went to SQLite, not PostgreSQL"
+        for view in views:
+            assert view.patients("b1") == {"PG-A"}
+        share_id = granted.stdout.split()[1].rstrip(":")
+        assert cli("share", "--data-dir", data, "revoke", share_id).returncode == 0
+        for view in views:
+            assert view.patients("b1") == set()
+    finally:
+        for server in servers:
+            server.stop()
