@@ -52,6 +52,7 @@ class Tenants:
     studies: dict[str, str]  # patient id -> study UID
     files: dict[str, list[Path]]
     tmp: Path
+    dicomweb_port: int = 0
 
     def tls(self, name: str) -> list[str]:
         return tls_args(self.clients / f"{name}.key", self.clients / f"{name}.pem",
@@ -82,6 +83,19 @@ class Tenants:
              "--key", str(self.clients / f"{name}.key"), "--ca", str(self.clients / "ca.pem")]
         return cli("get", "--study", study, "--to", self.tmp / f"get-{name}-{free_port()}", *c)
 
+    def qido(self, name: str) -> set[str]:
+        """PatientIDs of the studies a dicomweb-client QIDO-RS search finds."""
+        requests = pytest.importorskip("requests")
+        api = pytest.importorskip("dicomweb_client.api")
+        session = requests.Session()
+        session.trust_env = False
+        session.cert = (str(self.clients / f"{name}.pem"), str(self.clients / f"{name}.key"))
+        session.verify = str(self.clients / "ca.pem")
+        client = api.DICOMwebClient(f"https://{HOST}:{self.dicomweb_port}/dicomweb",
+                                    session=session)
+        found = client.search_for_studies()
+        return {str(m["00100020"]["Value"][0]) for m in found}
+
     def viewer(self, name: str, path: str = "/") -> tuple[int, str]:
         context = ssl.create_default_context(cafile=str(self.clients / "ca.pem"))
         context.check_hostname = False
@@ -106,8 +120,9 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
                              ("r1", "Teleradiology", "reading")):
         ca(data, "issue", "client", "--name", name, "--org", org, "--group", group,
            "--out", str(out))
-    viewer_port = free_port()
-    server = data_server(tmp, data, "serve", viewer_port=viewer_port, dicomweb_port=0).start()
+    viewer_port, dicomweb_port = free_port(), free_port()
+    server = data_server(tmp, data, "serve", viewer_port=viewer_port,
+                         dicomweb_port=dicomweb_port).start()
     try:
         files = {
             "PAT-A1": write_study(tmp / "a1", 2, patient_id="PAT-A1", patient_name="Alpha^Ann"),
@@ -117,7 +132,7 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
         }
         found = Tenants(server, data, out, viewer_port,
                         {p: str(pydicom.dcmread(f[0]).StudyInstanceUID) for p, f in files.items()},
-                        files, tmp)
+                        files, tmp, dicomweb_port)
         for name, patients in (("a1", ("PAT-A1", "PAT-A2")), ("b1", ("PAT-B1",))):
             sent = found.store(name, *[f for p in patients for f in files[p]])
             assert sent.returncode == 0, sent.stderr
@@ -163,6 +178,12 @@ def test_get_retrieves_only_what_the_caller_sees(tenants: Tenants) -> None:
         assert line in listed.stdout, listed.stdout
     assert "cross_org" not in cli("audit", "--data-dir", tenants.data, "list", "--org",
                                   "Clinic B").stdout
+
+
+def test_qido_rs_finds_only_what_the_caller_sees(tenants: Tenants) -> None:
+    assert tenants.qido("a1") == {"PAT-A1", "PAT-A2"}
+    assert tenants.qido("b1") == {"PAT-B1"}
+    assert tenants.qido("r1") == {"PAT-A1", "PAT-A2", "PAT-B1"}
 
 
 def test_archive_viewer_lists_only_what_the_caller_sees(tenants: Tenants) -> None:
