@@ -32,7 +32,8 @@ class Check:
 
 def migrate(settings: Settings) -> migrations.Upgraded:
     """Bring the index database (index, trust and audit tables) to the newest revision."""
-    return migrations.upgrade(settings.index_url)
+    return migrations.upgrade(settings.index_url,
+                              default_organisation=settings.default_organisation)
 
 
 def run_checks(settings: Settings, *, at: datetime) -> list[Check]:

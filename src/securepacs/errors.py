@@ -10,6 +10,7 @@
     │   └── StorageFullError   no space left (maps to DIMSE Out of Resources)
     ├── InvalidInstanceError   a data set we refuse to store (malformed, mismatched UIDs)
     │   └── SopClassMismatchError
+    ├── UidConflictError       another tenant holds the SOP Instance UID with other bytes
     ├── AccessRefused          a verified certificate the trust store does not admit
     │   ├── CertificateRevoked
     │   └── NotPermitted       an admitted identity whose group lacks a permission
@@ -54,6 +55,11 @@ class InvalidInstanceError(PacsError):
 
 class SopClassMismatchError(InvalidInstanceError):
     """The data set's SOP Class UID disagrees with the DIMSE command."""
+
+
+class UidConflictError(PacsError):
+    """The SOP Instance UID cannot be stored for this organisation (docs/tenants.md); the
+    message never says who holds it."""
 
 
 class QueryError(PacsError):

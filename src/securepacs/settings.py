@@ -87,6 +87,7 @@ class Settings:
     azure_container: str = "securepacs"
     trust_source: str = "auto"
     trust_poll_seconds: float = 1.0
+    default_organisation: str = "default"  # owner of files-trust and pre-tenant instances
     expiry_warning_days: int = 30
     enroll_port: int | None = None
     move_destinations: tuple[MoveDestination, ...] = ()

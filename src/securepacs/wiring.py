@@ -208,6 +208,34 @@ def start_up(settings: Settings, *, worker: bool = False) -> StartUp:
     return StartUp(trail, boot, ca, index, blobs, sweep)
 
 
+def make_tenancy(settings: Settings):  # noqa: ANN201 - services.tenancy.Tenancy
+    """The tenant boundary: enforced when trust comes from the index (where identities
+    carry organisations); with trust from files every caller sees everything."""
+    from securepacs.services.tenancy import Tenancy
+
+    return Tenancy(default_organisation=settings.default_organisation,
+                   enforced=settings.trust_from_index)
+
+
+def share_book(settings: Settings):  # noqa: ANN201 - services.tenancy.Shares
+    """``securepacs share``: the shares in the index database's trust store, with the index
+    to find a study's owner. Returns (shares, close)."""
+    from securepacs.index.repository import SqlIndex
+    from securepacs.index.trust import SqlTrustStore
+    from securepacs.services.tenancy import Shares
+
+    index = SqlIndex(settings.index_url)
+    index.create_schema()
+    store = SqlTrustStore(settings.index_url)
+    store.create_schema()
+
+    def close() -> None:
+        index.close()
+        store.close()
+
+    return Shares(store, index), close
+
+
 def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()) -> Archive:
     """Open the stores, run the start-up check, bind the listeners (not yet serving).
 
@@ -244,13 +272,16 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
         return Destination(dest.ae_title, dest.host, dest.port, move_tls if dest.tls else None,
                            pin.check if pin is not None else None)
 
+    tenancy = make_tenancy(settings)
     handlers = Handlers(
-        ingest=IngestService(index, blobs, replace_duplicates=settings.replace_duplicates),
+        ingest=IngestService(index, blobs, replace_duplicates=settings.replace_duplicates,
+                             default_organisation=settings.default_organisation),
         query=QueryService(index, ae_title=settings.ae_title,
                            max_results=settings.max_find_results, blobs=blobs),
         retrieve=RetrieveService(index, blobs),
         destinations=destination,
         max_pdu=settings.max_pdu,
+        tenancy=tenancy,
     )
     tls_files = TlsFiles(settings)
     dicom_ports = f"{settings.port}" + (f" (plain {settings.plain_port})"
@@ -574,7 +605,8 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
             audit.retrieved(identity, ae_title="", address=address, destination="",
                             patient_ids=[study.patient_id], study_uids=[study.uid], success=True)
 
-    app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed))
+    app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed,
+                                              visibility=make_tenancy(settings).view))
     try:
         return ArchiveViewerServer((settings.host, port), app, tls_context,
                                    gatekeeper=gatekeeper, audit=audit,
@@ -625,7 +657,7 @@ def dicomweb_server(settings: Settings, ingest: object, query: object, retrieve:
     from securepacs.web.dicomweb.shared import Edge
 
     port = settings.dicomweb_port if settings.dicomweb_port is not None else settings.port + 3
-    access = DicomwebAccess(audit)
+    access = DicomwebAccess(audit, make_tenancy(settings))
     tokens = (ImportTokens(token_store, audit=audit).check  # type: ignore[arg-type]
               if token_store is not None else None)
     edge = Edge(settings.dicomweb_base, tokens, settings.dicomweb_cors_origins)

@@ -129,6 +129,10 @@ class Alert(enum.Enum):
     ENROLMENT_INVITED = "enrolment-invited"
     CLIENT_ENROLLED = "client-enrolled"
     GROUP_CHANGED = "group-changed"
+    # organisations as tenants (docs/tenants.md): who may see another's study
+    SHARE_GRANTED = "share-granted"
+    SHARE_REVOKED = "share-revoked"
+    CROSS_ORG_ACCESS = "cross-org-access"
 
 
 _ALERTS: dict[Alert, tuple[Code, Code]] = {
@@ -144,11 +148,15 @@ _ALERTS: dict[Alert, tuple[Code, Code]] = {
     Alert.ENROLMENT_INVITED: (EventType.SECURITY_CONFIGURATION, ObjectIdType.USER_IDENTIFIER),
     Alert.CLIENT_ENROLLED: (EventType.NODE_AUTHENTICATION, ObjectIdType.NODE_ID),
     Alert.GROUP_CHANGED: (EventType.SECURITY_ROLES_CHANGED, ObjectIdType.USER_IDENTIFIER),
+    Alert.SHARE_GRANTED: (EventType.SECURITY_ROLES_CHANGED, ObjectIdType.USER_IDENTIFIER),
+    Alert.SHARE_REVOKED: (EventType.SECURITY_ROLES_CHANGED, ObjectIdType.USER_IDENTIFIER),
+    Alert.CROSS_ORG_ACCESS: (EventType.USE_OF_RESTRICTED_FUNCTION, ObjectIdType.USER_IDENTIFIER),
 }
 #: The alerts that record a change made on purpose (outcome Success), not a refusal.
 CHANGES = frozenset({Alert.CA_CREATED, Alert.CERTIFICATE_ISSUED, Alert.CERTIFICATE_RENEWED,
                      Alert.CERTIFICATE_REVOKED, Alert.ENROLMENT_INVITED, Alert.CLIENT_ENROLLED,
-                     Alert.GROUP_CHANGED})
+                     Alert.GROUP_CHANGED, Alert.SHARE_GRANTED, Alert.SHARE_REVOKED,
+                     Alert.CROSS_ORG_ACCESS})
 
 
 # --------------------------------------------------------------------------- validation

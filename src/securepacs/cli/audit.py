@@ -75,13 +75,14 @@ def _when(text: str | None, what: str) -> datetime | None:
 
 
 def _rows(since: str | None, until: str | None, identity: str | None, patient: str | None,
-          kind: str | None, limit: int | None) -> list[Any]:
+          kind: str | None, limit: int | None, organization: str | None = None) -> list[Any]:
     if kind is not None and kind not in KINDS:
         raise typer.BadParameter(f"unknown type {kind!r} (valid: {', '.join(KINDS)})")
     log = _log()
     try:
         return log.records(since=_when(since, "--since"), until=_when(until, "--until"),
-                           identity=identity, patient=patient, kind=kind, limit=limit)
+                           identity=identity, patient=patient, kind=kind, limit=limit,
+                           organization=organization)
     except PacsError as exc:
         raise fail(str(exc)) from None
     finally:
@@ -95,6 +96,8 @@ _IDENTITY = typer.Option(None, "--identity", help="A participant's user ID conta
 _PATIENT = typer.Option(None, "--patient", help="This Patient ID.")
 _TYPE = typer.Option(None, "--type", help=f"Event type: {', '.join(KINDS)}.")
 _LIMIT = typer.Option(None, "--limit", help="Only the newest N records.")
+_ORG = typer.Option(None, "--org", help="Records naming this organisation (its identities, "
+                    "its cross-organisation reads and shares).")
 
 
 @app.command("list")
@@ -102,9 +105,10 @@ def list_(
     since: str | None = _SINCE, until: str | None = _UNTIL, identity: str | None = _IDENTITY,
     patient: str | None = _PATIENT, kind: str | None = _TYPE, limit: int | None = _LIMIT,
     as_json: bool = typer.Option(False, "--json", help="One JSON record per line."),
+    organization: str | None = _ORG,
 ) -> None:
     """The audit records, oldest first."""
-    for row in _rows(since, until, identity, patient, kind, limit):
+    for row in _rows(since, until, identity, patient, kind, limit, organization):
         if as_json:
             typer.echo(json.dumps({"seq": row.seq, **json.loads(row.body)}, sort_keys=True))
             continue

@@ -121,7 +121,7 @@ def init(
 def group_create(
     group: str = typer.Argument(..., help="Group name."),
     allow: str = typer.Option(..., "--allow", help="Permissions: echo,store,find,move,get,export "
-                              "or all."),
+                              "or all; cross_org (read every organisation) only by name."),
 ) -> None:
     """Create a group (or change its permissions)."""
     permissions = _run(lambda: Permission.parse_list(allow))
@@ -135,7 +135,9 @@ def group_create(
 def group_list() -> None:
     """The groups and their permissions."""
     for g in _run(lambda: _ca().store.groups()):
-        typer.echo(f"{g.name}: {', '.join(sorted(p.value for p in g.permissions)) or '-'}")
+        crosses = Permission.CROSS_ORG in g.permissions
+        typer.echo(f"{g.name}: {', '.join(sorted(p.value for p in g.permissions)) or '-'}"
+                   + ("  (reads every organisation's studies)" if crosses else ""))
 
 
 @issue_app.command("server")

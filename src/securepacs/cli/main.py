@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "media": ("media", "app", True),
     "view": ("view", "view", False),
     "audit": ("audit", "app", True),
+    "share": ("share", "app", True),
     "db": ("db", "app", True),
     "check": ("db", "check", False),
     "backup": ("backup", "backup", False),

@@ -42,6 +42,7 @@ from securepacs.services import part10
 from securepacs.services.ingest import IngestService, Received
 from securepacs.services.query import QueryService, RetrieveService
 from securepacs.services.scuport import ConnectionFailed
+from securepacs.services.tenancy import Tenancy
 
 if TYPE_CHECKING:
     import ssl
@@ -113,6 +114,8 @@ class Handlers:
     retrieve: RetrieveService
     destinations: Callable[[str], Destination | None]
     max_pdu: int = 131072
+    #: the tenant boundary: what each caller sees, and who owns what it stores
+    tenancy: Tenancy = field(default_factory=Tenancy)
 
     def __post_init__(self) -> None:
         self._services: dict[int, Callable[[AcceptedAssociation, Message, AcceptedContext],
@@ -183,6 +186,7 @@ class Handlers:
             transfer_syntax_uid=context.transfer_syntax,
             calling_ae=assoc.calling_ae,
             dataset_file=message.dataset_file,
+            organization=self.tenancy.owner(assoc.identity),
         )
         try:
             result = self.ingest.store_instance(item)
@@ -207,7 +211,8 @@ class Handlers:
         root = FIND_MODELS[context.abstract_syntax]
         try:
             identifier = decode_dataset(message.dataset, context.transfer_syntax)
-            results = list(self.query.find(identifier, root))
+            results = list(self.query.find(identifier, root,
+                                           visibility=self.tenancy.view(assoc.identity)))
             unsupported = self.query.unsupported_keys(identifier, root)
         except Exception as exc:  # noqa: BLE001
             code = (st.FIND_UNABLE_TO_PROCESS if isinstance(exc, ValueError)
@@ -239,7 +244,9 @@ class Handlers:
         """The instances a C-GET/C-MOVE names, or None after answering its failure."""
         try:
             identifier = decode_dataset(message.dataset, context.transfer_syntax)
-            return self.retrieve.instances(identifier, models[context.abstract_syntax])
+            return self.retrieve.instances(
+                identifier, models[context.abstract_syntax],
+                visibility=self.tenancy.view(assoc.identity, retrieve=True))
         except Exception as exc:  # noqa: BLE001
             code = (st.RETRIEVE_UNABLE_TO_PROCESS if isinstance(exc, ValueError)
                     else st.status_for(exc, st.RETRIEVE_ERRORS))
@@ -263,6 +270,13 @@ class Handlers:
         progress = _Progress(len(instances))
         message_id = int(message.command.get(cmd.MESSAGE_ID, 0))  # type: ignore[arg-type]
         audit_retrieved(assoc, instances, message)
+        foreign = self.tenancy.foreign(assoc.identity, instances)
+        if foreign:
+            assoc.audit.crossed(assoc.identity, ae_title=assoc.calling_ae,
+                                address=assoc.address,
+                                caller_org=self.tenancy.owner(assoc.identity), owners=foreign,
+                                how=("cross_org" if self.tenancy.crosses(assoc.identity)
+                                     else "share"))
         for item in instances:
             if assoc.cancel_requested(message_id):
                 self._final(assoc, message, st.CANCEL, progress, cancelled=True)

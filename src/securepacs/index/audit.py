@@ -233,7 +233,8 @@ class SqlAuditLog:
 
     def records(self, *, since: datetime | None = None, until: datetime | None = None,
                 identity: str | None = None, patient: str | None = None,
-                kind: str | None = None, limit: int | None = None) -> list[AuditRow]:
+                kind: str | None = None, limit: int | None = None,
+                organization: str | None = None) -> list[AuditRow]:
         """Stored records in chain order, filtered.
 
         Parameters
@@ -248,8 +249,16 @@ class SqlAuditLog:
             The record kind, e.g. ``instances-transferred``, ``security-alert``.
         limit : int, optional
             At most this many, the newest ones (still in chain order).
+        organization : str, optional
+            Records naming this organisation (a participant's ``O=``, or a cross-organisation
+            access or share naming it): a substring of the stored record.
         """
         query = sa.select(audit_event)
+        if organization is not None:
+            body: Any = (sa.func.convert_from(audit_event.c.body, "UTF8")
+                         if self._engine.dialect.name == "postgresql"
+                         else sa.cast(audit_event.c.body, sa.Text))
+            query = query.where(body.contains(organization, autoescape=True))
         if since is not None:
             query = query.where(audit_event.c.event_time >= since.astimezone(UTC))
         if until is not None:

@@ -6,6 +6,13 @@ values of the row merged with those of the levels above it (the pure matchers of
 :mod:`securepacs.model.matching` are the authority). Computed attributes (PS3.4 C.6.1.1.3,
 C.6.2.1.2: counts, ModalitiesInStudy, SOPClassesInStudy) are obtained with grouped queries
 for one batch of candidate rows at a time, never one query per row.
+
+Organisation visibility (docs/tenants.md) is one more SQL condition on the candidates, from
+the caller's :class:`~securepacs.model.tenancy.Visibility`: the study's organisation is the
+caller's, or an active share of that study names it (a sub-query on ``trust_share``). The
+hierarchy is kept per organisation, so the condition on the study (or, at the patient
+level, on the patient and its shared studies) covers every row below it, and the computed
+counts of a patient count only the studies the caller sees.
 """
 
 from __future__ import annotations
@@ -15,14 +22,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
+from sqlalchemy.sql.elements import ColumnElement
 
 from securepacs.errors import QueryError
 from securepacs.index.schema import instance, patient, series, study
 from securepacs.index.sqlfilter import prefilter
+from securepacs.index.trust import trust_share
 from securepacs.model.levels import Level
 from securepacs.model.matching import Matcher
 from securepacs.model.query import Query
 from securepacs.model.record import COMPUTED_ATTRIBUTES, LEVEL_ATTRIBUTES
+from securepacs.model.tenancy import Visibility
 
 #: The table of each Query/Retrieve level.
 TABLES: dict[Level, sa.Table] = {
@@ -42,15 +52,65 @@ def output_keywords(level: Level) -> tuple[str, ...]:
     return (*keywords, *COMPUTED_ATTRIBUTES[level])
 
 
-def _candidates(level: Level, constraints: Mapping[str, Matcher]) -> sa.Select[Any]:
-    """Rows at `level` passing the SQL pre-filter: pk and attrs of the level and those above."""
+def _active(visibility: Visibility) -> list[ColumnElement[bool]]:
+    """The shares in force for the caller's organisation (read-only ones not when retrieving)."""
+    share = trust_share.c
+    conditions = [
+        share.grantee == visibility.organization,
+        share.revoked_at.is_(None),
+        sa.or_(share.until.is_(None), share.until > visibility.at),
+    ]
+    if visibility.retrieve:
+        conditions.append(share.read_only.is_(False))
+    return conditions
+
+
+def _shared(visibility: Visibility) -> sa.Exists:
+    """An active share of the (correlated) study row with the caller's organisation."""
+    share = trust_share.c
+    return sa.exists().where(share.study_uid == study.c.study_uid,
+                             share.owner == study.c.organization, *_active(visibility))
+
+
+def study_visible(visibility: Visibility | None) -> ColumnElement[bool] | None:
+    """The condition on ``study`` rows the caller sees; None when it sees everything."""
+    if visibility is None or visibility.everything:
+        return None
+    return sa.or_(study.c.organization == visibility.organization, _shared(visibility))
+
+
+def visible(level: Level, visibility: Visibility | None) -> ColumnElement[bool] | None:
+    """The visibility condition on the candidates at `level` (their join holds the study
+    table, except at the patient level); None when the caller sees everything."""
+    on_study = study_visible(visibility)
+    if on_study is None or visibility is None:
+        return None
+    if level is not Level.PATIENT:
+        return on_study
+    # the patients of the shared studies, driven from the (few) shares of the caller
+    shared = (sa.select(study.c.patient_pk)
+              .select_from(trust_share.join(study, sa.and_(
+                  study.c.study_uid == trust_share.c.study_uid,
+                  study.c.organization == trust_share.c.owner)))
+              .where(*_active(visibility)))
+    return sa.or_(patient.c.organization == visibility.organization, patient.c.id.in_(shared))
+
+
+def _candidates(level: Level, constraints: Mapping[str, Matcher],
+                visibility: Visibility | None) -> sa.Select[Any]:
+    """Rows at `level` passing the SQL pre-filter and the caller's visibility: pk and attrs
+    of the level and those above."""
     levels = level.at_or_above()
     columns = [TABLES[lv].c.id.label(f"pk{lv.depth}") for lv in levels]
     columns += [TABLES[lv].c.attrs.label(f"attrs{lv.depth}") for lv in levels]
     joined: sa.FromClause = patient
     for lv in levels[1:]:
         joined = joined.join(TABLES[lv])
-    return sa.select(*columns).select_from(joined).where(*prefilter(constraints)).order_by(TABLES[level].c.id)
+    where = prefilter(constraints)
+    seen = visible(level, visibility)
+    if seen is not None:
+        where.append(seen)
+    return sa.select(*columns).select_from(joined).where(*where).order_by(TABLES[level].c.id)
 
 
 def _merge(row: Row[Any], levels: Sequence[Level]) -> dict[str, str]:
@@ -65,7 +125,8 @@ def _merge(row: Row[Any], levels: Sequence[Level]) -> dict[str, str]:
 
 
 def matches(
-    conn: sa.Connection, query: Query, *, computed_for_output: bool, batch: int
+    conn: sa.Connection, query: Query, *, computed_for_output: bool, batch: int,
+    visibility: Visibility | None = None,
 ) -> Generator[tuple[int, dict[str, str]], None, None]:
     """(pk, merged values) of every entity at ``query.level`` that matches, in pk order.
 
@@ -79,6 +140,8 @@ def matches(
         Also compute the level's computed attributes when no key constrains them.
     batch : int
         Candidate rows read, and given computed attributes, at a time.
+    visibility : Visibility or None
+        What the caller sees (None: everything).
 
     Raises
     ------
@@ -98,14 +161,15 @@ def matches(
     ]
     # A server-side cursor where the driver has one (PostgreSQL): a query with a limit reads
     # only the batches it needs. SQLite cursors step lazily anyway.
-    result = conn.execute(_candidates(level, constraints).execution_options(stream_results=True))
+    result = conn.execute(_candidates(level, constraints, visibility)
+                          .execution_options(stream_results=True))
     try:
         for part in result.partitions(batch):
             merged = [_merge(row, levels) for row in part]
             for lv in computed_levels:
                 label = f"pk{lv.depth}"
                 pks = sorted({row._mapping[label] for row in part})
-                computed = _computed(conn, lv, pks)
+                computed = _computed(conn, lv, pks, visibility)
                 for row, values in zip(part, merged, strict=True):
                     values.update(computed[row._mapping[label]])
             for row, values in zip(part, merged, strict=True):
@@ -115,10 +179,16 @@ def matches(
         result.close()
 
 
-def _computed(conn: sa.Connection, level: Level, pks: Sequence[int]) -> dict[int, dict[str, str]]:
-    """The COMPUTED_ATTRIBUTES of `level` for the entities `pks`, with grouped queries."""
+def _computed(conn: sa.Connection, level: Level, pks: Sequence[int],
+              visibility: Visibility | None = None) -> dict[int, dict[str, str]]:
+    """The COMPUTED_ATTRIBUTES of `level` for the entities `pks`, with grouped queries
+    (a patient's count only the studies the caller sees; a study is seen whole)."""
     out: dict[int, dict[str, str]] = {}
     if level is Level.PATIENT:
+        on = study.c.patient_pk == patient.c.id
+        seen = study_visible(visibility)
+        if seen is not None:
+            on = sa.and_(on, seen)
         stmt = (
             sa.select(
                 patient.c.id,
@@ -126,7 +196,7 @@ def _computed(conn: sa.Connection, level: Level, pks: Sequence[int]) -> dict[int
                 sa.func.count(sa.distinct(series.c.id)),
                 sa.func.count(instance.c.id),
             )
-            .select_from(patient.outerjoin(study).outerjoin(series).outerjoin(instance))
+            .select_from(patient.outerjoin(study, on).outerjoin(series).outerjoin(instance))
             .where(patient.c.id.in_(pks))
             .group_by(patient.c.id)
         )

@@ -12,6 +12,8 @@ the write lock (``BEGIN IMMEDIATE``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +75,11 @@ class Upgraded:
     stamped: bool
 
 
-def upgrade(url: str) -> Upgraded:
+def upgrade(url: str, *, default_organisation: str = "default") -> Upgraded:
     """Bring the database at `url` to the newest revision (idempotent).
+
+    `default_organisation` owns the instances indexed before organisations were tenants
+    (revision ``0004``).
 
     Raises
     ------
@@ -85,18 +90,21 @@ def upgrade(url: str) -> Upgraded:
     """
     engine = _engine(url)
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn, _foreign_keys_off(conn), conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
             before = MigrationContext.configure(conn).get_current_revision()
             stamped = False
             cfg = _config()
             cfg.attributes["connection"] = conn
+            cfg.attributes["default_organisation"] = default_organisation
             if before is None and sa.inspect(conn).has_table("schema_version"):
                 versions = conn.execute(sa.text("SELECT version FROM schema_version")).scalars().all()
-                if list(versions) != [SCHEMA_VERSION]:
-                    raise StorageError(f"index schema version {versions}, expected {SCHEMA_VERSION} "
-                                       "before migrations: not stamping")
+                if list(versions) not in ([1], [SCHEMA_VERSION]):
+                    raise StorageError(f"index schema version {versions}, expected 1 or "
+                                       f"{SCHEMA_VERSION} before migrations: not stamping")
+                # version 1: create_schema's tables of revision 0001; version 2 has what
+                # 0004 adds too, which 0004 then finds in place (as 0002 the audit tables)
                 command.stamp(cfg, BASELINE)
                 stamped = True
             command.upgrade(cfg, "head")
@@ -107,6 +115,26 @@ def upgrade(url: str) -> Upgraded:
         engine.dispose()
     assert after is not None
     return Upgraded(before, after, stamped)
+
+
+@contextmanager
+def _foreign_keys_off(conn: sa.Connection) -> Iterator[None]:
+    """SQLite: foreign keys off around the migration (set outside the transaction, where
+    the pragma takes effect), since a batch migration recreates a referenced table
+    (https://www.sqlite.org/lang_altertable.html#otheralter); checked again afterwards."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+        broken = raw.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise StorageError(f"migration left {len(broken)} broken reference(s)")
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
 
 
 @dataclass(frozen=True)
@@ -153,6 +181,9 @@ def status(url: str) -> SchemaStatus:
                                    "run `securepacs db migrate`")
     if not has_tables:
         return SchemaStatus(False, "no schema: run `securepacs db migrate`")
+    if list(versions) == [1]:
+        return SchemaStatus(False, "schema version 1 made by an older serve: run `securepacs "
+                                   "db migrate` (organisations become tenants, revision 0004)")
     if list(versions) == [SCHEMA_VERSION]:  # serve's create_all made every table it uses
         return SchemaStatus(True, f"schema version {SCHEMA_VERSION} made by serve, complete; not "
                                   "yet stamped for migrations: nothing to do now, run `securepacs "

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Row, RowMapping
 from securepacs.errors import ConfigError, InvalidInstanceError, StorageError, StorageFullError
 from securepacs.index.engine import READ_ONLY, make_engine
 from securepacs.index.groupcommit import GroupCommit, Job
-from securepacs.index.lookup import matches, output_keywords
+from securepacs.index.lookup import matches, output_keywords, study_visible
 from securepacs.index.schema import (
     SCHEMA_VERSION,
     instance,
@@ -43,6 +43,7 @@ from securepacs.model.record import (
     InstanceRecord,
     StoredInstance,
 )
+from securepacs.model.tenancy import Visibility
 
 _log = logging.getLogger(__name__)
 
@@ -58,15 +59,21 @@ class AddResult:
 
     Attributes
     ----------
-    outcome : {"added", "duplicate", "replaced"}
+    outcome : {"added", "duplicate", "replaced", "foreign"}
         ``"duplicate"``: the SOP Instance UID was already indexed and nothing changed.
+        ``"foreign"``: another organisation holds this SOP Instance UID and nothing was
+        added: the caller compares its bytes with the blob ``previous_blob_key`` and adds
+        again with ``foreign=previous_blob_key`` when they are the same (docs/tenants.md).
     previous_blob_key : str or None
         For ``"replaced"``, the blob the row pointed at before (the caller may delete it
-        once it differs from the new one).
+        once it differs from the new one); for ``"foreign"``, the other organisation's.
+    previous_size : int
+        For ``"foreign"``, the size of that blob.
     """
 
-    outcome: Literal["added", "duplicate", "replaced"]
+    outcome: Literal["added", "duplicate", "replaced", "foreign"]
     previous_blob_key: str | None = None
+    previous_size: int = 0
 
 
 class SqlIndex:
@@ -137,7 +144,7 @@ class SqlIndex:
     # -- writing ---------------------------------------------------------------------
 
     def add(self, record: InstanceRecord, *, replace: bool = False,
-            ready: Callable[[], object] | None = None) -> AddResult:
+            ready: Callable[[], object] | None = None, foreign: str = "") -> AddResult:
         """Index one stored instance, filing it under its patient, study and series.
 
         Missing patient, study and series rows are created; existing ones receive the
@@ -152,6 +159,10 @@ class SqlIndex:
             What to do when the SOP Instance UID is already indexed: False leaves the row
             alone (``"duplicate"``), True points it at the new blob and values.
 
+        foreign : str
+            The blob key of another organisation's instance of this SOP Instance UID
+            that the caller found identical (after an ``"foreign"`` outcome): the
+            instance is then added for ``record.organization`` too.
         ready : callable, optional
             Called inside the transaction, before the commit: the row is committed only if
             it returns (e.g. once the blob is durable, so that both are written at once);
@@ -174,7 +185,7 @@ class SqlIndex:
             Any other database failure (the add did not happen).
         """
         keys = _Keys.of(record)
-        result: AddResult = self._group.submit((record, keys, replace, ready))
+        result: AddResult = self._group.submit((record, keys, replace, ready, foreign))
         return result
 
     def _add_batch(self, jobs: list[Job]) -> None:
@@ -195,7 +206,8 @@ class SqlIndex:
                                 continue
                         try:
                             with conn.begin_nested():
-                                results[n] = _add(conn, *job.payload[:3])
+                                record, keys, replace, _ready, foreign = job.payload
+                                results[n] = _add(conn, record, keys, replace, foreign)
                         except sa_exc.DBAPIError:
                             continue  # e.g. a concurrent writer's row: retried on its own
             except sa_exc.SQLAlchemyError:
@@ -210,11 +222,11 @@ class SqlIndex:
                 job.error = exc
 
     def _add_one(self, record: InstanceRecord, keys: _Keys, replace: bool,
-                 ready: Callable[[], object] | None) -> AddResult:
+                 ready: Callable[[], object] | None, foreign: str) -> AddResult:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._engine.begin() as conn:
-                    result = _add(conn, record, keys, replace)
+                    result = _add(conn, record, keys, replace, foreign)
                     if ready is not None:
                         ready()
                     return result
@@ -252,14 +264,21 @@ class SqlIndex:
 
     # -- reading ---------------------------------------------------------------------
 
-    def get(self, sop_instance_uid: str) -> StoredInstance | None:
-        """The indexed instance with this SOP Instance UID, or None."""
+    def get(self, sop_instance_uid: str, *,
+            visibility: Visibility | None = None) -> StoredInstance | None:
+        """The indexed instance with this SOP Instance UID the caller sees (None: every
+        organisation's), or None."""
         stmt = _stored_select().where(instance.c.sop_instance_uid == sop_instance_uid.strip())
+        seen = study_visible(visibility)
+        if seen is not None:
+            stmt = stmt.where(seen)
+        stmt = stmt.order_by(instance.c.id).limit(1)
         with self._reading() as conn:
             row = conn.execute(stmt).first()
         return None if row is None else _stored(row)
 
-    def find(self, query: Query, *, limit: int | None = None) -> list[dict[str, str]]:
+    def find(self, query: Query, *, limit: int | None = None,
+             visibility: Visibility | None = None) -> list[dict[str, str]]:
         """C-FIND: the entities at ``query.level`` that match the query's keys.
 
         Parameters
@@ -268,6 +287,8 @@ class SqlIndex:
             The identifier; keys the index does not keep do not constrain the match.
         limit : int or None
             Return at most this many matches (the first ones in index order).
+        visibility : Visibility or None
+            The caller's view (docs/tenants.md), applied in SQL; None: every organisation.
 
         Returns
         -------
@@ -295,7 +316,8 @@ class SqlIndex:
         batch = _BATCH if limit is None else min(_BATCH, max(limit, 32))
         with (
             self._reading() as conn,
-            closing(matches(conn, query, computed_for_output=True, batch=batch)) as found,
+            closing(matches(conn, query, computed_for_output=True, batch=batch,
+                            visibility=visibility)) as found,
         ):
             for _pk, values in found:
                 out.append({k: values.get(k, "") for k in keywords})
@@ -303,8 +325,10 @@ class SqlIndex:
                     break
         return out
 
-    def instances(self, query: Query) -> list[StoredInstance]:
-        """C-MOVE / C-GET: every instance under the entities :meth:`find` would match.
+    def instances(self, query: Query, *,
+                  visibility: Visibility | None = None) -> list[StoredInstance]:
+        """C-MOVE / C-GET: every instance under the entities :meth:`find` would match for
+        `visibility` (None: every organisation's).
 
         Returns
         -------
@@ -329,8 +353,12 @@ class SqlIndex:
         )
         rows: list[Row[Any]] = []
         with self._reading() as conn:
-            with closing(matches(conn, query, computed_for_output=False, batch=_BATCH)) as m:
+            with closing(matches(conn, query, computed_for_output=False, batch=_BATCH,
+                                 visibility=visibility)) as m:
                 pks = [pk for pk, _values in m]
+            seen = study_visible(visibility)
+            if seen is not None:  # a patient's studies: only those the caller sees
+                base = base.where(seen)
             for chunk in _chunks(pks):
                 rows.extend(conn.execute(base.where(owner.in_(chunk))).all())
         rows.sort(
@@ -342,7 +370,20 @@ class SqlIndex:
                 r.id,
             )
         )
-        return [_stored(row) for row in rows]
+        sent: set[str] = set()
+        out: list[StoredInstance] = []
+        for row in rows:  # a UID two organisations hold (identical bytes) is sent once
+            if row.sop_instance_uid not in sent:
+                sent.add(row.sop_instance_uid)
+                out.append(_stored(row))
+        return out
+
+    def study_owners(self, study_uid: str) -> list[str]:
+        """The organisations holding a study with this UID (for ``share study``)."""
+        stmt = (sa.select(study.c.organization).where(study.c.study_uid == study_uid.strip())
+                .order_by(study.c.organization))
+        with self._reading() as conn:
+            return [str(org) for org in conn.execute(stmt).scalars()]
 
     def referenced_blob_keys(self, keys: Iterable[str]) -> set[str]:
         """Which of `keys` an instance row refers to (the others are orphan blobs)."""
@@ -429,6 +470,13 @@ class _Keys:
     study: str
     series: str
     sop: str
+    organization: str = ""
+
+    @property
+    def anchor(self) -> str:
+        """What keeps a patient without a Patient ID apart from every other (17.4): the
+        Study Instance UID it was first filed with; ``""`` for a patient with an ID."""
+        return "" if self.patient[0] else self.study
 
     @classmethod
     def of(cls, record: InstanceRecord) -> _Keys:
@@ -449,6 +497,7 @@ class _Keys:
             study=value(Level.STUDY, UNIQUE_KEY[Level.STUDY], True),
             series=value(Level.SERIES, UNIQUE_KEY[Level.SERIES], True),
             sop=value(Level.IMAGE, UNIQUE_KEY[Level.IMAGE], True),
+            organization=record.organization,
         )
 
 
@@ -471,14 +520,24 @@ def _locked(table: sa.Table, *where: Any) -> sa.Select[Any]:
 
 # The statements of every add, built once: SQLAlchemy then reuses their compiled form
 # without rebuilding them and their cache keys per image (parameters bound at execution).
-_SERIES_BY_UID = _locked(series, series.c.series_uid == sa.bindparam("v"))
+# Every look-up by UID is within the organisation of the add (docs/tenants.md).
+_SERIES_BY_UID = _locked(series, series.c.series_uid == sa.bindparam("v"),
+                         series.c.organization == sa.bindparam("org"))
 _STUDY_BY_ID = _locked(study, study.c.id == sa.bindparam("v"))
-_STUDY_BY_UID = _locked(study, study.c.study_uid == sa.bindparam("v"))
+_STUDY_BY_UID = _locked(study, study.c.study_uid == sa.bindparam("v"),
+                        study.c.organization == sa.bindparam("org"))
 _PATIENT_BY_ID = _locked(patient, patient.c.id == sa.bindparam("v"))
 _PATIENT_BY_KEY = _locked(patient, patient.c.patient_id == sa.bindparam("v"),
-                          patient.c.issuer == sa.bindparam("issuer"))
-_INSTANCE_BY_UID = sa.select(instance.c.id, instance.c.series_pk, instance.c.blob_key).where(
-    instance.c.sop_instance_uid == sa.bindparam("v"))
+                          patient.c.issuer == sa.bindparam("issuer"),
+                          patient.c.organization == sa.bindparam("org"),
+                          patient.c.anchor == sa.bindparam("anchor"))
+# The rows of one SOP Instance UID, the add's own organisation's first.
+_INSTANCE_BY_UID = (
+    sa.select(instance.c.id, instance.c.series_pk, instance.c.blob_key, instance.c.size,
+              instance.c.organization)
+    .where(instance.c.sop_instance_uid == sa.bindparam("v"))
+    .order_by((instance.c.organization == sa.bindparam("org")).desc(), instance.c.id)
+)
 _INSERT = {table: sa.insert(table) for table in (patient, study, series, instance)}
 
 
@@ -506,8 +565,15 @@ def _fill(conn: sa.Connection, table: sa.Table, row: RowMapping, new: Mapping[st
     return filled
 
 
-def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool) -> AddResult:
-    old = conn.execute(_INSTANCE_BY_UID, {"v": keys.sop}).first()
+def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool,
+         foreign: str) -> AddResult:
+    old = conn.execute(_INSTANCE_BY_UID, {"v": keys.sop, "org": keys.organization}).first()
+    if old is not None and old.organization != keys.organization:
+        # another organisation holds this UID: the caller compares the bytes first
+        if foreign != old.blob_key:
+            return AddResult("foreign", previous_blob_key=str(old.blob_key),
+                             previous_size=int(old.size))
+        old = None
     if old is not None and not replace:
         return AddResult("duplicate")
     series_pk = _file(conn, record, keys)
@@ -521,6 +587,7 @@ def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool
         "stored_at": datetime.now(UTC),
         "source_ae": record.source_ae,
         "attrs": attrs,
+        "organization": keys.organization,
     }
     if old is None:
         conn.execute(_INSERT[instance], row)
@@ -534,7 +601,8 @@ def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool
 def _file(conn: sa.Connection, record: InstanceRecord, keys: _Keys) -> int:
     """Find or create the patient, study and series rows of `record`; the series pk."""
     values = record.values
-    se = _one(conn, _SERIES_BY_UID, keys.series)
+    org = keys.organization
+    se = _one(conn, _SERIES_BY_UID, keys.series, org=org)
     if se is not None:
         st = _one(conn, _STUDY_BY_ID, se["study_pk"])
         assert st is not None
@@ -546,15 +614,17 @@ def _file(conn: sa.Connection, record: InstanceRecord, keys: _Keys) -> int:
                 st["study_uid"],
             )
     else:
-        st = _one(conn, _STUDY_BY_UID, keys.study)
+        st = _one(conn, _STUDY_BY_UID, keys.study, org=org)
     if st is not None:
         pt = _one(conn, _PATIENT_BY_ID, st["patient_pk"])
         assert pt is not None
     else:
-        pt = _one(conn, _PATIENT_BY_KEY, keys.patient[0], issuer=keys.patient[1])
+        pt = _one(conn, _PATIENT_BY_KEY, keys.patient[0], issuer=keys.patient[1], org=org,
+                  anchor=keys.anchor)
 
     if pt is None:
-        patient_pk = _insert(conn, patient, values.get(Level.PATIENT, {}))
+        patient_pk = _insert(conn, patient, values.get(Level.PATIENT, {}), organization=org,
+                             anchor=keys.anchor)
     else:
         patient_pk = pt["id"]
         if (pt["patient_id"], pt["issuer"]) == keys.patient:
@@ -569,7 +639,8 @@ def _file(conn: sa.Connection, record: InstanceRecord, keys: _Keys) -> int:
 
     modalities: set[str] = set()
     if st is None:
-        study_pk = _insert(conn, study, values.get(Level.STUDY, {}), patient_pk=patient_pk)
+        study_pk = _insert(conn, study, values.get(Level.STUDY, {}), patient_pk=patient_pk,
+                           organization=org)
     else:
         study_pk = st["id"]
         modalities = _modality_set(st["modalities"])
@@ -578,7 +649,7 @@ def _file(conn: sa.Connection, record: InstanceRecord, keys: _Keys) -> int:
 
     new_series = values.get(Level.SERIES, {})
     if se is None:
-        series_pk = _insert(conn, series, new_series, study_pk=study_pk)
+        series_pk = _insert(conn, series, new_series, study_pk=study_pk, organization=org)
         added = _modality_set(new_series.get("Modality"))
     else:
         series_pk = se["id"]
@@ -626,6 +697,7 @@ def _stored_select() -> sa.Select[Any]:
         study.c.study_uid,
         series.c.series_uid,
         patient.c.patient_id,
+        instance.c.organization,
     ).select_from(instance.join(series).join(study).join(patient))
 
 
@@ -639,4 +711,5 @@ def _stored(row: Row[Any]) -> StoredInstance:
         study_uid=row.study_uid,
         series_uid=row.series_uid,
         patient_id=row.patient_id,
+        organization=row.organization,
     )

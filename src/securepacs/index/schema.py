@@ -9,6 +9,14 @@ One row per entity of the Query/Retrieve information model. Each row keeps
   :func:`securepacs.index.sqlfilter.column_values`: stripped, lower-cased for PN, NULL when
   the value cannot be compared in SQL exactly. They serve only as an SQL pre-filter.
 
+Every row also carries ``organization``, the tenant that owns it (docs/tenants.md): the
+whole patient / study / series / instance hierarchy is kept per organisation, so a UID
+stored by two organisations makes two rows that never share values or counts, and the
+visibility filter of :mod:`securepacs.index.lookup` is one condition on the level's own
+row. A patient is keyed by organisation + PatientID + IssuerOfPatientID + ``anchor``:
+``anchor`` is ``""`` for a patient with a Patient ID, and the Study Instance UID of its
+first study for one without, so that an empty Patient ID never matches another patient.
+
 Only portable types are used, so the same metadata builds on SQLite and PostgreSQL. On
 PostgreSQL the text columns use the "C" collation: byte-wise ordering for date ranges and
 index use for ``LIKE 'prefix%'``, as on SQLite.
@@ -19,7 +27,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: Version of the table layout written to ``schema_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData(
     naming_convention={
@@ -40,6 +48,10 @@ def _pk() -> sa.Column[int]:
     return sa.Column("id", _KEY, primary_key=True, autoincrement=True)
 
 
+def _org() -> sa.Column[str]:
+    return sa.Column("organization", _TEXT, nullable=False, server_default="")
+
+
 patient = sa.Table(
     "patient",
     metadata,
@@ -50,7 +62,9 @@ patient = sa.Table(
     sa.Column("birth_date", _TEXT),
     sa.Column("sex", _TEXT),
     sa.Column("attrs", sa.JSON, nullable=False),
-    sa.UniqueConstraint("patient_id", "issuer"),
+    _org(),
+    sa.Column("anchor", _TEXT, nullable=False, server_default=""),
+    sa.UniqueConstraint("organization", "patient_id", "issuer", "anchor"),
     sa.Index(None, "patient_name"),
 )
 
@@ -58,7 +72,7 @@ study = sa.Table(
     "study",
     metadata,
     _pk(),
-    sa.Column("study_uid", _TEXT, nullable=False, unique=True),
+    sa.Column("study_uid", _TEXT, nullable=False),
     sa.Column("patient_pk", _KEY, sa.ForeignKey("patient.id"), nullable=False, index=True),
     sa.Column("study_date", _TEXT),
     sa.Column("study_time", _TEXT),
@@ -68,19 +82,24 @@ study = sa.Table(
     sa.Column("referring_physician", _TEXT),
     sa.Column("modalities", _TEXT, nullable=False, server_default=""),
     sa.Column("attrs", sa.JSON, nullable=False),
+    _org(),
+    sa.UniqueConstraint("study_uid", "organization"),
     sa.Index(None, "study_date"),
+    sa.Index(None, "organization"),
 )
 
 series = sa.Table(
     "series",
     metadata,
     _pk(),
-    sa.Column("series_uid", _TEXT, nullable=False, unique=True),
+    sa.Column("series_uid", _TEXT, nullable=False),
     sa.Column("study_pk", _KEY, sa.ForeignKey("study.id"), nullable=False, index=True),
     sa.Column("modality", _TEXT),
     sa.Column("series_number", sa.Integer),
     sa.Column("description", _TEXT),
     sa.Column("attrs", sa.JSON, nullable=False),
+    _org(),
+    sa.UniqueConstraint("series_uid", "organization"),
     sa.Index(None, "modality", "study_pk"),
 )
 
@@ -88,7 +107,7 @@ instance = sa.Table(
     "instance",
     metadata,
     _pk(),
-    sa.Column("sop_instance_uid", _TEXT, nullable=False, unique=True),
+    sa.Column("sop_instance_uid", _TEXT, nullable=False),
     sa.Column("series_pk", _KEY, sa.ForeignKey("series.id"), nullable=False),
     sa.Column("sop_class_uid", _TEXT, nullable=False),
     sa.Column("instance_number", sa.Integer),
@@ -98,6 +117,8 @@ instance = sa.Table(
     sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("source_ae", sa.String, nullable=False, server_default=""),
     sa.Column("attrs", sa.JSON, nullable=False),
+    _org(),
+    sa.UniqueConstraint("sop_instance_uid", "organization"),
     # serves the foreign key, the per-series counts and SOPClassesInStudy (covering)
     sa.Index(None, "series_pk", "sop_class_uid"),
 )

@@ -20,6 +20,7 @@ from securepacs.errors import PkiError, StorageError
 from securepacs.index.engine import READ_ONLY, make_engine
 from securepacs.index.schema import create_tables, metadata
 from securepacs.model.identity import Permission
+from securepacs.model.tenancy import Share
 from securepacs.model.trust import (
     CertificateRecord,
     EnrolmentToken,
@@ -29,6 +30,8 @@ from securepacs.model.trust import (
 )
 
 _UTC = sa.DateTime(timezone=True)
+# compared with the index's own UID and organisation columns: the same collation (schema.py)
+_TEXT = sa.String().with_variant(sa.String(collation="C"), "postgresql")
 
 trust_group = sa.Table(
     "trust_group", metadata,
@@ -78,6 +81,20 @@ trust_import_token = sa.Table(
     sa.Column("revoked_at", _UTC),
 )
 
+trust_share = sa.Table(
+    "trust_share", metadata,
+    sa.Column("share_id", sa.String, primary_key=True),
+    sa.Column("study_uid", _TEXT, nullable=False),
+    sa.Column("owner", _TEXT, nullable=False),
+    sa.Column("grantee", _TEXT, nullable=False),
+    sa.Column("read_only", sa.Boolean, nullable=False),
+    sa.Column("until", _UTC),
+    sa.Column("created_at", _UTC, nullable=False),
+    sa.Column("revoked_at", _UTC),
+    # the visibility sub-query: the grantee's shares of one study
+    sa.Index(None, "grantee", "study_uid"),
+)
+
 trust_state = sa.Table(
     "trust_state", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -85,7 +102,8 @@ trust_state = sa.Table(
     sa.Column("crl_number", sa.BigInteger, nullable=False),
 )
 
-TABLES = [trust_group, trust_certificate, trust_token, trust_import_token, trust_state]
+TABLES = [trust_group, trust_certificate, trust_token, trust_import_token, trust_share,
+          trust_state]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -290,6 +308,43 @@ class SqlTrustStore:
             conn.execute(sa.update(trust_token).where(trust_token.c.secret_hash == secret_hash)
                          .values(used_by=f"{serial:x}"))
 
+    # -- shares (organisations as tenants, docs/tenants.md) ----------------------------------
+    def add_share(self, share: Share) -> None:
+        """Record a share; every server sees it at once (the index query reads this
+        table), and the change counter moves as for any trust change."""
+        with self._write() as conn:
+            conn.execute(sa.insert(trust_share).values(
+                share_id=share.share_id, study_uid=share.study_uid, owner=share.owner,
+                grantee=share.grantee, read_only=share.read_only, until=share.until,
+                created_at=share.created_at, revoked_at=share.revoked_at))
+
+    def shares(self) -> list[Share]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(trust_share).order_by(trust_share.c.created_at,
+                                                                trust_share.c.share_id)).all()
+        return [_share(r) for r in rows]
+
+    def revoke_share(self, share_id: str, *, at: datetime) -> Share:
+        """End a share now.
+
+        Raises
+        ------
+        PkiError
+            Unknown id, or already revoked.
+        """
+        with self._write() as conn:
+            row = conn.execute(sa.select(trust_share)
+                               .where(trust_share.c.share_id == share_id)).first()
+            if row is None:
+                raise PkiError(f"no share {share_id!r}")
+            if row.revoked_at is not None:
+                raise PkiError(f"share {share_id} is already revoked")
+            conn.execute(sa.update(trust_share).where(trust_share.c.share_id == share_id)
+                         .values(revoked_at=at))
+            row = conn.execute(sa.select(trust_share)
+                               .where(trust_share.c.share_id == share_id)).first()
+        return _share(row)
+
     # -- import tokens (STOW-RS bearer tokens) -------------------------------------------------
     def add_import_token(self, token: ImportToken) -> None:
         with self._write() as conn:
@@ -332,6 +387,13 @@ class SqlTrustStore:
             row = conn.execute(sa.select(trust_import_token)
                                .where(trust_import_token.c.token_id == token_id)).first()
         return _import_token(row)
+
+
+def _share(row: Any) -> Share:
+    return Share(share_id=row.share_id, study_uid=row.study_uid, owner=row.owner,
+                 grantee=row.grantee, read_only=bool(row.read_only), until=_aware(row.until),
+                 created_at=_aware(row.created_at),  # type: ignore[arg-type]
+                 revoked_at=_aware(row.revoked_at))
 
 
 def _import_token(row: Any) -> ImportToken:

@@ -2,7 +2,9 @@
 
 PS3.15 Annex B leaves what a certificate means to site policy; securepacs binds each
 client certificate to an identity: organisation, group, allowed calling AE titles. Groups
-carry permissions (one per DIMSE service a peer may request, plus media export).
+carry permissions (one per DIMSE service a peer may request, plus media export), and may
+carry ``cross_org``: the right to see every organisation's studies (docs/tenants.md), which
+``all`` does not include: it must be granted by name.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ class Permission(str, enum.Enum):
     MOVE = "move"
     GET = "get"
     EXPORT = "export"
+    CROSS_ORG = "cross_org"
 
     @classmethod
     def parse_list(cls, text: str | list[str] | tuple[str, ...]) -> frozenset[Permission]:
-        """``"echo,store"`` (or a list) -> permissions; ``all`` means every one.
+        """``"echo,store"`` (or a list) -> permissions; ``all`` means every one but
+        ``cross_org`` (which is only ever granted by name).
 
         Raises
         ------
@@ -37,7 +41,8 @@ class Permission(str, enum.Enum):
             if not name:
                 continue
             if name == "all":
-                return frozenset(cls)
+                out.update(p for p in cls if p is not cls.CROSS_ORG)
+                continue
             try:
                 out.add(cls(name))
             except ValueError:
@@ -46,7 +51,8 @@ class Permission(str, enum.Enum):
         return frozenset(out)
 
 
-ALL_PERMISSIONS = frozenset(Permission)
+#: Every permission but ``cross_org`` (the tenant boundary is crossed only by name).
+ALL_PERMISSIONS = frozenset(p for p in Permission if p is not Permission.CROSS_ORG)
 
 
 @dataclass(frozen=True)

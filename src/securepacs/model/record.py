@@ -88,6 +88,8 @@ class InstanceRecord:
         Where the blob store holds the Part 10 bytes.
     size : int
         Size of the Part 10 file in bytes.
+    organization : str
+        The organisation that owns the instance (the storing identity's; docs/tenants.md).
     """
 
     values: dict[Level, dict[str, str]]
@@ -95,6 +97,7 @@ class InstanceRecord:
     blob_key: str
     size: int
     source_ae: str = ""
+    organization: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def uid(self, level: Level) -> str:
@@ -122,3 +125,4 @@ class StoredInstance:
     study_uid: str
     series_uid: str
     patient_id: str = ""
+    organization: str = ""  # the owner (docs/tenants.md)

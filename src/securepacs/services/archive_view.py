@@ -20,10 +20,11 @@ each cost a query.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -32,6 +33,7 @@ from pydicom.dataset import Dataset
 from securepacs.errors import MediaError, PacsError
 from securepacs.model.levels import Level, Root
 from securepacs.model.query import Key, Query
+from securepacs.model.tenancy import Visibility
 from securepacs.services.media_view import InstanceEntry, SeriesEntry, StudyEntry, decode_instance
 from securepacs.services.ports import BlobPort, IndexPort
 
@@ -154,8 +156,22 @@ class ArchiveCatalog:
         self._scan_limit = scan_limit
         self._today = today
         self._lock = threading.Lock()
-        self._files: OrderedDict[str, bytes] = OrderedDict()
-        self._series: OrderedDict[str, tuple[float, SeriesEntry, str]] = OrderedDict()
+        self._files: OrderedDict[tuple[Hashable, str], bytes] = OrderedDict()
+        self._series: OrderedDict[tuple[Hashable, str], tuple[float, SeriesEntry, str]] = \
+            OrderedDict()
+        #: what this catalog shows (docs/tenants.md); the caches are kept per view
+        self.visibility = Visibility.all()
+
+    def scoped(self, visibility: Visibility) -> ArchiveCatalog:
+        """This catalog as one caller sees it: the same index, blobs and caches (whose
+        entries are kept apart per view), every look-up filtered by `visibility`."""
+        view = copy.copy(self)
+        view.visibility = visibility
+        return view
+
+    def _scope(self) -> Hashable:
+        v = self.visibility
+        return (v.organization, v.everything)
 
     # -- lists -----------------------------------------------------------------------------
     def search(self, text: str = "") -> StudyList:
@@ -180,7 +196,8 @@ class ArchiveCatalog:
             rows: dict[str, dict[str, str]] = {}
             capped = False
             for query in queries:
-                found = self._index.find(query, limit=self._scan_limit)
+                found = self._index.find(query, limit=self._scan_limit,
+                                         visibility=self.visibility)
                 capped = capped or len(found) >= self._scan_limit
                 for row in found:
                     rows.setdefault(row.get("StudyInstanceUID", ""), row)
@@ -202,7 +219,8 @@ class ArchiveCatalog:
 
     def study(self, uid: str) -> StudyEntry:
         """The study `uid` with its series and their instances (KeyError if not archived)."""
-        rows = self._index.find(_query(Level.SERIES, StudyInstanceUID=uid))
+        rows = self._index.find(_query(Level.SERIES, StudyInstanceUID=uid),
+                                visibility=self.visibility)
         if not rows:
             raise KeyError(uid)
         study = _study(rows[0])
@@ -214,11 +232,13 @@ class ArchiveCatalog:
     # -- lookup ----------------------------------------------------------------------------
     def _lookup(self, uid: str) -> tuple[SeriesEntry, str]:
         now = time.monotonic()
+        key = (self._scope(), uid)
         with self._lock:
-            kept = self._series.get(uid)
+            kept = self._series.get(key)
             if kept is not None and now - kept[0] < _SERIES_TTL:
                 return kept[1], kept[2]
-        rows = self._index.find(_query(Level.IMAGE, SeriesInstanceUID=uid))
+        rows = self._index.find(_query(Level.IMAGE, SeriesInstanceUID=uid),
+                                visibility=self.visibility)
         if not rows:
             raise KeyError(uid)
         series = _series(rows[0])
@@ -227,8 +247,8 @@ class ArchiveCatalog:
                                                  i.instance_number or 0, i.sop_instance_uid))
         study_uid = rows[0].get("StudyInstanceUID", "")
         with self._lock:
-            self._series[uid] = (now, series, study_uid)
-            self._series.move_to_end(uid)
+            self._series[key] = (now, series, study_uid)
+            self._series.move_to_end(key)
             while len(self._series) > _SERIES_CACHE:
                 self._series.popitem(last=False)
         return series, study_uid
@@ -261,12 +281,13 @@ class ArchiveCatalog:
         MediaError
             Not in the archive, or its blob cannot be read (the message names it).
         """
+        key = (self._scope(), path)
         with self._lock:
-            data = self._files.get(path)
+            data = self._files.get(key)
             if data is not None:
-                self._files.move_to_end(path)
+                self._files.move_to_end(key)
                 return data
-        stored = self._index.get(path)
+        stored = self._index.get(path, visibility=self.visibility)
         if stored is None:
             raise MediaError(f"{path}: not in the archive")
         try:
@@ -274,7 +295,7 @@ class ArchiveCatalog:
         except (PacsError, OSError) as exc:
             raise MediaError(f"{path}: cannot be read from the blob store ({exc})") from None
         with self._lock:
-            self._files[path] = data
+            self._files[key] = data
             while len(self._files) > _CACHE:
                 self._files.popitem(last=False)
         return data

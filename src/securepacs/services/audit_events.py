@@ -10,7 +10,7 @@ path: it does no I/O and swallows nothing but its own argument errors, which are
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -158,6 +158,19 @@ class AuditEvents:
             action="R", outcome=0 if success else 4, source=self.local, destination=target,
             patient_id=patient, study_uids=list(dict.fromkeys(study_uids)), at=self._clock(),
             requestor=peer))
+
+    def crossed(self, identity: Identity | None, *, ae_title: str, address: str,
+                caller_org: str, owners: Mapping[str, Sequence[str]], how: str) -> None:
+        """A read of another organisation's studies (a share, or the ``cross_org``
+        permission): a Security Alert (Use of Restricted Function, outcome Success) naming
+        the reading organisation and each owner with its studies (docs/tenants.md)."""
+        peer = self.peer(identity, ae_title=ae_title, address=address)
+        parts = "; ".join(f"{owner}: {', '.join(sorted(set(uids)))}"
+                          for owner, uids in sorted(owners.items()))
+        detail = f"{caller_org} read studies of another organisation by {how} ({parts})"
+        self._emit(lambda: m.security_alert(
+            alert=m.Alert.CROSS_ORG_ACCESS, reporter=self.local, subject=peer.user_id,
+            at=self._clock(), reason=detail, performer=peer, outcome=m.Outcome.SUCCESS))
 
     def queried(self, identity: Identity | None, *, ae_title: str, address: str,
                 sop_class_uid: str, identifier: bytes, success: bool) -> None:

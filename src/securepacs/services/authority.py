@@ -184,7 +184,9 @@ class CertificateAuthority:
         # race (PkiError "already exists") is fine when the record is there on re-reading
         if self.store.group(LOCAL_GROUP) is None:
             try:
-                self.store.put_group(Group(LOCAL_GROUP, ALL_PERMISSIONS))
+                # the server's own operator reads every organisation (docs/tenants.md)
+                self.store.put_group(Group(LOCAL_GROUP,
+                                           ALL_PERMISSIONS | {Permission.CROSS_ORG}))
             except PkiError:
                 if self.store.group(LOCAL_GROUP) is None:
                     raise

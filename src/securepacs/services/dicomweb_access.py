@@ -13,11 +13,15 @@ service method takes the :class:`Caller`, so the filter has one place to go.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from securepacs.errors import NotPermitted
 from securepacs.model.identity import Identity, Permission
+from securepacs.model.record import StoredInstance
+from securepacs.model.tenancy import Visibility
 from securepacs.services.audit_events import AuditEvents
+from securepacs.services.tenancy import Tenancy
 
 __all__ = ["Caller", "DicomwebAccess", "TRANSACTIONS"]
 
@@ -53,8 +57,27 @@ class Caller:
 class DicomwebAccess:
     """The permission check of every DICOMweb transaction (see the module docstring)."""
 
-    def __init__(self, audit: AuditEvents) -> None:
+    def __init__(self, audit: AuditEvents, tenancy: Tenancy | None = None) -> None:
         self.audit = audit
+        self.tenancy = tenancy or Tenancy()
+
+    def visibility(self, caller: Caller, *, retrieve: bool = False) -> Visibility:
+        """What `caller` sees of the archive (the tenant boundary of
+        :class:`securepacs.services.tenancy.Tenancy`)."""
+        return self.tenancy.view(caller.identity, retrieve=retrieve)
+
+    def crossed(self, caller: Caller, instances: Iterable[StoredInstance]) -> None:
+        """Audit a retrieve of another organisation's studies (docs/tenants.md)."""
+        foreign = self.tenancy.foreign(caller.identity, instances)
+        if foreign:
+            how = "cross_org" if self.tenancy.crosses(caller.identity) else "share"
+            self.audit.crossed(caller.identity, ae_title="", address=caller.address,
+                               caller_org=self.tenancy.owner(caller.identity), owners=foreign,
+                               how=how)
+
+    def owner(self, caller: Caller) -> str:
+        """The organisation that owns what `caller` stores."""
+        return self.tenancy.owner(caller.identity)
 
     def require(self, caller: Caller, transaction: str) -> None:
         """Allow `caller` to run `transaction` (a key of :data:`TRANSACTIONS`) or raise.

@@ -228,7 +228,8 @@ class QidoService:
         identifier, warnings = self.identifier(level, params, study=study, series=series)
         encoded = _identifier_bytes(identifier)
         try:
-            found = self._query.find(identifier, Root.STUDY)
+            found = self._query.find(identifier, Root.STUDY,
+                                     visibility=self._access.visibility(caller))
             end = None if params.limit is None else params.offset + params.limit
             matches = []
             for number, ds in enumerate(found):

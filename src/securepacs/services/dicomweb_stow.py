@@ -225,7 +225,8 @@ class StowService:
             return StowOutcome(sop_class, sop, study_uid, failure=STUDY_MISMATCH,
                                reason=reason)
         item = Received(dataset=b"", sop_class_uid=sop_class, sop_instance_uid=sop,
-                        transfer_syntax_uid=syntax, calling_ae="", dataset_file=path)
+                        transfer_syntax_uid=syntax, calling_ae="", dataset_file=path,
+                        organization=self._access.owner(caller))
         try:
             result = self._ingest.store_instance(item)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a FailureReason

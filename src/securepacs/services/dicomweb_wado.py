@@ -106,16 +106,19 @@ class WadoService:
         NotPermitted
             No get permission.
         NoSuchResource
-            Nothing stored under these UIDs (or, later, nothing the caller may see).
+            Nothing stored under these UIDs that the caller may see.
         """
         self._access.require(caller, "WADO-RS")
-        found = self._retrieve.instances(_identifier(study, series, sop), Root.STUDY)
+        found = self._retrieve.instances(_identifier(study, series, sop), Root.STUDY,
+                                         visibility=self._access.visibility(caller,
+                                                                            retrieve=True))
         found = [i for i in found if i.study_uid == study
                  and (series is None or i.series_uid == series)
                  and (sop is None or i.sop_instance_uid == sop)]
         if not found:
             raise NoSuchResource("no such study, series or instance in the archive")
         found.sort(key=lambda i: (i.series_uid, i.sop_instance_uid))
+        self._access.crossed(caller, found)
         self._audit.retrieved(caller.identity, ae_title="", address=caller.address,
                               destination=caller.identity.name,
                               patient_ids=[i.patient_id for i in found if i.patient_id],

@@ -16,6 +16,11 @@ A failure after step 2 removes the blob again; a crash between 2 and 3 leaves an
 unreferenced blob that :func:`sweep_orphans` removes at the next start.
 Duplicates (PS3.4 B.2.3 leaves the policy to the SCP): keep the first copy and report
 :attr:`Outcome.DUPLICATE`, or replace it when the settings say so.
+
+Organisations (docs/tenants.md): an instance belongs to :attr:`Received.organization`.
+When another organisation already holds its SOP Instance UID, the data sets are compared:
+the same bytes are stored for this organisation too (it gains its own copy); other bytes
+are refused with :class:`UidConflictError`, whose message says nothing of the other holder.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from securepacs.errors import InvalidInstanceError, SopClassMismatchError
+from securepacs.errors import InvalidInstanceError, SopClassMismatchError, UidConflictError
 from securepacs.model.levels import Level
 from securepacs.model.record import UNIQUE_KEY, InstanceRecord
 from securepacs.services import part10
@@ -72,6 +78,7 @@ class Received:
     transfer_syntax_uid: str
     calling_ae: str = ""
     dataset_file: Path | None = None
+    organization: str = ""
 
 
 def _check_file(path: Path, transfer_syntax_uid: str
@@ -120,10 +127,12 @@ def _file_chunks(header: bytes, path: Path, offset: int) -> Iterator[bytes]:
 class IngestService:
     """Stores received instances in the blob store and the index (committed in that order)."""
 
-    def __init__(self, index: IndexPort, blobs: BlobPort, *, replace_duplicates: bool = False):
+    def __init__(self, index: IndexPort, blobs: BlobPort, *, replace_duplicates: bool = False,
+                 default_organisation: str = "default"):
         self._index = index
         self._blobs = blobs
         self._replace = replace_duplicates
+        self._default_org = default_organisation
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -181,7 +190,8 @@ class IngestService:
             size = len(header) + path.stat().st_size - offset
             write = partial(self._blobs.put, key, _file_chunks(header, path, offset))
         record = InstanceRecord(values=values, transfer_syntax_uid=item.transfer_syntax_uid,
-                                blob_key=key, size=size, source_ae=item.calling_ae)
+                                blob_key=key, size=size, source_ae=item.calling_ae,
+                                organization=item.organization or self._default_org)
         # The blob is written (and fsynced) by another thread while the index transaction
         # runs; the transaction commits only once the blob is durable (`ready`).
         written = self._writer().submit(write)
@@ -192,6 +202,8 @@ class IngestService:
             raise
         filed = (values[Level.PATIENT].get("PatientID", ""), values[Level.STUDY].get(
             "StudyInstanceUID", ""))
+        if result.outcome == "foreign":
+            result = self._foreign(record, str(result.previous_blob_key))
         if result.outcome == "duplicate":
             self._blobs.delete(key)
             return StoreResult(Outcome.DUPLICATE, *filed)
@@ -200,6 +212,21 @@ class IngestService:
                 self._blobs.delete(result.previous_blob_key)
             return StoreResult(Outcome.REPLACED, *filed)
         return StoreResult(Outcome.STORED, *filed)
+
+    def _foreign(self, record: InstanceRecord, theirs: str) -> Any:
+        """Another organisation holds the SOP Instance UID (blob `theirs`): add this
+        organisation's copy when the data sets are the same bytes, else refuse."""
+        try:
+            same = _dataset_bytes(self._blobs.read(theirs)) == _dataset_bytes(
+                self._blobs.read(record.blob_key))
+            if same:
+                return self._index.add(record, replace=self._replace, foreign=theirs)
+        except BaseException:
+            self._blobs.delete(record.blob_key)
+            raise
+        self._blobs.delete(record.blob_key)
+        raise UidConflictError("this SOP Instance UID cannot be stored for your organisation "
+                               "(ask the archive's administrator)")
 
     def _discard(self, written: Future[int], key: str) -> None:
         """Remove the blob of an add that failed, once its write is over (a write that
@@ -229,6 +256,11 @@ class IngestService:
         for level in (Level.STUDY, Level.SERIES):
             if not values[level].get(UNIQUE_KEY[level]):
                 raise InvalidInstanceError(f"data set has no {UNIQUE_KEY[level]}")
+
+
+def _dataset_bytes(blob: bytes) -> bytes:
+    """The data set of a stored Part 10 blob (its File Meta names the sender: not compared)."""
+    return blob[part10.dataset_offset(blob[:144]):]
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from securepacs.media.image import IsoMedia
 from securepacs.media.passwords import generate_passphrase
 from securepacs.media.pwri import DEFAULT_ITERATIONS
 from securepacs.model.levels import Root
+from securepacs.model.tenancy import Visibility
 from securepacs.pki import authority
 from securepacs.services.deidentify import Deidentifier, deidentified_sources
 from securepacs.services.query import RetrieveService
@@ -135,17 +136,23 @@ class RetrieveStudies:
         Index and blob store of the archive.
     close : callable, optional
         Called by :meth:`close` (the composition root passes the index's close).
+    visibility : Visibility, optional
+        What the disc may hold. Default: every organisation's studies, since ``media
+        create --study`` runs as the local operator, who holds the data folder and the
+        database anyway (docs/tenants.md).
     """
 
-    def __init__(self, retrieve: RetrieveService, close: Callable[[], None] | None = None):
+    def __init__(self, retrieve: RetrieveService, close: Callable[[], None] | None = None,
+                 visibility: Visibility | None = None):
         self._retrieve = retrieve
         self._close = close
+        self._visibility = visibility or Visibility.all()
 
     def study_instances(self, study_uid: str) -> Sequence[Source]:
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "STUDY"
         identifier.StudyInstanceUID = study_uid
-        found = self._retrieve.instances(identifier, Root.STUDY)
+        found = self._retrieve.instances(identifier, Root.STUDY, visibility=self._visibility)
         return [_StoredSource(f"study {study_uid} instance {inst.sop_instance_uid}",
                               partial(self._retrieve.read, inst)) for inst in found]
 

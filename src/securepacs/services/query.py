@@ -20,6 +20,7 @@ from securepacs.errors import QueryError
 from securepacs.model.levels import Level, Root
 from securepacs.model.query import Key, Query
 from securepacs.model.record import StoredInstance
+from securepacs.model.tenancy import Visibility
 from securepacs.services.part10 import as_text
 from securepacs.services.ports import BlobPort, IndexPort
 from securepacs.services.query_files import FileKeys
@@ -84,13 +85,16 @@ class QueryService:
         self._max = max_results
         self._blobs = blobs
 
-    def find(self, identifier: Dataset, root: Root) -> Iterator[Dataset]:
-        """One response identifier per match, with the keys asked for filled in (keys the
-        index does not keep matched and filled from a stored file,
+    def find(self, identifier: Dataset, root: Root, *,
+             visibility: Visibility) -> Iterator[Dataset]:
+        """One response identifier per match the caller sees (`visibility`, from
+        :class:`securepacs.services.tenancy.Tenancy`), with the keys asked for filled in (keys
+        the index does not keep matched and filled from a stored file,
         :mod:`securepacs.services.query_files`, when a blob store is given)."""
         query = to_query(identifier, root)
-        rows = self._index.find(query, limit=self._max)
-        files = (FileKeys(identifier, query, index=self._index, blobs=self._blobs)
+        rows = self._index.find(query, limit=self._max, visibility=visibility)
+        files = (FileKeys(identifier, query, index=self._index, blobs=self._blobs,
+                          visibility=visibility)
                  if self._blobs is not None else None)
         wanted = query.return_keywords()
         if files:
@@ -130,12 +134,14 @@ class RetrieveService:
         self._index = index
         self._blobs = blobs
 
-    def instances(self, identifier: Dataset, root: Root) -> list[StoredInstance]:
-        """Every stored instance under what the identifier names."""
+    def instances(self, identifier: Dataset, root: Root, *,
+                  visibility: Visibility) -> list[StoredInstance]:
+        """Every stored instance under what the identifier names that the caller may
+        retrieve (`visibility`; read-only shares never count here)."""
         query = to_query(identifier, root)
         if not query.constraints():
             raise QueryError("a retrieve needs at least one unique key")
-        return self._index.instances(query)
+        return self._index.instances(query, visibility=visibility.for_retrieve())
 
     def read(self, instance: StoredInstance) -> bytes:
         """The instance's Part 10 bytes, exactly as stored."""

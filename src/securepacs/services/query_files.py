@@ -33,6 +33,7 @@ from securepacs.model import matching
 from securepacs.model.levels import Level, Root
 from securepacs.model.query import Key, Query
 from securepacs.model.record import UNIQUE_KEY, StoredInstance, level_of
+from securepacs.model.tenancy import Visibility
 from securepacs.services.part10 import as_text
 from securepacs.services.ports import BlobPort, IndexPort
 
@@ -96,12 +97,15 @@ class FileKeys:
         What :func:`~securepacs.services.query.to_query` made of it.
     index, blobs
         Where the representative instance of a match is found and read.
+    visibility : Visibility, optional
+        What the caller may see: the representative instance is one of those (None: all).
     """
 
     def __init__(self, identifier: Dataset, query: Query, *, index: IndexPort,
-                 blobs: BlobPort | None) -> None:
+                 blobs: BlobPort | None, visibility: Visibility | None = None) -> None:
         self._query = query
         self._index = index
+        self._visibility = visibility
         self._blobs = blobs
         self.elements: list[DataElement] = []
         self._matchers: dict[int, matching.Matcher] = {}
@@ -205,12 +209,13 @@ class FileKeys:
             return None
         instance: StoredInstance | None
         if level is Level.IMAGE:
-            instance = self._index.get(value)
+            instance = self._index.get(value, visibility=self._visibility)
         else:
             vr = "LO" if unique == "PatientID" else "UI"
             root = self._query.root if level in self._query.root.levels else Root.STUDY
             found = self._index.instances(Query(root=root, level=level,
-                                                keys=(Key(unique, vr, value),)))
+                                                keys=(Key(unique, vr, value),)),
+                                          visibility=self._visibility)
             instance = found[0] if found else None
         return instance
 

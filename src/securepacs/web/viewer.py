@@ -53,9 +53,11 @@ from starlette.staticfiles import StaticFiles
 
 from securepacs.errors import MediaError, PacsError, WrongKeyError
 from securepacs.model.identity import Identity, Permission
+from securepacs.model.tenancy import Visibility
 from securepacs.services import archive_view, media_import, media_view, rendering
 from securepacs.services.media import keyring_from
 from securepacs.services.scuport import StoreConnector
+from securepacs.services.tenancy import Tenancy
 from securepacs.web import viewer_pages as pages
 
 __all__ = ["ViewerConfig", "create_app"]
@@ -94,6 +96,10 @@ class ViewerConfig:
     on_view : callable, optional
         Archive mode: called with (identity, client address, study) when a series is opened
         (for the audit trail).
+    visibility : callable, optional
+        Archive mode: what an identity sees (the tenant boundary,
+        :meth:`securepacs.services.tenancy.Tenancy.view`); each request's catalog is scoped
+        to it. None: the default organisation's view of a default :class:`Tenancy`.
     """
 
     media: Path
@@ -103,6 +109,7 @@ class ViewerConfig:
     destination: str = ""
     archive: archive_view.ArchiveCatalog | None = None
     on_view: Callable[[Identity | None, str, media_view.StudyEntry], None] | None = None
+    visibility: Callable[[Identity | None], Visibility] | None = None
 
     @property
     def prefix(self) -> str:
@@ -121,9 +128,11 @@ class ViewerConfig:
 
     @classmethod
     def for_archive(cls, catalog: archive_view.ArchiveCatalog, on_view: Callable[
-            [Identity | None, str, media_view.StudyEntry], None] | None = None) -> ViewerConfig:
+            [Identity | None, str, media_view.StudyEntry], None] | None = None,
+            visibility: Callable[[Identity | None], Visibility] | None = None) -> ViewerConfig:
         """The viewer of an archive (served by :mod:`securepacs.web.archive`)."""
-        return cls(Path(catalog.name), archive=catalog, on_view=on_view)
+        return cls(Path(catalog.name), archive=catalog, on_view=on_view,
+                   visibility=visibility)
 
 
 @dataclass
@@ -265,11 +274,19 @@ def create_app(config: ViewerConfig) -> Starlette:
         with state.lock:
             return state.catalog
 
+    def archive(request: Request) -> archive_view.ArchiveCatalog:
+        """Archive mode: the catalog as the request's identity sees it (tenant boundary)."""
+        assert config.archive is not None
+        identity = request.scope.get(IDENTITY_KEY)
+        who = identity if isinstance(identity, Identity) else None
+        view = (config.visibility or Tenancy().view)(who)
+        return config.archive.scoped(view)
+
     def home(request: Request) -> Response:
         if config.archive is not None:
             search = request.query_params.get("q", "")
             return page(pages.archive_studies(config.archive.name,
-                                                      config.archive.search(search), search))
+                                                      archive(request).search(search), search))
         catalog = catalog_or_none()
         if catalog is None:
             return page(pages.unlock(config.media.name, csrf=config.csrf))
@@ -279,7 +296,7 @@ def create_app(config: ViewerConfig) -> Starlette:
     def study_page(request: Request) -> Response:
         assert config.archive is not None
         try:
-            study = config.archive.study(request.path_params["uid"])
+            study = archive(request).study(request.path_params["uid"])
         except KeyError:
             return page(pages.message("No such study in the archive."), status_code=404)
         return page(pages.study(config.archive.name, study))
@@ -311,7 +328,11 @@ def create_app(config: ViewerConfig) -> Starlette:
             old.close()
         return go("")
 
-    def need() -> AnyCatalog:
+    def need(request: Request | None = None) -> AnyCatalog:
+        if config.archive is not None:
+            if request is None:  # never the archive unscoped
+                raise _Locked()
+            return archive(request)
         catalog = catalog_or_none()
         if catalog is None:
             raise _Locked()
@@ -323,7 +344,7 @@ def create_app(config: ViewerConfig) -> Starlette:
         return catalog
 
     def series_page(request: Request) -> Response:
-        catalog = need()
+        catalog = need(request)
         uid = request.path_params["uid"]
         try:
             study, series = catalog.study_of(uid), catalog.series(uid)
@@ -337,7 +358,7 @@ def create_app(config: ViewerConfig) -> Starlette:
         return page(pages.viewer(study, series))
 
     def series_api(request: Request) -> Response:
-        catalog = need()
+        catalog = need(request)
         try:
             series = catalog.series(request.path_params["uid"])
         except KeyError:
@@ -356,7 +377,7 @@ def create_app(config: ViewerConfig) -> Starlette:
             return None
 
     def render(request: Request) -> Response:
-        catalog = need()
+        catalog = need(request)
         try:
             series = catalog.series(request.path_params["uid"])
             entry = series.instances[int(request.path_params["index"])]
@@ -375,7 +396,7 @@ def create_app(config: ViewerConfig) -> Starlette:
         return Response(picture.png, media_type="image/png", headers=headers)
 
     def thumb(request: Request) -> Response:
-        catalog = need()
+        catalog = need(request)
         try:
             series = catalog.series(request.path_params["uid"])
         except KeyError:

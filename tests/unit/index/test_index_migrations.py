@@ -32,7 +32,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 #: it is compared here.
 REVISED = {"patient", "study", "series", "instance", "schema_version", "trust_group",
            "trust_certificate", "trust_token", "trust_state", "audit_event", "audit_head",
-           "trust_import_token"}
+           "trust_import_token", "trust_share"}
 
 
 def differences(url: str) -> list[object]:
@@ -129,3 +129,45 @@ def test_status_of_a_missing_sqlite_file_creates_nothing(tmp_path) -> None:  # n
     with pytest.raises(StorageError, match="no index database at .*index.sqlite .nothing created"):
         status(f"sqlite:///{target}")
     assert list(target.parent.iterdir()) == []
+
+
+def test_0004_gives_old_rows_the_default_organisation(url: str) -> None:
+    """Issue 15: rows indexed before organisations were tenants belong to the default
+    organisation; the patients of an empty Patient ID (17.4) no longer attract new ones."""
+    from alembic import command
+
+    from securepacs.index import migrate as m
+    from securepacs.model.levels import Level, Root
+    from securepacs.model.query import Key, Query
+    from securepacs.model.record import InstanceRecord
+    from securepacs.model.tenancy import Visibility
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = m._config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.execute(sa.text("INSERT INTO patient (id, patient_id, issuer, attrs) "
+                             "VALUES (1, '', '', '{\"PatientName\": \"Old^Merged\"}')"))
+        conn.execute(sa.text("INSERT INTO study (id, study_uid, patient_pk, modalities, attrs) "
+                             "VALUES (1, '1.1', 1, 'CT', '{\"StudyInstanceUID\": \"1.1\"}')"))
+    engine.dispose()
+    done = upgrade(url, default_organisation="clinic-a")
+    assert done.after == head() and done.before == "0003"
+    index = SqlIndex(url)
+    index.create_schema()  # schema version 2 now
+    index.add(InstanceRecord(
+        values={Level.PATIENT: {"PatientID": "", "PatientName": "New^One"},
+                Level.STUDY: {"StudyInstanceUID": "1.2"},
+                Level.SERIES: {"SeriesInstanceUID": "1.2.1", "Modality": "MR"},
+                Level.IMAGE: {"SOPInstanceUID": "1.2.1.1", "SOPClassUID": "1.2.3"}},
+        transfer_syntax_uid="1.2.840.10008.1.2.1", blob_key="b/1", size=1,
+        organization="clinic-a"))
+    query = Query(Root.STUDY, Level.STUDY, (Key("StudyInstanceUID", "UI", ""),
+                                            Key("PatientName", "PN", "")))
+    rows = index.find(query, visibility=Visibility("clinic-a"))
+    assert sorted((r["StudyInstanceUID"], r["PatientName"]) for r in rows) == [
+        ("1.1", "Old^Merged"), ("1.2", "New^One")]
+    assert index.find(query, visibility=Visibility("other")) == []
+    index.close()
+    assert differences(url) == []

@@ -16,7 +16,14 @@ from securepacs.errors import (
     StorageFullError,
 )
 from securepacs.index.repository import AddResult, SqlIndex
-from securepacs.index.schema import instance, patient, schema_version, series, study
+from securepacs.index.schema import (
+    SCHEMA_VERSION,
+    instance,
+    patient,
+    schema_version,
+    series,
+    study,
+)
 from securepacs.model.levels import Level, Root
 from securepacs.model.query import Key, Query
 from securepacs.model.record import InstanceRecord, StoredInstance
@@ -238,7 +245,7 @@ def test_create_schema_is_idempotent(index_url: str, record: Factory) -> None:
     second.create_schema()
     second.create_schema()
     assert second.count_instances() == 1
-    assert [r["version"] for r in rows(second, schema_version)] == [1]
+    assert [r["version"] for r in rows(second, schema_version)] == [SCHEMA_VERSION]
     first.close()
     second.close()
 

@@ -1,0 +1,144 @@
+"""Organisations as tenants: the one place that turns a caller into what it may see.
+
+Authorisation runs identity -> permission -> organisation visibility (docs/tenants.md).
+Every edge (DIMSE C-FIND/C-GET/C-MOVE/C-STORE, DICOMweb, the archive viewer, media export)
+asks :class:`Tenancy` for the caller's :class:`~securepacs.model.tenancy.Visibility` (or,
+storing, the owner organisation) and hands it to the query, retrieve and ingest services,
+which pass it to the index: the filtering is done there, in SQL. No edge filters on its own.
+
+- the owner of a stored instance is the storing identity's organisation, or the
+  ``default_organisation`` setting when the identity has none (trust from files);
+- a caller sees its organisation's studies and the studies shared with it; a group with
+  the ``cross_org`` permission sees every study (each such use is audited);
+- with trust from files there are no organisations: every caller sees everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from securepacs.model.identity import Identity, Permission
+from securepacs.model.record import StoredInstance
+from securepacs.model.tenancy import Share, Visibility
+
+__all__ = ["Shares", "Tenancy"]
+
+log = logging.getLogger(__name__)
+
+
+class Tenancy:
+    """The tenant boundary (see the module docstring).
+
+    Parameters
+    ----------
+    default_organisation : str
+        Owner of what an identity without an organisation stores.
+    enforced : bool
+        False with trust from files (no organisations): everyone sees everything.
+    """
+
+    def __init__(self, *, default_organisation: str = "default", enforced: bool = True) -> None:
+        self.default_organisation = default_organisation
+        self.enforced = enforced
+
+    def owner(self, identity: Identity | None) -> str:
+        """The organisation that owns what `identity` stores."""
+        org = (identity.organization or "").strip() if identity is not None else ""
+        return org or self.default_organisation
+
+    def view(self, identity: Identity | None, *, retrieve: bool = False,
+             at: datetime | None = None) -> Visibility:
+        """What `identity` sees; `retrieve` for C-GET, C-MOVE, WADO-RS and media (where a
+        read-only share does not count)."""
+        when = at or datetime.now(UTC)
+        everything = not self.enforced or (identity is not None
+                                           and identity.allows(Permission.CROSS_ORG))
+        return Visibility(self.owner(identity), everything=everything, retrieve=retrieve,
+                          at=when)
+
+    def foreign(self, identity: Identity | None,
+                instances: Iterable[StoredInstance]) -> dict[str, list[str]]:
+        """Owner organisation -> study UIDs of `instances` that are not `identity`'s own
+        (read by a share or by ``cross_org``): what the audit trail records."""
+        if not self.enforced:
+            return {}
+        mine = self.owner(identity)
+        out: dict[str, list[str]] = {}
+        for item in instances:
+            if item.organization and item.organization != mine:
+                out.setdefault(item.organization, []).append(item.study_uid)
+        return out
+
+    def crosses(self, identity: Identity | None) -> bool:
+        """True when `identity` reads across organisations by its ``cross_org`` permission
+        (the audit trail records each such use)."""
+        return (self.enforced and identity is not None
+                and identity.allows(Permission.CROSS_ORG))
+
+
+class ShareStore(Protocol):
+    """Where shares are kept (the trust store, :class:`securepacs.index.trust.SqlTrustStore`)."""
+
+    def add_share(self, share: Share) -> None: ...
+    def shares(self) -> list[Share]: ...
+    def revoke_share(self, share_id: str, *, at: datetime) -> Share: ...
+
+
+class StudyOwners(Protocol):
+    """Which organisations hold a study (the index)."""
+
+    def study_owners(self, study_uid: str) -> list[str]: ...
+
+
+class Shares:
+    """Grant, list and revoke shares (``securepacs share``). A share is in force on every
+    server at once: the index query reads the trust store's share table (docs/tenants.md).
+
+    Parameters
+    ----------
+    store : ShareStore
+    owners : StudyOwners
+    """
+
+    def __init__(self, store: ShareStore, owners: StudyOwners) -> None:
+        self._store = store
+        self._owners = owners
+
+    def grant(self, study_uid: str, grantee: str, *, at: datetime, owner: str | None = None,
+              until: datetime | None = None, read_only: bool = False) -> Share:
+        """Share the study `study_uid` of `owner` with `grantee`.
+
+        Raises
+        ------
+        ValueError
+            No such study, several owners and none named, `until` not after `at`, or the
+            grantee is the owner.
+        """
+        uid = study_uid.strip()
+        holders = self._owners.study_owners(uid)
+        if owner is None:
+            if not holders:
+                raise ValueError(f"no study {uid} in the archive")
+            if len(holders) > 1:
+                raise ValueError(f"study {uid} is held by several organisations "
+                                 f"({', '.join(holders)}): name one with --from")
+            owner = holders[0]
+        elif owner not in holders:
+            raise ValueError(f"organisation {owner!r} holds no study {uid}")
+        if not grantee.strip() or grantee.strip() == owner:
+            raise ValueError("share with another organisation than the study's owner")
+        if until is not None and until <= at:
+            raise ValueError("--until must lie in the future")
+        share = Share(secrets.token_hex(4), uid, owner, grantee.strip(), read_only, until, at)
+        self._store.add_share(share)
+        return share
+
+    def list(self) -> list[Share]:
+        return self._store.shares()
+
+    def revoke(self, share_id: str, *, at: datetime) -> Share:
+        return self._store.revoke_share(share_id.strip(), at=at)

@@ -1,0 +1,290 @@
+"""Organisations as tenants (issue 15), end to end on one ``securepacs serve``.
+
+Three organisations on the data folder's CA: clinics A and B (store, find, get) and a
+teleradiology reading group R with ``cross_org``. A and B store their own patients with
+DCMTK ``storescu`` over TLS; then each one's DCMTK ``findscu``, ``securepacs get`` and the
+HTTPS archive viewer see exactly their own studies, R sees all; ``securepacs share`` makes
+one of A's studies visible to B while the server runs, and its revocation hides it again.
+The same SOP Instance UID stored by B: identical bytes are accepted (B gains its copy),
+other bytes are refused with a status that says nothing of A. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pytest
+from catools import data_server
+from harness import HOST, ROOT, SECUREPACS, Server, dcmtk, free_port, needs_dcmtk, tls_args
+
+from factories import write_study
+
+pytestmark = [pytest.mark.integration, needs_dcmtk]
+
+
+def cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SECUREPACS, *(str(a) for a in args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def ca(data: Path, *args: str) -> None:
+    from typer.testing import CliRunner
+
+    from securepacs.cli.main import app
+
+    result = CliRunner().invoke(app, ["ca", "--data-dir", str(data), *args])
+    assert result.exit_code == 0, f"ca {' '.join(args)}: {result.output}"
+
+
+@dataclass
+class Tenants:
+    server: Server
+    data: Path
+    clients: Path
+    viewer_port: int
+    studies: dict[str, str]  # patient id -> study UID
+    files: dict[str, list[Path]]
+    tmp: Path
+    dicomweb_port: int = 0
+
+    def tls(self, name: str) -> list[str]:
+        return tls_args(self.clients / f"{name}.key", self.clients / f"{name}.pem",
+                        self.clients / "ca.pem")
+
+    def find(self, name: str, *keys: str, level: str = "STUDY") -> list[pydicom.Dataset]:
+        out = self.tmp / f"find-{name}-{free_port()}"
+        out.mkdir()
+        root = "-P" if level == "PATIENT" else "-S"
+        args = ["findscu", *self.tls(name), root, "-aec", "SECUREPACS",
+                "-k", f"QueryRetrieveLevel={level}"]
+        for k in keys:
+            args += ["-k", k]
+        result = dcmtk(*args, "-X", "-od", str(out), HOST, str(self.server.port), timeout=60)
+        assert result.returncode == 0, result.stderr
+        return [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+    def patients(self, name: str) -> set[str]:
+        return {str(ds.PatientID) for ds in self.find(name, "PatientID")}
+
+    def store(self, name: str, *files: Path) -> subprocess.CompletedProcess[str]:
+        return dcmtk("storescu", *self.tls(name), "-aec", "SECUREPACS", HOST,
+                     str(self.server.port), *[str(f) for f in files], timeout=60)
+
+    def get(self, name: str, study: str) -> subprocess.CompletedProcess[str]:
+        c = ["--server", f"{HOST}:{self.server.port}", "--aec", "SECUREPACS",
+             "--cert", str(self.clients / f"{name}.pem"),
+             "--key", str(self.clients / f"{name}.key"), "--ca", str(self.clients / "ca.pem")]
+        return cli("get", "--study", study, "--to", self.tmp / f"get-{name}-{free_port()}", *c)
+
+    def qido(self, name: str) -> set[str]:
+        """PatientIDs of the studies a dicomweb-client QIDO-RS search finds."""
+        requests = pytest.importorskip("requests")
+        api = pytest.importorskip("dicomweb_client.api")
+        session = requests.Session()
+        session.trust_env = False
+        session.cert = (str(self.clients / f"{name}.pem"), str(self.clients / f"{name}.key"))
+        session.verify = str(self.clients / "ca.pem")
+        client = api.DICOMwebClient(f"https://{HOST}:{self.dicomweb_port}/dicomweb",
+                                    session=session)
+        found = client.search_for_studies()
+        return {str(m["00100020"]["Value"][0]) for m in found}
+
+    def viewer(self, name: str, path: str = "/") -> tuple[int, str]:
+        context = ssl.create_default_context(cafile=str(self.clients / "ca.pem"))
+        context.check_hostname = False
+        context.load_cert_chain(self.clients / f"{name}.pem", self.clients / f"{name}.key")
+        conn = http.client.HTTPSConnection(HOST, self.viewer_port, context=context, timeout=20)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
+    tmp = tmp_path_factory.mktemp("tenants")
+    data, out = tmp / "data", tmp / "clients"
+    ca(data, "init")
+    ca(data, "group", "create", "clinic", "--allow", "echo,store,find,move,get")
+    ca(data, "group", "create", "reading", "--allow", "echo,find,get,cross_org")
+    for name, org, group in (("a1", "Clinic A", "clinic"), ("b1", "Clinic B", "clinic"),
+                             ("r1", "Teleradiology", "reading")):
+        ca(data, "issue", "client", "--name", name, "--org", org, "--group", group,
+           "--out", str(out))
+    viewer_port, dicomweb_port = free_port(), free_port()
+    server = data_server(tmp, data, "serve", viewer_port=viewer_port,
+                         dicomweb_port=dicomweb_port).start()
+    try:
+        files = {
+            "PAT-A1": write_study(tmp / "a1", 2, patient_id="PAT-A1", patient_name="Alpha^Ann"),
+            "PAT-A2": write_study(tmp / "a2", 2, patient_id="PAT-A2", patient_name="Alpha^Bea",
+                                  modality="MR"),
+            "PAT-B1": write_study(tmp / "b1", 2, patient_id="PAT-B1", patient_name="Beta^Carl"),
+        }
+        found = Tenants(server, data, out, viewer_port,
+                        {p: str(pydicom.dcmread(f[0]).StudyInstanceUID) for p, f in files.items()},
+                        files, tmp, dicomweb_port)
+        for name, patients in (("a1", ("PAT-A1", "PAT-A2")), ("b1", ("PAT-B1",))):
+            sent = found.store(name, *[f for p in patients for f in files[p]])
+            assert sent.returncode == 0, sent.stderr
+        yield found
+    finally:
+        server.stop()
+
+
+def test_each_organisation_finds_only_its_own(tenants: Tenants) -> None:
+    assert tenants.patients("a1") == {"PAT-A1", "PAT-A2"}
+    assert tenants.patients("b1") == {"PAT-B1"}
+    assert tenants.patients("r1") == {"PAT-A1", "PAT-A2", "PAT-B1"}
+    # every level, computed attributes included: A's study is absent for B, as an unknown UID
+    a_study = tenants.studies["PAT-A1"]
+    for level, keys in (("PATIENT", ("PatientID=PAT-A1", "NumberOfPatientRelatedInstances")),
+                        ("STUDY", (f"StudyInstanceUID={a_study}", "ModalitiesInStudy")),
+                        ("STUDY", ("ModalitiesInStudy=MR", "StudyInstanceUID")),
+                        ("SERIES", (f"StudyInstanceUID={a_study}", "SeriesInstanceUID")),
+                        ("STUDY", ("StudyInstanceUID=1.2.3.999",))):
+        assert tenants.find("b1", *keys, level=level) == [], (level, keys)
+    counts = tenants.find("a1", "PatientID=PAT-A1", "NumberOfPatientRelatedInstances",
+                          level="PATIENT")
+    assert [str(ds.NumberOfPatientRelatedInstances) for ds in counts] == ["2"]
+
+
+def test_get_retrieves_only_what_the_caller_sees(tenants: Tenants) -> None:
+    a_study = tenants.studies["PAT-A1"]
+    own = tenants.get("a1", a_study)
+    assert own.returncode == 0 and "retrieved 2 instance(s)" in own.stdout, own.stderr
+    theirs = tenants.get("b1", a_study)
+    unknown = tenants.get("b1", "1.2.3.999")
+    # answered exactly as a study that does not exist
+    assert theirs.returncode == unknown.returncode == 1
+    assert theirs.stderr.replace(a_study, "UID") == unknown.stderr.replace("1.2.3.999", "UID")
+    reader = tenants.get("r1", a_study)
+    assert reader.returncode == 0 and "retrieved 2 instance(s)" in reader.stdout, reader.stderr
+    # the reading group's use of cross_org is audited, naming both organisations
+    for org in ("Clinic A", "Teleradiology"):
+        listed = cli("audit", "--data-dir", tenants.data, "list", "--org", org,
+                     "--type", "security-alert")
+        assert listed.returncode == 0, listed.stderr
+        line = f"Teleradiology read studies of another organisation by cross_org (Clinic A: {a_study})"
+        assert line in listed.stdout, listed.stdout
+    assert "cross_org" not in cli("audit", "--data-dir", tenants.data, "list", "--org",
+                                  "Clinic B").stdout
+
+
+def test_qido_rs_finds_only_what_the_caller_sees(tenants: Tenants) -> None:
+    assert tenants.qido("a1") == {"PAT-A1", "PAT-A2"}
+    assert tenants.qido("b1") == {"PAT-B1"}
+    assert tenants.qido("r1") == {"PAT-A1", "PAT-A2", "PAT-B1"}
+
+
+def test_archive_viewer_lists_only_what_the_caller_sees(tenants: Tenants) -> None:
+    status, page = tenants.viewer("a1")
+    assert status == 200 and "PAT-A1" in page and "PAT-A2" in page and "PAT-B1" not in page
+    status, page = tenants.viewer("b1")
+    assert status == 200 and "PAT-B1" in page and "PAT-A1" not in page
+    status, _page = tenants.viewer("b1", f"/study/{tenants.studies['PAT-A1']}")
+    assert status == 404
+    status, page = tenants.viewer("r1")
+    assert status == 200 and all(p in page for p in ("PAT-A1", "PAT-A2", "PAT-B1"))
+
+
+def test_a_share_shows_a_study_while_the_server_runs_and_revoking_hides_it(
+        tenants: Tenants) -> None:
+    study = tenants.studies["PAT-A2"]
+    granted = cli("share", "--data-dir", tenants.data, "study", study, "--with", "Clinic B",
+                  "--read-only")
+    assert granted.returncode == 0, granted.stderr
+    share_id = re.search(r"share ([0-9a-f]+):", granted.stdout)
+    assert share_id and "of Clinic A with Clinic B (read-only)" in granted.stdout
+    assert tenants.patients("b1") == {"PAT-B1", "PAT-A2"}
+    # read-only: found, never retrieved (the C-GET answers no instance)
+    nothing = tenants.get("b1", study)
+    assert "completed 0" in nothing.stdout, nothing.stdout + nothing.stderr
+    assert not list(tenants.tmp.glob("get-b1-*/**/*.dcm"))
+    listed = cli("share", "--data-dir", tenants.data, "list")
+    assert f"{share_id.group(1)}  {study}  Clinic A -> Clinic B  read-only" in listed.stdout
+    revoked = cli("share", "--data-dir", tenants.data, "revoke", share_id.group(1))
+    assert revoked.returncode == 0, revoked.stderr
+    assert tenants.patients("b1") == {"PAT-B1"}
+    assert "active" not in cli("share", "--data-dir", tenants.data, "list").stdout
+    # a full share: retrieved too; unknown studies and organisations are clear errors
+    full = cli("share", "--data-dir", tenants.data, "study", study, "--with", "Clinic B")
+    assert full.returncode == 0, full.stderr
+    got = tenants.get("b1", study)
+    assert got.returncode == 0 and "retrieved 2 instance(s)" in got.stdout, got.stderr
+    bad = cli("share", "--data-dir", tenants.data, "study", "1.2.3.999", "--with", "Clinic B")
+    assert bad.returncode != 0 and "no study 1.2.3.999" in bad.stderr
+    for line in cli("share", "--data-dir", tenants.data, "list").stdout.splitlines():
+        if line.endswith("active"):
+            assert cli("share", "--data-dir", tenants.data, "revoke",
+                       line.split()[0]).returncode == 0
+    assert tenants.patients("b1") == {"PAT-B1"}
+
+
+def test_the_same_sop_instance_uid_from_another_organisation(tenants: Tenants) -> None:
+    first, second = tenants.files["PAT-A1"]
+    # identical bytes: B gains its own copy, A's stays as it was
+    same = tenants.store("b1", first)
+    assert same.returncode == 0 and "Status" not in same.stderr, same.stderr
+    assert "PAT-A1" in tenants.patients("b1")
+    # other bytes under the same UID: refused, with nothing about A in the answer
+    other = pydicom.dcmread(second)
+    other.PatientName = "Changed^Name"
+    changed = tenants.tmp / "changed.dcm"
+    other.save_as(changed, enforce_file_format=True)
+    refused = dcmtk("storescu", "-v", *tenants.tls("b1"), "-aec", "SECUREPACS", HOST,
+                    str(tenants.server.port), str(changed), timeout=60)
+    text = refused.stdout + refused.stderr
+    assert "Clinic" not in text
+    assert re.search(r"Processing Failure|0x0?110", text), text
+    a = tenants.find("a1", "PatientID=PAT-A1", "NumberOfPatientRelatedInstances",
+                     level="PATIENT")
+    assert [str(ds.NumberOfPatientRelatedInstances) for ds in a] == ["2"]
+    b = tenants.find("b1", "PatientID=PAT-A1", "NumberOfPatientRelatedInstances",
+                     level="PATIENT")
+    assert [str(ds.NumberOfPatientRelatedInstances) for ds in b] == ["1"]
+    tenants.server.wait_for_log("cannot be stored for your organisation")
+
+
+def test_share_on_two_instances_sharing_one_postgresql(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two servers on one PostgreSQL (and one blob folder): a study stored through one is
+    invisible to another organisation on both, a share granted while they run shows it on
+    both, and its revocation hides it again on both."""
+    monkeypatch.setenv("SECUREPACS_DATABASE_URL", pg_url)
+    data, out = tmp_path / "data", tmp_path / "clients"
+    ca(data, "init")
+    ca(data, "group", "create", "clinic", "--allow", "echo,store,find,get")
+    for name, org in (("a1", "Clinic A"), ("b1", "Clinic B")):
+        ca(data, "issue", "client", "--name", name, "--org", org, "--group", "clinic",
+           "--out", str(out))
+    servers = [data_server(tmp_path, data, name, viewer_port=0, dicomweb_port=0).start()
+               for name in ("one", "two")]
+    try:
+        views = [Tenants(s, data, out, 0, {}, {}, tmp_path) for s in servers]
+        files = write_study(tmp_path / "a", 2, patient_id="PG-A", patient_name="Alpha^Pg")
+        assert views[0].store("a1", *files).returncode == 0
+        study = str(pydicom.dcmread(files[0]).StudyInstanceUID)
+        for view in views:
+            assert view.patients("a1") == {"PG-A"} and view.patients("b1") == set()
+        granted = cli("share", "--data-dir", data, "study", study, "--with", "Clinic B")
+        assert granted.returncode == 0, granted.stderr
+        assert not (data / "index.sqlite").exists(), "shares went to SQLite, not PostgreSQL"
+        for view in views:
+            assert view.patients("b1") == {"PG-A"}
+        share_id = granted.stdout.split()[1].rstrip(":")
+        assert cli("share", "--data-dir", data, "revoke", share_id).returncode == 0
+        for view in views:
+            assert view.patients("b1") == set()
+    finally:
+        for server in servers:
+            server.stop()
