@@ -128,8 +128,9 @@ class SqlIndex:
                     elif list(versions) != [SCHEMA_VERSION]:
                         found = ", ".join(str(v) for v in versions)
                         raise StorageError(
-                            f"index schema version {found}, this program needs {SCHEMA_VERSION}"
-                        )
+                            f"index schema version {found}, this program needs {SCHEMA_VERSION}: "
+                            "back up the data folder, then run `securepacs db migrate` "
+                            "(with the same --config)")
                 return
             except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
                 if attempt:
