@@ -96,6 +96,21 @@ class Tenants:
         found = client.search_for_studies()
         return {str(m["00100020"]["Value"][0]) for m in found}
 
+    def wado_status(self, name: str, path: str) -> int:
+        """HTTP status of a WADO-RS GET of `path` (under /dicomweb) with `name`'s certificate."""
+        context = ssl.create_default_context(cafile=str(self.clients / "ca.pem"))
+        context.check_hostname = False
+        context.load_cert_chain(self.clients / f"{name}.pem", self.clients / f"{name}.key")
+        conn = http.client.HTTPSConnection(HOST, self.dicomweb_port, context=context, timeout=20)
+        try:
+            conn.request("GET", f"/dicomweb{path}",
+                         headers={"Accept": 'multipart/related; type="application/dicom"'})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
     def viewer(self, name: str, path: str = "/") -> tuple[int, str]:
         context = ssl.create_default_context(cafile=str(self.clients / "ca.pem"))
         context.check_hostname = False
@@ -184,6 +199,15 @@ def test_qido_rs_finds_only_what_the_caller_sees(tenants: Tenants) -> None:
     assert tenants.qido("a1") == {"PAT-A1", "PAT-A2"}
     assert tenants.qido("b1") == {"PAT-B1"}
     assert tenants.qido("r1") == {"PAT-A1", "PAT-A2", "PAT-B1"}
+
+
+def test_wado_rs_answers_another_organisations_study_as_absent(tenants: Tenants) -> None:
+    """Issue 16: a client of another organisation gets 404, exactly as for an unknown UID."""
+    study = tenants.studies["PAT-A1"]
+    assert tenants.wado_status("a1", f"/studies/{study}") == 200
+    assert tenants.wado_status("b1", f"/studies/{study}") == 404
+    assert tenants.wado_status("b1", "/studies/1.2.826.0.1.3680043.10.1234.404") == 404
+    assert tenants.wado_status("r1", f"/studies/{study}") == 200
 
 
 def test_archive_viewer_lists_only_what_the_caller_sees(tenants: Tenants) -> None:
