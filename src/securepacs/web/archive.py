@@ -137,9 +137,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(413, b"request too large", [("Content-Type", "text/plain")])
             return
         body = self.rfile.read(length) if length else b""
+        status, headers, payload = self.server.call(self._scope(identity, "2.3"), body)
+        self._send(status, payload, headers)
+
+    def _scope(self, identity: Identity | None, spec_version: str) -> dict[str, Any]:
+        """The ASGI HTTP scope of this request, with the admitted identity under
+        :data:`IDENTITY_KEY`."""
         path, _, query = self.path.partition("?")
-        scope: dict[str, Any] = {
-            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+        return {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": spec_version},
             "http_version": "1.1", "method": self.command, "scheme": "https",
             "path": unquote(path), "raw_path": path.encode("latin-1"), "root_path": "",
             "query_string": query.encode("latin-1"),
@@ -148,8 +154,6 @@ class _Handler(BaseHTTPRequestHandler):
             "client": (self.client_address[0], self.client_address[1]),
             "server": self.server.server_address[:2], IDENTITY_KEY: identity,
         }
-        status, headers, payload = self.server.call(scope, body)
-        self._send(status, payload, headers)
 
 
 class ArchiveViewerServer(ThreadingHTTPServer):

@@ -137,7 +137,7 @@ class _StreamHandler(_Handler):
     def _handle(self) -> None:
         cert = getattr(self.request, _PEER_ATTR, None)
         identity = self._admit()
-        path, _, query = self.path.partition("?")
+        path = self.path.partition("?")[0]
         if identity is None and (cert is not None
                                  or not self.server.token_route(self.command, unquote(path))):
             if cert is None:
@@ -154,17 +154,7 @@ class _StreamHandler(_Handler):
                         self.client_address[0], exc)
             self._refuse(400, f'{{"error": "{exc}"}}'.encode())
             return
-        scope: dict[str, Any] = {
-            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1", "method": self.command, "scheme": "https",
-            "path": unquote(path), "raw_path": path.encode("latin-1"), "root_path": "",
-            "query_string": query.encode("latin-1"),
-            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                        for k, v in self.headers.items()],
-            "client": (self.client_address[0], self.client_address[1]),
-            "server": self.server.server_address[:2], IDENTITY_KEY: identity,
-        }
-        self._run(scope, body)
+        self._run(self._scope(identity, "2.4"), body)
 
     def _run(self, scope: dict[str, Any], body: _Body) -> None:
         started = False
