@@ -333,16 +333,7 @@ class SqlTrustStore:
             Unknown id, or already revoked.
         """
         with self._write() as conn:
-            row = conn.execute(sa.select(trust_share)
-                               .where(trust_share.c.share_id == share_id)).first()
-            if row is None:
-                raise PkiError(f"no share {share_id!r}")
-            if row.revoked_at is not None:
-                raise PkiError(f"share {share_id} is already revoked")
-            conn.execute(sa.update(trust_share).where(trust_share.c.share_id == share_id)
-                         .values(revoked_at=at))
-            row = conn.execute(sa.select(trust_share)
-                               .where(trust_share.c.share_id == share_id)).first()
+            row = _revoke(conn, trust_share.c.share_id, share_id, "share", at=at)
         return _share(row)
 
     # -- import tokens (STOW-RS bearer tokens) -------------------------------------------------
@@ -375,18 +366,24 @@ class SqlTrustStore:
             Unknown id, or already revoked.
         """
         with self._write() as conn:
-            row = conn.execute(sa.select(trust_import_token)
-                               .where(trust_import_token.c.token_id == token_id)).first()
-            if row is None:
-                raise PkiError(f"no import token {token_id!r}")
-            if row.revoked_at is not None:
-                raise PkiError(f"import token {token_id} is already revoked")
-            conn.execute(sa.update(trust_import_token)
-                         .where(trust_import_token.c.token_id == token_id)
-                         .values(revoked_at=at))
-            row = conn.execute(sa.select(trust_import_token)
-                               .where(trust_import_token.c.token_id == token_id)).first()
+            row = _revoke(conn, trust_import_token.c.token_id, token_id, "import token", at=at)
         return _import_token(row)
+
+
+def _revoke(conn: sa.Connection, key: sa.Column[Any], value: str, what: str, *,
+            at: datetime) -> sa.Row[Any]:
+    """Set ``revoked_at`` on the row whose `key` is `value` (a share or an import token) and
+    return the row as revoked; PkiError when there is none or it is already revoked."""
+    table = key.table
+    row = conn.execute(sa.select(table).where(key == value)).first()
+    if row is None:
+        raise PkiError(f"no {what} {value!r}")
+    if row.revoked_at is not None:
+        raise PkiError(f"{what} {value} is already revoked")
+    conn.execute(sa.update(table).where(key == value).values(revoked_at=at))
+    revoked = conn.execute(sa.select(table).where(key == value)).first()
+    assert revoked is not None
+    return revoked
 
 
 def _share(row: Any) -> Share:
