@@ -8,6 +8,7 @@ hand-written analysis and is kept as it is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,40 +67,98 @@ def _head(sections: dict[str, Entry], path: Path) -> list[str]:
     return out
 
 
+#: the receivers beside our server, in the order of the tables, with their headings
+_PEERS = {"storescp": "storescp", "orthanc": "Orthanc", "floor": "floor"}
+
+
+def _cell(ing: list[dict[str, Any]], server: str, sel: dict[str, Any]) -> str:
+    """"220.0 (115) · 3.9": img/s (MB/s) · server CPU ms per image, medians."""
+    rate = _med(ing, "images_per_s", server=server, **sel)
+    if rate != rate:
+        return "–"
+    cpu = _med(ing, "cpu_ms_per_image", server=server, **sel)
+    return (f"{_fmt(rate, 1)} ({_fmt(_med(ing, 'mb_per_s', server=server, **sel))})"
+            + (f" · {_fmt(cpu, 1)}" if cpu == cpu else ""))
+
+
+def _ingest_method(sec: Entry) -> list[str]:
+    """How the receivers were run, and what each does before it answers Success."""
+    ing = sec["results"]
+    tls = {r["server"]: r["tls"] for r in ing if r.get("kind") == "ingest-tls"}
+    peer = next((r for r in ing if r.get("kind") == "ingest-peer" and r["server"] == "orthanc"),
+                None)
+    out = []
+    if tls:
+        out += ["TLS negotiated by DCMTK (`echoscu -d`, same TLS code and default profile as "
+                "the storescu of the runs) with each receiver: "
+                + "; ".join(f"{k} {v}" for k, v in tls.items()) + ".", ""]
+    present = {r.get("server") for r in ing if "images_per_s" in r}
+    out += ["What each receiver does before it answers a C-STORE with Success:", "",
+            "- **securepacs**: blob written to a temp file, `fsync`, renamed into place, folder "
+            "`fsync`; index row committed (SQLite WAL, `synchronous=FULL`: the commit is "
+            "fsynced); every check and the audit record. Client certificate required."]
+    if "storescp" in present:
+        out += ["- **storescp** (DCMTK, `--fork`, one process per association): writes the "
+                "file, no fsync, no index."]
+    if "floor" in present:
+        out += ["- **floor** (`bench/floor.py`, written for the benchmark): one thread per "
+                "association, each data set's P-DATA fragments written to a file of its own as "
+                "they arrive, then `fsync` of the file and of its folder, then the C-STORE-RSP; no "
+                "index, no parsing, no checks. TLS from `securepacs.pki.tlspolicy.server_context` "
+                "(as ours: TLS 1.2/1.3, AEAD suites, client certificate required), the same PDU "
+                "size. The fastest durable ingest this disk and this Python allow; every run "
+                "checks that its files are byte for byte the data sets sent."]
+    if peer is not None and "orthanc" in present:
+        settings = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in peer["config"].items()
+                             if not k.endswith(("Directory", "Certificate", "PrivateKey",
+                                                "Certificates")) and k != "DicomPort")
+        out += [f"- **Orthanc** ({peer['version']}, Debian package; index (SQLite) and "
+                "storage in a folder of its own; `TCP_NODELAY=1` in its environment, read by "
+                "DCMTK's network layer, since Orthanc 1.10 has no option of its own for the "
+                "DICOM port; TLS from the same certificates, where its DCMTK BCP 195 profile "
+                "picks the suites and the client certificate is required): " + settings
+                + "; everything else as shipped. Durability as shipped: " + peer["durability"]]
+    out += ["", "CPU: user + system time of the receiving process and its descendants "
+            "(our `workers`, storescp's forked children) from `/proc/PID/stat`, from just "
+            "before the storescu run to just after it (start-up excluded), divided by the "
+            "images: milliseconds of server CPU per image, shown after the `·`.", ""]
+    return out
+
+
 def _ingest(sec: Entry) -> list[str]:
     ing, variants, c = sec["results"], sec["variants"], sec["counts"]
+    peers = [p for p in _PEERS if any(r.get("server") == p and "images_per_s" in r for r in ing)]
     out = ["## Ingest: DCMTK storescu -> server", "", _measured(sec), "",
            f"small: {c['small']} images of 512x512x16 bit (0.5 MB); large: {c['large']} "
            f"images of ~{c['large_mb']} MB. Rate over the whole storescu run(s), "
-           "association and TLS handshake included.", ""]
-    head = "| size | transport | assoc. | " + " | ".join(
-        f"{v} img/s (MB/s)" for v in variants) + " | storescp img/s (MB/s) | " + " | ".join(
-        f"{v} / storescp" for v in variants) + " |"
+           "association and TLS handshake included; each run on a fresh receiver with an "
+           "empty folder; receivers interleaved in each round, order reversed every other "
+           "round.", "", *_ingest_method(sec)]
+    servers = [*variants, *peers]
+    head = ("| size | transport | assoc. | "
+            + " | ".join(f"{_PEERS.get(v, v)} img/s (MB/s) · CPU ms/img" for v in servers)
+            + " | " + " | ".join(f"{v} / {_PEERS[p]}" for v in variants for p in peers) + " |")
     out += [head, "|" + "---|" * (head.count("|") - 1)]
     for size in ("small", "large"):
         for tls in (False, True):
             for par in (1, 4):
                 sel = {"size": size, "tls": tls, "parallel": par}
-                dc = _med(ing, "images_per_s", server="storescp", **sel)
-                dcm = _med(ing, "mb_per_s", server="storescp", **sel)
-                if dc != dc:
+                if not any(r.get("kind") == "ingest" and all(r.get(k) == x for k, x in sel.items())
+                           for r in ing):
                     continue
-                cells = []
-                ratios = []
-                for v in variants:
-                    ours = _med(ing, "images_per_s", server=v, **sel)
-                    cells.append(f"{_fmt(ours, 1)} ({_fmt(_med(ing, 'mb_per_s', server=v, **sel))})")
-                    ratios.append(_ratio(ours, dc))
+                ratios = [_ratio(_med(ing, "images_per_s", server=v, **sel),
+                                 _med(ing, "images_per_s", server=p, **sel))
+                          for v in variants for p in peers]
                 out.append(f"| {size} | {'TLS' if tls else 'plain'} | {par} | "
-                           + " | ".join(cells) + f" | {_fmt(dc, 1)} ({_fmt(dcm)}) | "
+                           + " | ".join(_cell(ing, v, sel) for v in servers) + " | "
                            + " | ".join(ratios) + " |")
     out += ["", "### TLS cost (TLS rate / plain rate, same server)", "",
-            "| size | assoc. | " + " | ".join(variants) + " | storescp |",
-            "|---|---|" + "---|" * (len(variants) + 1)]
+            "| size | assoc. | " + " | ".join(_PEERS.get(v, v) for v in servers) + " |",
+            "|---|---|" + "---|" * len(servers)]
     for size in ("small", "large"):
         for par in (1, 4):
             cells = []
-            for v in [*variants, "storescp"]:
+            for v in servers:
                 t = _med(ing, "images_per_s", server=v, size=size, tls=True, parallel=par)
                 p = _med(ing, "images_per_s", server=v, size=size, tls=False, parallel=par)
                 cells.append(_ratio(t, p).rstrip("x"))
@@ -308,7 +367,7 @@ def _rows(sections: dict[str, Entry], name: str) -> tuple[list[dict[str, Any]], 
 
 
 def _targets(sections: dict[str, Entry]) -> list[str]:
-    out = ["## Targets (issues 8 and 9), as measured in the sections above", "",
+    out = ["## Targets (issues 8, 9 and 19), as measured in the sections above", "",
            "| target | measured | met |", "|---|---|---|"]
 
     def line(name: str, value: float, goal: float, text: str, higher: bool = True) -> None:
@@ -371,5 +430,46 @@ def _targets(sections: dict[str, Entry]) -> list[str]:
         for key, label in (("scroll_cold_img_s", "first pass"), ("scroll_warm_img_s", "loaded")):
             rate = median([r[key] for r in mv])
             line(f"disc viewer: scroll >= 20 img/s ({label})", rate, 20, f"{rate:.0f} img/s")
+    _goals19(sections, line)
     out.append("")
     return out
+
+
+def _goals19(sections: dict[str, Entry], line: Callable[..., None]) -> None:
+    """The goals of issue 19: ratios to Orthanc, the durable floor and storescp measured in
+    the same run, server CPU per image, TLS/plain and the send command."""
+    ing, ours = _rows(sections, "ingest")
+
+    def ratio(goal: float, a: float, b: float, text: str, unit: str = "img/s") -> None:
+        if b == b and b:
+            line(text, a / b, goal, f"{a:.0f} vs {b:.0f} {unit} = {a / b:.2f}x")
+
+    small = {"size": "small", "tls": True}
+    for par, peer, goal in ((1, "orthanc", 2.0), (1, "floor", 0.8), (4, "orthanc", 2.5),
+                            (4, "storescp", 0.5)):
+        ratio(goal, _med(ing, "images_per_s", server=ours, parallel=par, **small),
+              _med(ing, "images_per_s", server=peer, parallel=par, **small),
+              f"issue 19: small TLS ingest, {par} assoc. >= {goal}x {_PEERS[peer]}")
+    for par in (1, 4):
+        cpu = _med(ing, "cpu_ms_per_image", server=ours, parallel=par, **small)
+        line(f"issue 19: server CPU per small image <= 2.0 ms (SQLite, TLS, {par} assoc.)",
+             cpu, 2.0, f"{cpu:.2f} ms", higher=False)
+    scale, _ = _rows(sections, "scale")
+    pg = [r["cpu_servers_s"] * 1000 / r["images"] for r in scale
+          if r.get("layout") == "pg-1" and "cpu_servers_s" in r]
+    if pg:
+        line("issue 19: server CPU per small image <= 5 ms (PostgreSQL + Azurite, scale section)",
+             median(pg), 5.0, f"{median(pg):.2f} ms", higher=False)
+    large = {"size": "large", "parallel": 1}
+    t = _med(ing, "mb_per_s", server=ours, tls=True, **large)
+    p = _med(ing, "mb_per_s", server=ours, tls=False, **large)
+    if p == p and p:
+        line("issue 19: large TLS / plain >= 0.85 (1 assoc.)", t / p, 0.85, f"{t / p:.2f}")
+    ratio(0.8, t, _med(ing, "mb_per_s", server="storescp", tls=True, **large),
+          "issue 19: large TLS MB/s >= 0.8x storescp (1 assoc.)", "MB/s")
+    snd, _ = _rows(sections, "send")
+    for size, goal, key, unit in (("small", 0.7, "images_per_s", "img/s"),
+                                  ("large", 1.0, "mb_per_s", "MB/s")):
+        ratio(goal, _med(snd, key, client="securepacs send", size=size),
+              _med(snd, key, client="storescu", size=size),
+              f"issue 19: securepacs send whole command >= {goal}x storescu ({size})", unit)

@@ -17,7 +17,8 @@ FORMAT = 2
 SECTIONS = ("ingest", "send", "memory", "query", "media", "scale", "media-viewer",
             "dicomweb")
 #: result "kind" -> the section that measures it
-SECTION_OF = {"media-derivations": "media", "dicomweb-memory": "dicomweb",
+SECTION_OF = {"media-derivations": "media", "dicomweb-memory": "dicomweb", "ingest-tls": "ingest",
+              "ingest-peer": "ingest",
               **{name: name for name in SECTIONS}}
 #: run-wide keys the flat layout held once, and every section now holds for itself
 _RUN_KEYS = ("started", "quick", "counts", "variants", "machine")

@@ -6,7 +6,8 @@
     .venv/bin/python -m bench --server-src before=/tmp/before/src --server-src after=src
     .venv/bin/python -m bench --report-only docs/benchmarks.json   # redo the markdown
 
-Sections: ingest, send, memory (one 1 GB object), query (C-FIND on SQLite and PostgreSQL),
+Sections: ingest (beside storescp, Orthanc and the durable floor), send, memory (one 1 GB
+object), query (C-FIND on SQLite and PostgreSQL),
 media, scale (1 vs 2 instances behind HAProxy on PostgreSQL + Azurite), media-viewer (the
 disc viewer in Chromium: password to first image, scroll rate). The results file
 keeps one entry per section: a run replaces the sections it ran, after each section, and
@@ -35,6 +36,7 @@ from bench import engines, results, transfer  # noqa: E402
 from bench import media as media_bench  # noqa: E402
 from bench import scale as scale_bench  # noqa: E402
 from bench.common import ROOT, Pki, ServerSpec, first_line, make_pki, write_images  # noqa: E402
+from bench.peers import orthanc_version  # noqa: E402
 from bench.report import write_markdown  # noqa: E402
 from bench.results import SECTIONS, rounds_of  # noqa: E402
 
@@ -61,7 +63,8 @@ def _versions() -> dict[str, str]:
         "pydicom": pydicom.__version__, "sqlalchemy": sqlalchemy.__version__,
         "psycopg": psycopg.__version__,
         "cryptography": cryptography.__version__, "dcmtk": first_line("storescu", "--version"),
-        "openssl": first_line("openssl", "version"), **engines.versions(), "kernel": platform.release(),
+        "openssl": first_line("openssl", "version"), "orthanc": orthanc_version(),
+        **engines.versions(), "kernel": platform.release(),
         "cpu": f"{cpu}, {len(__import__('os').sched_getaffinity(0))} cores",
         "memory": f"{int(mem) // 1024} MiB",
     }
@@ -95,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
                     "after=src); default: the installed package; the last variant is checked "
                     "against the targets and is the one the query and scale sections run")
     ap.add_argument("--sizes", default="small,large", help="ingest/send image sizes to run")
+    ap.add_argument("--peers", default=",".join(transfer.PEERS),
+                    help="receivers beside ours in the ingest section (default: "
+                    + ",".join(transfer.PEERS) + "; Orthanc is left out when not installed)")
     ap.add_argument("--query-backends", default="sqlite,postgresql",
                     help="index backends of the query section (sqlite,postgresql)")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temp folder)")
@@ -149,7 +155,9 @@ def _section(run: Run, name: str) -> list[dict[str, Any]]:
     """Run one section; its result rows."""
     r, c = rounds_of(name, run.rounds), run.counts
     if name == "ingest":
-        return transfer.ingest(run.work, run.pki, _transfer_data(run), r, run.variants, run.log)
+        peers = tuple(p.strip() for p in run.args.peers.split(",") if p.strip())
+        return transfer.ingest(run.work, run.pki, _transfer_data(run), r, run.variants, run.log,
+                               peers)
     if name == "send":
         return transfer.send(run.work, run.pki, _transfer_data(run), r, run.log)
     if name == "memory":
@@ -237,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; sections: {', '.join(SECTIONS)}")
     variants = _variants(ap, args.server_src)
+    unknown = {p.strip() for p in args.peers.split(",") if p.strip()} - set(transfer.PEERS)
+    if unknown:
+        ap.error(f"unknown peer(s) {', '.join(sorted(unknown))}; peers: {', '.join(transfer.PEERS)}")
     work = args.work or Path(tempfile.mkdtemp(prefix="securepacs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []

@@ -1,5 +1,6 @@
-"""Ingest (storescu -> us vs storescu -> storescp), send (securepacs send vs storescu),
-and the server's peak memory while receiving a 1 GB object."""
+"""Ingest (storescu -> us, and -> storescp, Orthanc and the durable floor, with each
+receiver's CPU per image), send (securepacs send vs storescu), and the server's peak memory
+while receiving a 1 GB object."""
 
 from __future__ import annotations
 
@@ -12,65 +13,114 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import HOST, Pki, ServerSpec, Storescp, storescu
+from bench.common import HOST, OurServer, Pki, ServerSpec, Storescp, storescu
+from bench.peers import (
+    ORTHANC,
+    ORTHANC_DURABILITY,
+    Floor,
+    Orthanc,
+    cpu_seconds,
+    negotiated_tls,
+    orthanc_config,
+    orthanc_version,
+)
 
 Log = Callable[[str], None]
 
 
-def _ours_run(work: Path, pki: Pki, spec: ServerSpec, files: list[Path], tls: bool,
-              parallel: int) -> dict[str, Any]:
-    srv = spec.server(work / "ours", pki).start()
+#: the receivers beside our server in the ingest section (``--peers``)
+PEERS = ("storescp", "orthanc", "floor")
+
+
+def _server(work: Path, pki: Pki, name: str, spec: ServerSpec | None, tls: bool) -> Any:
+    """A started receiver: one of our variants (`spec`) or the peer called `name`."""
+    if spec is not None:
+        return spec.server(work / "ours", pki).start()
+    if name == "storescp":
+        return Storescp(work / "storescp", pki, tls).start()
+    if name == "orthanc":
+        return Orthanc(work / "orthanc", pki, tls).start()
+    if name == "floor":
+        return Floor(work / "floor", pki, tls).start()
+    raise ValueError(f"unknown peer {name!r} (peers: {', '.join(PEERS)})")
+
+
+def _port(srv: Any, tls: bool) -> int:
+    return int(srv.port if tls or not isinstance(srv, OurServer) else srv.plain_port)
+
+
+def _run(work: Path, pki: Pki, name: str, spec: ServerSpec | None, files: list[Path],
+         tls: bool, parallel: int) -> dict[str, Any]:
+    """One measured storescu run into a fresh receiver: wall seconds, and the receiver's
+    CPU seconds (its process and descendants, from /proc) from just before to just after."""
+    srv = _server(work, pki, name, spec, tls)
     try:
-        seconds = storescu(srv.port if tls else srv.plain_port, files, pki if tls else None,
-                           parallel=parallel)
+        pid = srv.proc.pid
+        cpu0 = cpu_seconds(pid)
+        seconds = storescu(_port(srv, tls), files, pki if tls else None, parallel=parallel)
+        deadline = time.monotonic() + 10  # storescp's forked children may still be closing files
+        while srv.stored() < len(files) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cpu = cpu_seconds(pid) - cpu0
         stored = srv.stored()
-        hwm = srv.hwm_kb()
+        r: dict[str, Any] = {"seconds": seconds, "cpu_s": cpu,
+                             "cpu_ms_per_image": cpu * 1000 / len(files)}
+        if isinstance(srv, OurServer):
+            r["hwm_kb"] = srv.hwm_kb()
+        if stored != len(files):
+            raise RuntimeError(f"{name} stored {stored} of {len(files)}")
+        if isinstance(srv, Floor):
+            srv.check(files)
     finally:
         srv.stop()
-    if stored != len(files):
-        raise RuntimeError(f"our server stored {stored} of {len(files)}")
-    return {"seconds": seconds, "hwm_kb": hwm}
+    return r
 
 
-def _dcmtk_run(work: Path, pki: Pki, files: list[Path], tls: bool, parallel: int) -> dict[str, Any]:
-    scp = Storescp(work / "storescp", pki, tls).start()
-    try:
-        seconds = storescu(scp.port, files, pki if tls else None, parallel=parallel)
-        deadline = time.monotonic() + 10  # forked children may still be closing files
-        while scp.stored() < len(files) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stored = scp.stored()
-    finally:
-        scp.stop()
-    if stored != len(files):
-        raise RuntimeError(f"storescp stored {stored} of {len(files)}")
-    return {"seconds": seconds}
+def _handshakes(work: Path, pki: Pki, peers: list[tuple[str, ServerSpec | None]],
+                log: Log) -> list[dict[str, Any]]:
+    """The TLS version and suite DCMTK negotiates with each receiver (one C-ECHO each)."""
+    rows = []
+    for name, spec in peers:
+        srv = _server(work, pki, name, spec, True)
+        try:
+            tls = negotiated_tls(srv.port, pki)
+        finally:
+            srv.stop()
+        log(f"ingest TLS with {name}: {tls}")
+        rows.append({"kind": "ingest-tls", "server": name, "tls": tls})
+    return rows
 
 
 def ingest(work: Path, pki: Pki, data: dict[str, list[Path]], rounds: int,
-           variants: dict[str, ServerSpec], log: Log) -> list[dict[str, Any]]:
-    """Every (size, tls, parallel) combination, servers interleaved within each round."""
-    results = []
+           variants: dict[str, ServerSpec], log: Log,
+           peers: tuple[str, ...] = PEERS) -> list[dict[str, Any]]:
+    """Every (size, tls, parallel) combination, servers interleaved within each round
+    (order reversed every other round)."""
+    if "orthanc" in peers and not Path(ORTHANC).exists():
+        log(f"ingest: {ORTHANC} not found (Debian package orthanc): no Orthanc rows")
+        peers = tuple(p for p in peers if p != "orthanc")
+    servers: list[tuple[str, ServerSpec | None]] = list(variants.items())
+    servers += [(p, None) for p in peers]
+    results = _handshakes(work, pki, servers, log)
+    if "orthanc" in peers:
+        results.append({"kind": "ingest-peer", "server": "orthanc", "version": orthanc_version(),
+                        "config": orthanc_config(Path("FOLDER"), pki, 0, True),
+                        "durability": ORTHANC_DURABILITY})
     for rnd in range(rounds):
         for size, files in data.items():
             nbytes = sum(f.stat().st_size for f in files)
             for tls in (False, True):
                 for parallel in (1, 4):
-                    peers: list[tuple[str, ServerSpec | None]] = list(variants.items())
-                    peers.append(("storescp", None))
-                    if rnd % 2:
-                        peers.reverse()
-                    for name, spec in peers:
-                        if spec is None:
-                            r = _dcmtk_run(work, pki, files, tls, parallel)
-                        else:
-                            r = _ours_run(work, pki, spec, files, tls, parallel)
+                    order = servers[::-1] if rnd % 2 else servers
+                    for name, spec in order:
+                        r = _run(work, pki, name, spec, files, tls, parallel)
                         r.update(kind="ingest", server=name, size=size, tls=tls,
                                  parallel=parallel, round=rnd, images=len(files), bytes=nbytes,
                                  images_per_s=len(files) / r["seconds"],
                                  mb_per_s=nbytes / 1e6 / r["seconds"])
                         log(f"ingest r{rnd} {size:5s} {'tls  ' if tls else 'plain'} x{parallel} "
-                            f"{name:12s} {r['images_per_s']:7.1f} img/s {r['mb_per_s']:7.1f} MB/s")
+                            f"{name:12s} {r['images_per_s']:7.1f} img/s {r['mb_per_s']:7.1f} MB/s "
+                            f"CPU {r['cpu_ms_per_image']:6.2f} ms/img")
                         results.append(r)
     return results
 
