@@ -70,7 +70,10 @@ def orthanc_config(folder: Path, pki: Pki, port: int, tls: bool) -> dict[str, An
 
 
 def orthanc_version() -> str:
-    return first_line(ORTHANC, "--version") if Path(ORTHANC).exists() else "?"
+    """"Orthanc 1.10.1" ("?" when not installed)."""
+    if not Path(ORTHANC).exists():
+        return "?"
+    return re.sub(r"^\S*/", "", first_line(ORTHANC, "--version"))
 
 
 @dataclass

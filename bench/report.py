@@ -63,7 +63,9 @@ def _head(sections: dict[str, Entry], path: Path) -> list[str]:
             "(`-pdu 131072`, `max_pdu = 131072`); `storescp --fork` so parallel associations run "
             "in parallel. Each ingest run starts a fresh server with an empty data folder. Note: "
             "our server fsyncs every blob and commits every index row before answering; storescp "
-            "does neither.", ""]
+            "does neither; the ingest section says what Orthanc and the durable floor do "
+            "(`--peers storescp,orthanc,floor`, the default, chooses the receivers beside ours).",
+            ""]
     return out
 
 
@@ -428,8 +430,8 @@ def _targets(sections: dict[str, Entry]) -> list[str]:
         line(f"disc viewer: password -> first image of {mv[0]['images']} images < 3 s", first, 3,
              f"{first:.2f} s", higher=False)
         for key, label in (("scroll_cold_img_s", "first pass"), ("scroll_warm_img_s", "loaded")):
-            rate = median([r[key] for r in mv])
-            line(f"disc viewer: scroll >= 20 img/s ({label})", rate, 20, f"{rate:.0f} img/s")
+            scroll = median([r[key] for r in mv])
+            line(f"disc viewer: scroll >= 20 img/s ({label})", scroll, 20, f"{scroll:.0f} img/s")
     _goals19(sections, line)
     out.append("")
     return out
