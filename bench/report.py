@@ -120,11 +120,12 @@ def _ingest_method(sec: Entry) -> list[str]:
                 "DICOM port; TLS from the same certificates, where its DCMTK BCP 195 profile "
                 "picks the suites and the client certificate is required): " + settings
                 + "; everything else as shipped. Durability as shipped: " + peer["durability"]]
-    out += ["", "CPU: user + system time of the receiving process and its descendants "
-            "(our `workers`, storescp's forked children) from `/proc/PID/stat`, from just "
-            "before the storescu run to just after it (start-up excluded), divided by the "
-            "images: milliseconds of server CPU per image, shown after the `·`.", ""]
-    return out
+    if any("cpu_ms_per_image" in r for r in ing):
+        out += ["", "CPU: user + system time of the receiving process and its descendants "
+                "(our `workers`, storescp's forked children) from `/proc/PID/stat`, from just "
+                "before the storescu run to just after it (start-up excluded), divided by the "
+                "images: milliseconds of server CPU per image, shown after the `·`."]
+    return [*out, ""]
 
 
 def _ingest(sec: Entry) -> list[str]:
@@ -137,8 +138,9 @@ def _ingest(sec: Entry) -> list[str]:
            "empty folder; receivers interleaved in each round, order reversed every other "
            "round.", "", *_ingest_method(sec)]
     servers = [*variants, *peers]
+    cpu = " · CPU ms/img" if any("cpu_ms_per_image" in r for r in ing) else ""
     head = ("| size | transport | assoc. | "
-            + " | ".join(f"{_PEERS.get(v, v)} img/s (MB/s) · CPU ms/img" for v in servers)
+            + " | ".join(f"{_PEERS.get(v, v)} img/s (MB/s){cpu}" for v in servers)
             + " | " + " | ".join(f"{v} / {_PEERS[p]}" for v in variants for p in peers) + " |")
     out += [head, "|" + "---|" * (head.count("|") - 1)]
     for size in ("small", "large"):

@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "-quick" if args.quick else ""
     json_path, md_path = args.out / f"benchmarks{suffix}.json", args.out / f"benchmarks{suffix}.md"
     if args.report_only:
+        args.out.mkdir(parents=True, exist_ok=True)
         write_markdown(results.load(args.report_only), args.out / "benchmarks.md")
         return 0
 
