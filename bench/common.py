@@ -332,7 +332,11 @@ class Storescp:
                      "+cf", str(self.pki.ca)]
         self.proc = subprocess.Popen([*args, str(self.port)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=dcmtk_env())
-        wait_for_port(self.port, self.proc)
+        try:
+            wait_for_port(self.port, self.proc)
+        except BaseException:
+            stop(self.proc, grace=3)
+            raise
         return self
 
     def stored(self) -> int:

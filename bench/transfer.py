@@ -33,7 +33,20 @@ PEERS = ("storescp", "orthanc", "floor")
 
 
 def _server(work: Path, pki: Pki, name: str, spec: ServerSpec | None, tls: bool) -> Any:
-    """A started receiver: one of our variants (`spec`) or the peer called `name`."""
+    """A started receiver: one of our variants (`spec`) or the peer called `name`; a start
+    that fails is tried twice more (a free port can be taken by another program between
+    :func:`bench.common.free_port` and the server's bind)."""
+    for attempt in range(3):
+        try:
+            return _start(work, pki, name, spec, tls)
+        except (RuntimeError, TimeoutError):
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def _start(work: Path, pki: Pki, name: str, spec: ServerSpec | None, tls: bool) -> Any:
     if spec is not None:
         return spec.server(work / "ours", pki).start()
     if name == "storescp":
