@@ -80,6 +80,13 @@ def test_options_need_deidentify_and_known_names(tmp_path: Path) -> None:
     unknown = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
                                   "--deidentify", "--option", "retain-everything"])
     assert unknown.exit_code == 2 and "unknown de-identification option" in unknown.output
+    pixels = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
+                                 "--deidentify", "--option", "clean-pixel-data"])
+    assert pixels.exit_code == 2 and "clean-pixel-data is not offered: burned-in text cannot" \
+        in " ".join(pixels.output.split())
+    no_list = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
+                                  "--deidentify", "--option", "clean-descriptors"])
+    assert no_list.exit_code == 2 and "needs an allowlist" in " ".join(no_list.output.split())
     short = tmp_path / "key"
     short.write_bytes(b"x" * 8)
     refused = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),

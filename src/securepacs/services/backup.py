@@ -71,6 +71,7 @@ class BackupReport:
     files: int
     size: int
     missing_blobs: tuple[str, ...] = ()
+    manifest_sha256: str = ""
 
 
 @dataclass
@@ -197,7 +198,8 @@ def backup(*, data_dir: Path, blob_root: Path, to: Path, tools: BackupTools,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return BackupReport(to, instances, len(lines), total, tuple(missing))
+    return BackupReport(to, instances, len(lines), total, tuple(missing),
+                        str(described["manifest_sha256"]))
 
 
 def _write_durably(path: Path, data: bytes) -> None:
