@@ -221,7 +221,7 @@ def test_trust_changes_are_successful_security_alerts_with_who() -> None:
 def test_deidentified_export_names_the_originals_marked_anonymized() -> None:
     record = replace(every_message()["export-deidentified"], audit_source=SRC)
     doc = etree.fromstring(to_xml(record))
-    study = doc.find("ParticipantObjectIdentification[@ParticipantObjectID='%s']" % STUDY.uid)
+    study = doc.find(f"ParticipantObjectIdentification[@ParticipantObjectID='{STUDY.uid}']")
     assert study is not None
     assert study.findtext("ParticipantObjectDescription/Anonymized") == "true"
     assert study.findtext("ParticipantObjectDescription/Encrypted") == "true"
