@@ -140,6 +140,20 @@ def test_options_need_deidentify_and_known_names(tmp_path: Path) -> None:
     no_list = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
                                   "--deidentify", "--option", "clean-descriptors"])
     assert no_list.exit_code == 2 and "needs an allowlist" in " ".join(no_list.output.split())
+    missing = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
+                                  "--deidentify", "--option", "clean-descriptors",
+                                  "--clean-allowlist", str(tmp_path / "nope.txt")])
+    assert missing.exit_code == 2 and "cannot read the allowlist" in missing.output
+    binary = tmp_path / "allow.bin"
+    binary.write_bytes(b"\xff\xfe\x00")
+    not_text = runner.invoke(app, ["media", "create", str(tmp_path), "--out",
+                                   str(tmp_path / "o"), "--deidentify", "--clean-allowlist",
+                                   str(binary), "--option", "clean-graphics"])
+    assert not_text.exit_code == 2 and "not UTF-8 text" in not_text.output
+    alone = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
+                                "--clean-allowlist", str(binary)])
+    assert alone.exit_code == 2 and "go with --deidentify" in alone.output
+    assert not (tmp_path / "o").exists()
     short = tmp_path / "key"
     short.write_bytes(b"x" * 8)
     refused = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),

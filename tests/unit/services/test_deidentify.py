@@ -306,3 +306,9 @@ def test_clean_descriptors_keeps_only_allowlisted_values() -> None:
 def test_options_that_cannot_be_done_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match=f"option {name} is not offered: "):
         Option.from_cli(name)
+
+
+def test_the_cli_help_names_every_offered_option() -> None:
+    from securepacs.cli.deid_options import OPTION_NAMES
+
+    assert all(o.cli_name in OPTION_NAMES for o in Option)
