@@ -17,7 +17,8 @@ sets of one export, keeping what must stay consistent inside it:
   De-identification Method Code Sequence (0012,0064) with the CID 7050 codes of the profile
   and options (PS3.3 C.7.1.1, PS3.15 E.1.1), Longitudinal Temporal Information Modified
   (0028,0303); the File Meta's Media Storage SOP Instance UID follows the new SOP Instance
-  UID; private attributes are removed;
+  UID; private attributes are removed; an overlay whose Overlay Data is removed is removed
+  whole (its other attributes alone would be an invalid Overlay Plane, PS3.3 C.9.2);
 - free text the options do not keep (descriptors, Text Value of content items, text of
   graphic annotations) is removed or replaced per the table; under a Clean option a value
   on the site's allowlist is kept (:mod:`securepacs.services.deid_profile`);
@@ -195,6 +196,8 @@ class Deidentifier:
         seen.add(id(ds))
         for elem in list(ds):
             tag = int(elem.tag)
+            if elem.tag not in ds:  # removed with its overlay
+                continue
             if elem.tag.is_private or elem.tag.element == 0:
                 del ds[elem.tag]
                 continue
@@ -202,6 +205,9 @@ class Deidentifier:
                                          value=None if elem.VR == "SQ" else elem.value)
             if action == "X":
                 del ds[elem.tag]
+                if tag & 0xFF01FFFF == 0x60003000:  # Overlay Data: its overlay goes too
+                    for rest in [e.tag for e in ds if e.tag.group == elem.tag.group]:
+                        del ds[rest]
             elif elem.VR == "SQ":
                 if action == "Z":
                     elem.value = Sequence()

@@ -312,3 +312,22 @@ def test_the_cli_help_names_every_offered_option() -> None:
     from securepacs.cli.deid_options import OPTION_NAMES
 
     assert all(o.cli_name in OPTION_NAMES for o in Option)
+
+
+@pytest.mark.parametrize("options", [set(), {Option.CLEAN_GRAPHICS}], ids=["basic", "graphics"])
+def test_overlay_groups_under_clean_graphics(options: set[Option]) -> None:
+    """Table E.1-1's (60XX,3000) Overlay Data and (60XX,4000) Overlay Comments: X, and C
+    under Clean Graphics: comments kept when allowlisted, the bitmap never (no rule can
+    clean burned-in text out of a bitmap): an overlay without its bitmap is removed whole."""
+    ds = make_dataset()
+    ds.BurnedInAnnotation = "NO"
+    for group in (0x6000, 0x6002):
+        ds.add_new((group << 16) | 0x0010, "US", 16)
+        ds.add_new((group << 16) | 0x3000, "OW", b"\0" * 32)
+        ds.add_new((group << 16) | 0x4000, "LT", "Arrow" if group == 0x6000 else "Dr Who's mark")
+    out = Deidentifier(frozenset(options), allowlist=frozenset({"arrow"})).apply(ds)
+    assert out is not None
+    assert 0x60003000 not in out and 0x60023000 not in out
+    assert 0x60024000 not in out  # not allowlisted
+    # the overlay's bitmap is gone, so is the rest of its group (no invalid Overlay Plane)
+    assert not [e for e in out if e.tag.group in (0x6000, 0x6002)]
