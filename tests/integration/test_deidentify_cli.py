@@ -150,6 +150,9 @@ def test_options_need_deidentify_and_known_names(tmp_path: Path) -> None:
                                    str(tmp_path / "o"), "--deidentify", "--clean-allowlist",
                                    str(binary), "--option", "clean-graphics"])
     assert not_text.exit_code == 2 and "not UTF-8 text" in not_text.output
+    unused = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
+                                 "--deidentify", "--clean-allowlist", str(binary)])
+    assert unused.exit_code == 2 and "goes with a clean-* option" in unused.output
     alone = runner.invoke(app, ["media", "create", str(tmp_path), "--out", str(tmp_path / "o"),
                                 "--clean-allowlist", str(binary)])
     assert alone.exit_code == 2 and "go with --deidentify" in alone.output

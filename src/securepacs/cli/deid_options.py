@@ -93,6 +93,9 @@ def deidentifier(enabled: bool, options: list[str] | None, include_burned_in: bo
         if len(key) < MIN_KEY_BYTES:
             raise typer.BadParameter(f"the mapping key {mapping_key} holds fewer than "
                                      f"{MIN_KEY_BYTES} bytes")
+    if clean_allowlist is not None and not any(o.cli_name.startswith("clean-") for o in chosen):
+        raise typer.BadParameter("--clean-allowlist goes with a clean-* option (clean-"
+                                 "descriptors, clean-structured-content, clean-graphics)")
     allowed = _allowlist(clean_allowlist) if clean_allowlist is not None else frozenset()
     try:
         return Deidentifier(chosen, mapping_key=key, include_burned_in=include_burned_in,
