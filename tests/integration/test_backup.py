@@ -10,6 +10,7 @@ non-empty data folder.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -35,7 +36,7 @@ from factories import write_study
 
 pytestmark = [pytest.mark.integration]
 
-IMAGES = 120  # per sender
+IMAGES = 150  # per sender
 SENDERS = 4
 
 
@@ -129,11 +130,10 @@ def test_backup_under_four_senders_restores_every_acknowledged_instance(
     try:
         senders = [StoreScu(files, server.port, pki) for files in studies]
         deadline = time.monotonic() + 60
-        while min(len(s.acknowledged) for s in senders) < 10 and time.monotonic() < deadline:
+        while min(len(s.acknowledged) for s in senders) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
         acked = [list(s.acknowledged) for s in senders]  # before the backup starts
         made = cli("backup", "--to", backup, "--config", server.config)
-        during = [s.proc.poll() is None for s in senders]
         codes = [s.finish(timeout=120) for s in senders]
     finally:
         for sender in senders:
@@ -143,9 +143,10 @@ def test_backup_under_four_senders_restores_every_acknowledged_instance(
         [s.failures[:3] for s in senders]
     assert [len(s.acknowledged) for s in senders] == [IMAGES] * SENDERS
     assert made.returncode == 0, made.stderr
-    assert all(len(a) >= 10 for a in acked)
-    # the backup really ran while the senders stored (else this tests nothing online)
-    assert any(during), "every sender had finished before the backup ended"
+    assert all(len(a) >= 5 for a in acked)
+    # the index was copied while the senders stored (else this tests nothing online)
+    taken = json.loads((backup / "BACKUP.json").read_text())["instances"]
+    assert sum(map(len, acked)) <= taken < SENDERS * IMAGES, taken
     checked = cli("backup", "--verify", backup, "--config", server.config)
     assert checked.returncode == 0 and "intact" in checked.stdout, checked.stderr
     uri = backup.absolute().as_uri()
