@@ -98,6 +98,8 @@ def test_deidentified_disc_shows_no_identity(tmp_path: Path) -> None:
     refs = {r.ReferencedSOPInstanceUID for r in srs[0].CurrentRequestedProcedureEvidenceSequence[0]
             .ReferencedSeriesSequence[0].ReferencedSOPSequence}
     assert refs and refs <= sop_uids, "an SR reference does not resolve inside the disc"
+    assert srs[0].ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID \
+        in sop_uids, "the SR's IMAGE content item does not resolve inside the disc"
     # dciodvfy finds no error in the disc's objects that their originals did not have
     before: set[str] = set()
     for source in (tmp_path / "src").glob("*.dcm"):

@@ -94,13 +94,25 @@ def _private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
-def _copy_file(source: Path, target: Path) -> tuple[int, str]:
+def _copy_file(source: Path, target: Path, *, whole_lines: bool = False) -> tuple[int, str]:
+    """Copy `source` to the new file `target`: its size and SHA-256.
+
+    With `whole_lines`, bytes after the last newline are left out: a line a running server
+    was appending to an append-only log (the audit checkpoints, ``*.jsonl``) when the copy
+    read it would be a torn line, unreadable to ``audit verify --checkpoints`` and glued
+    to the next line the restored server appends.
+    """
     _private_dir(target.parent)
     digest = hashlib.sha256()
     size = 0
+    pending = b""
     with open(source, "rb") as src, open(target, "xb") as dst:
         os.fchmod(dst.fileno(), 0o600)
         while piece := src.read(1 << 20):
+            if whole_lines:
+                piece = pending + piece
+                cut = piece.rfind(b"\n") + 1
+                piece, pending = piece[:cut], piece[cut:]
             digest.update(piece)
             dst.write(piece)
             size += len(piece)
@@ -165,7 +177,7 @@ def backup(*, data_dir: Path, blob_root: Path, to: Path, tools: BackupTools,
         for path in _other_files(data_dir, skip):
             rel = Path(FILES) / path.relative_to(data_dir)
             try:
-                size, sha = _copy_file(path, staging / rel)
+                size, sha = _copy_file(path, staging / rel, whole_lines=path.suffix == ".jsonl")
             except FileNotFoundError:
                 continue  # a temp file that went away while copying
             lines.append(f"{sha}  {rel.as_posix()}")
