@@ -223,11 +223,21 @@ def _dciodvfy_errors(path: Path) -> set[str]:
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed")
-@pytest.mark.parametrize("options", [set(), {Option.RETAIN_LONGITUDINAL_MODIFIED_DATES}])
+@pytest.mark.parametrize("options", [
+    set(), {Option.RETAIN_LONGITUDINAL_MODIFIED_DATES},
+    {Option.CLEAN_DESCRIPTORS, Option.CLEAN_STRUCTURED_CONTENT, Option.CLEAN_GRAPHICS}],
+    ids=["basic", "modified-dates", "clean"])
 def test_dciodvfy_finds_no_new_errors(tmp_path: Path, options: set[Option]) -> None:
     images = _study(2)
-    deid = Deidentifier(frozenset(options))
-    for n, ds in enumerate([*images, _sr_referencing(images)]):
+    sr = _sr_referencing(images)
+    text = Dataset()
+    text.RelationshipType, text.ValueType = "CONTAINS", "TEXT"
+    text.ConceptNameCodeSequence = sr.ConceptNameCodeSequence
+    text.TextValue = "Mr Doe fell at home"
+    sr.ContentSequence = Sequence([*sr.ContentSequence, text])
+    deid = Deidentifier(frozenset(options), allowlist=frozenset({"chest"} if options & CLEAN
+                                                                 else ()))
+    for n, ds in enumerate([*images, sr]):
         src = tmp_path / f"in{n}.dcm"
         ds.save_as(src, enforce_file_format=True)
         out = deidentify_part10(deid, src.read_bytes())
