@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from securepacs.dimse.server import DicomServer
     from securepacs.index.repository import SqlIndex
     from securepacs.pki import authority
-    from securepacs.services.audit_events import AdminAudit, AuditEvents, MediaAudit
+    from securepacs.services.audit_events import AdminAudit, AuditEvents, BackupAudit, MediaAudit
     from securepacs.services.authority import CertificateAuthority
     from securepacs.services.ingest import SweepReport
     from securepacs.services.ports import BlobPort
@@ -687,6 +687,21 @@ def media_audit(settings: Settings) -> MediaAudit:
         user = "unknown"
     events = AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn())
     return MediaAudit(events, user=user)
+
+
+def backup_audit(settings: Settings) -> BackupAudit:
+    """Audit events of ``backup`` / ``restore``, into the data folder's audit trail."""
+    import getpass
+
+    from securepacs.services.audit_events import AuditEvents, BackupAudit
+
+    trail = build_audit_trail(settings)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    events = AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn())
+    return BackupAudit(events, user=user)
 
 
 def backup_tools(settings: Settings):  # noqa: ANN201 - services.backup.BackupTools

@@ -224,18 +224,21 @@ def _patient(patient_id: str, patient_name: str | None, life_cycle: int | None =
                              life_cycle=life_cycle, name=patient_name or pid, details=details)
 
 
-def _study(study: Study, *, encrypted: bool | None = None,
-           life_cycle: int | None = None) -> ParticipantObject:
+def _study(study: Study, *, encrypted: bool | None = None, life_cycle: int | None = None,
+           anonymized: bool | None = None) -> ParticipantObject:
     return ParticipantObject(study.uid, ObjectIdType.STUDY_INSTANCE_UID, type_code=2, type_role=3,
                              life_cycle=life_cycle, name=study.uid, sop_classes=study.sop_classes,
-                             accession_numbers=study.accession_numbers, encrypted=encrypted)
+                             accession_numbers=study.accession_numbers, encrypted=encrypted,
+                             anonymized=anonymized)
 
 
 def _patient_and_studies(patient_id: str | None, patient_name: str | None,
                          study_uids: Sequence[str | Study], *, encrypted: bool | None = None,
                          life_cycle: int | None = None,
-                         details: tuple[tuple[str, bytes], ...] = ()) -> tuple[ParticipantObject, ...]:
-    objects = [_study(s, encrypted=encrypted, life_cycle=life_cycle) for s in _studies(study_uids)]
+                         details: tuple[tuple[str, bytes], ...] = (),
+                         anonymized: bool | None = None) -> tuple[ParticipantObject, ...]:
+    objects = [_study(s, encrypted=encrypted, life_cycle=life_cycle, anonymized=anonymized)
+               for s in _studies(study_uids)]
     if patient_id is not None:
         objects.append(_patient(patient_id, patient_name, life_cycle, details))
     return tuple(objects)
@@ -337,7 +340,8 @@ def security_alert(*, alert: Alert, reporter: Peer, subject: str, at: datetime,
 def _transfer(event: Code, kind: str, action: Action, outcome: Outcome | int, source: Peer,
               destination: Peer, patient_id: str, study_uids: Sequence[str | Study], at: datetime,
               requestor: Peer | None, patient_name: str | None, description: str | None,
-              record_id: str | None, audit_source: AuditSource | None) -> AuditRecord:
+              record_id: str | None, audit_source: AuditSource | None,
+              anonymized: bool | None = None) -> AuditRecord:
     src = _peer(source, "source")
     dst = _peer(destination, "destination")
     # without a third party, the sender of a store and the receiver of a read asked for it
@@ -349,7 +353,8 @@ def _transfer(event: Code, kind: str, action: Action, outcome: Outcome | int, so
         participants.append(_peer(requestor, "requestor").participant(requestor=True))
     return AuditRecord(
         _new_id(record_id), event, action, _outcome(outcome), _time(at), tuple(participants),
-        (), description, _patient_and_studies(patient_id, patient_name, study_uids),
+        (), description, _patient_and_studies(patient_id, patient_name, study_uids,
+                                              anonymized=anonymized),
         audit_source, kind=kind)
 
 
@@ -358,7 +363,8 @@ def instances_transferred(*, action: Action | str, outcome: Outcome | int, sourc
                           at: datetime, requestor: Peer | None = None,
                           patient_name: str | None = None, description: str | None = None,
                           record_id: str | None = None,
-                          audit_source: AuditSource | None = None) -> AuditRecord:
+                          audit_source: AuditSource | None = None,
+                          anonymized: bool | None = None) -> AuditRecord:
     """DICOM Instances Transferred (A.5.3.5): a C-STORE received, a C-MOVE or C-GET sent.
 
     Parameters
@@ -377,10 +383,13 @@ def instances_transferred(*, action: Action | str, outcome: Outcome | int, sourc
     requestor : Peer, optional
         The C-MOVE requestor when it is neither source nor destination. Without it the
         sender of a store (``C``/``U``) and the receiver of a read (``R``, C-GET) requested.
+    anonymized : bool, optional
+        The instances were de-identified on the way (``Anonymized`` on each study, which
+        names the original Study Instance UID; `patient_id` is the original Patient ID).
     """
     return _transfer(EventId.INSTANCES_TRANSFERRED, "instances-transferred", _action(action),
                      outcome, source, destination, patient_id, study_uids, at, requestor,
-                     patient_name, description, record_id, audit_source)
+                     patient_name, description, record_id, audit_source, anonymized)
 
 
 def begin_transferring(*, source: Peer, destination: Peer, patient_id: str,
@@ -434,7 +443,8 @@ def export_media(*, user: Peer, media: Media, patient_id: str, study_uids: Seque
                  at: datetime, outcome: Outcome | int = Outcome.SUCCESS, encrypted: bool = True,
                  patient_name: str | None = None, description: str | None = None,
                  record_id: str | None = None,
-                 audit_source: AuditSource | None = None) -> AuditRecord:
+                 audit_source: AuditSource | None = None,
+                 anonymized: bool | None = None) -> AuditRecord:
     """Export (A.5.3.7): encrypted media created (action R, one message per patient).
 
     Parameters
@@ -445,6 +455,9 @@ def export_media(*, user: Peer, media: Media, patient_id: str, study_uids: Seque
         The media written (role Destination Media 110154, MediaIdentifier/MediaType).
     encrypted : bool
         ParticipantObjectDescription/Encrypted of each study (Secure DICOM Media).
+    anonymized : bool, optional
+        The media holds de-identified copies (``Anonymized`` on each study; the objects
+        still name the original patient and studies, whose copies left).
     """
     return AuditRecord(
         _new_id(record_id), EventId.EXPORT, Action.READ, _outcome(outcome), _time(at),
@@ -452,7 +465,7 @@ def export_media(*, user: Peer, media: Media, patient_id: str, study_uids: Seque
          _media_participant(media, RoleId.DESTINATION_MEDIA)),
         (), description,
         _patient_and_studies(patient_id, patient_name, study_uids, encrypted=encrypted,
-                             life_cycle=10),
+                             life_cycle=10, anonymized=anonymized),
         audit_source, kind="export")
 
 

@@ -179,6 +179,9 @@ class ParticipantObject:
     accession_numbers : tuple of str
     encrypted : bool or None
         ParticipantObjectDescription/Encrypted (media).
+    anonymized : bool or None
+        ParticipantObjectDescription/Anonymized: the data that left was de-identified
+        (PS3.15 Annex E); the object itself still names the original.
     """
 
     object_id: str
@@ -192,6 +195,7 @@ class ParticipantObject:
     sop_classes: tuple[tuple[str, int], ...] = ()
     accession_numbers: tuple[str, ...] = ()
     encrypted: bool | None = None
+    anonymized: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,8 @@ def _object(root: ET.Element, o: ParticipantObject) -> None:
         ET.SubElement(el, "ParticipantObjectName").text = o.name or o.object_id
     for kind, value in o.details:
         ET.SubElement(el, "ParticipantObjectDetail", {"type": kind, "value": _b64(value)})
-    if o.sop_classes or o.accession_numbers or o.encrypted is not None:
+    if o.sop_classes or o.accession_numbers or o.encrypted is not None \
+            or o.anonymized is not None:
         desc = ET.SubElement(el, "ParticipantObjectDescription")
         for number in o.accession_numbers:
             ET.SubElement(desc, "Accession", {"Number": number})
@@ -86,6 +87,8 @@ def _object(root: ET.Element, o: ParticipantObject) -> None:
             ET.SubElement(desc, "SOPClass", {"UID": uid, "NumberOfInstances": str(count)})
         if o.encrypted is not None:
             ET.SubElement(desc, "Encrypted").text = "true" if o.encrypted else "false"
+        if o.anonymized is not None:
+            ET.SubElement(desc, "Anonymized").text = "true" if o.anonymized else "false"
 
 
 def to_xml(record: AuditRecord) -> bytes:
@@ -159,6 +162,8 @@ def to_dict(record: AuditRecord) -> dict[str, Any]:
             "details": [[k, _b64(v)] for k, v in o.details],
             "sop_classes": [[u, n] for u, n in o.sop_classes],
             "accession_numbers": list(o.accession_numbers), "encrypted": o.encrypted,
+            # only when set: the canonical bytes (and hashes) of older records stay the same
+            **({"anonymized": o.anonymized} if o.anonymized is not None else {}),
         } for o in record.objects],
     }
 
@@ -197,7 +202,7 @@ def from_dict(data: dict[str, Any]) -> AuditRecord:
                 details=tuple((k, base64.b64decode(v)) for k, v in o.get("details", ())),
                 sop_classes=tuple((u, int(n)) for u, n in o.get("sop_classes", ())),
                 accession_numbers=tuple(o.get("accession_numbers", ())),
-                encrypted=o.get("encrypted"),
+                encrypted=o.get("encrypted"), anonymized=o.get("anonymized"),
             ) for o in data["objects"]),
         )
     except (KeyError, TypeError, ValueError) as exc:

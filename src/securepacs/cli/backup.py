@@ -4,19 +4,29 @@ One responsibility: the command lines of :mod:`securepacs.services.backup` (an o
 backup of the SQLite index with SQLite's backup API, then the blobs, with a SHA-256
 manifest; its verification; a restore into an empty data folder).
 
-Exit codes: 0 done / backup intact; 1 the backup failed or fails verification; 2 bad usage
-(non-empty target, PostgreSQL or Azure settings, unreadable config).
+Every backup (taken or failed), verification and restore is recorded in the data folder's
+audit trail (:mod:`securepacs.audit.backup_messages`): a restore in the trail of the restored
+folder, whose chain and checkpoints came with the backup, so ``audit verify`` still passes.
+
+Exit codes: 0 done / backup intact; 1 the backup failed or fails verification, or its audit
+record could not be written; 2 bad usage (non-empty target, PostgreSQL or Azure settings,
+unreadable config).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from securepacs.cli.options import fail
 from securepacs.errors import ConfigError, PacsError
 from securepacs.settings import Settings, load
+
+if TYPE_CHECKING:
+    from securepacs.services.audit_events import BackupAudit
 
 _CONFIG = typer.Option(None, "--config", help="TOML config file (as for serve).")
 _DATA_DIR = typer.Option(None, "--data-dir", help="Data folder (as for serve).")
@@ -27,6 +37,18 @@ def _settings(config: Path | None, data_dir: Path | None) -> Settings:
         return load(config, overrides={"data_dir": data_dir})
     except PacsError as exc:
         raise fail(str(exc)) from None
+
+
+def _audit(settings: Settings, what: str, record: Callable[[BackupAudit], None]) -> None:
+    """Record one event in the data folder's audit trail; exit 1 when it cannot be."""
+    from securepacs.wiring import backup_audit
+
+    try:
+        with backup_audit(settings) as audit:
+            record(audit)
+    except (PacsError, OSError) as exc:
+        raise fail(f"{what}, but it could not be recorded in the audit trail of "
+                   f"{settings.data_dir}: {exc}", 1) from None
 
 
 def backup(
@@ -55,6 +77,10 @@ def backup(
         raise fail(str(exc)) from None
     if verify_dir is not None:
         report = service.verify(verify_dir, tools)
+        if (settings.data_dir / service.INDEX).is_file():  # an archive here: it records it
+            _audit(settings, "the backup was verified", lambda a: a.verified(
+                verify_dir, problems=report.problems, instances=report.instances,
+                files=report.files))
         for problem in report.problems:
             typer.echo(f"BACKUP {problem}", err=True)
         if not report.ok:
@@ -71,7 +97,13 @@ def backup(
     except ConfigError as exc:
         raise fail(str(exc)) from None
     except PacsError as exc:
+        failed = str(exc)
+        _audit(settings, "the backup failed", lambda a: a.taken(to, success=False,
+                                                                detail=failed))
         raise fail(f"backup failed, nothing written: {exc}", 1) from None
+    _audit(settings, f"the backup was written to {done.folder}", lambda a: a.taken(
+        done.folder, success=True, instances=done.instances, files=done.files, size=done.size,
+        manifest_sha256=done.manifest_sha256))
     typer.echo(f"backup written to {done.folder}: {done.instances} instances, {done.files} "
                f"files, {done.size} bytes")
     if done.missing_blobs:
@@ -96,5 +128,7 @@ def restore(
         raise fail(str(exc)) from None
     except PacsError as exc:
         raise fail(f"restore failed, nothing written: {exc}", 1) from None
+    _audit(settings, f"the archive was restored into {settings.data_dir}", lambda a: a.restored(
+        source, instances=report.instances, files=report.files, created=report.created))
     typer.echo(f"restored {report.instances} instances ({report.files} files, backup taken "
                f"{report.created}) into {settings.data_dir}")

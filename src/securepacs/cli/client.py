@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from securepacs.cli.deid_options import Deidentify, DeidOption, IncludeBurnedIn, MappingKey, deidentifier
+from securepacs.cli.deid_options import (
+    CleanAllowlist,
+    Deidentify,
+    DeidOption,
+    IncludeBurnedIn,
+    MappingKey,
+    deidentifier,
+)
 from securepacs.errors import ConfigError, PacsError, PkiError
 from securepacs.model.levels import Level
 
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from securepacs.dimse.client import DicomClient as Client
+    from securepacs.services.deidentify import Deidentifier
     from securepacs.services.scuport import RetrieveProgress
     from securepacs.services.send import SendProgress, SendSummary
 
@@ -192,6 +200,30 @@ def _print_summary(s: SendSummary, verbose: bool) -> None:
         typer.echo(f"stopped: {s.stopped}", err=True)
 
 
+AuditDataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", help="With --deidentify: the data folder whose audit trail records the "
+    "de-identified transfer (default: the usual data folder, as for media create).")]
+
+
+def _audit_deidentified(data_dir: Path | None, deid: Deidentifier, *, target: str,
+                        endpoint: object, received: bool, success: bool) -> None:
+    """Record a de-identified send or get (DICOM Instances Transferred, PS3.15 A.5.3.5)
+    in the local data folder's audit trail: the original patients and studies, marked
+    Anonymized. Exit 1 when it cannot be written."""
+    from securepacs.settings import load
+    from securepacs.wiring import media_audit
+
+    try:
+        with media_audit(load(None, overrides={"data_dir": data_dir})) as audit:
+            audit.deidentified(target, deid.originals(), method=deid.method_codes(),
+                               success=success, received=received,
+                               peer_ae=getattr(endpoint, "called_ae", None) or "unknown",
+                               peer_address=f"{getattr(endpoint, 'host', '')}")
+    except (PacsError, OSError) as exc:
+        _fail("send" if not received else "get", "the de-identified transfer could not be "
+              f"recorded in the audit trail: {exc}", EXIT_FAILED)
+
+
 def send(
     paths: Annotated[list[Path], typer.Argument(help="Files, folders (recursive) and zip archives.")],
     parallel: Annotated[int, typer.Option("--parallel", "-j", min=1, max=32,
@@ -206,6 +238,7 @@ def send(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List skipped files.")] = False,
     deidentify: Deidentify = False, option: DeidOption = None,
     include_burned_in: IncludeBurnedIn = False, mapping_key: MappingKey = None,
+    clean_allowlist: CleanAllowlist = None, data_dir: AuditDataDir = None,
     server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
@@ -218,7 +251,8 @@ def send(
     with _errors("send"):
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
-        deid = deidentifier(deidentify, option, include_burned_in, mapping_key)
+        deid = deidentifier(deidentify, option, include_burned_in, mapping_key,
+                            clean_allowlist)
         if deid is not None and (set_ or resume):
             raise typer.BadParameter("--deidentify does not go with --set or --resume")
         options = SendOptions(parallel=parallel, retries=retries, resume=resume,
@@ -232,6 +266,9 @@ def send(
         with _SendProgress(len(found.instances), found.total_bytes, sys.stderr.isatty()) as bar:
             summary = send_all(found, ep, options=options, finder=ep,
                                on_progress=bar, notice=bar.notice)
+    if deid is not None and (summary.sent or not summary.ok):
+        _audit_deidentified(data_dir, deid, target=" ".join(map(str, paths))[:200],
+                            endpoint=ep.endpoint, received=False, success=summary.ok)
     _print_summary(summary, verbose)
     if summary.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -359,6 +396,7 @@ def get(
     image: Annotated[str | None, typer.Option("--image", help="SOP Instance UID.")] = None,
     deidentify: Deidentify = False, option: DeidOption = None,
     include_burned_in: IncludeBurnedIn = False, mapping_key: MappingKey = None,
+    clean_allowlist: CleanAllowlist = None, data_dir: AuditDataDir = None,
     server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = None, key: Key = None,
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
@@ -369,7 +407,8 @@ def get(
         _check_study(study)
         ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
                       ca=ca, no_tls=no_tls, timeout=timeout)
-        deid = deidentifier(deidentify, option, include_burned_in, mapping_key)
+        deid = deidentifier(deidentify, option, include_burned_in, mapping_key,
+                            clean_allowlist)
         level, query = identifier.retrieve(study, series, image)
         with _RetrieveProgress("get", sys.stderr.isatty()) as bar:
             expected: list[int | None] = [None]
@@ -386,6 +425,9 @@ def get(
 
             summary = fetch.get(ep, ep, query, level, writer, on_progress=on_progress,
                                 notice=bar.notice, on_expected=on_expected)
+    if deid is not None and summary.written:
+        _audit_deidentified(data_dir, deid, target=str(to.absolute()), endpoint=ep.endpoint,
+                            received=True, success=summary.ok)
     final = summary.final
     if summary.expected == 0:
         _fail("get", f"nothing on the server matches {query.QueryRetrieveLevel} level "

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from securepacs.cli.deid_options import Deidentify, DeidOption, IncludeBurnedIn, MappingKey, deidentifier
+from securepacs.cli.deid_options import (
+    CleanAllowlist,
+    Deidentify,
+    DeidOption,
+    IncludeBurnedIn,
+    MappingKey,
+    deidentifier,
+)
 from securepacs.cli.media_import import import_media
 from securepacs.cli.options import fail
 from securepacs.errors import MediaUsageError, PacsError, PasswordRefusedError, WrongKeyError
@@ -182,6 +189,7 @@ def create(
     config: Path | None = typer.Option(None, "--config", help="TOML config file (for --study)."),
     deidentify: Deidentify = False, option: DeidOption = None,
     include_burned_in: IncludeBurnedIn = False, mapping_key: MappingKey = None,
+    clean_allowlist: CleanAllowlist = None,
 ) -> None:
     """Encrypt DICOM files into a secure file-set (folder or ISO image) for CD/DVD/USB."""
     if generate_passphrase and (password_file or password_stdin or password):
@@ -192,7 +200,8 @@ def create(
         raise fail("give exactly one of --out DIR or --iso FILE", 2)
     if pkcs1 and oaep:
         raise fail("give only one of --pkcs1 and --oaep", 2)
-    deid = deidentifier(deidentify, option, include_burned_in, mapping_key)
+    deid = deidentifier(deidentify, option, include_burned_in, mapping_key,
+                            clean_allowlist)
     generated = service.generate_passphrase() if generate_passphrase else None
     text = generated.text if generated else _password(password_file, password_stdin, password,
                                                       confirm=True)
@@ -215,7 +224,7 @@ def create(
     finally:
         if archive is not None:
             archive.close()
-    _audit_export(config, data_dir, report)
+    _audit_export(config, data_dir, report, deid)
     where = f"ISO image {report.target} (fits a {report.fits})" if report.iso else \
         f"folder {report.target}"
     typer.echo(f"Wrote {report.instances} instance(s) of {report.studies} study(ies), "
@@ -477,13 +486,20 @@ def recover(
         raise fail(f"{len(report.failures)} file(s) could not be extracted", 1)
 
 
-def _audit_export(config: Path | None, data_dir: Path | None, report: Any) -> None:
-    """Record the Export event (PS3.15 A.5.3.7) in the data folder's audit trail."""
+def _audit_export(config: Path | None, data_dir: Path | None, report: Any,
+                  deid: Any = None) -> None:
+    """Record the Export event (PS3.15 A.5.3.7) in the data folder's audit trail; a
+    de-identified disc names the original patients and studies, marked Anonymized (the disc
+    itself holds only the new UIDs and pseudonyms)."""
     from securepacs.wiring import media_audit
 
     with _run(lambda: media_audit(load(config, overrides={"data_dir": data_dir}))) as audit:
-        audit.exported(str(report.target), patient_ids=report.patient_ids,
-                       study_uids=report.study_uids, success=True)
+        if deid is not None:
+            audit.deidentified(str(report.target), deid.originals(),
+                               method=deid.method_codes(), success=True)
+        else:
+            audit.exported(str(report.target), patient_ids=report.patient_ids,
+                           study_uids=report.study_uids, success=True)
 
 
 app.command("import")(import_media)

@@ -12,8 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 from typing import Protocol
 
+from securepacs.audit import backup_messages as bm
 from securepacs.audit import messages as m
 from securepacs.audit.record import AuditRecord
 from securepacs.errors import AccessRefused, CertificateRevoked
@@ -215,6 +218,49 @@ class MediaAudit:
             study_uids=list(dict.fromkeys(study_uids)), at=self.events._clock(),
             outcome=0 if success else 4, encrypted=encrypted))
 
+    def deidentified(self, target: str, originals: Mapping[str, Mapping[str, Mapping[str, int]]],
+                     *, method: Sequence[tuple[str, str]], success: bool,
+                     peer_ae: str | None = None, peer_address: str | None = None,
+                     received: bool = False, encrypted: bool = True) -> None:
+        """A de-identified export (PS3.15 Annex E): one message per original patient.
+
+        Without `peer_ae`: an Export (A.5.3.7) to the media `target`. With it: DICOM
+        Instances Transferred (A.5.3.5, action C: the copies are new instances) sent to
+        that AE at `peer_address` (``send``) or, `received`, retrieved from it and written
+        de-identified to the folder `target` (``get``). Each message names the original patient and
+        studies (`originals`: Patient ID -> Study UID -> SOP Class -> count, from
+        :meth:`Deidentifier.originals`), marks each study ``Anonymized``, and says which
+        CID 7050 codes were applied (EventOutcomeDescription). It carries neither the
+        patient's name (only the ID, where A.5.3 puts it) nor the new UIDs or pseudonyms:
+        the trail may go to a collector, and it must not become the key that links the
+        de-identified copies back to the patient.
+        """
+        codes = ", ".join(f"{value} {meaning}" for value, meaning in method)
+        description = f"de-identified (PS3.15 Annex E: {codes})"
+        outcome = 0 if success else 4
+        peer = m.Peer.application(peer_ae, address=peer_address) if peer_ae else None
+
+        def build(patient: str, studies: list[m.Study]) -> AuditRecord:
+            if peer is None:
+                return m.export_media(
+                    user=self.user, media=m.Media(target), patient_id=patient or "unknown",
+                    study_uids=studies, at=self.events._clock(), outcome=outcome,
+                    encrypted=encrypted, anonymized=True, description=description)
+            # send: this user sends (and asks); get: the server sends to the folder, this
+            # user asks
+            folder = m.Peer(target, address=self.user.address)
+            return m.instances_transferred(
+                action="C", outcome=outcome, source=peer if received else self.user,
+                destination=folder if received else peer,
+                requestor=self.user if received else None, patient_id=patient or "unknown",
+                study_uids=studies, at=self.events._clock(), description=description,
+                anonymized=True)
+
+        for patient, by_study in sorted(originals.items()):
+            studies = [m.Study.of(uid, classes) for uid, classes in sorted(by_study.items())
+                       if uid]
+            self.events._emit(partial(build, patient, studies))
+
     def imported(self, media_id: str, *, patient_id: str, study_uids: Sequence[str],
                  original_patient_id: str | None, success: bool) -> None:
         self.events._emit(lambda: m.import_media(
@@ -239,6 +285,42 @@ class MediaAudit:
         self.events._emit(lambda: m.security_alert(
             alert=m.Alert.TAMPERED_MEDIA, reporter=self.events.local, subject=media_id,
             at=self.events._clock(), reason=detail, performer=self.user))
+
+
+class BackupAudit:
+    """Audit events of ``backup`` and ``restore`` (:mod:`securepacs.audit.backup_messages`)."""
+
+    def __init__(self, events: AuditEvents, *, user: str) -> None:
+        self.events = events
+        self.user = m.Peer(user, address=events.local.address)
+
+    def __enter__(self) -> BackupAudit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.events.close()  # deliver what was recorded before the command ends
+
+    def taken(self, folder: Path, *, success: bool, instances: int | None = None,
+              files: int | None = None, size: int | None = None,
+              manifest_sha256: str | None = None, detail: str | None = None) -> None:
+        self.events._emit(lambda: bm.backup_taken(
+            user=self.user, uri=bm.folder_uri(folder), at=self.events._clock(),
+            instances=instances, files=files, size=size, manifest_sha256=manifest_sha256,
+            outcome=0 if success else 8, description=detail))
+
+    def verified(self, folder: Path, *, problems: Sequence[str], instances: int,
+                 files: int) -> None:
+        detail = None if not problems else f"{len(problems)} problem(s): " + "; ".join(
+            problems[:3])[:500]
+        self.events._emit(lambda: bm.backup_verified(
+            user=self.user, uri=bm.folder_uri(folder), at=self.events._clock(),
+            intact=not problems, instances=instances, files=files, description=detail))
+
+    def restored(self, folder: Path, *, instances: int, files: int, created: str) -> None:
+        self.events._emit(lambda: bm.backup_restored(
+            user=self.user, uri=bm.folder_uri(folder), at=self.events._clock(),
+            instances=instances, files=files,
+            description=f"restored from the backup taken {created}" if created else None))
 
 
 class AdminAudit:

@@ -71,6 +71,7 @@ class BackupReport:
     files: int
     size: int
     missing_blobs: tuple[str, ...] = ()
+    manifest_sha256: str = ""
 
 
 @dataclass
@@ -93,13 +94,25 @@ def _private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
-def _copy_file(source: Path, target: Path) -> tuple[int, str]:
+def _copy_file(source: Path, target: Path, *, whole_lines: bool = False) -> tuple[int, str]:
+    """Copy `source` to the new file `target`: its size and SHA-256.
+
+    With `whole_lines`, bytes after the last newline are left out: a line a running server
+    was appending to an append-only log (the audit checkpoints, ``*.jsonl``) when the copy
+    read it would be a torn line, unreadable to ``audit verify --checkpoints`` and glued
+    to the next line the restored server appends.
+    """
     _private_dir(target.parent)
     digest = hashlib.sha256()
     size = 0
+    pending = b""
     with open(source, "rb") as src, open(target, "xb") as dst:
         os.fchmod(dst.fileno(), 0o600)
         while piece := src.read(1 << 20):
+            if whole_lines:
+                piece = pending + piece
+                cut = piece.rfind(b"\n") + 1
+                piece, pending = piece[:cut], piece[cut:]
             digest.update(piece)
             dst.write(piece)
             size += len(piece)
@@ -164,7 +177,7 @@ def backup(*, data_dir: Path, blob_root: Path, to: Path, tools: BackupTools,
         for path in _other_files(data_dir, skip):
             rel = Path(FILES) / path.relative_to(data_dir)
             try:
-                size, sha = _copy_file(path, staging / rel)
+                size, sha = _copy_file(path, staging / rel, whole_lines=path.suffix == ".jsonl")
             except FileNotFoundError:
                 continue  # a temp file that went away while copying
             lines.append(f"{sha}  {rel.as_posix()}")
@@ -197,7 +210,8 @@ def backup(*, data_dir: Path, blob_root: Path, to: Path, tools: BackupTools,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return BackupReport(to, instances, len(lines), total, tuple(missing))
+    return BackupReport(to, instances, len(lines), total, tuple(missing),
+                        str(described["manifest_sha256"]))
 
 
 def _write_durably(path: Path, data: bytes) -> None:

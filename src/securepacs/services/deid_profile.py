@@ -10,10 +10,27 @@ depend on the attribute's type in its IOD. Without the IOD's module tables the l
 destructive choice that keeps a type 1 or 2 attribute valid is taken: ``X/Z`` -> ``Z``,
 ``X/D``, ``Z/D`` and ``X/Z/D`` -> ``D``, ``X/Z/U*`` -> ``U`` for UIDs (else ``Z``).
 
-Options: a chosen option's ``K`` keeps the attribute; its ``C`` keeps it cleaned, which is
-done only where cleaning is mechanical: dates and times shifted (Retain Longitudinal
-Temporal Information with Modified Dates). Any other ``C`` (free-text descriptors, which no
-rule can clean) falls back to the Basic Profile action. Private attributes are removed
+Options: a chosen option's ``K`` keeps the attribute; its ``C`` ("clean": keep it, with any
+identifying information replaced by values of similar meaning, PS3.15 E.3) is done where it
+can be done without guessing:
+
+- dates and times are shifted (Retain Longitudinal Temporal Information with Modified Dates);
+- a text attribute under Clean Descriptors, Clean Structured Content or Clean Graphics is
+  kept only when its value is on the site's allowlist (values known to hold no identifying
+  information, e.g. ``CHEST PA``); any other value gets the Basic Profile action. No rule
+  can tell a free-text description without a name in it from one with a name in it;
+- a sequence under Clean Structured Content (Content Sequence, Acquisition Context and
+  Specimen Preparation Sequences) or Clean Graphics (Graphic Annotation Sequence) is kept
+  and its items de-identified in turn, their free text (Text Value (0040,A160), Unformatted
+  Text Value (0070,0006)) kept only when allowlisted, else replaced by a dummy; a code
+  sequence under Clean Descriptors gets the Basic Profile action.
+
+Free text inside content items and graphic annotations, which Table E.1-1 does not list by
+itself (it lists the enclosing sequence), is replaced by a dummy value under the Basic
+Profile too (the sequence's ``D``), and the dates and times of content items (0040,A120-
+A122) take the action of Content Date, Content Time and Acquisition DateTime. Clean Pixel
+Data and Clean Recognizable Visual Features are not offered: they need to know where in the
+pixels the text or the face is (:data:`NOT_OFFERED`). Private attributes are removed
 (Retain Safe Private is not offered).
 """
 
@@ -21,12 +38,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 from importlib import resources
 
-__all__ = ["Option", "Profile", "load_table"]
+__all__ = ["NOT_OFFERED", "Option", "Profile", "load_table"]
 
 
 class Option(Enum):
@@ -38,6 +56,9 @@ class Option(Enum):
     RETAIN_PATIENT_CHARACTERISTICS = "rtnPatCharsOpt"
     RETAIN_LONGITUDINAL_FULL_DATES = "rtnLongFullDatesOpt"
     RETAIN_LONGITUDINAL_MODIFIED_DATES = "rtnLongModifDatesOpt"
+    CLEAN_DESCRIPTORS = "cleanDescOpt"
+    CLEAN_STRUCTURED_CONTENT = "cleanStructContOpt"
+    CLEAN_GRAPHICS = "cleanGraphOpt"
 
     @property
     def cli_name(self) -> str:
@@ -47,11 +68,41 @@ class Option(Enum):
     @classmethod
     def from_cli(cls, text: str) -> Option:
         """The option named `text` (``retain-uids``...); ValueError otherwise."""
+        name = text.strip().lower()
         for option in cls:
-            if option.cli_name == text.strip().lower():
+            if option.cli_name == name:
                 return option
+        if name in NOT_OFFERED:
+            raise ValueError(f"option {name} is not offered: {NOT_OFFERED[name]}")
         names = ", ".join(o.cli_name for o in cls)
         raise ValueError(f"unknown de-identification option {text!r} (one of: {names})")
+
+
+#: The PS3.15 E.3 options securepacs refuses, and why (said on the command line).
+NOT_OFFERED = {
+    "clean-pixel-data": "burned-in text cannot be found and blanked automatically without "
+                        "knowing where it is; such images are left out unless "
+                        "--include-burned-in",
+    "clean-recognizable-visual-features": "faces in the pixels (head CT/MR, photographs) "
+                                          "cannot be recognised and defaced automatically",
+    "retain-safe-private": "no list of safe private attributes is kept; private attributes "
+                           "are removed",
+}
+#: The options whose C on a text attribute keeps an allowlisted value.
+CLEANING = frozenset({Option.CLEAN_DESCRIPTORS, Option.CLEAN_STRUCTURED_CONTENT,
+                      Option.CLEAN_GRAPHICS})
+#: Free text inside a sequence that Table E.1-1 lists as a whole (the C of that option).
+CONTENT_TEXT = {0x0040A160: Option.CLEAN_STRUCTURED_CONTENT,  # Text Value (content items)
+                0x00700006: Option.CLEAN_GRAPHICS}  # Unformatted Text Value (graphic text)
+#: Dates and times of content items, de-identified as the row they are an instance of.
+_CONTENT_TIMES = {0x0040A121: 0x00080023,  # Date -> Content Date
+                  0x0040A122: 0x00080033,  # Time -> Content Time
+                  0x0040A120: 0x0008002A}  # DateTime -> Acquisition DateTime
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 _EXACT = re.compile(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)")
@@ -90,15 +141,30 @@ class Profile:
     Parameters
     ----------
     options : iterable of Option
+    allowlist : iterable of str
+        Text values known to hold no identifying information (compared without case and
+        runs of spaces): under a Clean option, a listed text attribute keeps such a value.
+
+    Raises
+    ------
+    ValueError
+        Both longitudinal options, or Clean Descriptors without an allowlist (it would
+        then keep nothing and only claim to).
     """
 
-    def __init__(self, options: frozenset[Option] | set[Option] | tuple[Option, ...] = ()
-                 ) -> None:
+    def __init__(self, options: frozenset[Option] | set[Option] | tuple[Option, ...] = (),
+                 allowlist: frozenset[str] | set[str] | tuple[str, ...] = ()) -> None:
         self.options = frozenset(options)
+        self.allowlist = frozenset(_normal(v) for v in allowlist if v.strip())
         if {Option.RETAIN_LONGITUDINAL_FULL_DATES,
                 Option.RETAIN_LONGITUDINAL_MODIFIED_DATES} <= self.options:
             raise ValueError("choose one of retain-longitudinal-full-dates and "
                              "retain-longitudinal-modified-dates")
+        if Option.CLEAN_DESCRIPTORS in self.options and not self.allowlist:
+            raise ValueError("clean-descriptors needs an allowlist (--clean-allowlist FILE: "
+                             "the descriptions known to hold no identifying information); "
+                             "without one every descriptor is removed, as in the Basic "
+                             "Profile")
         self._exact: dict[int, Row] = {}
         self._masks: list[Row] = []
         for row in load_table():
@@ -116,15 +182,28 @@ class Profile:
             return found
         return next((r for r in self._masks if r.matches(tag)), None)
 
-    def action(self, tag: int, *, vr: str = "") -> str | None:
-        """The action for `tag` whose value representation is `vr` (None: not listed,
-        keep it), options applied.
+    def allowed(self, value: object) -> bool:
+        """True when every value of `value` (a str or a list of them) is on the allowlist."""
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            values = [str(value)] if value else []
+        else:
+            values = [str(v) for v in value]
+        return bool(values) and all(_normal(str(v)) in self.allowlist for v in values)
 
-        ``C`` is returned only for a date or time (DA, DT, TM) under Retain Longitudinal
-        Temporal Information with Modified Dates (the caller shifts it).
+    def action(self, tag: int, *, vr: str = "", value: object = None) -> str | None:
+        """The action for `tag` whose value representation is `vr` and whose value is
+        `value` (None: not listed, keep it), options applied.
+
+        ``C`` is returned for a date or time (DA, DT, TM) under Retain Longitudinal
+        Temporal Information with Modified Dates (the caller shifts it), and for a sequence
+        that a chosen Clean option keeps (the caller de-identifies its items); a text value
+        a Clean option keeps because it is allowlisted is ``K``.
         """
         is_uid = vr == "UI"
-        row = self.row(tag)
+        if tag in CONTENT_TEXT:
+            option = CONTENT_TEXT[tag]
+            return "K" if option in self.options and self.allowed(value) else "D"
+        row = self.row(_CONTENT_TIMES.get(tag, tag))
         if row is None:
             return None
         chosen = [row.actions[o.value] for o in self.options if o.value in row.actions]
@@ -134,6 +213,11 @@ class Profile:
                 and Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options \
                 and row.actions.get(Option.RETAIN_LONGITUDINAL_MODIFIED_DATES.value) == "C":
             return "C"
+        cleaning = {o for o in CLEANING & self.options if row.actions.get(o.value) == "C"}
+        if cleaning and vr == "SQ" and cleaning - {Option.CLEAN_DESCRIPTORS}:
+            return "C"
+        if cleaning and vr in _TEXT_VRS and self.allowed(value):
+            return "K"
         basic = row.actions["basicProfile"]
         if basic == "X/Z/U*":
             return "U" if is_uid else "Z"

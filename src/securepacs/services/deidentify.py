@@ -17,7 +17,11 @@ sets of one export, keeping what must stay consistent inside it:
   De-identification Method Code Sequence (0012,0064) with the CID 7050 codes of the profile
   and options (PS3.3 C.7.1.1, PS3.15 E.1.1), Longitudinal Temporal Information Modified
   (0028,0303); the File Meta's Media Storage SOP Instance UID follows the new SOP Instance
-  UID; private attributes are removed;
+  UID; private attributes are removed; an overlay whose Overlay Data is removed is removed
+  whole (its other attributes alone would be an invalid Overlay Plane, PS3.3 C.9.2);
+- free text the options do not keep (descriptors, Text Value of content items, text of
+  graphic annotations) is removed or replaced per the table; under a Clean option a value
+  on the site's allowlist is kept (:mod:`securepacs.services.deid_profile`);
 - images with burned-in annotation (Burned In Annotation = YES, or absent on modalities
   that usually carry it: US, secondary capture, XC, ES) are left out unless the caller
   includes them: the Basic Profile does not clean pixel data.
@@ -60,6 +64,9 @@ _CODES = {
         "RetainLongitudinalTemporalInformationFullDatesOption",
     Option.RETAIN_LONGITUDINAL_MODIFIED_DATES:
         "RetainLongitudinalTemporalInformationModifiedDatesOption",
+    Option.CLEAN_DESCRIPTORS: "CleanDescriptorsOption",
+    Option.CLEAN_STRUCTURED_CONTENT: "CleanStructuredContentOption",
+    Option.CLEAN_GRAPHICS: "CleanGraphicsOption",
 }
 _DUMMY = {"AE": "ANONYMOUS", "AS": "000Y", "CS": "ANONYMOUS", "DA": "19000101",
           "DT": "19000101000000", "TM": "000000", "DS": "0", "IS": "0", "LO": "ANONYMOUS",
@@ -82,20 +89,42 @@ class Deidentifier:
         with it. Without it they are random for each export.
     include_burned_in : bool
         Also export images flagged as carrying burned-in annotation.
+    allowlist : frozenset of str
+        Text values known to hold no identifying information: kept under the Clean
+        Descriptors, Clean Structured Content and Clean Graphics options.
     """
 
     options: frozenset[Option] = frozenset()
     mapping_key: bytes | None = None
     include_burned_in: bool = False
+    allowlist: frozenset[str] = frozenset()
     uids: dict[str, str] = field(default_factory=dict)
     left_out: int = 0
 
     def __post_init__(self) -> None:
         if self.mapping_key is not None and len(self.mapping_key) < MIN_KEY_BYTES:
             raise ValueError(f"a mapping key must hold at least {MIN_KEY_BYTES} bytes")
-        self.profile = Profile(self.options)
+        self.profile = Profile(self.options, self.allowlist)
         self._patients: dict[str, str] = {}
         self._offsets: dict[str, int] = {}
+        # original patient -> study -> SOP class -> SOP instances de-identified (for the
+        # audit trail, which names the originals: PS3.15 A.5.3)
+        self._originals: dict[str, dict[str, dict[str, set[str]]]] = {}
+
+    def originals(self) -> dict[str, dict[str, dict[str, int]]]:
+        """What this export de-identified, by its original identifiers: Patient ID ->
+        Study Instance UID -> SOP Class UID -> number of instances."""
+        return {patient: {study: {cls: len(uids) for cls, uids in classes.items()}
+                          for study, classes in list(studies.items())}
+                for patient, studies in list(self._originals.items())}
+
+    def method_codes(self) -> list[tuple[str, str]]:
+        """The CID 7050 codes (value, meaning) of the profile and the chosen options."""
+        from pydicom.sr.codedict import codes  # large: loaded only when de-identifying
+
+        chosen = sorted(self.options, key=lambda o: o.value)
+        names = ["BasicApplicationConfidentialityProfile", *(_CODES[o] for o in chosen)]
+        return [(getattr(codes.DCM, n).value, getattr(codes.DCM, n).meaning) for n in names]
 
     # -- derived values -------------------------------------------------------------
     def _digest(self, purpose: str, value: str) -> bytes | None:
@@ -146,6 +175,10 @@ class Deidentifier:
             return None
         ds = copy.deepcopy(original)
         patient = str(original.get("PatientID", ""))
+        self._originals.setdefault(patient, {}).setdefault(
+            str(original.get("StudyInstanceUID", "")), {}).setdefault(
+            str(original.get("SOPClassUID", "")), set()).add(
+            str(original.get("SOPInstanceUID", "")))
         self._walk(ds, patient)
         pseudonym = self.pseudonym(patient)
         ds.PatientID = pseudonym
@@ -163,12 +196,18 @@ class Deidentifier:
         seen.add(id(ds))
         for elem in list(ds):
             tag = int(elem.tag)
+            if elem.tag not in ds:  # removed with its overlay
+                continue
             if elem.tag.is_private or elem.tag.element == 0:
                 del ds[elem.tag]
                 continue
-            action = self.profile.action(tag, vr=elem.VR)
+            action = self.profile.action(tag, vr=elem.VR,
+                                         value=None if elem.VR == "SQ" else elem.value)
             if action == "X":
                 del ds[elem.tag]
+                if tag & 0xFF01FFFF == 0x60003000:  # Overlay Data: its overlay goes too
+                    for rest in [e.tag for e in ds if e.tag.group == elem.tag.group]:
+                        del ds[rest]
             elif elem.VR == "SQ":
                 if action == "Z":
                     elem.value = Sequence()
@@ -220,18 +259,14 @@ class Deidentifier:
         elem.value = shifted if len(shifted) > 1 else shifted[0]
 
     def _mark(self, ds: Dataset) -> None:
-        from pydicom.sr.codedict import codes  # large: loaded only when de-identifying
-
         ds.PatientIdentityRemoved = "YES"
         chosen = sorted(self.options, key=lambda o: o.value)
-        names = ["BasicApplicationConfidentialityProfile", *(_CODES[o] for o in chosen)]
         items = []
-        for name in names:
-            code = getattr(codes.DCM, name)
+        for value, meaning in self.method_codes():
             item = Dataset()
-            item.CodeValue = code.value
-            item.CodingSchemeDesignator = code.scheme_designator
-            item.CodeMeaning = code.meaning
+            item.CodeValue = value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
             items.append(item)
         ds.DeidentificationMethodCodeSequence = Sequence(items)
         ds.DeidentificationMethod = "PS3.15 E Basic Profile" + "".join(

@@ -9,6 +9,7 @@ import pytest
 from lxml import etree
 
 from auditschema import assert_valid, relaxng
+from securepacs.audit import backup_messages as bm
 from securepacs.audit import messages as m
 from securepacs.audit.record import Action, AuditSource, EventId, MediaType, Outcome
 from securepacs.audit.serialize import canonical, from_json, to_json, to_xml
@@ -76,6 +77,23 @@ def every_message() -> dict[str, m.AuditRecord]:
                                                media=MEDIA, patient_id="PAT-1",
                                                study_uids=[STUDY]),
         "override-stop": m.emergency_override(user=m.Peer("dr.who"), started=False, at=AT),
+        "export-deidentified": m.export_media(
+            user=m.Peer("alice"), media=MEDIA, patient_id="PAT-1", study_uids=[STUDY], at=AT,
+            anonymized=True, description="de-identified (PS3.15 Annex E: 113100 ...)"),
+        "send-deidentified": m.instances_transferred(
+            action="C", outcome=0, source=m.Peer("alice"), destination=PACS,
+            patient_id="PAT-1", study_uids=[STUDY], at=AT, anonymized=True),
+        "backup": bm.backup_taken(user=m.Peer("root"), uri="file:///srv/backup/2026-12-03",
+                                  at=AT, instances=120, files=130, size=10 ** 9,
+                                  manifest_sha256="ab" * 32),
+        "backup-failed": bm.backup_taken(user=m.Peer("root"), uri="file:///srv/b", at=AT,
+                                         outcome=8, description="disk full"),
+        "backup-verified": bm.backup_verified(user=m.Peer("root"), uri="file:///srv/b", at=AT,
+                                              intact=True, instances=120, files=130),
+        "backup-broken": bm.backup_verified(user=m.Peer("root"), uri="file:///srv/b", at=AT,
+                                            intact=False, description="1 problem(s): x"),
+        "restore": bm.backup_restored(user=m.Peer("root"), uri="file:///srv/b", at=AT,
+                                      instances=120, files=130),
     }
 
 
@@ -198,3 +216,32 @@ def test_trust_changes_are_successful_security_alerts_with_who() -> None:
     assert codes[m.Alert.GROUP_CHANGED].event_types[0].code == "110136"
     assert codes[m.Alert.CERTIFICATE_ISSUED].event_types[0].code == "110129"
     assert codes[m.Alert.CERTIFICATE_REVOKED].event_types[0].code == "110126"
+
+
+def test_deidentified_export_names_the_originals_marked_anonymized() -> None:
+    record = replace(every_message()["export-deidentified"], audit_source=SRC)
+    doc = etree.fromstring(to_xml(record))
+    study = doc.find(f"ParticipantObjectIdentification[@ParticipantObjectID='{STUDY.uid}']")
+    assert study is not None
+    assert study.findtext("ParticipantObjectDescription/Anonymized") == "true"
+    assert study.findtext("ParticipantObjectDescription/Encrypted") == "true"
+    patient = doc.find("ParticipantObjectIdentification[@ParticipantObjectTypeCodeRole='1']")
+    assert patient is not None and patient.get("ParticipantObjectID") == "PAT-1"
+    # records without the flag serialise as before (their chain hashes stay the same)
+    assert "anonymized" not in to_json(every_message()["export"])
+
+
+def test_backup_messages_name_the_folder_and_no_patient() -> None:
+    record = replace(every_message()["backup"], audit_source=SRC)
+    doc = etree.fromstring(to_xml(record))
+    assert doc.find("EventIdentification/EventID").get("csd-code") == "110106"
+    objects = doc.findall("ParticipantObjectIdentification")
+    assert [o.get("ParticipantObjectTypeCodeRole") for o in objects] == ["17"]
+    assert objects[0].get("ParticipantObjectDataLifeCycle") == "13"
+    details = {d.get("type") for d in objects[0].findall("ParticipantObjectDetail")}
+    assert details == {"Instances", "Files", "Bytes", "ManifestSHA256"}
+    broken = every_message()["backup-broken"]
+    assert broken.outcome == Outcome.SERIOUS_FAILURE
+    assert every_message()["restore"].event_id == EventId.IMPORT
+    with pytest.raises(ValueError, match="file: URI"):
+        bm.backup_taken(user=m.Peer("root"), uri="/srv/b", at=AT)

@@ -97,3 +97,16 @@ def test_backup_refuses_a_target_that_is_not_new(data_dir: Path, tmp_path: Path)
     with pytest.raises(ConfigError, match="inside the data folder"):
         backup.backup(data_dir=data_dir, blob_root=data_dir / "blobs", to=data_dir / "bk",
                       tools=tools(), at=AT)
+
+
+def test_a_torn_last_line_of_an_append_only_log_is_left_out(data_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint line being appended while the backup copies the file: the copy ends at
+    the last whole line (else the restored file holds a line no reader can parse)."""
+    whole = b'{"format": "securepacs-audit-checkpoint/1", "n": 1}\n' * 3
+    (data_dir / "audit-checkpoints.jsonl").write_bytes(whole + b'{"format": "secur')
+    (data_dir / "notes.txt").write_bytes(b"no newline at the end")
+    backup.backup(data_dir=data_dir, blob_root=data_dir / "blobs", to=tmp_path / "bk",
+                  tools=tools(), at=AT)
+    assert (tmp_path / "bk" / "files" / "audit-checkpoints.jsonl").read_bytes() == whole
+    assert (tmp_path / "bk" / "files" / "notes.txt").read_bytes() == b"no newline at the end"
+    assert backup.verify(tmp_path / "bk", tools()).ok
