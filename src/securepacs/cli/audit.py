@@ -26,7 +26,7 @@ from securepacs.errors import PacsError
 from securepacs.settings import load
 
 KINDS = ("application-activity", "user-authentication", "security-alert",
-         "instances-transferred", "begin-transferring", "query", "export", "import",
+         "instances-accessed", "instances-transferred", "begin-transferring", "query", "export", "import",
          "emergency-override")
 
 app = typer.Typer(help="Audit trail: list, export, verify the hash chain.", no_args_is_help=True)

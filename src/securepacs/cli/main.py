@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "view": ("view", "view", False),
     "audit": ("audit", "app", True),
     "share": ("share", "app", True),
+    "delete": ("delete", "delete", False),
     "db": ("db", "app", True),
     "check": ("db", "check", False),
     "backup": ("backup", "backup", False),

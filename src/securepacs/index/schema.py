@@ -123,6 +123,17 @@ instance = sa.Table(
     sa.Index(None, "series_pk", "sop_class_uid"),
 )
 
+#: Blobs whose instance rows a deletion removed, written in the same transaction as the
+#: removal: the blobs are deleted after the commit, and a crash in between leaves the keys
+#: here for the start-up sweep (securepacs.index.deletion). Only keys listed here are ever
+#: deleted by it, so a blob being written by a concurrent ingest is never touched.
+blob_pending_delete = sa.Table(
+    "blob_pending_delete",
+    metadata,
+    sa.Column("blob_key", sa.String, primary_key=True),
+    sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 schema_version = sa.Table(
     "schema_version",
     metadata,

@@ -172,6 +172,17 @@ class AuditEvents:
             alert=m.Alert.CROSS_ORG_ACCESS, reporter=self.local, subject=peer.user_id,
             at=self._clock(), reason=detail, performer=peer, outcome=m.Outcome.SUCCESS))
 
+    def deleted(self, performer: m.Peer, *, patient_id: str, patient_name: str | None,
+                study_uid: str | None, sop_classes: Mapping[str, int] | None, success: bool,
+                description: str) -> None:
+        """A study, series or instance deleted (DICOM Instances Accessed, action Delete,
+        PS3.15 A.5.3.2), or a deletion that failed or named nothing (outcome 4)."""
+        study = m.Study.of(study_uid, sop_classes) if study_uid else None
+        self._emit(lambda: m.instances_accessed(
+            action="D", outcome=0 if success else 4, user=performer, archive=self.local,
+            patient_id=patient_id or "unknown", patient_name=patient_name or None,
+            study_uids=[study] if study else [], at=self._clock(), description=description))
+
     def queried(self, identity: Identity | None, *, ae_title: str, address: str,
                 sop_class_uid: str, identifier: bytes, success: bool) -> None:
         peer = self.peer(identity, ae_title=ae_title, address=address)
