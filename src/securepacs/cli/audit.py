@@ -120,10 +120,13 @@ def list_(
 
 
 def _what(row: Any) -> str:
-    """For alerts: the alert type (CID 403), its subject and the description."""
-    if row.kind not in ("security-alert", "emergency-override"):
+    """For alerts: the alert type (CID 403), its subject and the description; for a
+    deletion (Instances Accessed): what was deleted, and why."""
+    if row.kind not in ("security-alert", "emergency-override", "instances-accessed"):
         return ""
     record = from_json(row.body)
+    if row.kind == "instances-accessed":
+        return f" | {record.outcome_description}" if record.outcome_description else ""
     types = ", ".join(t.meaning for t in record.event_types)
     subjects = ", ".join(o.object_id for o in record.objects)
     detail = f": {record.outcome_description}" if record.outcome_description else ""
