@@ -26,7 +26,17 @@ from pathlib import Path
 import pydicom
 import pytest
 from catools import ca, data_server
-from harness import HOST, ROOT, SECUREPACS, Server, dcmtk, free_port, needs_dcmtk, tls_args
+from harness import (
+    HOST,
+    ROOT,
+    SECUREPACS,
+    Server,
+    dcmtk,
+    free_port,
+    needs_dcmtk,
+    tls_args,
+    wait_for_port,
+)
 
 from factories import write_study
 from securepacs.index.deletion import SqlDeletion
@@ -307,11 +317,13 @@ def test_sigkill_between_index_and_blobs_then_restart_sweeps(
     site.server.stop()
     monkeypatch.setenv("SECUREPACS_TEST_CRASH_AFTER", "index")
     site.server.start()
+    wait_for_port(site.dicomweb_port, site.server.proc)
     monkeypatch.delenv("SECUREPACS_TEST_CRASH_AFTER")
     try:
-        site.http("d1", "DELETE", f"/studies/{study}")
+        answer = site.http("d1", "DELETE", f"/studies/{study}")
     except (OSError, http.client.HTTPException):
-        pass  # the server died answering
+        answer = None  # the server died answering
+    assert answer is None, answer
     assert site.server.proc is not None
     assert site.server.proc.wait(timeout=30) == -9
     url = f"sqlite:///{site.data / 'index.sqlite'}"
@@ -325,6 +337,7 @@ def test_sigkill_between_index_and_blobs_then_restart_sweeps(
     blobs = FileBlobStore(site.data / "blobs")
     assert all(blobs.path(k).exists() for k in pending)
     site.server.start()
+    wait_for_port(site.dicomweb_port, site.server.proc)
     site.server.wait_for_log(r"finished 3 blob deletion\(s\)")
     assert not any(blobs.path(k).exists() for k in pending)
     site.consistent()
