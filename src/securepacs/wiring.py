@@ -693,8 +693,12 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
             audit.retrieved(identity, ae_title="", address=address, destination="",
                             patient_ids=[study.patient_id], study_uids=[study.uid], success=True)
 
+    from securepacs.services.audit_events import NoAudit
+
+    deletion, _close = deletion_service(settings, blobs, audit or NoAudit())
     app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed,
-                                              visibility=make_tenancy(settings).view))
+                                              visibility=make_tenancy(settings).view,
+                                              deletion=deletion))
     try:
         return ArchiveViewerServer((settings.host, port), app, tls_context,
                                    gatekeeper=gatekeeper, audit=audit,

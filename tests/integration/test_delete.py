@@ -60,6 +60,7 @@ class Site:
     clients: Path
     dicomweb_port: int
     tmp: Path
+    viewer_port: int = 0
 
     # -- peers -------------------------------------------------------------------------
     def tls(self, name: str) -> list[str]:
@@ -112,6 +113,19 @@ class Site:
         finally:
             conn.close()
 
+    def viewer(self, name: str, method: str, path: str, body: str | None = None,
+               headers: dict[str, str] | None = None) -> tuple[int, str]:
+        context = ssl.create_default_context(cafile=str(self.clients / "ca.pem"))
+        context.check_hostname = False
+        context.load_cert_chain(self.clients / f"{name}.pem", self.clients / f"{name}.key")
+        conn = http.client.HTTPSConnection(HOST, self.viewer_port, context=context, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
+
     def audit(self, kind: str) -> str:
         listed = cli("audit", "--data-dir", self.data, "list", "--type", kind)
         assert listed.returncode == 0, listed.stderr
@@ -159,10 +173,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                              ("b1", "Clinic B", "clinic")):
         ca(data, "issue", "client", "--name", name, "--org", org, "--group", group,
            "--out", str(out))
-    dicomweb_port = free_port()
-    server = data_server(tmp, data, "serve", viewer_port=0, dicomweb_port=dicomweb_port).start()
+    dicomweb_port, viewer_port = free_port(), free_port()
+    server = data_server(tmp, data, "serve", viewer_port=viewer_port,
+                         dicomweb_port=dicomweb_port).start()
     try:
-        yield Site(server, data, out, dicomweb_port, tmp)
+        yield Site(server, data, out, dicomweb_port, tmp, viewer_port)
     finally:
         server.stop()
 
@@ -254,6 +269,42 @@ def test_refusals(site: Site) -> None:
     # the owner's administrator deletes by DICOMweb: 204
     assert site.http("d1", "DELETE", f"/studies/{a_study}")[0] == 204
     assert site.find("a1", a_study) == []
+
+
+def test_delete_from_the_archive_viewer(site: Site) -> None:
+    import re
+    from urllib.parse import urlencode
+
+    files = write_study(site.tmp / "v", 2, patient_id="PAT-VIEW", patient_name="Viewer^Vic")
+    study = study_of(files)
+    site.store("a1", *files)
+    status, page = site.viewer("d1", "GET", f"/study/{study}")
+    assert status == 200 and 'id="delete-study"' in page
+    status, page = site.viewer("a1", "GET", f"/study/{study}")
+    assert status == 200 and 'id="delete-study"' not in page
+    assert site.viewer("a1", "GET", f"/study/{study}/delete")[0] == 403
+    status, page = site.viewer("d1", "GET", f"/study/{study}/delete")
+    assert status == 200, page
+    assert "Viewer Vic" in page and "PAT-VIEW" in page and study in page and "2 image(s)" in page
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert found is not None
+    own = {"Origin": f"https://{HOST}:{site.viewer_port}",
+           "Content-Type": "application/x-www-form-urlencoded"}
+    form = urlencode({"csrf": found.group(1), "reason": "test of the viewer"})
+    # another origin, no origin, no token: refused, nothing deleted
+    evil = dict(own, Origin="https://evil.example")
+    assert site.viewer("d1", "POST", f"/study/{study}/delete", form, evil)[0] == 403
+    assert site.viewer("d1", "POST", f"/study/{study}/delete", form,
+                       {"Content-Type": own["Content-Type"]})[0] == 403
+    assert site.viewer("d1", "POST", f"/study/{study}/delete", "reason=x", own)[0] == 403
+    assert site.viewer("a1", "POST", f"/study/{study}/delete", form, own)[0] == 403
+    assert len(site.find("a1", study)) == 1
+    status, page = site.viewer("d1", "POST", f"/study/{study}/delete", form, own)
+    assert status == 200 and 'id="deleted"' in page and "PAT-VIEW" in page, page
+    assert site.find("a1", study) == []
+    assert site.viewer("d1", "GET", f"/study/{study}/delete")[0] == 404
+    assert "reason: test of the viewer" in site.audit("instances-accessed")
+    site.consistent()
 
 
 def test_deleted_while_one_stores_into_it_and_another_retrieves_it(site: Site) -> None:

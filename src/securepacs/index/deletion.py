@@ -128,8 +128,9 @@ class SqlDeletion:
         st = conn.execute(stmt.with_for_update() if lock else stmt).first()
         if st is None:
             return None
-        pt = conn.execute(sa.select(patient.c.patient_id, patient.c.patient_name)
+        pt = conn.execute(sa.select(patient.c.patient_id, patient.c.attrs)
                           .where(patient.c.id == st.patient_pk)).first()
+        name = str(((pt.attrs if pt is not None else None) or {}).get("PatientName") or "")
         items = conn.execute(_instances_of(target, row)).all()
         counts: dict[str, int] = {}
         for item in items:
@@ -141,7 +142,7 @@ class SqlDeletion:
             gone = int(others) <= len(items)
         return Removal(target, str(row.organization),
                        str(pt.patient_id if pt is not None else ""),
-                       str((pt.patient_name if pt is not None else "") or ""),
+                       name.strip(),
                        str(st.study_uid), gone, len(items), tuple(sorted(counts.items())),
                        tuple(str(i.blob_key) for i in items) if keys else ())
 

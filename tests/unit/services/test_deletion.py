@@ -24,8 +24,7 @@ from securepacs.index.deletion import AmbiguousOwner, SqlDeletion  # noqa: E402
 from securepacs.index.repository import SqlIndex  # noqa: E402
 from securepacs.model.deletion import DeletionTarget  # noqa: E402
 from securepacs.model.identity import ALL_PERMISSIONS, Identity, Permission  # noqa: E402
-from securepacs.model.levels import Level  # noqa: E402
-from securepacs.model.levels import Root  # noqa: E402
+from securepacs.model.levels import Level, Root  # noqa: E402
 from securepacs.model.query import Key, Query  # noqa: E402
 from securepacs.services.audit_events import AuditEvents  # noqa: E402
 from securepacs.services.deletion import (  # noqa: E402
@@ -130,6 +129,7 @@ def test_rows_go_first_then_blobs_then_the_pending_list(archive: Archive) -> Non
     assert calls == ["index.remove", "blobs.delete", "blobs.delete", "blobs.delete",
                      "index.forget"]
     assert (removal.instances, removal.patient_id, removal.study_gone) == (3, "PAT-A", True)
+    assert removal.patient_name == "Alpha^Ann"  # as stored, not the index's match form
     assert archive.studies() == []
     assert archive.index.count_instances() == 0
     assert archive.blob_count() == 0
