@@ -237,8 +237,14 @@ def operator_deletion(settings: Settings):  # noqa: ANN201
     blobs, audited as the local user. Returns (service, user, close)."""
     import getpass
 
+    from securepacs.index.repository import SqlIndex
     from securepacs.services.audit_events import AuditEvents
 
+    index = SqlIndex(settings.index_url)
+    try:
+        index.create_schema()  # a data folder made by `ca init` has no index tables yet
+    finally:
+        index.close()
     trail = build_audit_trail(settings)
     try:
         user = getpass.getuser()

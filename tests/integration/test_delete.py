@@ -234,6 +234,8 @@ def test_series_and_instance_by_cli(site: Site) -> None:
     site.consistent()
     usage = site.delete("d1", "--series", series, "--study", study)
     assert usage.returncode == 2 and "exactly one" in usage.stderr
+    nowhere = site.delete("d1", "--study", study, "--yes", port=free_port())
+    assert nowhere.returncode == 3 and "cannot reach" in nowhere.stderr, nowhere.stderr
 
 
 def test_refusals(site: Site) -> None:
