@@ -203,33 +203,86 @@ def start_up(settings: Settings, *, worker: bool = False) -> StartUp:
         index = SqlIndex(settings.index_url)
         index.create_schema()
         blobs = blob_store(settings)
-        sweep = (SweepReport(0, 0) if worker else
-                 sweep_orphans(index, blobs, grace_seconds=settings.orphan_grace_seconds))
-        if not worker:
-            finish_deletions(settings, blobs)
+        if worker:
+            sweep = SweepReport(0, 0)
+        else:
+            from securepacs.index.deletion import SqlDeletion
+            from securepacs.services.trash import KeepTrash
+
+            trash = SqlDeletion(settings.index_url)
+            try:  # a blob in the trash has no row but is no orphan
+                sweep = sweep_orphans(KeepTrash(index, trash), blobs,  # type: ignore[arg-type]
+                                      grace_seconds=settings.orphan_grace_seconds)
+            finally:
+                trash.close()
+            finish_deletions(settings, blobs, trail)
     return StartUp(trail, boot, ca, index, blobs, sweep)
 
 
-def finish_deletions(settings: Settings, blobs: BlobPort) -> None:
-    """The start-up sweep of deletions a stop interrupted (services.deletion.sweep_deleted)."""
+def finish_deletions(settings: Settings, blobs: BlobPort, trail: AuditTrail) -> None:
+    """The start-up sweep of deletions a stop interrupted (services.deletion.sweep_deleted)
+    and the purge of the trash entries whose time is over (services.trash)."""
     from securepacs.index.deletion import SqlDeletion
+    from securepacs.services.audit_events import AuditEvents
     from securepacs.services.deletion import sweep_deleted
+    from securepacs.services.trash import purge_expired
 
     index = SqlDeletion(settings.index_url)
     try:
         sweep_deleted(index, blobs)
+        purge_expired(index, blobs, AuditEvents(trail, ae_title=settings.ae_title,
+                                                address=socket.getfqdn()), now=now())
     finally:
         index.close()
 
 
 def deletion_service(settings: Settings, blobs: BlobPort, audit: AuditEvents):  # noqa: ANN201
-    """The deletion service (services.deletion.DeletionService) on the settings' index.
-    Returns (service, close)."""
+    """The deletion service (services.deletion.DeletionService) on the settings' index,
+    with the trash of ``trash_days``. Returns (service, close)."""
     from securepacs.index.deletion import SqlDeletion
     from securepacs.services.deletion import DeletionService
+    from securepacs.services.trash import purge_expired
 
     index = SqlDeletion(settings.index_url)
-    return DeletionService(index, blobs, make_tenancy(settings), audit), index.close
+
+    def purge() -> None:
+        purge_expired(index, blobs, audit, now=now())
+
+    return DeletionService(index, blobs, make_tenancy(settings), audit,
+                           trash_days=settings.trash_days, purge=purge), index.close
+
+
+def trash_restorer(settings: Settings):  # noqa: ANN201
+    """``securepacs restore-deleted``: restore(user, study_uid, organization) -> Restored,
+    on the data folder's index, blobs and audit trail. Returns (restore, close)."""
+    import getpass
+
+    from securepacs.index.deletion import SqlDeletion
+    from securepacs.index.repository import SqlIndex
+    from securepacs.services.audit_events import AuditEvents
+    from securepacs.services.trash import restore_study
+
+    index = SqlIndex(settings.index_url)
+    index.create_schema()
+    trash = SqlDeletion(settings.index_url)
+    blobs = blob_store(settings)
+    audit = AuditEvents(build_audit_trail(settings), ae_title=settings.ae_title,
+                        address=socket.getfqdn())
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+
+    def restore(study_uid: str, organization: str | None):  # noqa: ANN202
+        return restore_study(trash, index, blobs, audit, user=user, study_uid=study_uid,  # type: ignore[arg-type]
+                             organization=organization)
+
+    def close() -> None:
+        index.close()
+        trash.close()
+        audit.close()
+
+    return restore, close
 
 
 def operator_deletion(settings: Settings):  # noqa: ANN201

@@ -389,9 +389,10 @@ def instances_accessed(*, action: Action | str, outcome: Outcome | int, user: Pe
                        archive: Peer, patient_id: str, study_uids: Sequence[str | Study],
                        at: datetime, patient_name: str | None = None,
                        description: str | None = None, record_id: str | None = None,
-                       audit_source: AuditSource | None = None) -> AuditRecord:
+                       audit_source: AuditSource | None = None,
+                       life_cycle: int | None = None) -> AuditRecord:
     """DICOM Instances Accessed (A.5.3.2): instances created, read, updated or deleted in
-    place (securepacs records deletions, action ``D``).
+    place (securepacs records deletions, action ``D``, and restores from the trash, ``C``).
 
     Parameters
     ----------
@@ -407,8 +408,13 @@ def instances_accessed(*, action: Action | str, outcome: Outcome | int, user: Pe
         The studies touched, optionally with SOP classes and instance counts.
     description : str, optional
         EventOutcomeDescription (e.g. the reason the user gave, or why it failed).
+    life_cycle : int, optional
+        ParticipantObjectDataLifeCycle of the patient and studies; default 15 (permanent
+        erasure) for ``D``; 14 (logical deletion) for a deletion kept restorable.
     """
     act = _action(action)
+    if life_cycle is None and act is Action.DELETE:
+        life_cycle = 15
     if act is Action.EXECUTE:
         raise ValueError("DICOM Instances Accessed takes action C, R, U or D")
     return AuditRecord(
@@ -416,8 +422,7 @@ def instances_accessed(*, action: Action | str, outcome: Outcome | int, user: Pe
         (_peer(user, "user").participant(requestor=True),
          _peer(archive, "archive").participant(requestor=False)),
         (), description,
-        _patient_and_studies(patient_id, patient_name, study_uids,
-                             life_cycle=15 if act is Action.DELETE else None),
+        _patient_and_studies(patient_id, patient_name, study_uids, life_cycle=life_cycle),
         audit_source, kind="instances-accessed")
 
 

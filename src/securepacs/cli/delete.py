@@ -1,4 +1,5 @@
-"""``securepacs delete --study UID | --series UID | --instance UID``: delete from the archive.
+"""``securepacs delete --study UID | --series UID | --instance UID``: delete from the archive;
+``securepacs restore-deleted --study UID``: restore one from the trash (``trash_days``).
 
 Two forms (docs/deletion.md):
 
@@ -169,6 +170,48 @@ def _operator(target, level: str, data_dir: Path | None, config: Path | None,  #
         _fail(str(exc), EXIT_FAILED)
     finally:
         close()
+    kept = (f"; restorable until {done.kept_until.isoformat(timespec='minutes')} "
+            "(securepacs restore-deleted)" if done.kept_until is not None else "")
     typer.echo(f"deleted {level} {target.uid}: {done.instances} instance(s) (patient "
                f"{done.patient_id or '-'}, study {done.study_uid}, organisation "
-               f"{done.organization or '-'})")
+               f"{done.organization or '-'}){kept}")
+
+
+def restore_deleted(
+    study: str = typer.Option(..., "--study", help="Study Instance UID to restore."),
+    org: str | None = typer.Option(None, "--org", help="The organisation whose deleted "
+                                   "study to restore, when several deleted this UID."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (as for serve)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file (as for "
+                                       "serve)."),
+) -> None:
+    """Restore a deleted study from the trash (the operator, on the server; needs trash_days)."""
+    from securepacs.model.deletion import DeletionTarget
+    from securepacs.services.deletion import NothingToDelete
+    from securepacs.settings import load
+    from securepacs.wiring import trash_restorer
+
+    try:
+        uid = DeletionTarget.study(study).uid
+    except ValueError as exc:
+        _fail(f"--study: {exc}", EXIT_USAGE)
+    try:
+        settings = load(config, overrides={"data_dir": data_dir})
+        if settings.database_url is None and not (settings.data_dir / "index.sqlite").exists():
+            _fail(f"no archive in {settings.data_dir} (no index database)", EXIT_USAGE)
+        restore, close = trash_restorer(settings)
+    except PacsError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    try:
+        done = restore(uid, org)
+    except NothingToDelete as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except PacsError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    finally:
+        close()
+    again = f" ({done.already_present} stored again since, kept)" if done.already_present else ""
+    typer.echo(f"restored study {done.study_uid}: {done.instances} instance(s) (patient "
+               f"{done.patient_id or '-'}, organisation {done.organization or '-'}){again}")

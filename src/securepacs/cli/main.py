@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "audit": ("audit", "app", True),
     "share": ("share", "app", True),
     "delete": ("delete", "delete", False),
+    "restore-deleted": ("delete", "restore_deleted", False),
     "db": ("db", "app", True),
     "check": ("db", "check", False),
     "backup": ("backup", "backup", False),

@@ -21,6 +21,7 @@ that keeps series gets its Modalities in Study recomputed.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,11 +31,21 @@ from sqlalchemy import exc as sa_exc
 from securepacs.errors import ConfigError
 from securepacs.index.engine import READ_ONLY, make_engine
 from securepacs.index.repository import _retryable, _storage_error
-from securepacs.index.schema import blob_pending_delete, instance, patient, series, study
-from securepacs.model.deletion import DeletionTarget, Removal
+from securepacs.index.schema import (
+    blob_pending_delete,
+    blob_trash,
+    instance,
+    patient,
+    series,
+    study,
+)
+from securepacs.model.deletion import DeletionTarget, Removal, Trashed
 from securepacs.model.levels import Level
 
 __all__ = ["AmbiguousOwner", "SqlDeletion"]
+
+_TRASH_COLUMNS = (blob_trash.c.blob_key, blob_trash.c.organization, blob_trash.c.study_uid,
+                  blob_trash.c.patient_id, blob_trash.c.sop_class_uid, blob_trash.c.purge_at)
 
 _ATTEMPTS = 8
 _CHUNK = 500
@@ -84,10 +95,11 @@ class SqlDeletion:
             raise _storage_error(exc) from exc
 
     # -- removing --------------------------------------------------------------------
-    def remove(self, target: DeletionTarget, *,
-               organizations: Collection[str] | None) -> Removal | None:
+    def remove(self, target: DeletionTarget, *, organizations: Collection[str] | None,
+               keep_until: datetime | None = None) -> Removal | None:
         """Remove `target`'s rows (those of the one organisation among `organizations`
-        that holds it; None: any) and list its blobs, in one transaction.
+        that holds it; None: any) and list its blobs, in one transaction: for deletion
+        now, or, with `keep_until`, in the trash until then (the blobs are kept).
 
         Returns
         -------
@@ -112,8 +124,8 @@ class SqlDeletion:
                     removal = self._summary(conn, target, rows[0], lock=True, keys=True)
                     if removal is None:
                         continue  # removed by a concurrent deletion: look again
-                    _drop(conn, target, rows[0], removal)
-                    return removal
+                    _drop(conn, target, rows[0], removal, keep_until)
+                    return replace(removal, kept_until=keep_until)
             except sa_exc.DBAPIError as exc:
                 if attempt == _ATTEMPTS or not _retryable(exc):
                     raise _storage_error(exc) from exc
@@ -145,6 +157,69 @@ class SqlDeletion:
                        name.strip(),
                        str(st.study_uid), gone, len(items), tuple(sorted(counts.items())),
                        tuple(str(i.blob_key) for i in items) if keys else ())
+
+    # -- the trash -------------------------------------------------------------------
+    def trashed(self, study_uid: str, *, organizations: Collection[str] | None) -> list[Trashed]:
+        """The trashed instances of the study `study_uid` (of `organizations`; None: any)."""
+        stmt = sa.select(*_TRASH_COLUMNS).where(blob_trash.c.study_uid == study_uid.strip())
+        if organizations is not None:
+            stmt = stmt.where(blob_trash.c.organization.in_(sorted(organizations)))
+        return self._trash_rows(stmt.order_by(blob_trash.c.organization, blob_trash.c.blob_key))
+
+    def trashed_keys(self, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` are in the trash (kept: not orphans)."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{READ_ONLY: True})
+                with conn.begin():
+                    for start in range(0, len(wanted), _CHUNK):
+                        found.update(str(k) for k in conn.execute(
+                            sa.select(blob_trash.c.blob_key).where(
+                                blob_trash.c.blob_key.in_(wanted[start:start + _CHUNK])))
+                            .scalars())
+        except sa_exc.SQLAlchemyError as exc:
+            raise _storage_error(exc) from exc
+        return found
+
+    def untrash(self, keys: Iterable[str]) -> None:
+        """Take `keys` out of the trash (restored: an instance row refers to each again)."""
+        wanted = list(dict.fromkeys(keys))
+        try:
+            with self._engine.begin() as conn:
+                for start in range(0, len(wanted), _CHUNK):
+                    conn.execute(sa.delete(blob_trash).where(
+                        blob_trash.c.blob_key.in_(wanted[start:start + _CHUNK])))
+        except sa_exc.SQLAlchemyError as exc:
+            raise _storage_error(exc) from exc
+
+    def expire(self, now: datetime, *, limit: int = 10_000) -> list[Trashed]:
+        """Move up to `limit` trash entries whose time is over to the pending list (one
+        transaction); returns them (the caller deletes their blobs and audits)."""
+        stmt = (sa.select(*_TRASH_COLUMNS).where(blob_trash.c.purge_at <= now)
+                .order_by(blob_trash.c.purge_at).limit(limit))
+        try:
+            with self._engine.begin() as conn:
+                rows = [_trashed(r) for r in conn.execute(stmt.with_for_update())]
+                keys = [r.blob_key for r in rows]
+                for start in range(0, len(keys), _CHUNK):
+                    chunk = keys[start:start + _CHUNK]
+                    conn.execute(sa.insert(blob_pending_delete),
+                                 [{"blob_key": k, "queued_at": now} for k in chunk])
+                    conn.execute(sa.delete(blob_trash).where(blob_trash.c.blob_key.in_(chunk)))
+                return rows
+        except sa_exc.SQLAlchemyError as exc:
+            raise _storage_error(exc) from exc
+
+    def _trash_rows(self, stmt: Any) -> list[Trashed]:
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{READ_ONLY: True})
+                with conn.begin():
+                    return [_trashed(r) for r in conn.execute(stmt)]
+        except sa_exc.SQLAlchemyError as exc:
+            raise _storage_error(exc) from exc
 
     # -- the blobs' side -------------------------------------------------------------
     def pending(self, limit: int = _CHUNK) -> list[str]:
@@ -213,13 +288,29 @@ def _instances_of(target: DeletionTarget, row: Any) -> sa.Select[Any]:
     return sa.select(*cols).where(instance.c.id == row.id)
 
 
-def _drop(conn: sa.Connection, target: DeletionTarget, row: Any, removal: Removal) -> None:
-    """Delete the rows of `removal` and list its blobs; prune what is left empty."""
+def _trashed(row: Any) -> Trashed:
+    return Trashed(str(row.blob_key), str(row.organization), str(row.study_uid),
+                   str(row.patient_id), str(row.sop_class_uid), row.purge_at)
+
+
+def _drop(conn: sa.Connection, target: DeletionTarget, row: Any, removal: Removal,
+          keep_until: datetime | None) -> None:
+    """Delete the rows of `removal` and list its blobs (for deletion, or in the trash until
+    `keep_until`); prune what is left empty."""
     now = datetime.now(UTC)
-    keys = list(removal.blob_keys)
-    for start in range(0, len(keys), _CHUNK):
-        conn.execute(sa.insert(blob_pending_delete),
-                     [{"blob_key": k, "queued_at": now} for k in keys[start:start + _CHUNK]])
+    if keep_until is None:
+        keys = list(removal.blob_keys)
+        for start in range(0, len(keys), _CHUNK):
+            conn.execute(sa.insert(blob_pending_delete),
+                         [{"blob_key": k, "queued_at": now} for k in keys[start:start + _CHUNK]])
+    else:
+        items = conn.execute(_instances_of(target, row)).all()
+        rows = [{"blob_key": str(i.blob_key), "organization": removal.organization,
+                 "study_uid": removal.study_uid, "patient_id": removal.patient_id,
+                 "sop_class_uid": str(i.sop_class_uid), "deleted_at": now,
+                 "purge_at": keep_until} for i in items]
+        for start in range(0, len(rows), _CHUNK):
+            conn.execute(sa.insert(blob_trash), rows[start:start + _CHUNK])
     study_pk = row.study_pk
     if target.level is Level.STUDY:
         series_pks = sa.select(series.c.id).where(series.c.study_pk == study_pk)

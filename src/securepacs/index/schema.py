@@ -134,6 +134,21 @@ blob_pending_delete = sa.Table(
     sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+#: Blobs of deleted instances kept restorable (the ``trash_days`` setting): the rows are
+#: gone from the index, the blobs stay until ``purge_at``; ``securepacs restore-deleted``
+#: files them again, the start-up sweep moves expired ones to blob_pending_delete.
+blob_trash = sa.Table(
+    "blob_trash",
+    metadata,
+    sa.Column("blob_key", sa.String, primary_key=True),
+    sa.Column("organization", sa.String, nullable=False),
+    sa.Column("study_uid", sa.String, nullable=False, index=True),
+    sa.Column("patient_id", sa.String, nullable=False),
+    sa.Column("sop_class_uid", sa.String, nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("purge_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 schema_version = sa.Table(
     "schema_version",
     metadata,

@@ -11,10 +11,11 @@ A.5.3.2) and lists the blobs to delete afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from securepacs.model.levels import Level
 
-__all__ = ["DeletionTarget", "Removal"]
+__all__ = ["DeletionTarget", "Removal", "Trashed"]
 
 _LEVELS = (Level.STUDY, Level.SERIES, Level.IMAGE)
 
@@ -89,6 +90,8 @@ class Removal:
         SOP Class UID -> count of the instances that went (for the audit message).
     blob_keys : tuple of str
         The blobs to delete now that no row refers to them.
+    kept_until : datetime or None
+        Set when the blobs went to the trash instead (restorable until then).
     """
 
     target: DeletionTarget
@@ -100,3 +103,26 @@ class Removal:
     instances: int = 0
     sop_classes: tuple[tuple[str, int], ...] = ()
     blob_keys: tuple[str, ...] = field(default=(), repr=False)
+    kept_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Trashed:
+    """One deleted instance kept restorable (the ``trash_days`` setting).
+
+    Attributes
+    ----------
+    blob_key : str
+        Its blob, kept until `purge_at`.
+    organization, study_uid, patient_id, sop_class_uid : str
+        What it was (for the restore and the audit trail).
+    purge_at : datetime
+        When the blob is deleted for good.
+    """
+
+    blob_key: str
+    organization: str
+    study_uid: str
+    patient_id: str
+    sop_class_uid: str
+    purge_at: datetime

@@ -21,6 +21,9 @@ A crash between 1 and 2 leaves listed blobs; :func:`sweep_deleted` (run at start
 under the start-up lock) deletes exactly those. A retrieve that listed the instances
 before step 1 fails cleanly on a missing blob after step 2 (a failed sub-operation).
 
+With the ``trash_days`` setting above 0, step 2 is postponed: the blobs go to the trash
+(:mod:`securepacs.services.trash`), restorable until then, and are deleted by the purge.
+
 Test hook: with the environment variable ``SECUREPACS_TEST_CRASH_AFTER=index`` the process
 kills itself (SIGKILL) between steps 1 and 2; it exists only for the crash test.
 """
@@ -30,8 +33,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from securepacs.audit import messages as m
@@ -64,8 +68,15 @@ class DeletionIndex(Protocol):
 
     def find(self, target: DeletionTarget, *,
              organizations: Collection[str] | None) -> list[Removal]: ...
-    def remove(self, target: DeletionTarget, *,
-               organizations: Collection[str] | None) -> Removal | None: ...
+    def remove(self, target: DeletionTarget, *, organizations: Collection[str] | None,
+               keep_until: datetime | None = None) -> Removal | None: ...
+    def pending(self, limit: int = ...) -> list[str]: ...
+    def forget(self, keys: Iterable[str]) -> None: ...
+
+
+class PendingList(Protocol):
+    """The blob keys of deletions not yet finished (the index's pending list)."""
+
     def pending(self, limit: int = ...) -> list[str]: ...
     def forget(self, keys: Iterable[str]) -> None: ...
 
@@ -89,14 +100,22 @@ class DeletionService:
     tenancy : Tenancy
         The tenant boundary (what organisation a caller deletes in).
     audit : AuditEvents
+    trash_days : float
+        0: blobs are deleted at once; more: kept restorable that many days
+        (:mod:`securepacs.services.trash`).
+    purge : callable, optional
+        Run after each deletion (the trash's purge of expired entries).
     """
 
     def __init__(self, index: DeletionIndex, blobs: BlobDeleter, tenancy: Tenancy,
-                 audit: AuditEvents) -> None:
+                 audit: AuditEvents, *, trash_days: float = 0.0,
+                 purge: Callable[[], object] | None = None) -> None:
         self.index = index
         self.blobs = blobs
         self.tenancy = tenancy
         self.audit = audit
+        self.trash_days = trash_days
+        self._purge = purge
 
     # -- who ---------------------------------------------------------------------------
     def scope(self, identity: Identity | None) -> frozenset[str] | None:
@@ -192,8 +211,10 @@ class DeletionService:
     def _delete(self, performer: m.Peer, target: DeletionTarget,
                 scope: frozenset[str] | None, reason: str | None, *, who: str) -> Removal:
         why = _reason(reason)
+        keep = (datetime.now(UTC) + timedelta(days=self.trash_days)
+                if self.trash_days > 0 else None)
         try:
-            removal = self.index.remove(target, organizations=scope)
+            removal = self.index.remove(target, organizations=scope, keep_until=keep)
         except StorageError as exc:
             study = target.uid if target.level is Level.STUDY else target.study_uid
             self.audit.deleted(performer, patient_id="", patient_name=None, study_uid=study,
@@ -208,16 +229,24 @@ class DeletionService:
             raise NothingToDelete(f"no {target.describe()} in the archive")
         detail = f"{target.describe()} deleted ({removal.instances} instance(s)" + (
             ", the study is gone" if removal.study_gone and target.level is not Level.STUDY
-            else "") + ")" + (f"; reason: {why}" if why else "")
+            else "") + ")" + (f"; reason: {why}" if why else "") + (
+            f"; restorable until {removal.kept_until.isoformat(timespec='seconds')}"
+            if removal.kept_until is not None else "")
         self.audit.deleted(performer, patient_id=removal.patient_id,
                            patient_name=removal.patient_name, study_uid=removal.study_uid,
                            sop_classes=dict(removal.sop_classes), success=True,
-                           description=detail)
+                           description=detail, kept=removal.kept_until is not None)
         log.warning("%s by %s (organisation %s, study %s)", detail, who,
                     removal.organization or "-", removal.study_uid)
         if os.environ.get(CRASH_ENV) == "index":  # the crash test's fault-injection point
             os.kill(os.getpid(), signal.SIGKILL)
-        self._delete_blobs(removal.blob_keys)
+        if removal.kept_until is None:
+            self._delete_blobs(removal.blob_keys)
+        if self._purge is not None:
+            try:
+                self._purge()
+            except PacsError as exc:  # the deletion is done; the purge runs again later
+                log.warning("trash purge failed: %s", exc)
         return removal
 
     def _delete_blobs(self, keys: Iterable[str]) -> None:
@@ -246,7 +275,7 @@ class SweepDeleted:
     more: bool = False
 
 
-def sweep_deleted(index: DeletionIndex, blobs: BlobDeleter, *,
+def sweep_deleted(index: PendingList, blobs: BlobDeleter, *,
                   limit: int = SWEEP_LIMIT) -> SweepDeleted:
     """Finish deletions a crash interrupted: delete the blobs listed in the index's pending
     list (only those: a blob being written by an ingest is never listed), at most `limit`.

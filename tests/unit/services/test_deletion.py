@@ -256,3 +256,80 @@ def test_a_target_names_a_uid() -> None:
         DeletionTarget.study("1.2.3; DROP TABLE")
     with pytest.raises(ValueError):
         DeletionTarget(Level.PATIENT, "1.2.3")
+
+
+# -- the trash (trash_days) ------------------------------------------------------------------
+
+def test_trash_keeps_blobs_restorable_and_the_orphan_sweep_keeps_them(archive: Archive) -> None:
+    from securepacs.services.ingest import sweep_orphans
+    from securepacs.services.trash import KeepTrash, restore_study
+
+    archive.store("Clinic A", SERIES_CT, 3)
+    service = DeletionService(archive.deletion, archive.blobs, Tenancy(), archive.audit,
+                              trash_days=7)
+    removal = service.delete(DELETER, DeletionTarget.study(STUDY), address="x")
+    assert removal.kept_until is not None and archive.studies() == []
+    assert archive.blob_count() == 3 and archive.deletion.pending() == []
+    assert len(archive.deletion.trashed(STUDY, organizations=None)) == 3
+    # without KeepTrash the orphan sweep would take them; with it, nothing goes
+    report = sweep_orphans(KeepTrash(archive.index, archive.deletion), archive.blobs,  # type: ignore[arg-type]
+                           grace_seconds=0)
+    assert report.orphan_blobs == 0 and archive.blob_count() == 3
+    assert archive.trail.records[-1].objects[-1].life_cycle == 14  # logical deletion
+    with pytest.raises(NothingToDelete):
+        restore_study(archive.deletion, archive.index, archive.blobs, archive.audit,
+                      user="root", study_uid=STUDY, organization="Clinic B")
+    done = restore_study(archive.deletion, archive.index, archive.blobs, archive.audit,
+                         user="root", study_uid=STUDY)
+    assert (done.instances, done.already_present, done.organization) == (3, 0, "Clinic A")
+    [study] = archive.studies()
+    assert study["NumberOfStudyRelatedInstances"] == "3"
+    assert archive.deletion.trashed(STUDY, organizations=None) == []
+    assert archive.trail.records[-1].action == Action.CREATE
+    assert_valid(to_xml(replace(archive.trail.records[-1], audit_source=AuditSource("S"))))
+    # restored rows point at the kept blobs, which read back whole
+    for sop in archive.sops[SERIES_CT]:
+        stored = archive.index.get(sop)
+        assert stored is not None and archive.blobs.read(stored.blob_key)[128:132] == b"DICM"
+
+
+def test_trash_is_purged_when_its_time_is_over(archive: Archive) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from securepacs.services.trash import purge_expired, restore_study
+
+    archive.store("Clinic A", SERIES_CT, 2)
+    service = DeletionService(archive.deletion, archive.blobs, Tenancy(), archive.audit,
+                              trash_days=1)
+    service.delete(DELETER, DeletionTarget.study(STUDY), address="x")
+    now = datetime.now(UTC)
+    assert purge_expired(archive.deletion, archive.blobs, archive.audit, now=now) == 0
+    assert archive.blob_count() == 2
+    assert purge_expired(archive.deletion, archive.blobs, archive.audit,
+                         now=now + timedelta(days=1, seconds=5)) == 2
+    assert archive.blob_count() == 0 and archive.deletion.pending() == []
+    purged = archive.trail.records[-1]
+    assert (purged.action, purged.objects[-1].life_cycle) == (Action.DELETE, 15)
+    with pytest.raises(NothingToDelete):
+        restore_study(archive.deletion, archive.index, archive.blobs, archive.audit,
+                      user="root", study_uid=STUDY)
+
+
+def test_restore_keeps_what_was_stored_again(archive: Archive) -> None:
+    from securepacs.services.trash import restore_study
+
+    archive.store("Clinic A", SERIES_CT, 2)
+    first = archive.sops[SERIES_CT][0]
+    kept_blob = archive.index.get(first)
+    assert kept_blob is not None
+    DeletionService(archive.deletion, archive.blobs, Tenancy(), archive.audit,
+                    trash_days=1).delete(DELETER, DeletionTarget.study(STUDY), address="x")
+    # the same first instance arrives again (a new blob) before the restore
+    again = archive.blobs.read(kept_blob.blob_key)
+    archive.ingest.store(Received(again[144 + int.from_bytes(again[140:144], "little"):],
+                                  kept_blob.sop_class_uid, first, kept_blob.transfer_syntax_uid,
+                                  "SCU", organization="Clinic A"))
+    done = restore_study(archive.deletion, archive.index, archive.blobs, archive.audit,
+                         user="root", study_uid=STUDY)
+    assert (done.instances, done.already_present) == (1, 1)
+    assert archive.index.count_instances() == 2 and archive.blob_count() == 2
