@@ -309,6 +309,34 @@ def test_delete_from_the_archive_viewer(site: Site) -> None:
     site.consistent()
 
 
+def test_operator_delete_into_the_trash_then_restore(site: Site) -> None:
+    """The operator form with trash_days: gone from findscu at once, back after
+    ``restore-deleted``, retrievable again with every image."""
+    from harness import write_config
+
+    files = write_study(site.tmp / "t", 3, patient_id="PAT-TRASH")
+    study = study_of(files)
+    site.store("a1", *files)
+    config = write_config(site.tmp / "trash.toml", data_dir=str(site.data), trash_days=2)
+    done = cli("delete", "--config", config, "--study", study, "--yes", "--reason", "oops")
+    assert done.returncode == 0, done.stderr
+    assert "3 instance(s)" in done.stdout and "restorable until" in done.stdout
+    assert site.find("a1", study) == []
+    assert len(list((site.data / "blobs").rglob("*"))) > 0
+    again = cli("restore-deleted", "--config", config, "--study", study)
+    assert again.returncode == 0, again.stderr
+    assert f"restored study {study}: 3 instance(s)" in again.stdout
+    assert [str(ds.NumberOfStudyRelatedInstances) for ds in site.find("a1", study)] == ["3"]
+    got = site.get("a1", study)
+    assert got.returncode == 0 and "retrieved 3 instance(s)" in got.stdout, got.stderr
+    nothing = cli("restore-deleted", "--config", config, "--study", study)
+    assert nothing.returncode == 1 and "no deleted study" in nothing.stderr
+    site.consistent()
+    audit = site.audit("instances-accessed")
+    assert f"study {study} restored from the trash" in audit
+    assert "restorable until" in audit
+
+
 def test_deleted_while_one_stores_into_it_and_another_retrieves_it(site: Site) -> None:
     """Outcome defined: every C-STORE succeeds (one that lands after the deletion files
     a fresh study of the same UID); the C-GET completes or fails with a one-line error;
