@@ -145,6 +145,17 @@ class DeletionService:
                            f"{identity.group or '(none)'} of {identity.name!r} does not have; "
                            "ask the archive's administrator")
 
+    def may_delete(self, identity: Identity, study_uid: str) -> bool:
+        """Whether `identity` may delete the study `study_uid` (its permission and its own
+        organisation's study): what the viewer asks before offering the deletion."""
+        if not identity.allows(Permission.DELETE):
+            return False
+        try:
+            target = DeletionTarget.study(study_uid)
+        except ValueError:
+            return False
+        return bool(self.index.find(target, organizations=self.scope(identity)))
+
     # -- what ---------------------------------------------------------------------------
     def lookup(self, identity: Identity, target: DeletionTarget, *, address: str) -> Removal:
         """What deleting `target` would remove (patient, study, counts), for a confirmation.

@@ -309,7 +309,8 @@ def create_app(config: ViewerConfig) -> Starlette:
             return page(pages.message("No such study in the archive."), status_code=404)
         identity = request.scope.get(IDENTITY_KEY)
         can_delete = (config.deletion is not None and isinstance(identity, Identity)
-                      and identity.allows(Permission.DELETE))
+                      and identity.allows(Permission.DELETE)
+                      and config.deletion.may_delete(identity, study.uid))
         return page(pages.study(config.archive.name, study, can_delete=can_delete))
 
     async def delete_study(request: Request) -> Response:

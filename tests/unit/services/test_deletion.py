@@ -183,8 +183,10 @@ def test_another_organisations_study_is_unknown_and_permission_is_needed(archive
     kinds = [(r.event_id, r.action, int(r.outcome)) for r in archive.trail.records]
     assert kinds.count((EventId.INSTANCES_ACCESSED, Action.DELETE, 4)) == 3
     assert kinds[-1][0] == EventId.SECURITY_ALERT
+    assert not service.may_delete(DELETER, STUDY) and not service.may_delete(plain, STUDY)
     # the owner deletes it
     owner = replace(DELETER, organization="Clinic B")
+    assert service.may_delete(owner, STUDY)
     assert service.delete(owner, DeletionTarget.study(STUDY), address="x").instances == 2
 
 
