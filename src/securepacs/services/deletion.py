@@ -247,7 +247,7 @@ class DeletionService:
                            patient_name=removal.patient_name, study_uid=removal.study_uid,
                            sop_classes=dict(removal.sop_classes), success=True,
                            description=detail, kept=removal.kept_until is not None)
-        log.warning("%s by %s (organisation %s, study %s)", detail, who,
+        log.info("%s by %s (organisation %s, study %s)", detail, who,
                     removal.organization or "-", removal.study_uid)
         if os.environ.get(CRASH_ENV) == "index":  # the crash test's fault-injection point
             os.kill(os.getpid(), signal.SIGKILL)
