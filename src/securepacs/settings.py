@@ -89,6 +89,7 @@ class Settings:
     trust_poll_seconds: float = 1.0
     default_organisation: str = "default"  # owner of files-trust and pre-tenant instances
     expiry_warning_days: int = 30
+    trash_days: float = 0.0  # deleted studies restorable this long (docs/deletion.md); 0: none
     enroll_port: int | None = None
     move_destinations: tuple[MoveDestination, ...] = ()
 
@@ -232,6 +233,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("plain_port must differ from the TLS port (PS3.15 B.1)")
     if not 0 < len(s.ae_title.strip()) <= 16:
         raise ConfigError(f"AE title {s.ae_title!r} must be 1 to 16 characters")
+    if not 0 <= s.trash_days <= 36500:
+        raise ConfigError(f"trash_days must be 0 (delete at once) to 36500, not {s.trash_days}")
     if s.audit_checkpoint_seconds < 0:
         raise ConfigError("audit_checkpoint_seconds must be 0 (only at shutdown) or more")
     if not s.dicomweb_base.startswith("/") or s.dicomweb_base.endswith("/"):

@@ -203,9 +203,155 @@ def start_up(settings: Settings, *, worker: bool = False) -> StartUp:
         index = SqlIndex(settings.index_url)
         index.create_schema()
         blobs = blob_store(settings)
-        sweep = (SweepReport(0, 0) if worker else
-                 sweep_orphans(index, blobs, grace_seconds=settings.orphan_grace_seconds))
+        if worker:
+            sweep = SweepReport(0, 0)
+        else:
+            from securepacs.index.deletion import SqlDeletion
+            from securepacs.services.trash import KeepTrash
+
+            trash = SqlDeletion(settings.index_url)
+            try:  # a blob in the trash has no row but is no orphan
+                sweep = sweep_orphans(KeepTrash(index, trash), blobs,  # type: ignore[arg-type]
+                                      grace_seconds=settings.orphan_grace_seconds)
+            finally:
+                trash.close()
+            finish_deletions(settings, blobs, trail)
     return StartUp(trail, boot, ca, index, blobs, sweep)
+
+
+def finish_deletions(settings: Settings, blobs: BlobPort, trail: AuditTrail) -> None:
+    """The start-up sweep of deletions a stop interrupted (services.deletion.sweep_deleted)
+    and the purge of the trash entries whose time is over (services.trash)."""
+    from securepacs.index.deletion import SqlDeletion
+    from securepacs.services.audit_events import AuditEvents
+    from securepacs.services.deletion import sweep_deleted
+    from securepacs.services.trash import purge_expired
+
+    index = SqlDeletion(settings.index_url)
+    try:
+        sweep_deleted(index, blobs)
+        purge_expired(index, blobs, AuditEvents(trail, ae_title=settings.ae_title,
+                                                address=socket.getfqdn()), now=now())
+    finally:
+        index.close()
+
+
+def deletion_service(settings: Settings, blobs: BlobPort, audit: AuditEvents):  # noqa: ANN201
+    """The deletion service (services.deletion.DeletionService) on the settings' index,
+    with the trash of ``trash_days``. Returns (service, close)."""
+    from securepacs.index.deletion import SqlDeletion
+    from securepacs.services.deletion import DeletionService
+    from securepacs.services.trash import purge_expired
+
+    index = SqlDeletion(settings.index_url)
+
+    def purge() -> None:
+        purge_expired(index, blobs, audit, now=now())
+
+    return DeletionService(index, blobs, make_tenancy(settings), audit,
+                           trash_days=settings.trash_days, purge=purge), index.close
+
+
+def trash_restorer(settings: Settings):  # noqa: ANN201
+    """``securepacs restore-deleted``: restore(user, study_uid, organization) -> Restored,
+    on the data folder's index, blobs and audit trail. Returns (restore, close)."""
+    import getpass
+
+    from securepacs.index.deletion import SqlDeletion
+    from securepacs.index.repository import SqlIndex
+    from securepacs.services.audit_events import AuditEvents
+    from securepacs.services.trash import restore_study
+
+    index = SqlIndex(settings.index_url)
+    index.create_schema()
+    trash = SqlDeletion(settings.index_url)
+    blobs = blob_store(settings)
+    audit = AuditEvents(build_audit_trail(settings), ae_title=settings.ae_title,
+                        address=socket.getfqdn())
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+
+    def restore(study_uid: str, organization: str | None):  # noqa: ANN202
+        return restore_study(trash, index, blobs, audit, user=user, study_uid=study_uid,  # type: ignore[arg-type]
+                             organization=organization)
+
+    def close() -> None:
+        index.close()
+        trash.close()
+        audit.close()
+
+    return restore, close
+
+
+def operator_deletion(settings: Settings):  # noqa: ANN201
+    """``securepacs delete --data-dir``: the deletion service on the data folder's index and
+    blobs, audited as the local user. Returns (service, user, close)."""
+    import getpass
+
+    from securepacs.index.repository import SqlIndex
+    from securepacs.services.audit_events import AuditEvents
+
+    index = SqlIndex(settings.index_url)
+    try:
+        index.create_schema()  # a data folder made by `ca init` has no index tables yet
+    finally:
+        index.close()
+    trail = build_audit_trail(settings)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    audit = AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn())
+    service, close_index = deletion_service(settings, blob_store(settings), audit)
+
+    def close() -> None:
+        close_index()
+        audit.close()
+
+    return service, user, close
+
+
+def remote_deletion(*, profile: Path | None, server: str | None, dicomweb: str | None,
+                    cert: Path | None, key: Path | None, ca: Path | None, timeout: float):  # noqa: ANN201
+    """``securepacs delete``: the client of the server's DICOMweb DELETE
+    (services.deletion_client.RemoteDeletion). `dicomweb` is ``https://HOST:PORT[/base]``;
+    default: the profile's server host, its DICOM port + 3, ``/dicomweb``.
+
+    Raises
+    ------
+    ConfigError, PkiError
+        A bad profile, flag or URL, or TLS files that cannot be used.
+    """
+    from urllib.parse import urlsplit
+
+    from securepacs.clientprofile import load_profile, split_server
+    from securepacs.pki import tlspolicy
+    from securepacs.services.deletion_client import RemoteDeletion
+
+    p = load_profile(profile).with_overrides(server=server, cert=cert, key=key, ca=ca)
+    host, port = split_server(p.server)
+    base = "/dicomweb"
+    if dicomweb:
+        parts = urlsplit(dicomweb.strip())
+        if parts.scheme != "https" or not parts.hostname:
+            raise ConfigError(f"--dicomweb {dicomweb!r}: expected https://HOST:PORT/dicomweb")
+        try:
+            host, port = parts.hostname, parts.port or 443
+        except ValueError:
+            raise ConfigError(f"--dicomweb {dicomweb!r}: bad port") from None
+        base = parts.path or base
+    else:
+        port += 3
+    if p.ca is None:
+        raise ConfigError("deleting needs the CA certificate that issued the server's "
+                          "certificate: pass --ca FILE, or run securepacs enroll")
+    if p.cert is None:
+        raise ConfigError("deleting needs a client certificate: pass --cert and --key, or run "
+                          "securepacs enroll")
+    context = tlspolicy.client_context(p.ca, p.cert, p.key)
+    return RemoteDeletion(host, port, base, context, timeout=timeout)
 
 
 def make_tenancy(settings: Settings):  # noqa: ANN201 - services.tenancy.Tenancy
@@ -343,7 +489,8 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
             dicomweb = tls_files.dicomweb = dicomweb_server(
                 settings, handlers.ingest, handlers.query, handlers.retrieve,
                 tls_files.context(require_client_cert=False, optional_client_cert=True), trust,
-                audit, ca.store if ca is not None and settings.trust_from_index else None)
+                audit, ca.store if ca is not None and settings.trust_from_index else None,
+                deletion=deletion_service(settings, blobs, audit)[0])
         except ConfigError as exc:
             if settings.dicomweb_port is not None:  # asked for: a real error
                 raise
@@ -605,8 +752,12 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
             audit.retrieved(identity, ae_title="", address=address, destination="",
                             patient_ids=[study.patient_id], study_uids=[study.uid], success=True)
 
+    from securepacs.services.audit_events import NoAudit
+
+    deletion, _close = deletion_service(settings, blobs, audit or NoAudit())
     app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed,
-                                              visibility=make_tenancy(settings).view))
+                                              visibility=make_tenancy(settings).view,
+                                              deletion=deletion))
     try:
         return ArchiveViewerServer((settings.host, port), app, tls_context,
                                    gatekeeper=gatekeeper, audit=audit,
@@ -633,7 +784,8 @@ def admin_audit(settings: Settings) -> AdminAudit:
 
 def dicomweb_server(settings: Settings, ingest: object, query: object, retrieve: object,
                     tls_context: object, gatekeeper: StoreTrust | FileTrust,
-                    audit: AuditEvents, token_store: object | None) -> DicomwebServer:
+                    audit: AuditEvents, token_store: object | None,
+                    deletion: object | None = None) -> DicomwebServer:
     """The DICOMweb listener of ``serve`` (bound, not yet serving) on ``dicomweb_port``.
 
     Default port: ``port + 3``. Client certificates are admitted by the DICOM gatekeeper;
@@ -663,7 +815,8 @@ def dicomweb_server(settings: Settings, ingest: object, query: object, retrieve:
     edge = Edge(settings.dicomweb_base, tokens, settings.dicomweb_cors_origins)
     app = create_app(QidoService(query, access, audit),  # type: ignore[arg-type]
                      WadoService(retrieve, access, audit),  # type: ignore[arg-type]
-                     StowService(ingest, access, audit), edge)  # type: ignore[arg-type]
+                     StowService(ingest, access, audit), edge,  # type: ignore[arg-type]
+                     deletion)  # type: ignore[arg-type]
     stow = re.compile(re.escape(settings.dicomweb_base) + r"/studies(/[0-9.]+)?")
     try:
         return DicomwebServer((settings.host, port), app, tls_context, gatekeeper=gatekeeper,

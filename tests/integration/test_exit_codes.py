@@ -88,6 +88,9 @@ def _cases(p: dict[str, Path | str]) -> list[tuple[list[str], int]]:
           "--org", "O", "--out", f"{root}/issued"], 2),
         (["check", "--data-dir", f"{root}/no-such-data"], 1),
         (["audit", "--data-dir", f"{root}/no-such-data", "list"], 2),
+        (["delete", "--data-dir", str(p["ca"]), "--study", "1.2.3", "--yes"], 1),
+        (["delete", "--data-dir", f"{root}/no-such-data", "--study", "1.2.3"], 2),
+        (["delete", "--study", "1.2.3", *nowhere[:2]], 2),
         (["serve", "--config", f"{root}/no-such.toml"], 2),
         (["no-such-command"], 2),
     ]

@@ -2,7 +2,8 @@
 
 One responsibility: turn what happened (who, from where, which patient and studies, when, with
 what outcome) into an :class:`~securepacs.audit.record.AuditRecord` shaped as PS3.15 A.5.3
-asks for each event: Application Activity (A.5.3.1), Begin Transferring DICOM Instances
+asks for each event: Application Activity (A.5.3.1), DICOM Instances Accessed (A.5.3.2),
+Begin Transferring DICOM Instances
 (A.5.3.3), DICOM Instances Transferred (A.5.3.5), Export (A.5.3.7), Import (A.5.3.8), Query
 (A.5.3.12), Security Alert (A.5.3.11, also for emergency override, CID 403 110127/110138) and
 User Authentication (A.5.3.13). Every builder takes keyword arguments only and the time as a
@@ -39,7 +40,8 @@ from securepacs.model.identity import Identity
 
 __all__ = [
     "Alert", "Media", "Peer", "Study", "application_activity", "begin_transferring",
-    "emergency_override", "export_media", "from_json", "import_media", "instances_transferred",
+    "emergency_override", "export_media", "from_json", "import_media", "instances_accessed",
+    "instances_transferred",
     "query", "security_alert", "to_json", "to_xml", "user_authentication",
 ]
 
@@ -390,6 +392,47 @@ def instances_transferred(*, action: Action | str, outcome: Outcome | int, sourc
     return _transfer(EventId.INSTANCES_TRANSFERRED, "instances-transferred", _action(action),
                      outcome, source, destination, patient_id, study_uids, at, requestor,
                      patient_name, description, record_id, audit_source, anonymized)
+
+
+def instances_accessed(*, action: Action | str, outcome: Outcome | int, user: Peer,
+                       archive: Peer, patient_id: str, study_uids: Sequence[str | Study],
+                       at: datetime, patient_name: str | None = None,
+                       description: str | None = None, record_id: str | None = None,
+                       audit_source: AuditSource | None = None,
+                       life_cycle: int | None = None) -> AuditRecord:
+    """DICOM Instances Accessed (A.5.3.2): instances created, read, updated or deleted in
+    place (securepacs records deletions, action ``D``, and restores from the trash, ``C``).
+
+    Parameters
+    ----------
+    action : Action or str
+        ``C``, ``R``, ``U`` or ``D``.
+    user : Peer
+        The manipulating person or process (the requestor).
+    archive : Peer
+        The archive that holds the instances (a second, non-requesting participant).
+    patient_id : str
+        The Patient ID (one patient per message).
+    study_uids : sequence of str or Study
+        The studies touched, optionally with SOP classes and instance counts.
+    description : str, optional
+        EventOutcomeDescription (e.g. the reason the user gave, or why it failed).
+    life_cycle : int, optional
+        ParticipantObjectDataLifeCycle of the patient and studies; default 15 (permanent
+        erasure) for ``D``; 14 (logical deletion) for a deletion kept restorable.
+    """
+    act = _action(action)
+    if life_cycle is None and act is Action.DELETE:
+        life_cycle = 15
+    if act is Action.EXECUTE:
+        raise ValueError("DICOM Instances Accessed takes action C, R, U or D")
+    return AuditRecord(
+        _new_id(record_id), EventId.INSTANCES_ACCESSED, act, _outcome(outcome), _time(at),
+        (_peer(user, "user").participant(requestor=True),
+         _peer(archive, "archive").participant(requestor=False)),
+        (), description,
+        _patient_and_studies(patient_id, patient_name, study_uids, life_cycle=life_cycle),
+        audit_source, kind="instances-accessed")
 
 
 def begin_transferring(*, source: Peer, destination: Peer, patient_id: str,

@@ -26,7 +26,7 @@ from securepacs.errors import PacsError
 from securepacs.settings import load
 
 KINDS = ("application-activity", "user-authentication", "security-alert",
-         "instances-transferred", "begin-transferring", "query", "export", "import",
+         "instances-accessed", "instances-transferred", "begin-transferring", "query", "export", "import",
          "emergency-override")
 
 app = typer.Typer(help="Audit trail: list, export, verify the hash chain.", no_args_is_help=True)
@@ -120,10 +120,13 @@ def list_(
 
 
 def _what(row: Any) -> str:
-    """For alerts: the alert type (CID 403), its subject and the description."""
-    if row.kind not in ("security-alert", "emergency-override"):
+    """For alerts: the alert type (CID 403), its subject and the description; for a
+    deletion (Instances Accessed): what was deleted, and why."""
+    if row.kind not in ("security-alert", "emergency-override", "instances-accessed"):
         return ""
     record = from_json(row.body)
+    if row.kind == "instances-accessed":
+        return f" | {record.outcome_description}" if record.outcome_description else ""
     types = ", ".join(t.meaning for t in record.event_types)
     subjects = ", ".join(o.object_id for o in record.objects)
     detail = f": {record.outcome_description}" if record.outcome_description else ""

@@ -121,7 +121,8 @@ def init(
 def group_create(
     group: str = typer.Argument(..., help="Group name."),
     allow: str = typer.Option(..., "--allow", help="Permissions: echo,store,find,move,get,export "
-                              "or all; cross_org (read every organisation) only by name."),
+                              "or all; cross_org (read every organisation) and delete (delete the "
+                              "organisation's studies) only by name."),
 ) -> None:
     """Create a group (or change its permissions)."""
     permissions = _run(lambda: Permission.parse_list(allow))
@@ -136,8 +137,10 @@ def group_list() -> None:
     """The groups and their permissions."""
     for g in _run(lambda: _ca().store.groups()):
         crosses = Permission.CROSS_ORG in g.permissions
+        deletes = Permission.DELETE in g.permissions
         typer.echo(f"{g.name}: {', '.join(sorted(p.value for p in g.permissions)) or '-'}"
-                   + ("  (reads every organisation's studies)" if crosses else ""))
+                   + ("  (reads every organisation's studies)" if crosses else "")
+                   + ("  (deletes its organisation's studies)" if deletes else ""))
 
 
 @issue_app.command("server")

@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "view": ("view", "view", False),
     "audit": ("audit", "app", True),
     "share": ("share", "app", True),
+    "delete": ("delete", "delete", False),
+    "restore-deleted": ("delete", "restore_deleted", False),
     "db": ("db", "app", True),
     "check": ("db", "check", False),
     "backup": ("backup", "backup", False),

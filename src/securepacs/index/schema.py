@@ -123,6 +123,32 @@ instance = sa.Table(
     sa.Index(None, "series_pk", "sop_class_uid"),
 )
 
+#: Blobs whose instance rows a deletion removed, written in the same transaction as the
+#: removal: the blobs are deleted after the commit, and a crash in between leaves the keys
+#: here for the start-up sweep (securepacs.index.deletion). Only keys listed here are ever
+#: deleted by it, so a blob being written by a concurrent ingest is never touched.
+blob_pending_delete = sa.Table(
+    "blob_pending_delete",
+    metadata,
+    sa.Column("blob_key", sa.String, primary_key=True),
+    sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Blobs of deleted instances kept restorable (the ``trash_days`` setting): the rows are
+#: gone from the index, the blobs stay until ``purge_at``; ``securepacs restore-deleted``
+#: files them again, the start-up sweep moves expired ones to blob_pending_delete.
+blob_trash = sa.Table(
+    "blob_trash",
+    metadata,
+    sa.Column("blob_key", sa.String, primary_key=True),
+    sa.Column("organization", sa.String, nullable=False),
+    sa.Column("study_uid", sa.String, nullable=False, index=True),
+    sa.Column("patient_id", sa.String, nullable=False),
+    sa.Column("sop_class_uid", sa.String, nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("purge_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 schema_version = sa.Table(
     "schema_version",
     metadata,

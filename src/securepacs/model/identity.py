@@ -3,8 +3,11 @@
 PS3.15 Annex B leaves what a certificate means to site policy; securepacs binds each
 client certificate to an identity: organisation, group, allowed calling AE titles. Groups
 carry permissions (one per DIMSE service a peer may request, plus media export), and may
-carry ``cross_org``: the right to see every organisation's studies (docs/tenants.md), which
-``all`` does not include: it must be granted by name.
+carry ``cross_org``: the right to see every organisation's studies (docs/tenants.md), and
+``delete``: the right to delete its own organisation's studies, series and instances
+(docs/deletion.md). ``all`` includes neither: each must be granted by name (``all`` is what
+every certificate gets when trust comes from files, and what existing groups were given
+before deletion existed; a destructive right must not arrive by either road).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ class Permission(str, enum.Enum):
     GET = "get"
     EXPORT = "export"
     CROSS_ORG = "cross_org"
+    DELETE = "delete"
 
     @classmethod
     def parse_list(cls, text: str | list[str] | tuple[str, ...]) -> frozenset[Permission]:
         """``"echo,store"`` (or a list) -> permissions; ``all`` means every one but
-        ``cross_org`` (which is only ever granted by name).
+        ``cross_org`` and ``delete`` (which are only ever granted by name).
 
         Raises
         ------
@@ -41,7 +45,7 @@ class Permission(str, enum.Enum):
             if not name:
                 continue
             if name == "all":
-                out.update(p for p in cls if p is not cls.CROSS_ORG)
+                out.update(ALL_PERMISSIONS)
                 continue
             try:
                 out.add(cls(name))
@@ -51,8 +55,10 @@ class Permission(str, enum.Enum):
         return frozenset(out)
 
 
-#: Every permission but ``cross_org`` (the tenant boundary is crossed only by name).
-ALL_PERMISSIONS = frozenset(p for p in Permission if p is not Permission.CROSS_ORG)
+#: Every permission but ``cross_org`` and ``delete`` (the tenant boundary is crossed, and
+#: anything deleted, only by a permission granted by name).
+ALL_PERMISSIONS = frozenset(p for p in Permission
+                            if p not in (Permission.CROSS_ORG, Permission.DELETE))
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,19 @@ class AuditEvents:
             alert=m.Alert.CROSS_ORG_ACCESS, reporter=self.local, subject=peer.user_id,
             at=self._clock(), reason=detail, performer=peer, outcome=m.Outcome.SUCCESS))
 
+    def deleted(self, performer: m.Peer, *, patient_id: str, patient_name: str | None,
+                study_uid: str | None, sop_classes: Mapping[str, int] | None, success: bool,
+                description: str, kept: bool = False, action: str = "D") -> None:
+        """A study, series or instance deleted (DICOM Instances Accessed, action Delete,
+        PS3.15 A.5.3.2; `kept`: into the trash, life cycle Logical Deletion), a deletion
+        that failed or named nothing (outcome 4), or (action ``C``) restored from the trash."""
+        study = m.Study.of(study_uid, sop_classes) if study_uid else None
+        self._emit(lambda: m.instances_accessed(
+            action=action, outcome=0 if success else 4, user=performer, archive=self.local,
+            patient_id=patient_id or "unknown", patient_name=patient_name or None,
+            study_uids=[study] if study else [], at=self._clock(), description=description,
+            life_cycle=14 if kept else None))
+
     def queried(self, identity: Identity | None, *, ae_title: str, address: str,
                 sop_class_uid: str, identifier: bytes, success: bool) -> None:
         peer = self.peer(identity, ae_title=ae_title, address=address)

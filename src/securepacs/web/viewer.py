@@ -28,8 +28,10 @@ import forms do not exist, the home page is a study list with a Patient ID / nam
 each study has a page of its series; instead of the token, every request must carry the
 identity admitted by the HTTPS listener (:mod:`securepacs.web.archive`, client certificate
 checked by the DICOM gatekeeper) and that identity needs the FIND and GET permissions
-(viewing is querying and retrieving, PS3.4 C.4). It has no state-changing request; any
-request other than GET/HEAD must pass the same origin check, and the same headers are sent.
+(viewing is querying and retrieving, PS3.4 C.4). Its one state-changing request is the
+deletion of a study (docs/deletion.md), offered to an identity with ``delete``: a
+confirmation page naming patient and study, then a POST with the CSRF token; any request
+other than GET/HEAD must pass the same origin check, and the same headers are sent.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -51,10 +54,12 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from securepacs.errors import MediaError, PacsError, WrongKeyError
+from securepacs.errors import MediaError, NotPermitted, PacsError, WrongKeyError
+from securepacs.model.deletion import DeletionTarget
 from securepacs.model.identity import Identity, Permission
 from securepacs.model.tenancy import Visibility
 from securepacs.services import archive_view, media_import, media_view, rendering
+from securepacs.services.deletion import DeletionService, NothingToDelete
 from securepacs.services.media import keyring_from
 from securepacs.services.scuport import StoreConnector
 from securepacs.services.tenancy import Tenancy
@@ -110,6 +115,7 @@ class ViewerConfig:
     archive: archive_view.ArchiveCatalog | None = None
     on_view: Callable[[Identity | None, str, media_view.StudyEntry], None] | None = None
     visibility: Callable[[Identity | None], Visibility] | None = None
+    deletion: DeletionService | None = None
 
     @property
     def prefix(self) -> str:
@@ -129,10 +135,12 @@ class ViewerConfig:
     @classmethod
     def for_archive(cls, catalog: archive_view.ArchiveCatalog, on_view: Callable[
             [Identity | None, str, media_view.StudyEntry], None] | None = None,
-            visibility: Callable[[Identity | None], Visibility] | None = None) -> ViewerConfig:
-        """The viewer of an archive (served by :mod:`securepacs.web.archive`)."""
+            visibility: Callable[[Identity | None], Visibility] | None = None,
+            deletion: DeletionService | None = None) -> ViewerConfig:
+        """The viewer of an archive (served by :mod:`securepacs.web.archive`); with
+        `deletion`, a study page offers its deletion to a caller with ``delete``."""
         return cls(Path(catalog.name), archive=catalog, on_view=on_view,
-                   visibility=visibility)
+                   visibility=visibility, deletion=deletion)
 
 
 @dataclass
@@ -299,7 +307,42 @@ def create_app(config: ViewerConfig) -> Starlette:
             study = archive(request).study(request.path_params["uid"])
         except KeyError:
             return page(pages.message("No such study in the archive."), status_code=404)
-        return page(pages.study(config.archive.name, study))
+        identity = request.scope.get(IDENTITY_KEY)
+        can_delete = (config.deletion is not None and isinstance(identity, Identity)
+                      and identity.allows(Permission.DELETE)
+                      and config.deletion.may_delete(identity, study.uid))
+        return page(pages.study(config.archive.name, study, can_delete=can_delete))
+
+    async def delete_study(request: Request) -> Response:
+        """Archive mode: GET the confirmation naming patient and study, POST to delete
+        (origin checked by the guard, CSRF token in the form)."""
+        assert config.deletion is not None
+        identity = request.scope.get(IDENTITY_KEY)
+        assert isinstance(identity, Identity)
+        address = request.client.host if request.client else ""
+        try:
+            target = DeletionTarget.study(request.path_params["uid"])
+            if request.method != "POST":
+                found = await run_in_threadpool(config.deletion.lookup, identity, target,
+                                                address=address)
+                return page(pages.confirm_delete(found.study_uid, found.patient_name,
+                                                 found.patient_id, found.instances,
+                                                 config.csrf))
+            form = await request.form()
+            if not csrf_ok({"csrf": str(form.get("csrf", "") or "")}):
+                return page(pages.message("The form has expired: open the study again."),
+                            status_code=403)
+            done = await run_in_threadpool(config.deletion.delete, identity, target,
+                                           address=address,
+                                           reason=str(form.get("reason", "") or ""))
+        except NotPermitted as exc:
+            return page(pages.message(str(exc)), status_code=403)
+        except (NothingToDelete, ValueError):
+            return page(pages.message("No such study in the archive."), status_code=404)
+        except PacsError as exc:
+            return page(pages.message(f"Not deleted: {exc}"), status_code=503)
+        return page(pages.deleted(done.study_uid, done.patient_name, done.patient_id,
+                                  done.instances))
 
     async def unlock(request: Request) -> Response:
         form = await request.form()
@@ -480,6 +523,8 @@ def create_app(config: ViewerConfig) -> Starlette:
     ]
     if config.archive is not None:
         routes.append(Route("/study/{uid}", study_page))
+        if config.deletion is not None:
+            routes.append(Route("/study/{uid}/delete", delete_study, methods=["GET", "POST"]))
         guard = Middleware(_IdentityGuard)
     else:
         routes += [

@@ -17,7 +17,8 @@ from securepacs.services.media_import import ImportSummary
 from securepacs.services.media_view import Catalog, SeriesEntry, StudyEntry
 
 __all__ = ["archive_studies", "forbidden", "import_form", "import_status", "message",
-           "not_permitted", "studies", "study", "unlock", "viewer", "with_base"]
+           "not_permitted", "studies", "study", "unlock", "viewer", "with_base",
+           "confirm_delete", "deleted"]
 
 
 def _e(value: object) -> str:
@@ -163,10 +164,37 @@ def archive_studies(name: str, listing: StudyList, search: str = "") -> str:
 <th>Description</th><th>Accession</th><th>Images</th></tr></thead><tbody>{rows}</tbody></table>""")
 
 
-def study(name: str, entry: StudyEntry) -> str:
-    """One archived study: its series with a thumbnail each."""
+def study(name: str, entry: StudyEntry, *, can_delete: bool = False) -> str:
+    """One archived study: its series with a thumbnail each (and, for a caller who may
+    delete it, a link to the deletion's confirmation page)."""
+    delete = (f'<p><a class="delete-study" id="delete-study" href="study/'
+              f'{quote(entry.uid, safe="")}/delete">Delete this study&hellip;</a></p>'
+              if can_delete else "")
     return _page(f"{_name(entry.patient_name)} {_date(entry.date)}",
-                 f'<p><a href="./">&larr; {_e(name)}</a></p>{_study_section(entry)}')
+                 f'<p><a href="./">&larr; {_e(name)}</a></p>{_study_section(entry)}{delete}')
+
+
+def confirm_delete(study_uid: str, patient_name: str, patient_id: str, instances: int,
+                   csrf: str) -> str:
+    """The confirmation of a study's deletion, naming its patient and study."""
+    uid = quote(study_uid, safe="")
+    return _page("Delete a study", f"""<h1>Delete this study?</h1>
+<p id="delete-what">Patient <strong class="patient-name">{_e(_name(patient_name) or "(no name)")}
+</strong> (ID <span class="patient-id">{_e(patient_id or "-")}</span>), study
+<code class="study-uid">{_e(study_uid)}</code>: {instances} image(s).</p>
+<p class="error">Deleting cannot be undone: the images leave the archive now.</p>
+<form method="post" action="study/{uid}/delete" id="delete-form">{_csrf(csrf)}
+<label>Reason (kept in the audit trail) <input type="text" name="reason" id="reason"
+ maxlength="200" size="50"></label>
+<button type="submit" id="confirm-delete">Delete the study</button>
+<a href="study/{uid}">Cancel</a></form>""")
+
+
+def deleted(study_uid: str, patient_name: str, patient_id: str, instances: int) -> str:
+    """What a deletion removed."""
+    return _page("Study deleted", f"""<p id="deleted">Deleted study <code>{_e(study_uid)}</code>
+of patient {_e(_name(patient_name) or "(no name)")} (ID {_e(patient_id or "-")}):
+{instances} image(s).</p><p><a href="./">Back to the archive</a></p>""")
 
 
 def viewer(study: StudyEntry, series: SeriesEntry) -> str:

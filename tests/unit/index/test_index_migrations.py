@@ -32,7 +32,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 #: it is compared here.
 REVISED = {"patient", "study", "series", "instance", "schema_version", "trust_group",
            "trust_certificate", "trust_token", "trust_state", "audit_event", "audit_head",
-           "trust_import_token", "trust_share"}
+           "trust_import_token", "trust_share", "blob_pending_delete",
+           "blob_trash"}
 
 
 def differences(url: str) -> list[object]:

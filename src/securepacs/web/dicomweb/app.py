@@ -13,10 +13,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
+from securepacs.services.deletion import DeletionService
 from securepacs.services.dicomweb_qido import QidoService
 from securepacs.services.dicomweb_stow import StowService
 from securepacs.services.dicomweb_wado import WadoService
-from securepacs.web.dicomweb import qido, stow, wado
+from securepacs.web.dicomweb import delete, qido, stow, wado
 from securepacs.web.dicomweb.responses import error
 from securepacs.web.dicomweb.shared import Edge
 
@@ -24,10 +25,14 @@ __all__ = ["create_app"]
 
 
 def create_app(qido_service: QidoService, wado_service: WadoService,
-               stow_service: StowService, edge: Edge) -> Starlette:
-    """The DICOMweb app (routes under ``edge.base_path``)."""
+               stow_service: StowService, edge: Edge,
+               deletion: DeletionService | None = None) -> Starlette:
+    """The DICOMweb app (routes under ``edge.base_path``); with `deletion`, the DELETE
+    routes of :mod:`~securepacs.web.dicomweb.delete` too."""
     routes = [*stow.routes(stow_service, edge), *qido.routes(qido_service, edge),
               *wado.routes(wado_service, edge)]
+    if deletion is not None:
+        routes += delete.routes(deletion, edge)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error(404, "no such DICOMweb resource")

@@ -25,6 +25,7 @@ from securepacs.errors import (
     QueryError,
     StorageError,
 )
+from securepacs.services.deletion import NothingToDelete
 from securepacs.services.dicomweb_wado import NoSuchResource, NotConvertible
 from securepacs.web.dicomweb.multipart import closing, new_boundary, part_head
 
@@ -66,6 +67,7 @@ _STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (NotPermitted, 403),
     (AccessRefused, 401),
     (NoSuchResource, 404),
+    (NothingToDelete, 404),
     (NotConvertible, 406),
     (QueryError, 400),
     (AuditError, 503),
