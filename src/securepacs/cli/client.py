@@ -210,7 +210,7 @@ def send(
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
     """Send DICOM files (C-STORE): progress, retries, a summary; exit 1 if any file failed."""
-    from securepacs.services.coerce import Coercion
+    # pydicom only for --set, --deidentify or --resume (securepacs.services.send)
     from securepacs.services.discovery import discover
     from securepacs.services.send import SendOptions
     from securepacs.services.send import send as send_all
@@ -221,8 +221,13 @@ def send(
         deid = deidentifier(deidentify, option, include_burned_in, mapping_key)
         if deid is not None and (set_ or resume):
             raise typer.BadParameter("--deidentify does not go with --set or --resume")
+        coercion = None
+        if set_:
+            from securepacs.services.coerce import Coercion
+
+            coercion = Coercion.parse(set_)
         options = SendOptions(parallel=parallel, retries=retries, resume=resume,
-                              coercion=Coercion.parse(set_) if set_ else None, deidentify=deid)
+                              coercion=coercion, deidentify=deid)
         found = discover(paths)
         if not found.instances:
             for label, reason in found.skipped[:5]:
