@@ -13,7 +13,6 @@ permission, 130 interrupted.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -283,6 +282,8 @@ def find(
         query = identifier.query(level, keys or [])
         matches = list(identifier.results(ep, level, query))
     if as_json:
+        import json
+
         typer.echo(json.dumps([m.to_json_dict() for m in matches], indent=2))
         return
     names = identifier.columns(query)
