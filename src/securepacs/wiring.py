@@ -16,7 +16,6 @@ from securepacs.errors import ConfigError, PacsError
 # Each function imports what it wires, so that a command pays only for its own part of
 # the system at start-up (``securepacs send`` needs neither SQLAlchemy nor the web server).
 if TYPE_CHECKING:
-    from securepacs.settings import Settings
     from securepacs.audit.trail import AuditTrail
     from securepacs.dimse.client import DicomClient
     from securepacs.dimse.server import DicomServer
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from securepacs.services.ingest import SweepReport
     from securepacs.services.ports import BlobPort
     from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
+    from securepacs.settings import Settings
     from securepacs.web.archive import ArchiveViewerServer
     from securepacs.web.dicomweb.listener import DicomwebServer
     from securepacs.web.enrolment import EnrolmentServer
