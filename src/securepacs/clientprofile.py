@@ -19,13 +19,12 @@ Example::
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from securepacs import DICOM_TLS_PORT
 from securepacs.errors import ConfigError
-from securepacs.settings import DICOM_TLS_PORT
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,8 @@ def load_profile(path: Path | None = None) -> ClientProfile:
         if path is not None:
             raise ConfigError(f"client profile not found: {target}")
         return ClientProfile()
+    import tomllib  # here: a command given every flag reads no profile (start-up time)
+
     try:
         data = tomllib.loads(target.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:

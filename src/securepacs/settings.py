@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from securepacs import DICOM_TLS_PORT
 from securepacs.errors import ConfigError
 
-DICOM_TLS_PORT = 2762  # PS3.15 B.1: the well-known port for DICOM over TLS
 ENV_PREFIX = "SECUREPACS_"
 
 

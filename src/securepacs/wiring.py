@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from securepacs.errors import ConfigError, PacsError
-from securepacs.settings import Settings
 
 # Each function imports what it wires, so that a command pays only for its own part of
 # the system at start-up (``securepacs send`` needs neither SQLAlchemy nor the web server).
@@ -28,11 +26,24 @@ if TYPE_CHECKING:
     from securepacs.services.ingest import SweepReport
     from securepacs.services.ports import BlobPort
     from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
+    from securepacs.settings import Settings
     from securepacs.web.archive import ArchiveViewerServer
     from securepacs.web.dicomweb.listener import DicomwebServer
     from securepacs.web.enrolment import EnrolmentServer
 
-log = logging.getLogger(__name__)
+
+
+class _Log:
+    """This module's logger, with :mod:`logging` imported on first use: the client commands
+    (``securepacs send``) wire their part through here and never log."""
+
+    def __getattr__(self, name: str) -> Any:
+        import logging
+
+        return getattr(logging.getLogger(__name__), name)
+
+
+log = _Log()
 P = ParamSpec("P")
 T = TypeVar("T")
 

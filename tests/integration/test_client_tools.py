@@ -191,6 +191,33 @@ def test_echo_imports_no_heavy_module(archive, pki) -> None:  # noqa: ANN001
     assert done.stdout.splitlines()[-1] == "[]"
 
 
+def test_send_imports_no_heavy_module(archive, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """Issue 19 item 4: a whole send over TLS (several SOP classes and transfer syntaxes,
+    a zip) stores every file without pydicom, numpy or pynetdicom in the client: its File
+    Meta reader and the association are its own, the data sets go out as they are."""
+    srv, _ = archive
+    mixed_folder(tmp_path / "mixed", "LIGHT1")
+    args = ["send", str(tmp_path / "mixed"), *conn(srv.port, pki.client.key, pki.client.cert,
+                                                    pki.ca_cert)]
+    code = (
+        "import sys\n"
+        f"sys.argv = ['securepacs', *{args!r}]\n"
+        "from securepacs.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "heavy = ['pydicom', 'numpy', 'pynetdicom', 'pydantic', 'sqlalchemy', 'rich',\n"
+        "         'asn1crypto', 'securepacs.services.part10', 'securepacs.services.coerce']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert counts(done.stdout) == {"sent": 11, "present": 0, "failed": 0, "not_sent": 0}
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_send_mixed_folder_find_json_and_duplicates(archive, pki, tmp_path: Path) -> None:  # noqa: ANN001
     srv, _ = archive
     files = mixed_folder(tmp_path / "mixed", "MIX1")

@@ -13,7 +13,6 @@ permission, 130 interrupted.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -243,7 +242,7 @@ def send(
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
     """Send DICOM files (C-STORE): progress, retries, a summary; exit 1 if any file failed."""
-    from securepacs.services.coerce import Coercion
+    # pydicom only for --set, --deidentify or --resume (securepacs.services.send)
     from securepacs.services.discovery import discover
     from securepacs.services.send import SendOptions
     from securepacs.services.send import send as send_all
@@ -255,8 +254,13 @@ def send(
                             clean_allowlist)
         if deid is not None and (set_ or resume):
             raise typer.BadParameter("--deidentify does not go with --set or --resume")
+        coercion = None
+        if set_:
+            from securepacs.services.coerce import Coercion
+
+            coercion = Coercion.parse(set_)
         options = SendOptions(parallel=parallel, retries=retries, resume=resume,
-                              coercion=Coercion.parse(set_) if set_ else None, deidentify=deid)
+                              coercion=coercion, deidentify=deid)
         found = discover(paths)
         if not found.instances:
             for label, reason in found.skipped[:5]:
@@ -315,6 +319,8 @@ def find(
         query = identifier.query(level, keys or [])
         matches = list(identifier.results(ep, level, query))
     if as_json:
+        import json
+
         typer.echo(json.dumps([m.to_json_dict() for m in matches], indent=2))
         return
     names = identifier.columns(query)

@@ -71,14 +71,14 @@ def deidentifier(enabled: bool, options: list[str] | None, include_burned_in: bo
         An option without ``--deidentify``, an unknown option name, a key file that cannot
         be read or is too short.
     """
-    from securepacs.services.deidentify import MIN_KEY_BYTES, Deidentifier, Option
-
     if not enabled:
         if options or include_burned_in or mapping_key is not None \
                 or clean_allowlist is not None:
             raise typer.BadParameter("--option, --include-burned-in, --mapping-key and "
                                      "--clean-allowlist go with --deidentify")
         return None
+    from securepacs.services.deidentify import MIN_KEY_BYTES, Deidentifier, Option
+
     try:
         chosen = frozenset(Option.from_cli(o) for o in options or [])
     except ValueError as exc:

@@ -22,7 +22,6 @@ import os
 import select
 import socket
 import struct
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -493,6 +492,8 @@ def _drop(fh: BinaryIO | None, path: Path | None) -> None:
 def _spill_file(prefix: bytes, folder: Path | None, data: bytearray) -> tuple[BinaryIO, Path]:
     """A private temp file (0600) in `folder` holding `prefix` + `data` so far; named
     ``rx….PID.tmp`` so that a blob store's start-up sweep knows whose it is."""
+    import tempfile  # here: a client (the requestor) never spills, and starts without it
+
     fd, name = tempfile.mkstemp(prefix="rx", suffix=f".{os.getpid()}.tmp", dir=folder)
     fh = os.fdopen(fd, "wb")
     try:

@@ -23,14 +23,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from io import BytesIO
-
-from pydicom.uid import UID
+from typing import TYPE_CHECKING
 
 from securepacs.errors import InvalidInstanceError, QueryError
-from securepacs.services.coerce import Coercion, coerce_file
-from securepacs.services.deidentify import Deidentifier, burned_in_part10, deidentify_for_store
 from securepacs.services.discovery import Discovery, Instance, Sources
-from securepacs.services.identifier import existing
 from securepacs.services.scuport import (
     STATUS_NOT_AUTHORIZED,
     ConnectionFailed,
@@ -41,6 +37,14 @@ from securepacs.services.scuport import (
     StoreRequest,
     StoreSession,
 )
+
+# A plain send reads only the File Meta Information and sends the bytes as they are: it
+# needs no pydicom (and numpy, its pixel decoders), about half a second of start-up of
+# ``securepacs send``. Coercion, de-identification, resume and the names of refused
+# syntaxes import it when they run.
+if TYPE_CHECKING:
+    from securepacs.services.coerce import Coercion
+    from securepacs.services.deidentify import Deidentifier
 
 MAX_CONTEXTS = 128
 
@@ -217,11 +221,15 @@ class _Run:
             return StoreRequest(instance.sop_class_uid, instance.sop_instance_uid,
                                 instance.transfer_syntax_uid, instance.length,
                                 lambda: self.sources.open_dataset(instance))
+        from securepacs.services.coerce import coerce_file
+
         data, _ = coerce_file(self.sources.read_file(instance), coercion, at=datetime.now(UTC))
         return StoreRequest(instance.sop_class_uid, instance.sop_instance_uid,
                             instance.transfer_syntax_uid, len(data), lambda: BytesIO(data))
 
     def _deidentified(self, instance: Instance, deid: Deidentifier) -> StoreRequest:
+        from securepacs.services.deidentify import deidentify_for_store
+
         try:
             made = deidentify_for_store(deid, self.sources.read_file(instance))
         except ValueError as exc:
@@ -312,11 +320,15 @@ def _described(status: DimseStatus) -> str:
 
 
 def _kind(instance: Instance) -> str:
+    from pydicom.uid import UID
+
     return f"{UID(instance.sop_class_uid).name} in {UID(instance.transfer_syntax_uid).name}"
 
 
 def _skip_present(found: list[Instance], finder: Finder, summary: SendSummary,
                   notice: Callable[[str], None]) -> list[Instance]:
+    from securepacs.services.identifier import existing
+
     try:
         present = existing(finder, (i.sop_instance_uid for i in found))
     except (PermissionRefused, QueryError) as exc:
@@ -328,6 +340,8 @@ def _skip_present(found: list[Instance], finder: Finder, summary: SendSummary,
 
 def _without_burned_in(todo: list[Instance], summary: SendSummary) -> list[Instance]:
     """`todo` less the instances flagged for burned-in annotation (moved to ``skipped``)."""
+    from securepacs.services.deidentify import burned_in_part10
+
     sources = Sources()
     kept = []
     try:

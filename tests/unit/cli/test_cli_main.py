@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import types
@@ -53,6 +54,44 @@ def test_send_imports_only_what_it_needs(tmp_path: object) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]", "_Deferred"]
+
+
+def test_send_of_files_imports_no_pydicom(tmp_path: Path) -> None:
+    """Issue 19 item 4: ``send`` reads the File Meta Information with its own reader and
+    sends the bytes as they are, so a whole send (discovery of files and a zip, planning, the
+    association attempt, the summary) runs without pydicom, numpy or pynetdicom: half a
+    second of start-up. ``--set``, ``--deidentify`` and ``--resume`` may import them."""
+    import zipfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from factories import ImplicitVRLittleEndian, write_study
+
+    files = write_study(tmp_path / "a", 2) + write_study(
+        tmp_path / "b", 1, transfer_syntax=ImplicitVRLittleEndian)
+    with zipfile.ZipFile(tmp_path / "a" / "more.zip", "w") as archive:
+        archive.write(files[-1], "disc/img.dcm")
+    with socket.socket() as probe:  # a port with nothing listening: the send stops there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "import sys\n"
+        f"sys.argv = ['securepacs', 'send', {str(tmp_path)!r}, '--no-tls', '--server', "
+        f"'127.0.0.1:{port}', '--retries', '0']\n"
+        "from securepacs.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 3, exc.code\n"
+        "heavy = ['pydicom', 'numpy', 'pynetdicom', 'securepacs.services.part10',\n"
+        "         'securepacs.services.coerce', 'securepacs.services.deidentify',\n"
+        "         'securepacs.services.identifier', 'securepacs.services.tagvalue']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "found 4 instance(s); skipped 0 non-DICOM file(s)" in done.stdout, done.stdout
+    assert "not sent 4" in done.stdout and "cannot reach" in done.stderr, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 def test_deferred_module_loads_on_first_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
