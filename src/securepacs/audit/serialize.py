@@ -82,8 +82,11 @@ def _object(root: ET.Element, o: ParticipantObject) -> None:
         desc = ET.SubElement(el, "ParticipantObjectDescription")
         for number in o.accession_numbers:
             ET.SubElement(desc, "Accession", {"Number": number})
+        listed = dict(o.instances)
         for uid, count in o.sop_classes:
-            ET.SubElement(desc, "SOPClass", {"UID": uid, "NumberOfInstances": str(count)})
+            sop_class = ET.SubElement(desc, "SOPClass", {"UID": uid, "NumberOfInstances": str(count)})
+            for instance in listed.get(uid, ()):
+                ET.SubElement(sop_class, "Instance", {"UID": instance})
         if o.encrypted is not None:
             ET.SubElement(desc, "Encrypted").text = "true" if o.encrypted else "false"
 
@@ -159,6 +162,8 @@ def to_dict(record: AuditRecord) -> dict[str, Any]:
             "details": [[k, _b64(v)] for k, v in o.details],
             "sop_classes": [[u, n] for u, n in o.sop_classes],
             "accession_numbers": list(o.accession_numbers), "encrypted": o.encrypted,
+            # only when listed, so that the canonical bytes of older records stay the same
+            **({"instances": [[u, list(i)] for u, i in o.instances]} if o.instances else {}),
         } for o in record.objects],
     }
 
@@ -198,6 +203,7 @@ def from_dict(data: dict[str, Any]) -> AuditRecord:
                 sop_classes=tuple((u, int(n)) for u, n in o.get("sop_classes", ())),
                 accession_numbers=tuple(o.get("accession_numbers", ())),
                 encrypted=o.get("encrypted"),
+                instances=tuple((u, tuple(i)) for u, i in o.get("instances", ())),
             ) for o in data["objects"]),
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -53,7 +53,7 @@ from securepacs.dimse.negotiation import (
     read_request,
 )
 from securepacs.model.identity import Identity
-from securepacs.services.audit_events import AuditEvents
+from securepacs.services.audit_events import AuditEvents, StoredInstances
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,21 @@ class AcceptedAssociation:
         self._next_id = 0
         self._killed = False
         self._identifier = Intake(limit=settings.max_identifier)
+        self._stores: StoredInstances | None = None
+
+    @property
+    def stores(self) -> StoredInstances:
+        """This association's successful C-STOREs, audited together when it ends
+        (:class:`~securepacs.services.audit_events.StoredInstances`)."""
+        if self._stores is None:
+            self._stores = self.audit.stored_instances(self.identity, ae_title=self.calling_ae,
+                                                       address=self.address)
+        return self._stores
+
+    def end_audit(self) -> None:
+        """The association is over, however it ended: audit the stores it holds."""
+        if self._stores is not None:
+            self._stores.close()
 
     def admit(self, command: cmd.Command, context_id: int) -> Intake:
         """How to receive the data set of `command` (its command set is complete): a
@@ -225,6 +240,7 @@ def serve_connection(sock: socket.socket, *, identity: Identity | None,
             _run(assoc, dispatch, spill(assoc))
         finally:
             registry.remove(assoc)
+            assoc.end_audit()
     except (PeerClosed, PeerAborted, PeerReleased):
         pass
     except TimeoutError:
