@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 from securepacs.audit import messages as m
@@ -273,10 +274,10 @@ class StoredInstances:
             held, self._held, self._count = self._held, {}, 0
         events, peer = self._events, self._peer
         for (patient_id, study_uid), classes in held.items():
-            study = m.Study.listing(study_uid, classes)
-            events._emit(lambda p=patient_id, s=study: m.instances_transferred(
-                action="C", outcome=0, source=peer, destination=events.local,
-                patient_id=p or "unknown", study_uids=[s], at=events._clock(), requestor=peer))
+            events._emit(partial(m.instances_transferred, action="C", outcome=0, source=peer,
+                                 destination=events.local, patient_id=patient_id or "unknown",
+                                 study_uids=[m.Study.listing(study_uid, classes)],
+                                 at=events._clock(), requestor=peer))
         return len(held)
 
     def close(self) -> None:
