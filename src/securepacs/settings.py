@@ -54,7 +54,7 @@ class Settings:
     max_pdu: int = 131072
     accept_compressed: str = "as-proposed"  # or "prefer", "uncompressed"
     accept_unknown_storage: bool = True  # private/unknown storage SOP classes, stored as received
-    workers: int = 0  # processes accepting DICOM associations on the same port(s); 0: auto
+    workers: int = 1  # processes accepting DICOM associations on the same port(s); 0: one per core
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
@@ -136,9 +136,9 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        """How many processes serve DICOM: ``workers``, or when it is 0 (the default) one
-        per core the process may use if the index lets several processes write at once
-        (PostgreSQL, or SQLite, which the index always opens in WAL mode), else 1."""
+        """How many processes serve DICOM: ``workers``, or when it is 0 one per core the
+        process may use if the index lets several processes write at once (PostgreSQL, or
+        SQLite, which the index always opens in WAL mode), else 1."""
         if self.workers:
             return self.workers
         url = self.index_url

@@ -146,7 +146,6 @@ def make_server(tmp: Path, pki, **config: object) -> Server:  # noqa: ANN001
         "tls_ca": str(pki.ca_cert),
         "orphan_grace_seconds": 0,
         "handshake_timeout": 5,
-        "workers": 1,  # one process unless a test asks for more (the default is one per core)
     }
     values.update(config)
     cfg = write_config(tmp / "securepacs.toml", **values)

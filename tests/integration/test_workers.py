@@ -106,8 +106,8 @@ def test_two_workers_share_the_port(tmp_path: Path, pki) -> None:  # noqa: ANN00
     assert not any(Path(f"/proc/{pid}").exists() for pid in replacement)
 
 
-def test_the_default_is_one_process_per_core(tmp_path: Path, pki) -> None:  # noqa: ANN001
-    """`workers = 0` (the default; issue 19): one serving process per core on SQLite."""
+def test_workers_0_is_one_process_per_core(tmp_path: Path, pki) -> None:  # noqa: ANN001
+    """`workers = 0` (issue 19): one serving process per core on SQLite."""
     cores = len(os.sched_getaffinity(0))
     if cores < 2:
         pytest.skip("one core: no worker process to start")
