@@ -54,7 +54,7 @@ class Settings:
     max_pdu: int = 131072
     accept_compressed: str = "as-proposed"  # or "prefer", "uncompressed"
     accept_unknown_storage: bool = True  # private/unknown storage SOP classes, stored as received
-    workers: int = 1  # processes accepting DICOM associations on the same port(s)
+    workers: int = 1  # processes accepting DICOM associations on the same port(s); 0: one per core
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
@@ -134,6 +134,26 @@ class Settings:
     @property
     def index_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'index.sqlite'}"
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes serve DICOM: ``workers``, or when it is 0 one per core the
+        process may use if the index lets several processes write at once (PostgreSQL, or
+        SQLite, which the index always opens in WAL mode), else 1."""
+        if self.workers:
+            return self.workers
+        url = self.index_url
+        backend = url.split(":", 1)[0].split("+", 1)[0].lower()
+        if backend == "sqlite" and (":memory:" in url or url.rstrip("/") in ("sqlite:",
+                                                                                "sqlite+pysqlite:")):
+            return 1  # a private database per process
+        if backend not in ("sqlite", "postgresql"):
+            return 1
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, 64))
 
     @property
     def blob_root(self) -> Path:
@@ -227,8 +247,8 @@ def load(
 def _validate(s: Settings) -> None:
     if not 0 < s.port < 65536:
         raise ConfigError(f"port {s.port} is out of range")
-    if not 1 <= s.workers <= 64:
-        raise ConfigError(f"workers must be 1 to 64, not {s.workers}")
+    if not 0 <= s.workers <= 64:
+        raise ConfigError(f"workers must be 0 (one per core) to 64, not {s.workers}")
     if s.plain_port is not None and s.plain_port == s.port:
         raise ConfigError("plain_port must differ from the TLS port (PS3.15 B.1)")
     if not 0 < len(s.ae_title.strip()) <= 16:

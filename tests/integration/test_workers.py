@@ -104,3 +104,23 @@ def test_two_workers_share_the_port(tmp_path: Path, pki) -> None:  # noqa: ANN00
         server.stop()
     time.sleep(0.5)
     assert not any(Path(f"/proc/{pid}").exists() for pid in replacement)
+
+
+def test_workers_0_is_one_process_per_core(tmp_path: Path, pki) -> None:  # noqa: ANN001
+    """`workers = 0` (issue 19): one serving process per core on SQLite."""
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("one core: no worker process to start")
+    server = make_server(tmp_path, pki, workers=0, viewer_port=0).start()
+    try:
+        server.wait_for_log(rf"{cores - 1} worker process\(es\) started")
+        assert server.proc is not None
+        workers = children(server.proc.pid)
+        assert len(workers) == cores - 1
+        for pid in workers:
+            server.wait_for_log(rf"worker {pid} serving", timeout=30)
+        echo = dcmtk("echoscu", *tls_args(pki.client.key, pki.client.cert, pki.ca_cert),
+                     "-aec", "SECUREPACS", HOST, str(server.port))
+        assert echo.returncode == 0, echo.stderr
+    finally:
+        server.stop()

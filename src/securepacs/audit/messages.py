@@ -94,17 +94,27 @@ class Peer:
 
 @dataclass(frozen=True)
 class Study:
-    """A study named in a message: its UID and, optionally, SOP classes with instance counts."""
+    """A study named in a message: its UID and, optionally, SOP classes with instance
+    counts, and the SOP Instance UIDs of each class (``SOPClass/Instance``)."""
 
     uid: str
     sop_classes: tuple[tuple[str, int], ...] = ()
     accession_numbers: tuple[str, ...] = ()
+    instances: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @classmethod
     def of(cls, uid: str, sop_classes: Mapping[str, int] | None = None,
            accession_number: str | None = None) -> Study:
         return cls(uid, tuple(sorted((sop_classes or {}).items())),
                    (accession_number,) if accession_number else ())
+
+    @classmethod
+    def listing(cls, uid: str, instances: Mapping[str, Sequence[str]]) -> Study:
+        """A study with every instance named: SOP Class UID -> its SOP Instance UIDs
+        (the count of each class is the length of its list)."""
+        classes = sorted(instances)
+        return cls(uid, tuple((c, len(instances[c])) for c in classes),
+                   instances=tuple((c, tuple(instances[c])) for c in classes))
 
 
 @dataclass(frozen=True)
@@ -231,7 +241,7 @@ def _study(study: Study, *, encrypted: bool | None = None, life_cycle: int | Non
     return ParticipantObject(study.uid, ObjectIdType.STUDY_INSTANCE_UID, type_code=2, type_role=3,
                              life_cycle=life_cycle, name=study.uid, sop_classes=study.sop_classes,
                              accession_numbers=study.accession_numbers, encrypted=encrypted,
-                             anonymized=anonymized)
+                             anonymized=anonymized, instances=study.instances)
 
 
 def _patient_and_studies(patient_id: str | None, patient_name: str | None,

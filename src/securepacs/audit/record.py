@@ -176,6 +176,9 @@ class ParticipantObject:
         ParticipantObjectDetail type/value pairs.
     sop_classes : tuple of (str, int)
         SOP Class UID and number of instances (ParticipantObjectDescription/SOPClass).
+    instances : tuple of (str, tuple of str)
+        SOP Class UID and the SOP Instance UIDs of that class (``SOPClass/Instance``), for
+        a message that lists every instance it reports (PS3.15 A.5.3.5).
     accession_numbers : tuple of str
     encrypted : bool or None
         ParticipantObjectDescription/Encrypted (media).
@@ -196,6 +199,7 @@ class ParticipantObject:
     accession_numbers: tuple[str, ...] = ()
     encrypted: bool | None = None
     anonymized: bool | None = None
+    instances: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,11 @@ def _object(root: ET.Element, o: ParticipantObject) -> None:
         desc = ET.SubElement(el, "ParticipantObjectDescription")
         for number in o.accession_numbers:
             ET.SubElement(desc, "Accession", {"Number": number})
+        listed = dict(o.instances)
         for uid, count in o.sop_classes:
-            ET.SubElement(desc, "SOPClass", {"UID": uid, "NumberOfInstances": str(count)})
+            sop_class = ET.SubElement(desc, "SOPClass", {"UID": uid, "NumberOfInstances": str(count)})
+            for instance in listed.get(uid, ()):
+                ET.SubElement(sop_class, "Instance", {"UID": instance})
         if o.encrypted is not None:
             ET.SubElement(desc, "Encrypted").text = "true" if o.encrypted else "false"
         if o.anonymized is not None:
@@ -164,6 +167,8 @@ def to_dict(record: AuditRecord) -> dict[str, Any]:
             "accession_numbers": list(o.accession_numbers), "encrypted": o.encrypted,
             # only when set: the canonical bytes (and hashes) of older records stay the same
             **({"anonymized": o.anonymized} if o.anonymized is not None else {}),
+            # only when listed, so that the canonical bytes of older records stay the same
+            **({"instances": [[u, list(i)] for u, i in o.instances]} if o.instances else {}),
         } for o in record.objects],
     }
 
@@ -203,6 +208,7 @@ def from_dict(data: dict[str, Any]) -> AuditRecord:
                 sop_classes=tuple((u, int(n)) for u, n in o.get("sop_classes", ())),
                 accession_numbers=tuple(o.get("accession_numbers", ())),
                 encrypted=o.get("encrypted"), anonymized=o.get("anonymized"),
+                instances=tuple((u, tuple(i)) for u, i in o.get("instances", ())),
             ) for o in data["objects"]),
         )
     except (KeyError, TypeError, ValueError) as exc:

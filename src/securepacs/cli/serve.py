@@ -114,8 +114,8 @@ def serve(
     if archive.dicomweb is not None:
         archive.dicomweb.start()
     pool = None
-    if s.workers > 1:
-        pool = workers.Workers(s.workers - 1, archive.server.share())
+    if s.worker_count > 1:
+        pool = workers.Workers(s.worker_count - 1, archive.server.share())
         pool.start()
 
         def _reload_all(signum: int, frame: object) -> None:

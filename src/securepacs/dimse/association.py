@@ -45,15 +45,14 @@ from securepacs.dimse.guard import REQUIRED, check_calling_ae, refusal
 from securepacs.dimse.negotiation import (
     LOCAL_LIMIT_EXCEEDED,
     AcceptedContext,
+    Negotiated,
     Rejection,
-    accept,
     check_called_ae,
     check_context_name,
     printable,
-    read_request,
 )
 from securepacs.model.identity import Identity
-from securepacs.services.audit_events import AuditEvents
+from securepacs.services.audit_events import AuditEvents, StoredInstances
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +85,8 @@ class AcceptorSettings:
     transfer_syntax_policy: str = "as-proposed"  # contexts.TRANSFER_SYNTAX_POLICIES
     #: accept storage SOP classes we do not know (private ones, newer ones)
     accept_unknown_storage: bool = True
+    #: the answers to association requests seen before (:class:`Negotiated`)
+    negotiated: Negotiated = field(default_factory=Negotiated)
 
 
 class AcceptedAssociation:
@@ -105,6 +106,21 @@ class AcceptedAssociation:
         self._next_id = 0
         self._killed = False
         self._identifier = Intake(limit=settings.max_identifier)
+        self._stores: StoredInstances | None = None
+
+    @property
+    def stores(self) -> StoredInstances:
+        """This association's successful C-STOREs, audited together when it ends
+        (:class:`~securepacs.services.audit_events.StoredInstances`)."""
+        if self._stores is None:
+            self._stores = self.audit.stored_instances(self.identity, ae_title=self.calling_ae,
+                                                       address=self.address)
+        return self._stores
+
+    def end_audit(self) -> None:
+        """The association is over, however it ended: audit the stores it holds."""
+        if self._stores is not None:
+            self._stores.close()
 
     def admit(self, command: cmd.Command, context_id: int) -> Intake:
         """How to receive the data set of `command` (its command set is complete): a
@@ -225,6 +241,7 @@ def serve_connection(sock: socket.socket, *, identity: Identity | None,
             _run(assoc, dispatch, spill(assoc))
         finally:
             registry.remove(assoc)
+            assoc.end_audit()
     except (PeerClosed, PeerAborted, PeerReleased):
         pass
     except TimeoutError:
@@ -251,7 +268,7 @@ def _negotiate(channel: PduChannel, identity: Identity | None, address: tuple[st
         kind, body = channel.read_pdu()
         if kind != ASSOCIATE_RQ:
             raise ValueError(f"expected an A-ASSOCIATE-RQ, got PDU type 0x{kind:02X}")
-        request = read_request(body)
+        request = settings.negotiated.request(body)
     except (ValueError, PduTooLarge) as exc:
         log.warning("connection from %s aborted: %s", where, printable(str(exc), 200))
         with contextlib.suppress(OSError):
@@ -266,9 +283,10 @@ def _negotiate(channel: PduChannel, identity: Identity | None, address: tuple[st
         rejection = Rejection(*LOCAL_LIMIT_EXCEEDED,
                               why="the memory budget for received data sets is exhausted")
     if rejection is None:
-        pdu, contexts = accept(request, settings.contexts, ae_title=settings.ae_title,
-                               max_pdu=settings.max_pdu, policy=settings.transfer_syntax_policy,
-                               accept_unknown_storage=settings.accept_unknown_storage)
+        pdu, contexts = settings.negotiated.accept(
+            body, request, settings.contexts, ae_title=settings.ae_title,
+            max_pdu=settings.max_pdu, policy=settings.transfer_syntax_policy,
+            accept_unknown_storage=settings.accept_unknown_storage)
         assoc = AcceptedAssociation(channel, contexts, identity=identity, address=address[0],
                                     port=address[1], calling_ae=request.calling_ae,
                                     settings=settings, audit=audit)

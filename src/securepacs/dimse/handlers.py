@@ -198,8 +198,8 @@ class Handlers:
             _audit_store(assoc, item.sop_class_uid, "", "", success=False, why=reason)
             assoc.respond(message, code, comment=reason)
             return
-        _audit_store(assoc, item.sop_class_uid, result.patient_id, result.study_uid,
-                     success=True, why=None)
+        assoc.stores.add(patient_id=result.patient_id, study_uid=result.study_uid,
+                         sop_class_uid=item.sop_class_uid, sop_instance_uid=item.sop_instance_uid)
         code, comment = st.STORE_OUTCOMES[result.outcome]
         if comment:
             log.warning("C-STORE %s from %s: %s", item.sop_instance_uid, assoc.peer, comment)

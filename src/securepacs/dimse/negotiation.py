@@ -8,6 +8,8 @@ pynetdicom encodes and decodes the PDUs and negotiates the contexts
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -215,6 +217,70 @@ def accept(request: Request, contexts: list[PresentationContext], *, ae_title: s
     pdu = A_ASSOCIATE_AC()
     pdu.from_primitive(ac)
     return pdu.encode(), accepted
+
+
+_Answer = tuple[bytes, dict[int, AcceptedContext]]
+
+
+class _Entry:
+    """One body's answers; its lock makes concurrent associations with the same request
+    (four ``storescu`` started together) wait for one negotiation instead of each doing it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.request: Request | None = None
+        self.answer: _Answer | None = None
+
+
+class Negotiated:
+    """The last answers to A-ASSOCIATE-RQ bodies, byte for byte (a bounded cache).
+
+    A sender proposes the same contexts on every association (DCMTK ``storescu`` offers
+    ~120 storage classes): decoding them with pynetdicom and negotiating costs ~20 ms,
+    more than storing 50 small images. The answer depends only on the request's bytes and
+    the server's fixed settings, so a repeated body gets the same Request and A-ASSOCIATE-AC
+    again; every check that depends on the peer (its certificate, the calling AE title
+    binding, the limits) still runs each time. At most `size` bodies are kept.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+
+    def _entry(self, body: bytes | bytearray) -> _Entry:
+        key = bytes(body)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _Entry()
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+            else:
+                self._entries.move_to_end(key)
+            return entry
+
+    def request(self, body: bytes | bytearray) -> Request:
+        """:func:`read_request`, remembered (a malformed body raises every time)."""
+        entry = self._entry(body)
+        with entry.lock:
+            if entry.request is None:
+                entry.request = read_request(body)
+            return entry.request
+
+    def accept(self, body: bytes | bytearray, request: Request,
+               contexts: list[PresentationContext], *, ae_title: str, max_pdu: int,
+               policy: str, accept_unknown_storage: bool) -> _Answer:
+        """:func:`accept` for `request`, read from `body` (a server's settings never
+        change), remembered; the accepted contexts are the caller's own copy."""
+        entry = self._entry(body)
+        with entry.lock:
+            if entry.answer is None:
+                entry.answer = accept(request, contexts, ae_title=ae_title, max_pdu=max_pdu,
+                                      policy=policy,
+                                      accept_unknown_storage=accept_unknown_storage)
+            pdu, accepted = entry.answer
+        return pdu, dict(accepted)
 
 
 def _unknown_storage(proposed: Sequence[PresentationContext],

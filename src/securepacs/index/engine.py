@@ -132,6 +132,12 @@ def _on_begin(connection: sa.Connection) -> None:
     _begin_immediate(connection.connection.dbapi_connection)
 
 
+def begin_write(dbapi_connection: Any) -> None:
+    """Open a write transaction on a raw SQLite connection of an engine made here, as the
+    engine itself does (``BEGIN IMMEDIATE``, see :func:`_begin_immediate`)."""
+    _begin_immediate(dbapi_connection)
+
+
 def _begin_immediate(dbapi_connection: Any) -> None:
     """``BEGIN IMMEDIATE``, waiting for the write lock in steps of 0.1 to 2 ms.
 

@@ -23,9 +23,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Row, RowMapping
 
 from securepacs.errors import ConfigError, InvalidInstanceError, StorageError, StorageFullError
-from securepacs.index.engine import READ_ONLY, make_engine
+from securepacs.index.engine import READ_ONLY, begin_write, make_engine
 from securepacs.index.groupcommit import GroupCommit, Job
 from securepacs.index.lookup import matches, output_keywords, study_visible
+from securepacs.index.rowwriter import Delegate, RowWriter
 from securepacs.index.schema import (
     SCHEMA_VERSION,
     instance,
@@ -98,6 +99,8 @@ class SqlIndex:
 
     def __init__(self, url: str) -> None:
         self._group = GroupCommit(self._add_batch)
+        self._writer: RowWriter | None = None
+        self._raw: Any = None  # the DB-API connection of the group-commit leader
         try:
             self._engine = make_engine(url)
         except sa_exc.ArgumentError as exc:
@@ -140,6 +143,7 @@ class SqlIndex:
 
     def close(self) -> None:
         """Close every pooled connection."""
+        self._drop_raw()
         self._engine.dispose()
 
     # -- writing ---------------------------------------------------------------------
@@ -191,7 +195,13 @@ class SqlIndex:
 
     def _add_batch(self, jobs: list[Job]) -> None:
         """Run the adds of `jobs` in one transaction, each inside a savepoint; an add that
-        fails there, or a batch whose commit fails, is run again on its own."""
+        fails there, or a batch whose commit fails, is run again on its own.
+
+        The common adds run first in plain DB-API statements (:meth:`_add_fast`); the rest
+        go through SQLAlchemy."""
+        jobs = self._add_fast(jobs)
+        if not jobs:
+            return
         alone = jobs
         if len(jobs) > 1:
             results: dict[int, AddResult] = {}
@@ -221,6 +231,89 @@ class SqlIndex:
                 job.result = self._add_one(*job.payload)
             except Exception as exc:  # noqa: BLE001 - reported to the job's caller
                 job.error = exc
+
+    def _add_fast(self, jobs: list[Job]) -> list[Job]:
+        """Run what it can of `jobs` with :class:`RowWriter` in one transaction (a
+        savepoint per add when there are several); return the jobs left to the SQLAlchemy
+        path: those it delegates, those whose statements failed, all of them when the
+        transaction failed (nothing of it was committed then)."""
+        if self._writer is None:
+            self._writer = RowWriter(self._engine.dialect, _columns, _locked)
+        writer = self._writer
+        many = len(jobs) > 1
+        left: list[Job] = []
+        done: list[tuple[Job, str]] = []
+        try:
+            if self._raw is None:
+                self._raw = self._engine.raw_connection()
+            conn = self._raw
+            sqlite = self._engine.dialect.name == "sqlite"
+            cursor = conn.cursor()
+            if sqlite:
+                begin_write(conn.driver_connection)
+            for job in jobs:
+                record, keys, replace, ready, foreign = job.payload
+                if foreign:
+                    left.append(job)
+                    continue
+                if many:
+                    cursor.execute("SAVEPOINT add_one")
+                try:
+                    outcome = writer.add(cursor, record, keys, replace)
+                except Exception as exc:  # noqa: BLE001 - Delegate, or the database's error
+                    if not many:
+                        raise
+                    cursor.execute("ROLLBACK TO SAVEPOINT add_one")
+                    if not isinstance(exc, Delegate):
+                        _log.debug("add %s: %s, run again on its own", keys.sop,
+                                   type(exc).__name__)
+                    left.append(job)
+                    continue
+                if ready is not None:
+                    try:
+                        ready()
+                    except Exception as exc:  # noqa: BLE001 - this add's own failure
+                        job.error = exc
+                        if not many:
+                            if sqlite:
+                                cursor.execute("ROLLBACK")
+                            else:
+                                conn.rollback()
+                            cursor.close()
+                            return []
+                        cursor.execute("ROLLBACK TO SAVEPOINT add_one")
+                        continue
+                if many:
+                    cursor.execute("RELEASE SAVEPOINT add_one")
+                done.append((job, outcome))
+            if sqlite:
+                cursor.execute("COMMIT")
+            else:
+                conn.commit()
+            cursor.close()
+        except Exception as exc:  # noqa: BLE001 - the SQLAlchemy path runs them again
+            _log.debug("fast add of %d instance(s) not committed: %s", len(jobs),
+                       type(exc).__name__)
+            self._drop_raw(broken=not isinstance(exc, Delegate))
+            return [job for job in jobs if job.error is None]
+        for job, outcome in done:
+            job.result = AddResult("added" if outcome == "added" else "duplicate")
+        return left
+
+    def _drop_raw(self, *, broken: bool = False) -> None:
+        """Give back (or, `broken`, discard) the fast path's connection, after rolling
+        back what it has open."""
+        raw, self._raw = self._raw, None
+        if raw is None:
+            return
+        try:
+            if broken:
+                raw.invalidate()
+            else:
+                raw.rollback()
+                raw.close()
+        except Exception as exc:  # noqa: BLE001 - a connection on its way out
+            _log.debug("index connection not closed cleanly: %s", exc)
 
     def _add_one(self, record: InstanceRecord, keys: _Keys, replace: bool,
                  ready: Callable[[], object] | None, foreign: str) -> AddResult:

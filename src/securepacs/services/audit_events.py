@@ -10,6 +10,8 @@ path: it does no I/O and swallows nothing but its own argument errors, which are
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -25,6 +27,12 @@ from securepacs.model.identity import Identity
 log = logging.getLogger(__name__)
 
 Alert = m.Alert  # re-exported: the edges name alerts without importing the audit package
+
+#: The longest a successful C-STORE waits to be audited (:class:`StoredInstances`): after a
+#: crash, at most this much of the acknowledged stores can be missing from the trail.
+AGGREGATE_SECONDS = 1.0
+#: The most instances one association holds unaudited; also the most one message lists.
+AGGREGATE_LIMIT = 500
 
 
 class TrailPort(Protocol):
@@ -56,6 +64,10 @@ class AuditEvents:
         self.trail = trail
         self.local = m.Peer.application(ae_title, address=address)
         self._clock = clock
+        self._open: set[StoredInstances] = set()
+        self._open_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def _emit(self, build: Callable[[], AuditRecord]) -> None:
         try:
@@ -64,7 +76,10 @@ class AuditEvents:
             log.error("audit record not built: %s", exc)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Deliver what is queued (within `timeout`) and stop the trail's workers."""
+        """Audit the stores still held (:class:`StoredInstances`), deliver what is queued
+        (within `timeout`) and stop the trail's workers."""
+        self._closing.set()
+        self.flush_stored()
         close = getattr(self.trail, "close", None)
         if close is not None:
             close(timeout=timeout)
@@ -139,6 +154,40 @@ class AuditEvents:
                                    performer=m.Peer(subject, address=address))
 
     # -- DICOM work -------------------------------------------------------------------
+    def stored_instances(self, identity: Identity | None, *, ae_title: str,
+                         address: str) -> StoredInstances:
+        """The successful C-STOREs of one association, audited together (one DICOM
+        Instances Transferred message per study, listing every instance); the caller
+        closes it when the association ends, however it ends."""
+        stores = StoredInstances(self, self.peer(identity, ae_title=ae_title, address=address))
+        with self._open_lock:
+            self._open.add(stores)
+            if self._flusher is None and not self._closing.is_set():
+                self._flusher = threading.Thread(target=self._flush_old, daemon=True,
+                                                 name="audit-stores")
+                self._flusher.start()
+        return stores
+
+    def _forget(self, stores: StoredInstances) -> None:
+        with self._open_lock:
+            self._open.discard(stores)
+
+    def flush_stored(self, older_than: float | None = None) -> None:
+        """Audit what every open :class:`StoredInstances` holds (only those whose oldest
+        store is at least `older_than` seconds old, when given)."""
+        with self._open_lock:
+            stores = list(self._open)
+        for each in stores:
+            each.flush(older_than)
+
+    def _flush_old(self) -> None:
+        """Keep the window of :data:`AGGREGATE_SECONDS`, whatever the associations do."""
+        while not self._closing.wait(AGGREGATE_SECONDS / 4):
+            try:
+                self.flush_stored(AGGREGATE_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - the thread must keep the window
+                log.error("audit of stored instances: %s", exc)
+
     def stored(self, identity: Identity | None, *, ae_title: str, address: str,
                patient_id: str, study_uid: str, sop_class_uid: str, success: bool,
                description: str | None = None) -> None:
@@ -194,6 +243,62 @@ class AuditEvents:
         self._emit(lambda: m.query(requestor=peer, responder=self.local,
                                    sop_class_uid=sop_class_uid, query=identifier,
                                    at=self._clock(), outcome=0 if success else 4))
+
+
+class StoredInstances:
+    """Successful C-STOREs of one association, audited together.
+
+    PS3.15 A.5.3.5 lets one DICOM Instances Transferred message report several instances;
+    each message here names one study (and its patient) with, per SOP class, the number
+    of instances and every SOP Instance UID (``SOPClass/Instance``). A message is written
+    when the association ends (release, abort, dropped connection, shutdown), when
+    :data:`AGGREGATE_LIMIT` stores are held, and for stores held
+    :data:`AGGREGATE_SECONDS` (a thread of :class:`AuditEvents` sees to that while the
+    association runs): an association shorter than that gets one message per study.
+    Refused stores are audited at once, one message each, as before.
+    """
+
+    def __init__(self, events: AuditEvents, peer: m.Peer) -> None:
+        self._events = events
+        self._peer = peer
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str], dict[str, list[str]]] = {}
+        self._count = 0
+        self._since = 0.0
+
+    def add(self, *, patient_id: str, study_uid: str, sop_class_uid: str,
+            sop_instance_uid: str) -> None:
+        """One instance stored (or kept as a duplicate) and about to be acknowledged."""
+        with self._lock:
+            if not self._count:
+                self._since = time.monotonic()
+            study = self._held.setdefault((patient_id, study_uid), {})
+            study.setdefault(sop_class_uid, []).append(sop_instance_uid)
+            self._count += 1
+            full = self._count >= AGGREGATE_LIMIT
+        if full:
+            self.flush()
+
+    def flush(self, older_than: float | None = None) -> int:
+        """Write what is held (if its oldest store is `older_than` seconds old, when
+        given): one message per study; how many."""
+        with self._lock:
+            if not self._count or (older_than is not None
+                                   and time.monotonic() - self._since < older_than):
+                return 0
+            held, self._held, self._count = self._held, {}, 0
+        events, peer = self._events, self._peer
+        for (patient_id, study_uid), classes in held.items():
+            events._emit(partial(m.instances_transferred, action="C", outcome=0, source=peer,
+                                 destination=events.local, patient_id=patient_id or "unknown",
+                                 study_uids=[m.Study.listing(study_uid, classes)],
+                                 at=events._clock(), requestor=peer))
+        return len(held)
+
+    def close(self) -> None:
+        """The association ended: audit what is held."""
+        self._events._forget(self)
+        self.flush()
 
 
 class NoAudit(AuditEvents):

@@ -7,6 +7,7 @@ The bytes a peer sent are kept as they are; only the File Meta Information is ad
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
 
@@ -50,6 +51,17 @@ def part10_header(meta: FileMetaDataset) -> bytes:
     return buf.getvalue()
 
 
+@lru_cache(maxsize=64)
+def _syntax(transfer_syntax_uid: str) -> tuple[bool, bool, bool, bool]:
+    """(known transfer syntax, implicit VR, little endian, deflated): pydicom's ``UID``
+    validates its value with a regular expression, too slow to build three times per
+    received image; the syntaxes an association accepts are few."""
+    ts = UID(transfer_syntax_uid)
+    if not ts.is_transfer_syntax:
+        return False, False, True, False
+    return True, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated
+
+
 _UID_CHARS = frozenset("0123456789.")
 _IMPLEMENTATION_UID = str(PYDICOM_IMPLEMENTATION_UID).encode("ascii")
 
@@ -71,7 +83,7 @@ def header_for(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: s
     ae = source_ae[:16]
     uids = (sop_class_uid, sop_instance_uid, transfer_syntax_uid)
     if (not all(u and set(u) <= _UID_CHARS for u in uids) or not ae.isascii()
-            or ae != ae.strip() or "\\" in ae or not UID(transfer_syntax_uid).is_transfer_syntax):
+            or ae != ae.strip() or "\\" in ae or not _syntax(transfer_syntax_uid)[0]):
         return part10_header(file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid,
                                        source_ae))
     parts = [
@@ -95,12 +107,12 @@ def check_encoding(dataset: bytes | memoryview, transfer_syntax_uid: str) -> Non
 
 def _walk(dataset: bytes | memoryview, transfer_syntax_uid: str,
           collect: frozenset[int]) -> RawElements:
-    ts = UID(transfer_syntax_uid)
-    if not ts.is_transfer_syntax:
+    known, implicit, little, deflated = _syntax(transfer_syntax_uid)
+    if not known:
         raise InvalidInstanceError(f"unknown transfer syntax {transfer_syntax_uid}")
     try:
-        return check_structure(dataset, implicit=ts.is_implicit_VR, little=ts.is_little_endian,
-                               deflated=ts.is_deflated, collect=collect)
+        return check_structure(dataset, implicit=implicit, little=little,
+                               deflated=deflated, collect=collect)
     except ValueError as exc:
         raise InvalidInstanceError(f"malformed data set: {exc}") from None
 
@@ -128,7 +140,7 @@ def check_and_index(dataset: bytes | memoryview, transfer_syntax_uid: str
     the data other than the dictionary's.
     """
     found = _walk(dataset, transfer_syntax_uid, _COLLECT)
-    little = UID(transfer_syntax_uid).is_little_endian
+    little = _syntax(transfer_syntax_uid)[2]
     charset = found.pop(_CHARSET, (b"", b""))[1]
     if not charset.isascii() or charset.decode().strip(" \x00") not in _ASCII_SAFE:
         return None

@@ -94,3 +94,44 @@ def test_could_be_storage() -> None:
     assert not could_be_storage("1.2.840.10008.5.1.4.31")  # worklist
     assert not could_be_storage(uid.JPEGLSLossless)  # a transfer syntax
     assert not could_be_storage("1.2.03.4") and not could_be_storage("1." + "2" * 70)
+
+
+def test_a_repeated_request_gets_the_same_answer_without_decoding_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: the answer to an A-ASSOCIATE-RQ body seen before is remembered (a sender
+    proposes the same ~120 contexts on every association); another body is negotiated."""
+    from securepacs.dimse import negotiation
+
+    calls: list[str] = []
+    real_read, real_accept = negotiation.read_request, negotiation.accept
+
+    def read(body):  # noqa: ANN001, ANN202
+        calls.append("read")
+        return real_read(body)
+
+    def agree(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append("accept")
+        return real_accept(*args, **kwargs)
+
+    monkeypatch.setattr(negotiation, "read_request", read)
+    monkeypatch.setattr(negotiation, "accept", agree)
+    cache = negotiation.Negotiated(size=2)
+    ours = supported(supported_contexts())
+    options = dict(ae_title="SECUREPACS", max_pdu=65536, policy="as-proposed",
+                   accept_unknown_storage=False)
+    first = bytearray(_request((1, CT, [LS, LEE])))
+    answers = []
+    for _ in range(3):
+        request = cache.request(first)
+        answers.append(cache.accept(first, request, ours, **options))
+    assert calls == ["read", "accept"]
+    assert answers[0][0] == answers[2][0] and answers[0][1] == answers[2][1]
+    answers[1][1].clear()  # a caller's copy: the next association's is whole
+    assert cache.accept(first, cache.request(first), ours, **options)[1] == answers[0][1]
+    other = _request((1, CT, [LEE]))
+    _pdu, accepted = cache.accept(other, cache.request(other), ours, **options)
+    assert accepted[1].transfer_syntax == LEE and calls[-2:] == ["read", "accept"]
+    third = _request((3, CT, [LEE]))
+    cache.accept(third, cache.request(third), ours, **options)
+    cache.request(first)  # pushed out by the two newer bodies (size 2): decoded again
+    assert calls[-1] == "read"

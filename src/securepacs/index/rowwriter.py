@@ -1,0 +1,225 @@
+"""The add of new instances in plain DB-API statements: the ingest hot path of the index.
+
+The same statements as :mod:`securepacs.index.repository` (find or create the patient,
+study and series rows, fill the values they lack, insert the instance row; PS3.4 C.6.1.1
+hierarchy), compiled once per database by SQLAlchemy, then run on one DB-API connection
+that the group-commit leader (:mod:`securepacs.index.groupcommit`) keeps for its batches:
+per image no SQLAlchemy execution context, result object, cache look-up nor pool
+check-out, only ``cursor.execute`` with parameters converted by SQLAlchemy's own bind
+processors (JSON, time stamps), so the rows are the ones SQLAlchemy would write.
+
+Only the common case runs here: a new instance, or a duplicate left alone. Anything else
+(a replaced instance, a SOP Instance UID another organisation holds) raises
+:class:`Delegate`, and the repository runs that add through SQLAlchemy as before; so
+does every add whose batch failed here, with its retries and error messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from securepacs.index.schema import instance, patient, series, study
+from securepacs.model.levels import Level
+from securepacs.model.record import InstanceRecord
+
+_log = logging.getLogger("securepacs.index.repository")
+
+
+class Delegate(Exception):
+    """This add is not the common case: run it through the SQLAlchemy path."""
+
+
+class _Statement:
+    """One statement compiled for a dialect, with its bind and result processors."""
+
+    def __init__(self, statement: Any, dialect: sa.Dialect,
+                 keys: Sequence[str] | None = None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+        self.sql: str = compiled.string
+        self.positional: bool = bool(compiled.positional)
+        self.names: list[str] = list(compiled.positiontup or []) if self.positional else []
+        processors: Mapping[str, Any] = getattr(compiled, "_bind_processors", {})
+        self.processors: dict[str, Callable[[Any], Any]] = {
+            k: v for k, v in processors.items() if v is not None}
+        self.columns: list[str] = []
+        self.results: list[Callable[[Any], Any] | None] = []
+        if isinstance(statement, sa.Select):
+            for column in statement.selected_columns:
+                self.columns.append(column.name)
+                self.results.append(column.type._cached_result_processor(dialect, None))
+
+    def params(self, values: Mapping[str, Any]) -> Any:
+        procs = self.processors
+        if self.positional:
+            return tuple(procs[n](values[n]) if n in procs else values[n] for n in self.names)
+        return {k: procs[k](v) if k in procs else v for k, v in values.items()}
+
+    def one(self, cursor: Any, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        cursor.execute(self.sql, self.params(values))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return {name: (proc(value) if proc is not None else value)
+                for name, proc, value in zip(self.columns, self.results, row, strict=True)}
+
+    def run(self, cursor: Any, values: Mapping[str, Any]) -> Any:
+        cursor.execute(self.sql, self.params(values))
+        return cursor
+
+
+class RowWriter:
+    """The statements of the common add for one engine's dialect.
+
+    Parameters
+    ----------
+    dialect : sqlalchemy.Dialect
+        The index engine's.
+    columns : callable
+        ``(table, attrs) -> column values`` of a row (the repository's ``_columns``).
+    locked : callable
+        ``(table, *where) -> select``, locking the row where the database locks rows.
+    """
+
+    def __init__(self, dialect: sa.Dialect,
+                 columns: Callable[[sa.Table, Mapping[str, str]], dict[str, Any]],
+                 locked: Callable[..., Any]) -> None:
+        self._columns = columns
+        b = sa.bindparam
+
+        def compile_(statement: Any, keys: Sequence[str] | None = None) -> _Statement:
+            return _Statement(statement, dialect, keys)
+
+        self.instance_by_uid = compile_(
+            sa.select(instance.c.id, instance.c.organization)
+            .where(instance.c.sop_instance_uid == b("v"))
+            .order_by((instance.c.organization == b("org")).desc(), instance.c.id))
+        self.series_by_uid = compile_(locked(series, series.c.series_uid == b("v"),
+                                             series.c.organization == b("org")))
+        self.study_by_id = compile_(locked(study, study.c.id == b("v")))
+        self.study_by_uid = compile_(locked(study, study.c.study_uid == b("v"),
+                                            study.c.organization == b("org")))
+        self.patient_by_id = compile_(locked(patient, patient.c.id == b("v")))
+        self.patient_by_key = compile_(locked(
+            patient, patient.c.patient_id == b("v"), patient.c.issuer == b("issuer"),
+            patient.c.organization == b("org"), patient.c.anchor == b("anchor")))
+        self.modalities = compile_(sa.update(study).where(study.c.id == b("pk"))
+                                   .values(modalities=b("m")))
+        self._inserts: dict[str, _Statement] = {}
+        self._updates: dict[str, _Statement] = {}
+        extra = {"patient": ("organization", "anchor"), "study": ("patient_pk", "organization"),
+                 "series": ("study_pk", "organization"),
+                 "instance": ("series_pk", "transfer_syntax_uid", "blob_key", "size",
+                              "stored_at", "source_ae", "organization")}
+        for table in (patient, study, series, instance):
+            keys = ["attrs", *columns(table, {}), *extra[table.name]]
+            self._inserts[table.name] = compile_(sa.insert(table).returning(table.c.id), keys)
+            if table is not instance:
+                fill = ["attrs", *columns(table, {})]
+                self._updates[table.name] = compile_(
+                    sa.update(table).where(table.c.id == b("row_id"))
+                    .values({k: b(k) for k in fill}))
+
+    def _insert(self, cursor: Any, table: sa.Table, attrs: Mapping[str, str],
+                **extra: Any) -> int:
+        values = dict(attrs)
+        self._inserts[table.name].run(cursor, {"attrs": values, **self._columns(table, values),
+                                               **extra})
+        return int(cursor.fetchone()[0])
+
+    def _fill(self, cursor: Any, table: sa.Table, row: Mapping[str, Any],
+              new: Mapping[str, str]) -> set[str]:
+        current: dict[str, Any] = dict(row["attrs"] or {})
+        filled = {k for k, v in new.items()
+                  if v and v.strip() and not str(current.get(k) or "").strip()}
+        if filled:
+            current.update({k: new[k] for k in filled})
+            self._updates[table.name].run(cursor, {"row_id": row["id"], "attrs": current,
+                                                   **self._columns(table, current)})
+        return filled
+
+    def add(self, cursor: Any, record: InstanceRecord, keys: Any, replace: bool) -> str:
+        """Add `record` in the open transaction: ``"added"`` or ``"duplicate"``.
+
+        Raises
+        ------
+        Delegate
+            Not the common case (see the module docstring); nothing was written.
+        """
+        old = self.instance_by_uid.one(cursor, {"v": keys.sop, "org": keys.organization})
+        if old is not None:
+            if old["organization"] != keys.organization:
+                raise Delegate("another organisation holds this SOP Instance UID")
+            if replace:
+                raise Delegate("the instance is replaced")
+            return "duplicate"
+        series_pk = self._file(cursor, record, keys)
+        attrs = dict(record.values.get(Level.IMAGE, {}))
+        self._inserts["instance"].run(cursor, {
+            **self._columns(instance, attrs), "attrs": attrs, "series_pk": series_pk,
+            "transfer_syntax_uid": record.transfer_syntax_uid, "blob_key": record.blob_key,
+            "size": record.size, "stored_at": datetime.now(UTC),
+            "source_ae": record.source_ae, "organization": keys.organization})
+        cursor.fetchone()
+        return "added"
+
+    def _file(self, cursor: Any, record: InstanceRecord, keys: Any) -> int:
+        """As the repository's ``_file``: the series pk, rows created or filled."""
+        values = record.values
+        org = keys.organization
+        se = self.series_by_uid.one(cursor, {"v": keys.series, "org": org})
+        if se is not None:
+            st = self.study_by_id.one(cursor, {"v": se["study_pk"]})
+            assert st is not None
+            if st["study_uid"] != keys.study:
+                _log.warning("series %s arrived with study %s but is filed under study %s: "
+                             "kept there", keys.series, keys.study, st["study_uid"])
+        else:
+            st = self.study_by_uid.one(cursor, {"v": keys.study, "org": org})
+        if st is not None:
+            pt = self.patient_by_id.one(cursor, {"v": st["patient_pk"]})
+            assert pt is not None
+        else:
+            pt = self.patient_by_key.one(cursor, {"v": keys.patient[0], "issuer": keys.patient[1],
+                                                  "org": org, "anchor": keys.anchor})
+        if pt is None:
+            patient_pk = self._insert(cursor, patient, values.get(Level.PATIENT, {}),
+                                      organization=org, anchor=keys.anchor)
+        else:
+            patient_pk = pt["id"]
+            if (pt["patient_id"], pt["issuer"]) == keys.patient:
+                self._fill(cursor, patient, pt, values.get(Level.PATIENT, {}))
+            else:
+                _log.warning("study %s arrived with another patient than the one it is filed "
+                             "under: kept under its first patient",
+                             st["study_uid"] if st is not None else keys.study)
+        modalities: set[str] = set()
+        if st is None:
+            study_pk = self._insert(cursor, study, values.get(Level.STUDY, {}),
+                                    patient_pk=patient_pk, organization=org)
+        else:
+            study_pk = st["id"]
+            modalities = _modality_set(st["modalities"])
+            if st["study_uid"] == keys.study:
+                self._fill(cursor, study, st, values.get(Level.STUDY, {}))
+        new_series = values.get(Level.SERIES, {})
+        if se is None:
+            series_pk = self._insert(cursor, series, new_series, study_pk=study_pk,
+                                     organization=org)
+            added = _modality_set(new_series.get("Modality"))
+        else:
+            series_pk = se["id"]
+            filled = self._fill(cursor, series, se, new_series)
+            added = _modality_set(new_series.get("Modality")) if "Modality" in filled else set()
+        if not added <= modalities:
+            self.modalities.run(cursor, {"pk": study_pk,
+                                         "m": "\\".join(sorted(modalities | added))})
+        return int(series_pk)
+
+
+def _modality_set(value: Any) -> set[str]:
+    return {m.strip() for m in str(value or "").split("\\") if m.strip()}

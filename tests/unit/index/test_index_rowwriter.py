@@ -1,0 +1,144 @@
+"""The plain DB-API add (issue 19, :mod:`securepacs.index.rowwriter`) writes the rows the
+SQLAlchemy path writes, on SQLite and PostgreSQL, and hands every uncommon add to it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from securepacs.index import rowwriter
+from securepacs.index.repository import SqlIndex
+from securepacs.index.schema import instance, patient, series, study
+from securepacs.model.record import InstanceRecord
+
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def _records(build_record: Any) -> list[tuple[InstanceRecord, bool]]:
+    """(record, replace): new rows, filled values, a modality added later, a series under
+    another study, a patient without an ID, a duplicate, a replacement, another org."""
+    out: list[tuple[InstanceRecord, bool]] = [
+        (build_record("1.1", patient={"PatientBirthDate": ""}), False),
+        (build_record("1.2", patient={"PatientBirthDate": "19700101", "PatientSex": "F"},
+                      study_values={"AccessionNumber": "A1", "StudyDate": "20260101"},
+                      image_values={"InstanceNumber": "7"}), False),
+        (build_record("1.3", series="1.2.3.2", series_values={"Modality": "MR",
+                                                             "SeriesNumber": "2"},
+                      image_values={"SOPClassUID": MR_IMAGE}), False),
+        (build_record("1.4", series="1.2.3.2", study="9.9.9"), False),
+        (build_record("1.5", study="5.5", series="5.5.1", patient={"PatientID": ""}), False),
+        (build_record("1.1", blob_key="blobs/dup"), False),
+        (build_record("1.2", blob_key="blobs/new-1.2"), True),
+        (build_record("1.6", series="1.2.3.9", series_values={"Modality": ""}), False),
+        (build_record("1.7", series="1.2.3.9", series_values={"Modality": "SR"}), False),
+    ]
+    other = build_record("1.1", blob_key="blobs/other-1.1")
+    out.append((InstanceRecord(values=other.values, transfer_syntax_uid=other.transfer_syntax_uid,
+                               blob_key=other.blob_key, size=other.size,
+                               source_ae=other.source_ae, organization="org2"), False))
+    return out
+
+
+def _dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    engine = sa.create_engine(url)
+    out = {}
+    with engine.connect() as conn:
+        for table in (patient, study, series, instance):
+            cols = [c for c in table.c if c.name != "stored_at"]
+            rows = conn.execute(sa.select(*cols).order_by(table.c.id)).all()
+            out[table.name] = [tuple(r) for r in rows]
+        stamps = conn.execute(sa.select(instance.c.stored_at)).scalars().all()
+    engine.dispose()
+    assert all(s is not None for s in stamps)
+    return out
+
+
+def _fill(url: str, build_record: Any) -> list[str]:
+    index = SqlIndex(url)
+    index.create_schema()
+    outcomes = []
+    for rec, replace in _records(build_record):
+        result = index.add(rec, replace=replace)
+        if result.outcome == "foreign":  # the caller found the bytes the same
+            result = index.add(rec, replace=replace, foreign=str(result.previous_blob_key))
+        outcomes.append(result.outcome)
+    index.close()
+    return outcomes
+
+
+def _same_rows(fast_url: str, slow_url: str, monkeypatch: pytest.MonkeyPatch,
+               build_record: Any) -> None:
+    used = []
+    original = rowwriter.RowWriter.add
+
+    def counted(self: rowwriter.RowWriter, *args: Any) -> str:
+        used.append(args[2].sop)
+        return original(self, *args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(rowwriter.RowWriter, "add", counted)
+        fast = _fill(fast_url, build_record)
+    assert len(used) >= 8  # the common adds went the fast way
+    with monkeypatch.context() as patched:
+        patched.setattr(SqlIndex, "_add_fast", lambda self, jobs: jobs)
+        slow = _fill(slow_url, build_record)
+    assert fast == slow == ["added", "added", "added", "added", "added", "duplicate",
+                            "replaced", "added", "added", "added"]
+    assert _dump(fast_url) == _dump(slow_url)
+
+
+def test_same_rows_as_sqlalchemy_on_sqlite(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                           record: Any) -> None:
+    _same_rows(f"sqlite:///{tmp_path / 'fast.db'}", f"sqlite:///{tmp_path / 'slow.db'}",
+               monkeypatch, record)
+
+
+def test_same_rows_as_sqlalchemy_on_postgresql(postgres: Any, monkeypatch: pytest.MonkeyPatch,
+                                               record: Any) -> None:
+    _same_rows(postgres.create_database(), postgres.create_database(), monkeypatch, record)
+
+
+def test_concurrent_adds_share_batches_and_all_land(tmp_path: Any, record: Any) -> None:
+    index = SqlIndex(f"sqlite:///{tmp_path / 'i.db'}")
+    index.create_schema()
+    errors: list[BaseException] = []
+
+    def add(n: int) -> None:
+        try:
+            for k in range(20):
+                rec = record(f"2.{n}.{k}", series=f"2.{n % 3}", study="2")
+                assert index.add(rec, ready=lambda: None).outcome == "added"
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert index.count_instances() == 120
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'i.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(series)).scalar() == 3
+        assert conn.execute(sa.select(sa.func.count()).select_from(study)).scalar() == 1
+    engine.dispose()
+    index.close()
+
+
+def test_a_failing_ready_aborts_only_its_add(tmp_path: Any, record: Any) -> None:
+    index = SqlIndex(f"sqlite:///{tmp_path / 'i.db'}")
+    index.create_schema()
+
+    def fail() -> None:
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError):
+        index.add(record("3.1"), ready=fail)
+    assert index.get("3.1") is None
+    assert index.add(record("3.2"), ready=lambda: None).outcome == "added"
+    assert index.get("3.2") is not None
+    index.close()
