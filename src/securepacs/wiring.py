@@ -605,8 +605,16 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
             audit.retrieved(identity, ae_title="", address=address, destination="",
                             patient_ids=[study.patient_id], study_uids=[study.uid], success=True)
 
+    tenancy = make_tenancy(settings)
+
+    def seen(identity: Identity | None, address: str, studies: list[StudyEntry],
+             action: str) -> None:
+        if audit is not None:  # one event per page naming the other organisations
+            tenancy.audit_crossing(audit, identity, address=address, action=action,
+                                   owned=[(s.organization, s.uid) for s in studies])
+
     app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed,
-                                              visibility=make_tenancy(settings).view))
+                                              visibility=tenancy.view, on_seen=seen))
     try:
         return ArchiveViewerServer((settings.host, port), app, tls_context,
                                    gatekeeper=gatekeeper, audit=audit,

@@ -279,7 +279,8 @@ class SqlIndex:
         return None if row is None else _stored(row)
 
     def find(self, query: Query, *, limit: int | None = None,
-             visibility: Visibility | None = None) -> list[dict[str, str]]:
+             visibility: Visibility | None = None,
+             owners: list[str] | None = None) -> list[dict[str, str]]:
         """C-FIND: the entities at ``query.level`` that match the query's keys.
 
         Parameters
@@ -290,6 +291,9 @@ class SqlIndex:
             Return at most this many matches (the first ones in index order).
         visibility : Visibility or None
             The caller's view (docs/tenants.md), applied in SQL; None: every organisation.
+        owners : list of str, optional
+            Given, the owner organisation of each returned match is appended to it, in the
+            order of the matches (for the audit of cross-organisation reads).
 
         Returns
         -------
@@ -318,7 +322,7 @@ class SqlIndex:
         with (
             self._reading() as conn,
             closing(matches(conn, query, computed_for_output=True, batch=batch,
-                            visibility=visibility)) as found,
+                            visibility=visibility, owners=owners)) as found,
         ):
             for _pk, values in found:
                 out.append({k: values.get(k, "") for k in keywords})

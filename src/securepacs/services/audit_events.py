@@ -160,14 +160,17 @@ class AuditEvents:
             requestor=peer))
 
     def crossed(self, identity: Identity | None, *, ae_title: str, address: str,
-                caller_org: str, owners: Mapping[str, Sequence[str]], how: str) -> None:
+                caller_org: str, owners: Mapping[str, Sequence[str]], how: str,
+                action: str = "read") -> None:
         """A read of another organisation's studies (a share, or the ``cross_org``
         permission): a Security Alert (Use of Restricted Function, outcome Success) naming
-        the reading organisation and each owner with its studies (docs/tenants.md)."""
+        the reading organisation and each owner with its studies (docs/tenants.md).
+        `action`: ``read`` (retrieved), ``found`` (C-FIND / QIDO-RS matches), ``viewed``
+        (the archive viewer)."""
         peer = self.peer(identity, ae_title=ae_title, address=address)
         parts = "; ".join(f"{owner}: {', '.join(sorted(set(uids)))}"
                           for owner, uids in sorted(owners.items()))
-        detail = f"{caller_org} read studies of another organisation by {how} ({parts})"
+        detail = f"{caller_org} {action} studies of another organisation by {how} ({parts})"
         self._emit(lambda: m.security_alert(
             alert=m.Alert.CROSS_ORG_ACCESS, reporter=self.local, subject=peer.user_id,
             at=self._clock(), reason=detail, performer=peer, outcome=m.Outcome.SUCCESS))
