@@ -544,6 +544,10 @@ _INSTANCE_BY_UID = (
     .order_by((instance.c.organization == sa.bindparam("org")).desc(), instance.c.id)
 )
 _INSERT = {table: sa.insert(table) for table in (patient, study, series, instance)}
+# PostgreSQL: adds of one SOP Instance UID run one at a time, whatever their organisation,
+# so that the same-UID rule (docs/tenants.md) sees a concurrent add's committed row; held
+# until commit. SQLite needs none (BEGIN IMMEDIATE: one writer at a time).
+_UID_LOCK = sa.text("SELECT pg_advisory_xact_lock(1397770581, hashtext(:v))")
 
 
 def _one(conn: sa.Connection, statement: sa.Select[Any], v: Any, **more: Any) -> RowMapping | None:
@@ -572,6 +576,8 @@ def _fill(conn: sa.Connection, table: sa.Table, row: RowMapping, new: Mapping[st
 
 def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool,
          foreign: str) -> AddResult:
+    if conn.dialect.name == "postgresql":
+        conn.execute(_UID_LOCK, {"v": keys.sop})
     old = conn.execute(_INSTANCE_BY_UID, {"v": keys.sop, "org": keys.organization}).first()
     if old is not None and old.organization != keys.organization:
         # another organisation holds this UID: the caller compares the bytes first
