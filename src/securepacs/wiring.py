@@ -379,8 +379,10 @@ __all__ = ["Archive", "StartUp", "build_archive", "start_up", "certificate_autho
            "local_hostnames", "now", "Path"]
 
 
-def study_archive(settings: Settings):  # noqa: ANN201 - services.media.RetrieveStudies
-    """The archive's studies, read only, for ``media create --study UID``.
+def study_archive(settings: Settings,  # noqa: ANN201 - services.media.RetrieveStudies
+                  organisation: str | None = None):
+    """The archive's studies, read only, for ``media create --study UID``: every
+    organisation's, or what `organisation` may retrieve (``--org``, docs/tenants.md).
 
     Raises
     ------
@@ -398,7 +400,10 @@ def study_archive(settings: Settings):  # noqa: ANN201 - services.media.Retrieve
     if settings.blob_backend == "filesystem" and not settings.blob_root.is_dir():
         raise ConfigError(f"no archive blob folder {settings.blob_root}")
     index = SqlIndex(settings.index_url)
-    return RetrieveStudies(RetrieveService(index, blob_store(settings)), close=index.close)
+    view = (make_tenancy(settings).of(organisation, retrieve=True)
+            if organisation is not None else None)
+    return RetrieveStudies(RetrieveService(index, blob_store(settings)), close=index.close,
+                           visibility=view)
 
 
 def blob_store(settings: Settings) -> BlobPort:

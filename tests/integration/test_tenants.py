@@ -486,3 +486,53 @@ def test_the_same_uid_from_two_organisations_at_once_on_two_instances(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_media_create_for_an_organisation_writes_only_what_it_may_retrieve(
+        tenants: Tenants) -> None:
+    """Issue 15 item 2 for ``media create --study``: with ``--org`` the operator writes an
+    organisation's view; another organisation's study is refused exactly as an unknown
+    one, a read-only share does not make it retrievable, a full share does (audited)."""
+    study = tenants.studies["PAT-A2"]
+    pw = tenants.tmp / "media-pw.txt"
+    pw.write_text("correct horse battery staple 42\n")
+
+    def create(uid: str, org: str, name: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        out = tenants.tmp / f"media-{name}-{free_port()}"
+        return cli("media", "create", "--study", uid, "--org", org, "--out", out,
+                   "--password-file", pw, "--no-viewer", "--data-dir", tenants.data,
+                   timeout=120), out
+
+    theirs, out = create(study, "Clinic B", "theirs")
+    unknown, _ = create("1.2.3.999", "Clinic B", "unknown")
+    assert theirs.returncode == unknown.returncode != 0
+    assert f"study {study} is not in the archive" in theirs.stderr, theirs.stderr
+    assert theirs.stderr.replace(study, "UID") == unknown.stderr.replace("1.2.3.999", "UID")
+    assert not out.exists() or not any(out.iterdir())
+    own, out = create(study, "Clinic A", "own")
+    assert own.returncode == 0 and "Wrote 2 instance(s) of 1 study" in own.stdout, own.stderr
+    usage = cli("media", "create", tenants.tmp / "a2", "--org", "Clinic A", "--out",
+                tenants.tmp / "media-usage", "--password-file", pw)
+    assert usage.returncode == 2 and "--org" in usage.stderr
+    # a read-only share: found, not written to media; a full share: written, and audited
+    shares = []
+    try:
+        for flags in (["--read-only"], []):
+            granted = cli("share", "--data-dir", tenants.data, "study", study, "--with",
+                          "Clinic B", *flags)
+            assert granted.returncode == 0, granted.stderr
+            shares.append(granted.stdout.split()[1].rstrip(":"))
+            if flags:
+                still, _ = create(study, "Clinic B", "read-only")
+                assert still.returncode != 0 and "not in the archive" in still.stderr
+                assert cli("share", "--data-dir", tenants.data, "revoke",
+                           shares.pop()).returncode == 0
+        before = len(crossings(tenants, "Clinic B"))
+        shared, out = create(study, "Clinic B", "shared")
+        assert shared.returncode == 0 and "Wrote 2 instance(s)" in shared.stdout, shared.stderr
+        added = new_crossings(tenants, "Clinic B", before)
+        assert len(added) == 1 and (f"Clinic B exported studies of another organisation by "
+                                    f"share (Clinic A: {study})") in added[0], added
+    finally:
+        for share_id in shares:
+            cli("share", "--data-dir", tenants.data, "revoke", share_id)

@@ -168,9 +168,7 @@ class AuditEvents:
         `action`: ``read`` (retrieved), ``found`` (C-FIND / QIDO-RS matches), ``viewed``
         (the archive viewer)."""
         peer = self.peer(identity, ae_title=ae_title, address=address)
-        parts = "; ".join(f"{owner}: {', '.join(sorted(set(uids)))}"
-                          for owner, uids in sorted(owners.items()))
-        detail = f"{caller_org} {action} studies of another organisation by {how} ({parts})"
+        detail = crossing(caller_org, owners, how=how, action=action)
         self._emit(lambda: m.security_alert(
             alert=m.Alert.CROSS_ORG_ACCESS, reporter=self.local, subject=peer.user_id,
             at=self._clock(), reason=detail, performer=peer, outcome=m.Outcome.SUCCESS))
@@ -181,6 +179,14 @@ class AuditEvents:
         self._emit(lambda: m.query(requestor=peer, responder=self.local,
                                    sop_class_uid=sop_class_uid, query=identifier,
                                    at=self._clock(), outcome=0 if success else 4))
+
+
+def crossing(caller_org: str, owners: Mapping[str, Sequence[str]], *, how: str,
+             action: str) -> str:
+    """The description of a cross-organisation access (docs/tenants.md)."""
+    parts = "; ".join(f"{owner}: {', '.join(sorted(set(uids)))}"
+                      for owner, uids in sorted(owners.items()))
+    return f"{caller_org} {action} studies of another organisation by {how} ({parts})"
 
 
 class NoAudit(AuditEvents):
@@ -217,6 +223,15 @@ class MediaAudit:
             user=self.user, media=m.Media(media_id), patient_id=patient,
             study_uids=list(dict.fromkeys(study_uids)), at=self.events._clock(),
             outcome=0 if success else 4, encrypted=encrypted))
+
+    def crossed(self, caller_org: str, owners: Mapping[str, Sequence[str]]) -> None:
+        """Studies of other organisations shared with `caller_org` written to media by
+        the local operator for it (``media create --study --org``): a Security Alert."""
+        detail = crossing(caller_org, owners, how="share", action="exported")
+        self.events._emit(lambda: m.security_alert(
+            alert=m.Alert.CROSS_ORG_ACCESS, reporter=self.events.local,
+            subject=self.user.user_id, at=self.events._clock(), reason=detail,
+            performer=self.user, outcome=m.Outcome.SUCCESS))
 
     def imported(self, media_id: str, *, patient_id: str, study_uids: Sequence[str],
                  original_patient_id: str | None, success: bool) -> None:

@@ -60,6 +60,14 @@ class Tenancy:
         return Visibility(self.owner(identity), everything=everything, retrieve=retrieve,
                           at=when)
 
+    def of(self, organization: str, *, retrieve: bool = False,
+           at: datetime | None = None) -> Visibility:
+        """What `organization` sees, for a local operator acting for it (``media create
+        --study --org``): its own studies and those shared with it (with trust from files,
+        where there are no organisations, everything)."""
+        return Visibility(organization.strip(), everything=not self.enforced,
+                          retrieve=retrieve, at=at or datetime.now(UTC))
+
     def foreign(self, identity: Identity | None,
                 instances: Iterable[StoredInstance]) -> dict[str, list[str]]:
         """Owner organisation -> study UIDs of `instances` that are not `identity`'s own
