@@ -2,7 +2,7 @@
 organisation, so a C-FIND by Patient ID (the most common query) could no longer use it and
 scanned the patient or study table. Skipped where ``create_schema`` already made it.
 
-Revision ID: 0005
+Revision ID: 0006
 Revises: 0004
 Create Date: 2026-12-03
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
+revision = "0006"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
