@@ -16,6 +16,7 @@ import os
 import re
 import ssl
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,8 +62,7 @@ class Tenants:
                         self.clients / "ca.pem")
 
     def find(self, name: str, *keys: str, level: str = "STUDY") -> list[pydicom.Dataset]:
-        out = self.tmp / f"find-{name}-{free_port()}"
-        out.mkdir()
+        out = Path(tempfile.mkdtemp(prefix=f"find-{name}-", dir=self.tmp))
         root = "-P" if level == "PATIENT" else "-S"
         args = ["findscu", *self.tls(name), root, "-aec", "SECUREPACS",
                 "-k", f"QueryRetrieveLevel={level}"]
