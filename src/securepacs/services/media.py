@@ -162,11 +162,12 @@ class RetrieveStudies:
         identifier.QueryRetrieveLevel = "STUDY"
         identifier.StudyInstanceUID = study_uid
         found = self._retrieve.instances(identifier, Root.STUDY, visibility=self._visibility)
-        for inst in found:
-            if self.organization and inst.organization != self.organization:
-                uids = self.foreign.setdefault(inst.organization, [])
-                if inst.study_uid not in uids:
-                    uids.append(inst.study_uid)
+        others = {i.organization for i in found if self.organization
+                  and i.organization != self.organization}
+        for owner in sorted(others):  # a study shared with this organisation
+            uids = self.foreign.setdefault(owner, [])
+            if study_uid not in uids:
+                uids.append(study_uid)
         return [_StoredSource(f"study {study_uid} instance {inst.sop_instance_uid}",
                               partial(self._retrieve.read, inst)) for inst in found]
 

@@ -81,13 +81,11 @@ class Tenancy:
         if not self.enforced:
             return {}
         mine = self.owner(identity)
-        out: dict[str, list[str]] = {}
+        seen: dict[str, dict[str, None]] = {}  # insertion-ordered sets: a query may match many
         for organization, what in owned:
             if organization and organization != mine:
-                uids = out.setdefault(organization, [])
-                if what not in uids:
-                    uids.append(what)
-        return out
+                seen.setdefault(organization, {})[what] = None
+        return {organization: list(whats) for organization, whats in seen.items()}
 
     def how(self, identity: Identity | None) -> str:
         """How `identity` sees another organisation's study: ``cross_org`` or ``share``."""
