@@ -387,9 +387,11 @@ def test_share_on_two_instances_sharing_one_postgresql(
     for name, org in (("a1", "Clinic A"), ("b1", "Clinic B")):
         ca(data, "issue", "client", "--name", name, "--org", org, "--group", "clinic",
            "--out", str(out))
-    servers = [data_server(tmp_path, data, name, viewer_port=0, dicomweb_port=0).start()
+    servers = [data_server(tmp_path, data, name, viewer_port=0, dicomweb_port=0)
                for name in ("one", "two")]
     try:
+        for server in servers:  # one that fails to start is stopped too (finally)
+            server.start(timeout=60)
         views = [Tenants(s, data, out, 0, {}, {}, tmp_path) for s in servers]
         files = write_study(tmp_path / "a", 2, patient_id="PG-A", patient_name="Alpha^Pg")
         assert views[0].store("a1", *files).returncode == 0
@@ -456,9 +458,11 @@ def test_the_same_uid_from_two_organisations_at_once_on_two_instances(
             ds.PatientName = "Beta^Race"
             b_files.append(tmp_path / "b" / f.name)
             ds.save_as(b_files[-1], enforce_file_format=True)
-    servers = [data_server(tmp_path, data, name, viewer_port=0, dicomweb_port=0).start()
+    servers = [data_server(tmp_path, data, name, viewer_port=0, dicomweb_port=0)
                for name in ("one", "two")]
     try:
+        for server in servers:  # one that fails to start is stopped too (finally)
+            server.start(timeout=60)
         views = [Tenants(s, data, out, 0, {}, {}, tmp_path) for s in servers]
         senders = [_storescu(views[0], "a1", a_files), _storescu(views[1], "b1", b_files)]
         texts = [p.communicate(timeout=120)[0] for p in senders]
