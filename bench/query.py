@@ -4,7 +4,16 @@ study- and image-level queries over one persistent association (TLS) to our serv
 Two index backends: SQLite (a file in the run's folder; rows inserted with SQLAlchemy core
 in batches of 20,000) and PostgreSQL (a private cluster, see :mod:`bench.engines`; rows
 loaded with ``COPY ... FROM STDIN`` through psycopg, then ``VACUUM (ANALYZE)`` so that the
-planner has statistics and autovacuum does not start in the middle of the measurement)."""
+planner has statistics and autovacuum does not start in the middle of the measurement).
+
+Organisations as tenants (docs/tenants.md): the rows belong to :data:`ORGS` organisations
+(patient ``p`` to ``Org p % ORGS``, with its studies, series and instances); one study
+in :data:`SHARE_EVERY` is shared with the caller, as many between other organisations. Two servers
+answer the same queries on the same index, interleaved query by query: ``org``, with trust
+from the index, where the bench client is an identity of :data:`CALLER` (the SQL
+visibility condition is on the measured path), and ``none``, with trust from files (no
+organisations, the query without that condition). Nine queries in ten ask for the
+caller's own patients or series, one in ten for one of a study shared with it."""
 
 from __future__ import annotations
 
@@ -31,12 +40,27 @@ from securepacs.dimse.client_ul import Association, ContextRequest, Endpoint
 from securepacs.dimse.datasets import decode_dataset, encode_dataset
 from securepacs.index.repository import SqlIndex, _columns
 from securepacs.index.schema import instance, patient, series, study
+from securepacs.index.trust import SqlTrustStore, trust_share
+from securepacs.model.identity import Permission
+from securepacs.model.trust import Group
 from securepacs.pki.tlspolicy import client_context
 
 Log = Callable[[str], None]
 PER_SERIES, SERIES_PER_STUDY, STUDIES_PER_PATIENT = 25, 2, 2
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _ROOT = "1.2.826.0.1.3680043.10.543."
+#: Organisations the synthetic rows belong to; the bench client is an identity of CALLER.
+ORGS = 20
+CALLER = "Org 00"
+#: every SHARE_EVERY-th study (offset 1) is shared with the caller, offset 3 with another
+SHARE_EVERY = 100
+#: the two servers on one index: trust from the index (the tenant filter), and from files
+VARIANTS = ("none", "org")
+
+
+def _org(p: int) -> str:
+    """The organisation of patient number `p` (and of its studies, series, instances)."""
+    return f"Org {p % ORGS:02d}"
 
 
 def _uid(kind: int, n: int) -> str:
@@ -47,7 +71,8 @@ def _patients(n: int) -> Iterator[dict[str, Any]]:
     for p in range(n):
         attrs = {"PatientID": f"P{p:07d}", "PatientName": f"BENCH^PATIENT{p}",
                  "PatientBirthDate": f"19{p % 100:02d}0101", "PatientSex": "MF"[p % 2]}
-        yield {"id": p + 1, "attrs": attrs, **_columns(patient, attrs)}
+        yield {"id": p + 1, "attrs": attrs, "organization": _org(p),
+               **_columns(patient, attrs)}
 
 
 def _studies(n: int) -> Iterator[dict[str, Any]]:
@@ -56,7 +81,8 @@ def _studies(n: int) -> Iterator[dict[str, Any]]:
                  "StudyTime": "101500", "AccessionNumber": f"ACC{s:08d}",
                  "StudyID": str(s), "StudyDescription": "MR BRAIN"}
         yield {"id": s + 1, "patient_pk": s // STUDIES_PER_PATIENT + 1,
-               "modalities": "MR", "attrs": attrs, **_columns(study, attrs)}
+               "modalities": "MR", "attrs": attrs,
+               "organization": _org(s // STUDIES_PER_PATIENT), **_columns(study, attrs)}
 
 
 def _series(n: int) -> Iterator[dict[str, Any]]:
@@ -64,6 +90,7 @@ def _series(n: int) -> Iterator[dict[str, Any]]:
         attrs = {"SeriesInstanceUID": _uid(2, e), "Modality": "MR",
                  "SeriesNumber": str(e % SERIES_PER_STUDY + 1), "SeriesDescription": "T1"}
         yield {"id": e + 1, "study_pk": e // SERIES_PER_STUDY + 1, "attrs": attrs,
+               "organization": _org(e // SERIES_PER_STUDY // STUDIES_PER_PATIENT),
                **_columns(series, attrs)}
 
 
@@ -75,7 +102,34 @@ def _instances(n: int) -> Iterator[dict[str, Any]]:
         yield {"id": i + 1, "series_pk": i // PER_SERIES + 1,
                "transfer_syntax_uid": "1.2.840.10008.1.2.1", "blob_key": f"b{i:012d}",
                "size": 524_288, "stored_at": now, "source_ae": "BENCH", "attrs": attrs,
+               "organization": _org(i // PER_SERIES // SERIES_PER_STUDY // STUDIES_PER_PATIENT),
                **_columns(instance, attrs)}
+
+
+def _shared_studies(n_studies: int) -> list[int]:
+    """Study numbers of other organisations shared with the caller."""
+    return [s for s in range(1, n_studies, SHARE_EVERY)
+            if _org(s // STUDIES_PER_PATIENT) != CALLER]
+
+
+def _shares(n_studies: int) -> Iterator[dict[str, Any]]:
+    """Active shares: with the caller (:func:`_shared_studies`), and as many between other
+    organisations (the caller's query must skip those)."""
+    now = datetime.now(UTC)
+    for s in range(1, n_studies, SHARE_EVERY):
+        owner = _org(s // STUDIES_PER_PATIENT)
+        if owner != CALLER:
+            yield {"share_id": f"c{s:08x}", "study_uid": _uid(1, s), "owner": owner,
+                   "grantee": CALLER, "read_only": False, "until": None, "created_at": now,
+                   "revoked_at": None}
+        t = s + 2
+        if t < n_studies:
+            owner = _org(t // STUDIES_PER_PATIENT)
+            grantee = _org(t // STUDIES_PER_PATIENT + 1)
+            if CALLER not in (owner, grantee):
+                yield {"share_id": f"o{t:08x}", "study_uid": _uid(1, t), "owner": owner,
+                       "grantee": grantee, "read_only": False, "until": None,
+                       "created_at": now, "revoked_at": None}
 
 
 def _insert(conn: sa.Connection, table: sa.Table, rows: Iterator[dict[str, Any]]) -> None:
@@ -91,11 +145,14 @@ def _copy(conn: sa.Connection, table: sa.Table, rows: Iterator[dict[str, Any]]) 
         return
     names = list(first)
     as_json = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+    serial = "id" in table.c
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     columns = ", ".join(f'"{n}"' for n in names)
     with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
         for row in itertools.chain([first], rows):
             copy.write_row([json.dumps(row[n]) if n in as_json else row[n] for n in names])
+    if not serial:
+        return
     conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
                          f'(SELECT max(id) FROM "{table.name}"))')
 
@@ -105,11 +162,33 @@ def _vacuum_analyze(engine: sa.Engine) -> None:
         conn.exec_driver_sql("VACUUM (ANALYZE)")
 
 
-def build_index(url: str, instances: int, log: Log) -> dict[str, int]:
-    """Fill a fresh index with `instances` synthetic instances (patients, studies, series)."""
+def _enrol(url: str, pki: Pki) -> None:
+    """The bench client as an identity of :data:`CALLER` in the index's trust store (what
+    ``ca issue client --org`` records), with the find permission."""
+    from cryptography import x509
+
+    from securepacs.services.authority import record_for
+
+    store = SqlTrustStore(url)
+    try:
+        store.create_schema()
+        store.put_group(Group("bench", frozenset({Permission.ECHO, Permission.FIND})))
+        cert = x509.load_pem_x509_certificate(pki.client_cert.read_bytes())
+        store.add_certificate(record_for(cert, kind="client", organization=CALLER,
+                                         group="bench"))
+    finally:
+        store.close()
+
+
+def build_index(url: str, instances: int, log: Log, pki: Pki | None = None) -> dict[str, int]:
+    """Fill a fresh index with `instances` synthetic instances (patients, studies, series)
+    of :data:`ORGS` organisations, the shares, and (given `pki`) the bench client enrolled
+    as an identity of :data:`CALLER`."""
     index = SqlIndex(url)
     index.create_schema()
     index.close()
+    if pki is not None:
+        _enrol(url, pki)
     engine = sa.create_engine(url)
     n_series = instances // PER_SERIES
     n_studies = n_series // SERIES_PER_STUDY
@@ -123,6 +202,7 @@ def build_index(url: str, instances: int, log: Log) -> dict[str, int]:
         load(conn, study, _studies(n_studies))
         load(conn, series, _series(n_series))
         load(conn, instance, _instances(n_series * PER_SERIES))
+        load(conn, trust_share, _shares(n_studies))
     note = (f"query: loaded {instances:,} instances into {engine.dialect.name} in "
             f"{time.perf_counter() - start:.0f} s")
     if engine.dialect.name == "postgresql":
@@ -153,10 +233,19 @@ def _find(assoc: Association, context_id: int, ts: str, query: Dataset) -> int:
         return matches
 
 
+def _study_number(counts: dict[str, int], rng: random.Random) -> int:
+    """A study the caller sees: nine in ten of its own, one in ten shared with it."""
+    shared = _shared_studies(counts["studies"])
+    if shared and rng.random() < 0.1:
+        return rng.choice(shared)
+    own = counts["patients"] // ORGS or 1  # patients 0, ORGS, 2*ORGS, ... are the caller's
+    return rng.randrange(own) * ORGS * STUDIES_PER_PATIENT + rng.randrange(STUDIES_PER_PATIENT)
+
+
 def _study_query(counts: dict[str, int], rng: random.Random) -> Dataset:
     q = Dataset()
     q.QueryRetrieveLevel = "STUDY"
-    q.PatientID = f"P{rng.randrange(counts['patients']):07d}"
+    q.PatientID = f"P{_study_number(counts, rng) // STUDIES_PER_PATIENT:07d}"
     for kw in ("PatientName", "StudyInstanceUID", "StudyDate", "StudyDescription",
                "AccessionNumber", "ModalitiesInStudy", "NumberOfStudyRelatedInstances"):
         setattr(q, kw, "")
@@ -164,7 +253,7 @@ def _study_query(counts: dict[str, int], rng: random.Random) -> Dataset:
 
 
 def _image_query(counts: dict[str, int], rng: random.Random) -> Dataset:
-    e = rng.randrange(counts["series"])
+    e = _study_number(counts, rng) * SERIES_PER_STUDY + rng.randrange(SERIES_PER_STUDY)
     q = Dataset()
     q.QueryRetrieveLevel = "IMAGE"
     q.StudyInstanceUID = _uid(1, e // SERIES_PER_STUDY)
@@ -175,48 +264,64 @@ def _image_query(counts: dict[str, int], rng: random.Random) -> Dataset:
     return q
 
 
-def _measure(port: int, pki: Pki, counts: dict[str, int], repeats: int,
-             seed: int) -> Iterator[tuple[str, list[float], list[int]]]:
-    """(level, milliseconds, matches) of `repeats` queries per level after 5 warm-ups."""
-    ep = Endpoint(HOST, port, "SECUREPACS", "BENCH",
-                  tls=client_context(pki.ca, pki.client_cert, pki.client_key))
-    assoc = Association.open(ep, [ContextRequest(
-        StudyRootQueryRetrieveInformationModelFind, UNCOMPRESSED)])
-    ctx = assoc.context_for(StudyRootQueryRetrieveInformationModelFind)
-    assert ctx is not None
-    rng = random.Random(seed)
+def _measure(ports: dict[str, int], pki: Pki, counts: dict[str, int], repeats: int,
+             seed: int) -> Iterator[tuple[str, str, list[float], list[int]]]:
+    """(variant, level, milliseconds, matches) of `repeats` queries per level and variant
+    after 5 warm-ups: each query goes to every variant's server in turn (the order
+    alternating), so that the variants share the machine's load."""
+    assocs: dict[str, Association] = {}
     try:
+        for variant, port in ports.items():
+            ep = Endpoint(HOST, port, "SECUREPACS", "BENCH",
+                          tls=client_context(pki.ca, pki.client_cert, pki.client_key))
+            assocs[variant] = Association.open(ep, [ContextRequest(
+                StudyRootQueryRetrieveInformationModelFind, UNCOMPRESSED)])
+        rng = random.Random(seed)
         for level, make in (("STUDY", _study_query), ("IMAGE", _image_query)):
-            times, matched = [], []
+            times: dict[str, list[float]] = {v: [] for v in assocs}
+            matched: dict[str, list[int]] = {v: [] for v in assocs}
             for n in range(repeats + 5):
                 q = make(counts, rng)
-                t0 = time.perf_counter()
-                m = _find(assoc, ctx.context_id, ctx.transfer_syntax, q)
-                dt = time.perf_counter() - t0
-                if n >= 5:  # warm-up
-                    times.append(dt * 1000)
-                    matched.append(m)
-            yield level, times, matched
+                order = list(assocs) if n % 2 else list(reversed(assocs))
+                for variant in order:
+                    assoc = assocs[variant]
+                    ctx = assoc.context_for(StudyRootQueryRetrieveInformationModelFind)
+                    assert ctx is not None
+                    t0 = time.perf_counter()
+                    m = _find(assoc, ctx.context_id, ctx.transfer_syntax, q)
+                    dt = time.perf_counter() - t0
+                    if n >= 5:  # warm-up
+                        times[variant].append(dt * 1000)
+                        matched[variant].append(m)
+            for variant in assocs:
+                yield variant, level, times[variant], matched[variant]
     finally:
-        assoc.release()
+        for assoc in assocs.values():
+            assoc.release()
 
 
 def _one_index(work: Path, pki: Pki, url: str, backend: str, size: int, repeats: int,
                log: Log, src: Path | None) -> list[dict[str, Any]]:
-    counts = build_index(url, size, log)
-    srv = OurServer(work / f"query-{size}", pki, src=src, extra={"database_url": url}).start()
+    counts = build_index(url, size, log, pki)
     results = []
-    try:
-        for level, times, matched in _measure(srv.port, pki, counts, repeats, size):
+    with ExitStack() as stack:
+        ports = {}
+        for variant in VARIANTS:
+            extra: dict[str, object] = {"database_url": url, "trust_source": (
+                "index" if variant == "org" else "files")}
+            srv = OurServer(work / f"query-{size}-{variant}", pki, src=src, extra=extra)
+            stack.callback(srv.stop)
+            ports[variant] = srv.start().port
+        for variant, level, times, matched in _measure(ports, pki, counts, repeats, size):
             r = {"kind": "query", "backend": backend, "instances": counts["instances"],
-                 "level": level, "ms": times, "p50_ms": median(times),
-                 "p95_ms": percentile(times, 95),
-                 "matches_median": median([float(m) for m in matched])}
-            log(f"query {backend:10s} {counts['instances']:>9,} {level:5s} p50 "
-                f"{r['p50_ms']:6.1f} ms p95 {r['p95_ms']:6.1f} ms ({r['matches_median']:.0f} matches)")
+                 "level": level, "tenancy": variant, "orgs": ORGS, "ms": times,
+                 "p50_ms": median(times), "p95_ms": percentile(times, 95),
+                 "matches_median": median([float(m) for m in matched]),
+                 "matches_mean": sum(matched) / len(matched) if matched else 0.0}
+            log(f"query {backend:10s} {counts['instances']:>9,} {level:5s} {variant:4s} p50 "
+                f"{r['p50_ms']:6.1f} ms p95 {r['p95_ms']:6.1f} ms ({r['matches_median']:.0f} "
+                f"matches, mean {r['matches_mean']:.2f})")
             results.append(r)
-    finally:
-        srv.stop()
     return results
 
 

@@ -537,8 +537,10 @@ __all__ = ["Archive", "StartUp", "build_archive", "start_up", "certificate_autho
            "local_hostnames", "now", "Path"]
 
 
-def study_archive(settings: Settings):  # noqa: ANN201 - services.media.RetrieveStudies
-    """The archive's studies, read only, for ``media create --study UID``.
+def study_archive(settings: Settings,  # noqa: ANN201 - services.media.RetrieveStudies
+                  organisation: str | None = None):
+    """The archive's studies, read only, for ``media create --study UID``: every
+    organisation's, or what `organisation` may retrieve (``--org``, docs/tenants.md).
 
     Raises
     ------
@@ -556,7 +558,10 @@ def study_archive(settings: Settings):  # noqa: ANN201 - services.media.Retrieve
     if settings.blob_backend == "filesystem" and not settings.blob_root.is_dir():
         raise ConfigError(f"no archive blob folder {settings.blob_root}")
     index = SqlIndex(settings.index_url)
-    return RetrieveStudies(RetrieveService(index, blob_store(settings)), close=index.close)
+    view = (make_tenancy(settings).of(organisation, retrieve=True)
+            if organisation is not None else None)
+    return RetrieveStudies(RetrieveService(index, blob_store(settings)), close=index.close,
+                           visibility=view)
 
 
 def blob_store(settings: Settings) -> BlobPort:
@@ -765,10 +770,18 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
 
     from securepacs.services.audit_events import NoAudit
 
+    tenancy = make_tenancy(settings)
+
+    def seen(identity: Identity | None, address: str, studies: list[StudyEntry],
+             action: str) -> None:
+        if audit is not None:  # one event per page naming the other organisations
+            tenancy.audit_crossing(audit, identity, address=address, action=action,
+                                   owned=[(s.organization, s.uid) for s in studies])
+
     deletion, _close = deletion_service(settings, blobs, audit or NoAudit())
     app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed,
-                                              visibility=make_tenancy(settings).view,
-                                              deletion=deletion))
+                                              visibility=tenancy.view,
+                                              deletion=deletion, on_seen=seen))
     try:
         return ArchiveViewerServer((settings.host, port), app, tls_context,
                                    gatekeeper=gatekeeper, audit=audit,

@@ -435,10 +435,16 @@ def get(
         _audit_deidentified(data_dir, deid, target=str(to.absolute()), endpoint=ep.endpoint,
                             received=True, success=summary.ok)
     final = summary.final
+    named = (f"--study {study}" + (f" --series {series}" if series else "")
+             + (f" --image {image}" if image else ""))
     if summary.expected == 0:
         _fail("get", f"nothing on the server matches {query.QueryRetrieveLevel} level "
-                     f"--study {study}" + (f" --series {series}" if series else "")
-                     + (f" --image {image}" if image else ""), EXIT_FAILED)
+                     f"{named}", EXIT_FAILED)
+    if summary.withheld:
+        _fail("get", f"the server lists {summary.expected} instance(s) under {named} but "
+                     "sends none: you may find and view them, not retrieve them (a study "
+                     "shared with your organisation read-only); ask its owner for a full "
+                     "share", EXIT_FAILED)
     typer.echo(f"retrieved {len(summary.written)} instance(s) into {to} "
                f"(completed {final.completed}, failed {final.failed}, warning {final.warning}, "
                f"final status 0x{final.status.status:04X})")

@@ -190,12 +190,17 @@ def create(
     deidentify: Deidentify = False, option: DeidOption = None,
     include_burned_in: IncludeBurnedIn = False, mapping_key: MappingKey = None,
     clean_allowlist: CleanAllowlist = None,
+    org: str | None = typer.Option(None, "--org", help="Write only what this organisation "
+                                   "may retrieve: its own studies and those fully shared "
+                                   "with it (default: every organisation's; for --study)."),
 ) -> None:
     """Encrypt DICOM files into a secure file-set (folder or ISO image) for CD/DVD/USB."""
     if generate_passphrase and (password_file or password_stdin or password):
         raise fail("--generate-passphrase replaces --password-file/--password-stdin/--password", 2)
     if not sources and not study:
         raise fail("give folders of DICOM files and/or --study UID", 2)
+    if org is not None and (not study or not org.strip()):
+        raise fail("--org names the organisation whose --study UIDs to read: give both", 2)
     if (out is None) == (iso is None):
         raise fail("give exactly one of --out DIR or --iso FILE", 2)
     if pkcs1 and oaep:
@@ -212,7 +217,7 @@ def create(
         def _archive() -> Any:
             from securepacs.wiring import study_archive
 
-            return study_archive(load(config, overrides={"data_dir": data_dir}))
+            return study_archive(load(config, overrides={"data_dir": data_dir}), org)
 
         archive = _run(_archive)
     try:
@@ -224,7 +229,7 @@ def create(
     finally:
         if archive is not None:
             archive.close()
-    _audit_export(config, data_dir, report, deid)
+    _audit_export(config, data_dir, report, deid, archive)
     where = f"ISO image {report.target} (fits a {report.fits})" if report.iso else \
         f"folder {report.target}"
     typer.echo(f"Wrote {report.instances} instance(s) of {report.studies} study(ies), "
@@ -487,10 +492,11 @@ def recover(
 
 
 def _audit_export(config: Path | None, data_dir: Path | None, report: Any,
-                  deid: Any = None) -> None:
+                  deid: Any = None, archive: Any = None) -> None:
     """Record the Export event (PS3.15 A.5.3.7) in the data folder's audit trail; a
     de-identified disc names the original patients and studies, marked Anonymized (the disc
-    itself holds only the new UIDs and pseudonyms)."""
+    itself holds only the new UIDs and pseudonyms); and the other organisations' studies
+    read for ``--org`` (docs/tenants.md)."""
     from securepacs.wiring import media_audit
 
     with _run(lambda: media_audit(load(config, overrides={"data_dir": data_dir}))) as audit:
@@ -500,6 +506,8 @@ def _audit_export(config: Path | None, data_dir: Path | None, report: Any,
         else:
             audit.exported(str(report.target), patient_ids=report.patient_ids,
                            study_uids=report.study_uids, success=True)
+        if archive is not None and archive.foreign:
+            audit.crossed(archive.organization, archive.foreign)
 
 
 app.command("import")(import_media)

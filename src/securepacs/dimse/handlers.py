@@ -209,9 +209,10 @@ class Handlers:
     def on_find(self, assoc: AcceptedAssociation, message: Message,
                 context: AcceptedContext) -> None:
         root = FIND_MODELS[context.abstract_syntax]
+        owned: list[tuple[str, str]] = []  # (owner, study) of each match, for the audit
         try:
             identifier = decode_dataset(message.dataset, context.transfer_syntax)
-            results = list(self.query.find(identifier, root,
+            results = list(self.query.find(identifier, root, owned=owned,
                                            visibility=self.tenancy.view(assoc.identity)))
             unsupported = self.query.unsupported_keys(identifier, root)
         except Exception as exc:  # noqa: BLE001
@@ -223,6 +224,8 @@ class Handlers:
             assoc.respond(message, code, comment=str(exc))
             return
         _audit_query(assoc, message, success=True)
+        self.tenancy.audit_crossing(assoc.audit, assoc.identity, address=assoc.address,
+                                    ae_title=assoc.calling_ae, owned=owned, action="found")
         message_id = int(message.command.get(cmd.MESSAGE_ID, 0))  # type: ignore[arg-type]
         if unsupported:
             log.warning("C-FIND from %s: key(s) not supported for matching, answered with "

@@ -103,6 +103,7 @@ def _candidates(level: Level, constraints: Mapping[str, Matcher],
     levels = level.at_or_above()
     columns = [TABLES[lv].c.id.label(f"pk{lv.depth}") for lv in levels]
     columns += [TABLES[lv].c.attrs.label(f"attrs{lv.depth}") for lv in levels]
+    columns.append(TABLES[level].c.organization.label("owner"))
     joined: sa.FromClause = patient
     for lv in levels[1:]:
         joined = joined.join(TABLES[lv])
@@ -126,7 +127,7 @@ def _merge(row: Row[Any], levels: Sequence[Level]) -> dict[str, str]:
 
 def matches(
     conn: sa.Connection, query: Query, *, computed_for_output: bool, batch: int,
-    visibility: Visibility | None = None,
+    visibility: Visibility | None = None, owners: list[str] | None = None,
 ) -> Generator[tuple[int, dict[str, str]], None, None]:
     """(pk, merged values) of every entity at ``query.level`` that matches, in pk order.
 
@@ -142,6 +143,9 @@ def matches(
         Candidate rows read, and given computed attributes, at a time.
     visibility : Visibility or None
         What the caller sees (None: everything).
+    owners : list of str, optional
+        Given, the owner organisation of each match is appended to it just before the
+        match is yielded (for the audit of cross-organisation reads, docs/tenants.md).
 
     Raises
     ------
@@ -174,6 +178,8 @@ def matches(
                     values.update(computed[row._mapping[label]])
             for row, values in zip(part, merged, strict=True):
                 if all(m.matches(values.get(k)) for k, m in constraints.items()):
+                    if owners is not None:
+                        owners.append(str(row._mapping["owner"]))
                     yield row._mapping[f"pk{level.depth}"], values
     finally:
         result.close()

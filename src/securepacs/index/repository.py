@@ -372,7 +372,8 @@ class SqlIndex:
         return None if row is None else _stored(row)
 
     def find(self, query: Query, *, limit: int | None = None,
-             visibility: Visibility | None = None) -> list[dict[str, str]]:
+             visibility: Visibility | None = None,
+             owners: list[str] | None = None) -> list[dict[str, str]]:
         """C-FIND: the entities at ``query.level`` that match the query's keys.
 
         Parameters
@@ -383,6 +384,9 @@ class SqlIndex:
             Return at most this many matches (the first ones in index order).
         visibility : Visibility or None
             The caller's view (docs/tenants.md), applied in SQL; None: every organisation.
+        owners : list of str, optional
+            Given, the owner organisation of each returned match is appended to it, in the
+            order of the matches (for the audit of cross-organisation reads).
 
         Returns
         -------
@@ -411,7 +415,7 @@ class SqlIndex:
         with (
             self._reading() as conn,
             closing(matches(conn, query, computed_for_output=True, batch=batch,
-                            visibility=visibility)) as found,
+                            visibility=visibility, owners=owners)) as found,
         ):
             for _pk, values in found:
                 out.append({k: values.get(k, "") for k in keywords})
@@ -633,6 +637,10 @@ _INSTANCE_BY_UID = (
     .order_by((instance.c.organization == sa.bindparam("org")).desc(), instance.c.id)
 )
 _INSERT = {table: sa.insert(table) for table in (patient, study, series, instance)}
+# PostgreSQL: adds of one SOP Instance UID run one at a time, whatever their organisation,
+# so that the same-UID rule (docs/tenants.md) sees a concurrent add's committed row; held
+# until commit. SQLite needs none (BEGIN IMMEDIATE: one writer at a time).
+_UID_LOCK = sa.text("SELECT pg_advisory_xact_lock(1397770581, hashtext(:v))")
 
 
 def _one(conn: sa.Connection, statement: sa.Select[Any], v: Any, **more: Any) -> RowMapping | None:
@@ -661,6 +669,8 @@ def _fill(conn: sa.Connection, table: sa.Table, row: RowMapping, new: Mapping[st
 
 def _add(conn: sa.Connection, record: InstanceRecord, keys: _Keys, replace: bool,
          foreign: str) -> AddResult:
+    if conn.dialect.name == "postgresql":
+        conn.execute(_UID_LOCK, {"v": keys.sop})
     old = conn.execute(_INSTANCE_BY_UID, {"v": keys.sop, "org": keys.organization}).first()
     if old is not None and old.organization != keys.organization:
         # another organisation holds this UID: the caller compares the bytes first

@@ -66,6 +66,8 @@ patient = sa.Table(
     sa.Column("anchor", _TEXT, nullable=False, server_default=""),
     sa.UniqueConstraint("organization", "patient_id", "issuer", "anchor"),
     sa.Index(None, "patient_name"),
+    # C-FIND by Patient ID across the organisations the caller sees (revision 0006)
+    sa.Index(None, "patient_id"),
 )
 
 study = sa.Table(

@@ -70,11 +70,12 @@ def _query(level: Level, **values: str) -> Query:
                  keys=tuple(Key(k, vrs[k], v) for k, v in values.items()))
 
 
-def _study(row: dict[str, str]) -> StudyEntry:
+def _study(row: dict[str, str], organization: str = "") -> StudyEntry:
     return StudyEntry(row.get("StudyInstanceUID", ""), row.get("PatientName", ""),
                       row.get("PatientID", ""), row.get("IssuerOfPatientID", ""),
                       row.get("PatientBirthDate", ""), row.get("StudyDate", ""),
-                      row.get("StudyDescription", ""), row.get("AccessionNumber", ""))
+                      row.get("StudyDescription", ""), row.get("AccessionNumber", ""),
+                      organization=organization)
 
 
 def _series(row: dict[str, str]) -> SeriesEntry:
@@ -194,19 +195,23 @@ class ArchiveCatalog:
             else:
                 queries = [_query(Level.STUDY, **dates)]
             rows: dict[str, dict[str, str]] = {}
+            owner: dict[str, str] = {}
             capped = False
             for query in queries:
+                owners: list[str] = []
                 found = self._index.find(query, limit=self._scan_limit,
-                                         visibility=self.visibility)
+                                         visibility=self.visibility, owners=owners)
                 capped = capped or len(found) >= self._scan_limit
-                for row in found:
+                for row, org in zip(found, owners, strict=True):
                     rows.setdefault(row.get("StudyInstanceUID", ""), row)
+                    owner.setdefault(row.get("StudyInstanceUID", ""), org)
             if len(rows) >= self._list_limit:
                 break
         ordered = sorted(rows.values(), key=lambda r: (r.get("StudyDate", ""),
                                                        r.get("StudyTime", "")), reverse=True)
         shown = ordered[:self._list_limit]
-        return StudyList([_study(r) for r in shown], len(ordered), capped,
+        return StudyList([_study(r, owner.get(r.get("StudyInstanceUID", ""), ""))
+                          for r in shown], len(ordered), capped,
                          {r["StudyInstanceUID"]: _int(r.get("NumberOfStudyRelatedInstances")) or 0
                           for r in shown},
                          {r["StudyInstanceUID"]: r.get("ModalitiesInStudy", "") for r in shown},
@@ -219,11 +224,12 @@ class ArchiveCatalog:
 
     def study(self, uid: str) -> StudyEntry:
         """The study `uid` with its series and their instances (KeyError if not archived)."""
+        owners: list[str] = []
         rows = self._index.find(_query(Level.SERIES, StudyInstanceUID=uid),
-                                visibility=self.visibility)
+                                visibility=self.visibility, owners=owners)
         if not rows:
             raise KeyError(uid)
-        study = _study(rows[0])
+        study = _study(rows[0], owners[0])
         for row in rows:
             study.series.append(self.series(row["SeriesInstanceUID"]))
         study.series.sort(key=lambda s: (_int(s.number) is None, _int(s.number) or 0, s.uid))

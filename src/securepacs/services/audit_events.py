@@ -212,14 +212,15 @@ class AuditEvents:
             requestor=peer))
 
     def crossed(self, identity: Identity | None, *, ae_title: str, address: str,
-                caller_org: str, owners: Mapping[str, Sequence[str]], how: str) -> None:
+                caller_org: str, owners: Mapping[str, Sequence[str]], how: str,
+                action: str = "read") -> None:
         """A read of another organisation's studies (a share, or the ``cross_org``
         permission): a Security Alert (Use of Restricted Function, outcome Success) naming
-        the reading organisation and each owner with its studies (docs/tenants.md)."""
+        the reading organisation and each owner with its studies (docs/tenants.md).
+        `action`: ``read`` (retrieved), ``found`` (C-FIND / QIDO-RS matches), ``viewed``
+        (the archive viewer)."""
         peer = self.peer(identity, ae_title=ae_title, address=address)
-        parts = "; ".join(f"{owner}: {', '.join(sorted(set(uids)))}"
-                          for owner, uids in sorted(owners.items()))
-        detail = f"{caller_org} read studies of another organisation by {how} ({parts})"
+        detail = crossing(caller_org, owners, how=how, action=action)
         self._emit(lambda: m.security_alert(
             alert=m.Alert.CROSS_ORG_ACCESS, reporter=self.local, subject=peer.user_id,
             at=self._clock(), reason=detail, performer=peer, outcome=m.Outcome.SUCCESS))
@@ -301,6 +302,14 @@ class StoredInstances:
         self.flush()
 
 
+def crossing(caller_org: str, owners: Mapping[str, Sequence[str]], *, how: str,
+             action: str) -> str:
+    """The description of a cross-organisation access (docs/tenants.md)."""
+    parts = "; ".join(f"{owner}: {', '.join(sorted(set(uids)))}"
+                      for owner, uids in sorted(owners.items()))
+    return f"{caller_org} {action} studies of another organisation by {how} ({parts})"
+
+
 class NoAudit(AuditEvents):
     """Audit events that go nowhere (no trail configured)."""
 
@@ -378,6 +387,15 @@ class MediaAudit:
             studies = [m.Study.of(uid, classes) for uid, classes in sorted(by_study.items())
                        if uid]
             self.events._emit(partial(build, patient, studies))
+
+    def crossed(self, caller_org: str, owners: Mapping[str, Sequence[str]]) -> None:
+        """Studies of other organisations shared with `caller_org` written to media by
+        the local operator for it (``media create --study --org``): a Security Alert."""
+        detail = crossing(caller_org, owners, how="share", action="exported")
+        self.events._emit(lambda: m.security_alert(
+            alert=m.Alert.CROSS_ORG_ACCESS, reporter=self.events.local,
+            subject=self.user.user_id, at=self.events._clock(), reason=detail,
+            performer=self.user, outcome=m.Outcome.SUCCESS))
 
     def imported(self, media_id: str, *, patient_id: str, study_uids: Sequence[str],
                  original_patient_id: str | None, success: bool) -> None:

@@ -75,6 +75,12 @@ class DicomwebAccess:
                                caller_org=self.tenancy.owner(caller.identity), owners=foreign,
                                how=how)
 
+    def found(self, caller: Caller, owned: Iterable[tuple[str, str]]) -> None:
+        """Audit a QIDO-RS search that matched another organisation's studies: one event
+        per search (docs/tenants.md)."""
+        self.tenancy.audit_crossing(self.audit, caller.identity, address=caller.address,
+                                    owned=owned, action="found")
+
     def owner(self, caller: Caller) -> str:
         """The organisation that owns what `caller` stores."""
         return self.tenancy.owner(caller.identity)

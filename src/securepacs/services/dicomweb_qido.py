@@ -227,8 +227,9 @@ class QidoService:
         self._access.require(caller, "QIDO-RS")
         identifier, warnings = self.identifier(level, params, study=study, series=series)
         encoded = _identifier_bytes(identifier)
+        owned: list[tuple[str, str]] = []
         try:
-            found = self._query.find(identifier, Root.STUDY,
+            found = self._query.find(identifier, Root.STUDY, owned=owned,
                                      visibility=self._access.visibility(caller))
             end = None if params.limit is None else params.offset + params.limit
             matches = []
@@ -245,6 +246,7 @@ class QidoService:
             raise
         self._audit.queried(caller.identity, ae_title="", address=caller.address,
                             sop_class_uid=_STUDY_ROOT_FIND, identifier=encoded, success=True)
+        self._access.found(caller, owned)
         return QidoResult(matches, warnings)
 
 

@@ -170,7 +170,16 @@ class RetrieveSummary:
     @property
     def ok(self) -> bool:
         return (self.final.status.category in ("success", "warning") and not self.final.failed
-                and not self.errors)
+                and not self.errors and not self.withheld)
+
+    @property
+    def withheld(self) -> bool:
+        """The C-FIND before the retrieve listed instances, and the server sent none and
+        reported no failure: the caller may find them but not retrieve them (a study
+        shared with its organisation read-only, docs/tenants.md), as if they did not exist."""
+        f = self.final
+        return (bool(self.expected) and not self.written and not self.errors
+                and f.completed == f.failed == f.warning == 0)
 
 
 def get(retriever: Retriever, finder: Finder | None, identifier: Dataset, level: Level,

@@ -139,7 +139,8 @@ class RetrieveStudies:
     visibility : Visibility, optional
         What the disc may hold. Default: every organisation's studies, since ``media
         create --study`` runs as the local operator, who holds the data folder and the
-        database anyway (docs/tenants.md).
+        database anyway; ``--org`` gives that organisation's view for retrieving (its
+        own studies and those fully shared with it, docs/tenants.md).
     """
 
     def __init__(self, retrieve: RetrieveService, close: Callable[[], None] | None = None,
@@ -147,12 +148,26 @@ class RetrieveStudies:
         self._retrieve = retrieve
         self._close = close
         self._visibility = visibility or Visibility.all()
+        #: owner organisation -> study UIDs read that the visibility's organisation does
+        #: not own (shared with it): what the audit trail records as cross-organisation
+        self.foreign: dict[str, list[str]] = {}
+
+    @property
+    def organization(self) -> str:
+        """The organisation whose view this is ("" for every organisation's)."""
+        return "" if self._visibility.everything else self._visibility.organization
 
     def study_instances(self, study_uid: str) -> Sequence[Source]:
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "STUDY"
         identifier.StudyInstanceUID = study_uid
         found = self._retrieve.instances(identifier, Root.STUDY, visibility=self._visibility)
+        others = {i.organization for i in found if self.organization
+                  and i.organization != self.organization}
+        for owner in sorted(others):  # a study shared with this organisation
+            uids = self.foreign.setdefault(owner, [])
+            if study_uid not in uids:
+                uids.append(study_uid)
         return [_StoredSource(f"study {study_uid} instance {inst.sop_instance_uid}",
                               partial(self._retrieve.read, inst)) for inst in found]
 

@@ -117,6 +117,8 @@ class StudyEntry:
     description: str
     accession: str
     series: list[SeriesEntry] = field(default_factory=list)
+    #: the owner organisation, in the archive (docs/tenants.md); "" on media
+    organization: str = ""
 
     @property
     def modalities(self) -> str:

@@ -85,21 +85,26 @@ class QueryService:
         self._max = max_results
         self._blobs = blobs
 
-    def find(self, identifier: Dataset, root: Root, *,
-             visibility: Visibility) -> Iterator[Dataset]:
+    def find(self, identifier: Dataset, root: Root, *, visibility: Visibility,
+             owned: list[tuple[str, str]] | None = None) -> Iterator[Dataset]:
         """One response identifier per match the caller sees (`visibility`, from
         :class:`securepacs.services.tenancy.Tenancy`), with the keys asked for filled in (keys
         the index does not keep matched and filled from a stored file,
-        :mod:`securepacs.services.query_files`, when a blob store is given)."""
+        :mod:`securepacs.services.query_files`, when a blob store is given).
+
+        `owned`, given, gets one (owner organisation, Study Instance UID) pair per
+        identifier yielded (``patient <PatientID>`` for a PATIENT-level match): what
+        :meth:`securepacs.services.tenancy.Tenancy.audit_crossing` records."""
         query = to_query(identifier, root)
-        rows = self._index.find(query, limit=self._max, visibility=visibility)
+        owners: list[str] | None = [] if owned is not None else None
+        rows = self._index.find(query, limit=self._max, visibility=visibility, owners=owners)
         files = (FileKeys(identifier, query, index=self._index, blobs=self._blobs,
                           visibility=visibility)
                  if self._blobs is not None else None)
         wanted = query.return_keywords()
         if files:
             wanted = tuple(k for k in wanted if k not in files.keywords)
-        for row in rows:
+        for number, row in enumerate(rows):
             ds = Dataset()
             ds.QueryRetrieveLevel = query.level.value
             if any(not v.isascii() for v in row.values()):
@@ -115,6 +120,9 @@ class QueryService:
                 continue
             if files:
                 ds.SpecificCharacterSet = _UTF8  # values from the file may be non-ASCII
+            if owned is not None and owners is not None:
+                owned.append((owners[number], row.get("StudyInstanceUID")
+                              or f"patient {row.get('PatientID', '')}"))
             yield ds
 
     def unsupported_keys(self, identifier: Dataset, root: Root) -> list[str]:

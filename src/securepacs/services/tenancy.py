@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -60,24 +60,66 @@ class Tenancy:
         return Visibility(self.owner(identity), everything=everything, retrieve=retrieve,
                           at=when)
 
+    def of(self, organization: str, *, retrieve: bool = False,
+           at: datetime | None = None) -> Visibility:
+        """What `organization` sees, for a local operator acting for it (``media create
+        --study --org``): its own studies and those shared with it (with trust from files,
+        where there are no organisations, everything)."""
+        return Visibility(organization.strip(), everything=not self.enforced,
+                          retrieve=retrieve, at=at or datetime.now(UTC))
+
     def foreign(self, identity: Identity | None,
                 instances: Iterable[StoredInstance]) -> dict[str, list[str]]:
         """Owner organisation -> study UIDs of `instances` that are not `identity`'s own
         (read by a share or by ``cross_org``): what the audit trail records."""
+        return self.foreign_of(identity, ((i.organization, i.study_uid) for i in instances))
+
+    def foreign_of(self, identity: Identity | None,
+                   owned: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+        """Owner organisation -> what of it `identity` saw, from (owner, what) pairs (a
+        study UID, or a patient for a PATIENT-level match), leaving out `identity`'s own."""
         if not self.enforced:
             return {}
         mine = self.owner(identity)
-        out: dict[str, list[str]] = {}
-        for item in instances:
-            if item.organization and item.organization != mine:
-                out.setdefault(item.organization, []).append(item.study_uid)
-        return out
+        seen: dict[str, dict[str, None]] = {}  # insertion-ordered sets: a query may match many
+        for organization, what in owned:
+            if organization and organization != mine:
+                seen.setdefault(organization, {})[what] = None
+        return {organization: list(whats) for organization, whats in seen.items()}
+
+    def how(self, identity: Identity | None) -> str:
+        """How `identity` sees another organisation's study: ``cross_org`` or ``share``."""
+        return "cross_org" if self.crosses(identity) else "share"
+
+    def audit_crossing(self, audit: CrossingAudit, identity: Identity | None, *, address: str,
+                       owned: Iterable[tuple[str, str]], action: str = "read",
+                       ae_title: str = "") -> bool:
+        """Record one cross-organisation access (docs/tenants.md): one Security Alert
+        naming `identity`'s organisation and every other owner among `owned` ((owner,
+        study UID) pairs of what it found, read or viewed), when there is one. True when
+        something was recorded."""
+        foreign = self.foreign_of(identity, owned)
+        if not foreign:
+            return False
+        audit.crossed(identity, ae_title=ae_title, address=address,
+                      caller_org=self.owner(identity), owners=foreign, how=self.how(identity),
+                      action=action)
+        return True
 
     def crosses(self, identity: Identity | None) -> bool:
         """True when `identity` reads across organisations by its ``cross_org`` permission
         (the audit trail records each such use)."""
         return (self.enforced and identity is not None
                 and identity.allows(Permission.CROSS_ORG))
+
+
+class CrossingAudit(Protocol):
+    """Where cross-organisation accesses are recorded
+    (:meth:`securepacs.services.audit_events.AuditEvents.crossed`)."""
+
+    def crossed(self, identity: Identity | None, *, ae_title: str, address: str,
+                caller_org: str, owners: Mapping[str, Sequence[str]], how: str,
+                action: str = "read") -> None: ...
 
 
 class ShareStore(Protocol):

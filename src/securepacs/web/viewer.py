@@ -105,6 +105,10 @@ class ViewerConfig:
         Archive mode: what an identity sees (the tenant boundary,
         :meth:`securepacs.services.tenancy.Tenancy.view`); each request's catalog is scoped
         to it. None: the default organisation's view of a default :class:`Tenancy`.
+    on_seen : callable, optional
+        Archive mode: called with (identity, client address, studies, action) when the
+        study list is shown (action ``found``) and when a study or series is opened
+        (``viewed``), for the audit of cross-organisation reads (docs/tenants.md).
     """
 
     media: Path
@@ -116,6 +120,8 @@ class ViewerConfig:
     on_view: Callable[[Identity | None, str, media_view.StudyEntry], None] | None = None
     visibility: Callable[[Identity | None], Visibility] | None = None
     deletion: DeletionService | None = None
+    on_seen: Callable[[Identity | None, str, list[media_view.StudyEntry], str],
+                      None] | None = None
 
     @property
     def prefix(self) -> str:
@@ -136,11 +142,13 @@ class ViewerConfig:
     def for_archive(cls, catalog: archive_view.ArchiveCatalog, on_view: Callable[
             [Identity | None, str, media_view.StudyEntry], None] | None = None,
             visibility: Callable[[Identity | None], Visibility] | None = None,
-            deletion: DeletionService | None = None) -> ViewerConfig:
+            deletion: DeletionService | None = None,
+            on_seen: Callable[[Identity | None, str, list[media_view.StudyEntry], str],
+                              None] | None = None) -> ViewerConfig:
         """The viewer of an archive (served by :mod:`securepacs.web.archive`); with
         `deletion`, a study page offers its deletion to a caller with ``delete``."""
         return cls(Path(catalog.name), archive=catalog, on_view=on_view,
-                   visibility=visibility, deletion=deletion)
+                   visibility=visibility, deletion=deletion, on_seen=on_seen)
 
 
 @dataclass
@@ -290,11 +298,19 @@ def create_app(config: ViewerConfig) -> Starlette:
         view = (config.visibility or Tenancy().view)(who)
         return config.archive.scoped(view)
 
+    def seen(request: Request, studies: list[media_view.StudyEntry], action: str) -> None:
+        """Archive mode: tell the audit what the request's identity found or viewed."""
+        if config.on_seen is not None and studies:
+            identity = request.scope.get(IDENTITY_KEY)
+            config.on_seen(identity if isinstance(identity, Identity) else None,
+                           request.client.host if request.client else "", studies, action)
+
     def home(request: Request) -> Response:
         if config.archive is not None:
             search = request.query_params.get("q", "")
-            return page(pages.archive_studies(config.archive.name,
-                                                      archive(request).search(search), search))
+            listed = archive(request).search(search)
+            seen(request, listed.studies, "found")
+            return page(pages.archive_studies(config.archive.name, listed, search))
         catalog = catalog_or_none()
         if catalog is None:
             return page(pages.unlock(config.media.name, csrf=config.csrf))
@@ -307,6 +323,7 @@ def create_app(config: ViewerConfig) -> Starlette:
             study = archive(request).study(request.path_params["uid"])
         except KeyError:
             return page(pages.message("No such study in the archive."), status_code=404)
+        seen(request, [study], "viewed")
         identity = request.scope.get(IDENTITY_KEY)
         can_delete = (config.deletion is not None and isinstance(identity, Identity)
                       and identity.allows(Permission.DELETE)
@@ -398,6 +415,8 @@ def create_app(config: ViewerConfig) -> Starlette:
             identity = request.scope.get(IDENTITY_KEY)
             config.on_view(identity if isinstance(identity, Identity) else None,
                            request.client.host if request.client else "", study)
+        if config.archive is not None:
+            seen(request, [study], "viewed")
         return page(pages.viewer(study, series))
 
     def series_api(request: Request) -> Response:

@@ -154,6 +154,26 @@ def test_shares_open_one_study_until_they_end(two_orgs: SqlIndex, store: SqlTrus
     assert pats == {("A^Alice", "1", "1"), ("B^Bob", "1", "1")}
 
 
+def test_find_names_the_owner_of_each_match(two_orgs: SqlIndex, store: SqlTrustStore) -> None:
+    """What the audit of cross-organisation reads is built from: the owner organisation of
+    each returned match, in order, at every level (and only of the returned ones)."""
+    share(store, "s1", "1.2", "A", "B")
+    for level, keys in ((Level.STUDY, {}), (Level.SERIES, {}), (Level.IMAGE, {}),
+                        (Level.PATIENT, {})):
+        owners: list[str] = []
+        rows = two_orgs.find(q(level, **keys), visibility=view("B"), owners=owners)
+        mine = {"StudyInstanceUID": "2.1"} if level is not Level.PATIENT else {
+            "PatientName": "B^Bob"}
+        assert len(owners) == len(rows) == 2, level
+        for row, owner in zip(rows, owners, strict=True):
+            key, value = next(iter(mine.items()))
+            assert owner == ("B" if row.get(key) == value else "A"), (level, row)
+    owners = []
+    assert len(two_orgs.find(q(Level.STUDY), visibility=Visibility.all(), limit=2,
+                             owners=owners)) == 2
+    assert owners == ["A", "A"]
+
+
 def test_same_sop_uid_from_another_organisation(index: SqlIndex) -> None:
     index.add(owned(build_record("1.9.1", study="1.1", series="1.1.1"), "A"))
     theirs = owned(build_record("1.9.1", study="1.1", series="1.1.1", blob_key="b/B"), "B")

@@ -77,6 +77,42 @@ def book(tmp_path: Path) -> Shares:
     return Shares(store, index)
 
 
+class Recorded:
+    """The audit events :meth:`Tenancy.audit_crossing` records (a CrossingAudit)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, object]] = []
+
+    def crossed(self, identity: Identity | None, **kw: object) -> None:
+        self.events.append({"identity": identity, **kw})
+
+
+def test_audit_crossing_is_one_event_per_use_naming_every_other_owner() -> None:
+    tenancy, audit = Tenancy(), Recorded()
+    b = who("Clinic B")
+    owned = [("Clinic B", "1.1"), ("Clinic A", "1.2"), ("Clinic A", "1.2"), ("Clinic C", "1.3"),
+             ("Clinic A", "1.4")]
+    assert tenancy.audit_crossing(audit, b, address="10.0.0.1", owned=owned, action="found")
+    assert audit.events == [{"identity": b, "ae_title": "", "address": "10.0.0.1",
+                             "caller_org": "Clinic B", "how": "share", "action": "found",
+                             "owners": {"Clinic A": ["1.2", "1.4"], "Clinic C": ["1.3"]}}]
+    # only its own studies, nothing at all, or no organisations (trust from files): none
+    assert not tenancy.audit_crossing(audit, b, address="", owned=[("Clinic B", "1.1")])
+    assert not tenancy.audit_crossing(audit, b, address="", owned=[])
+    assert not Tenancy(enforced=False).audit_crossing(audit, b, address="", owned=owned)
+    assert len(audit.events) == 1
+    reader = who("Reading", Permission.CROSS_ORG)
+    tenancy.audit_crossing(audit, reader, address="", owned=owned, action="viewed")
+    assert audit.events[-1]["how"] == "cross_org" and audit.events[-1]["action"] == "viewed"
+    assert set(audit.events[-1]["owners"]) == {"Clinic A", "Clinic B", "Clinic C"}  # type: ignore[arg-type]
+
+
+def test_an_organisation_named_by_the_operator() -> None:
+    view = Tenancy().of(" Clinic A ", retrieve=True, at=NOW)
+    assert (view.organization, view.everything, view.retrieve) == ("Clinic A", False, True)
+    assert Tenancy(enforced=False).of("Clinic A").everything
+
+
 def test_share_rules(book: Shares) -> None:
     with pytest.raises(ValueError, match="no study 9.9"):
         book.grant("9.9", "B", at=NOW)
