@@ -26,7 +26,7 @@ from securepacs.errors import ConfigError, InvalidInstanceError, StorageError, S
 from securepacs.index.engine import READ_ONLY, begin_write, make_engine
 from securepacs.index.groupcommit import GroupCommit, Job
 from securepacs.index.lookup import matches, output_keywords, study_visible
-from securepacs.index.rowwriter import Delegate, RowWriter
+from securepacs.index.rowwriter import UID_LOCK, Delegate, RowWriter
 from securepacs.index.schema import (
     SCHEMA_VERSION,
     instance,
@@ -637,10 +637,7 @@ _INSTANCE_BY_UID = (
     .order_by((instance.c.organization == sa.bindparam("org")).desc(), instance.c.id)
 )
 _INSERT = {table: sa.insert(table) for table in (patient, study, series, instance)}
-# PostgreSQL: adds of one SOP Instance UID run one at a time, whatever their organisation,
-# so that the same-UID rule (docs/tenants.md) sees a concurrent add's committed row; held
-# until commit. SQLite needs none (BEGIN IMMEDIATE: one writer at a time).
-_UID_LOCK = sa.text("SELECT pg_advisory_xact_lock(1397770581, hashtext(:v))")
+_UID_LOCK = UID_LOCK  # the fast path takes the same lock (rowwriter)
 
 
 def _one(conn: sa.Connection, statement: sa.Select[Any], v: Any, **more: Any) -> RowMapping | None:

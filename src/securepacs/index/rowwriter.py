@@ -72,6 +72,12 @@ class _Statement:
         return cursor
 
 
+#: PostgreSQL: adds of one SOP Instance UID run one at a time, whatever their
+#: organisation, so that the same-UID rule (docs/tenants.md) sees a concurrent add's
+#: committed row; held until commit. SQLite needs none (BEGIN IMMEDIATE: one writer).
+UID_LOCK = sa.text("SELECT pg_advisory_xact_lock(1397770581, hashtext(:v))")
+
+
 class RowWriter:
     """The statements of the common add for one engine's dialect.
 
@@ -107,6 +113,8 @@ class RowWriter:
         self.patient_by_key = compile_(locked(
             patient, patient.c.patient_id == b("v"), patient.c.issuer == b("issuer"),
             patient.c.organization == b("org"), patient.c.anchor == b("anchor")))
+        # PostgreSQL: one add of a SOP Instance UID at a time (see UID_LOCK)
+        self.uid_lock = compile_(UID_LOCK) if dialect.name == "postgresql" else None
         self.modalities = compile_(sa.update(study).where(study.c.id == b("pk"))
                                    .values(modalities=b("m")))
         self._inserts: dict[str, _Statement] = {}
@@ -150,6 +158,8 @@ class RowWriter:
         Delegate
             Not the common case (see the module docstring); nothing was written.
         """
+        if self.uid_lock is not None:
+            self.uid_lock.run(cursor, {"v": keys.sop}).fetchall()
         old = self.instance_by_uid.one(cursor, {"v": keys.sop, "org": keys.organization})
         if old is not None:
             if old["organization"] != keys.organization:
