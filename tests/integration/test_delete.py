@@ -423,6 +423,10 @@ def test_sigkill_between_index_and_blobs_then_restart_sweeps(
     assert not any(blobs.path(k).exists() for k in pending)
     site.consistent()
     assert site.find("a1", study) == []
+    # the deletion's audit record was stored before the kill, and the chain is whole
+    assert f"study {study} deleted (3 instance(s))" in site.audit("instances-accessed")
+    verified = cli("audit", "--data-dir", site.data, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 @pytest.fixture
