@@ -899,4 +899,5 @@ def backup_tools(settings: Settings):  # noqa: ANN201 - services.backup.BackupTo
 
     return BackupTools(snapshot=index_backup.snapshot_sqlite,
                        check_index=index_backup.check_sqlite,
-                       blob_keys=index_backup.blob_keys, copy_blob=copy)
+                       blob_keys=index_backup.blob_keys, copy_blob=copy,
+                       trashed_keys=index_backup.trashed_blob_keys)

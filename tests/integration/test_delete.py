@@ -337,6 +337,32 @@ def test_operator_delete_into_the_trash_then_restore(site: Site) -> None:
     assert "restorable until" in audit
 
 
+def test_a_trashed_study_survives_backup_and_restore(site: Site) -> None:
+    """``securepacs backup`` copies the trash: ``restore-deleted`` works on the restored
+    data folder as on the original."""
+    from harness import write_config
+
+    files = write_study(site.tmp / "tb", 2, patient_id="PAT-TRASH-BK")
+    study = study_of(files)
+    site.store("a1", *files)
+    config = write_config(site.tmp / "trash-bk.toml", data_dir=str(site.data), trash_days=2)
+    done = cli("delete", "--config", config, "--study", study, "--yes")
+    assert done.returncode == 0, done.stderr
+    taken = cli("backup", "--config", config, "--to", site.tmp / "bk-trash")
+    assert taken.returncode == 0, taken.stderr
+    assert "2 deleted instance(s) kept in the trash included" in taken.stdout
+    assert cli("backup", "--config", config, "--verify", site.tmp / "bk-trash").returncode == 0
+    new = write_config(site.tmp / "restored.toml", data_dir=str(site.tmp / "restored"),
+                       trash_days=2)
+    back = cli("restore", "--config", new, "--from", site.tmp / "bk-trash")
+    assert back.returncode == 0, back.stderr
+    again = cli("restore-deleted", "--config", new, "--study", study)
+    assert again.returncode == 0, again.stderr
+    assert f"restored study {study}: 2 instance(s)" in again.stdout
+    # the original still has it in its trash: put it back there too (the module's state)
+    assert cli("restore-deleted", "--config", config, "--study", study).returncode == 0
+
+
 def test_deleted_while_one_stores_into_it_and_another_retrieves_it(site: Site) -> None:
     """Outcome defined: every C-STORE succeeds (one that lands after the deletion files
     a fresh study of the same UID); the C-GET completes or fails with a one-line error;
