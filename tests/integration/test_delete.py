@@ -416,6 +416,51 @@ def test_deleted_while_one_stores_into_it_and_another_retrieves_it(site: Site) -
     assert str(found.NumberOfStudyRelatedInstances) == str(remaining + 1)
 
 
+def test_wado_rs_study_retrieve_cut_by_a_deletion_is_aborted_not_ended(site: Site) -> None:
+    """A WADO-RS study retrieve streaming while the study is deleted: the instances not yet
+    read are gone, so the response must end as a broken transfer (no final chunk, no closing
+    boundary), never as a complete multipart with fewer parts; the server logs one line."""
+    import re
+
+    count = 20  # 2 MB each: far more than the socket buffers hold, so the stream waits
+    files = write_study(site.tmp / "w", count, patient_id="PAT-WADO", rows=1024,
+                        columns=1024)
+    study = study_of(files)
+    site.store("a1", *files)
+    context = ssl.create_default_context(cafile=str(site.clients / "ca.pem"))
+    context.check_hostname = False
+    context.load_cert_chain(site.clients / "a1.pem", site.clients / "a1.key")
+    conn = http.client.HTTPSConnection(HOST, site.dicomweb_port, context=context, timeout=60)
+    log_start = len(site.server.log())
+    try:
+        conn.request("GET", f"/dicomweb/studies/{study}",
+                     headers={"Accept": 'multipart/related; type="application/dicom"'})
+        response = conn.getresponse()
+        assert response.status == 200
+        found = re.search(r"boundary=([^;\s]+)", response.getheader("Content-Type") or "")
+        assert found is not None
+        boundary = found.group(1).strip('"').encode()
+        body = response.read(1 << 20)  # the stream has started
+        status, text = site.http("d1", "DELETE", f"/studies/{study}")
+        assert status == 204, text
+        try:
+            body += response.read()
+            complete = True
+        except (http.client.IncompleteRead, OSError) as exc:
+            body += getattr(exc, "partial", b"")
+            complete = False
+    finally:
+        conn.close()
+    parts = body.count(b"--" + boundary + b"\r\n")
+    closed = body.rstrip().endswith(b"--" + boundary + b"--")
+    assert not (closed and parts < count), f"a multipart of {parts} parts ended normally"
+    assert not complete and not closed, "the retrieve should have been cut by the deletion"
+    assert 0 < parts < count
+    logged = site.server.wait_for_log(r"WADO-RS .* aborted", timeout=10)
+    assert "Traceback" not in site.server.log()[log_start:], site.server.log()[log_start:]
+    assert study in logged.string[logged.start():].splitlines()[0]
+
+
 def test_sigkill_between_index_and_blobs_then_restart_sweeps(
         site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     files = write_study(site.tmp / "k", 3, patient_id="PAT-KILL")
