@@ -380,3 +380,39 @@ def test_deleting_a_study_revokes_its_shares(archive: Archive, tmp_path: Path) -
     archive.store("Clinic A", SERIES_CT, 1, "CT")
     assert seen() == []
     trust.close()
+
+
+def test_a_serving_server_purges_on_its_poll_loop_without_a_deletion(archive: Archive) -> None:
+    """PeriodicPurge, called every poll, runs the real purge at most once per period."""
+    from datetime import UTC, datetime, timedelta
+
+    from securepacs.errors import StorageError
+    from securepacs.services.trash import PeriodicPurge, purge_expired
+
+    archive.store("Clinic A", SERIES_CT, 2)
+    DeletionService(archive.deletion, archive.blobs, Tenancy(), archive.audit,
+                    trash_days=1).delete(DELETER, DeletionTarget.study(STUDY), address="x")
+    later = [datetime.now(UTC)]  # the wall clock the purge compares purge_at with
+    ticks = [0.0]  # the poll loop's monotonic clock
+    runs: list[int] = []
+
+    def purge() -> None:
+        runs.append(purge_expired(archive.deletion, archive.blobs, archive.audit,
+                                  now=later[0]))
+
+    periodic = PeriodicPurge(purge, every=600, clock=lambda: ticks[0])
+    ticks[0] = 599.0
+    assert not periodic() and runs == []  # the start-up has just purged
+    ticks[0] = 600.0
+    assert periodic() and runs == [0]  # due, nothing expired yet
+    later[0] += timedelta(days=1, seconds=5)
+    ticks[0] = 1000.0
+    assert not periodic() and archive.blob_count() == 2  # not due again yet
+    ticks[0] = 1200.0
+    assert periodic() and runs == [0, 2] and archive.blob_count() == 0
+    # a failing purge does not stop the poll loop
+    def broken() -> None:
+        raise StorageError("database gone")
+    failing = PeriodicPurge(broken, every=1, clock=lambda: ticks[0])
+    ticks[0] += 1
+    assert failing()
