@@ -247,6 +247,16 @@ def finish_deletions(settings: Settings, blobs: BlobPort, trail: AuditTrail) -> 
         index.close()
 
 
+def trash_purge(settings: Settings, blobs: BlobPort, audit: AuditEvents):  # noqa: ANN201
+    """The periodic purge of expired trash entries (services.trash.PeriodicPurge) that the
+    serving process runs from its trust-poll loop."""
+    from securepacs.index.deletion import SqlDeletion
+    from securepacs.services.trash import PeriodicPurge, purge_expired
+
+    index = SqlDeletion(settings.index_url)
+    return PeriodicPurge(lambda: purge_expired(index, blobs, audit, now=now()))
+
+
 def deletion_service(settings: Settings, blobs: BlobPort, audit: AuditEvents):  # noqa: ANN201
     """The deletion service (services.deletion.DeletionService) on the settings' index,
     with the trash of ``trash_days``. Returns (service, close)."""
@@ -483,8 +493,15 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
         log.info("trust store changed (version %s)", getattr(trust, "version", "?"))
         server.close_revoked(revoked)
 
+    purge_trash = None if worker else trash_purge(settings, blobs, audit)
+
+    def periodic() -> None:
+        tls_files.reload_if_changed()
+        if purge_trash is not None:  # at most every PURGE_EVERY seconds
+            purge_trash()
+
     monitor = TrustMonitor(trust, on_change, interval=settings.trust_poll_seconds,
-                           extra=tls_files.reload_if_changed)
+                           extra=periodic)
     viewer = None
     if settings.viewer_port != 0 and not worker:
         try:
@@ -912,4 +929,5 @@ def backup_tools(settings: Settings):  # noqa: ANN201 - services.backup.BackupTo
 
     return BackupTools(snapshot=index_backup.snapshot_sqlite,
                        check_index=index_backup.check_sqlite,
-                       blob_keys=index_backup.blob_keys, copy_blob=copy)
+                       blob_keys=index_backup.blob_keys, copy_blob=copy,
+                       trashed_keys=index_backup.trashed_blob_keys)

@@ -337,6 +337,32 @@ def test_operator_delete_into_the_trash_then_restore(site: Site) -> None:
     assert "restorable until" in audit
 
 
+def test_a_trashed_study_survives_backup_and_restore(site: Site) -> None:
+    """``securepacs backup`` copies the trash: ``restore-deleted`` works on the restored
+    data folder as on the original."""
+    from harness import write_config
+
+    files = write_study(site.tmp / "tb", 2, patient_id="PAT-TRASH-BK")
+    study = study_of(files)
+    site.store("a1", *files)
+    config = write_config(site.tmp / "trash-bk.toml", data_dir=str(site.data), trash_days=2)
+    done = cli("delete", "--config", config, "--study", study, "--yes")
+    assert done.returncode == 0, done.stderr
+    taken = cli("backup", "--config", config, "--to", site.tmp / "bk-trash")
+    assert taken.returncode == 0, taken.stderr
+    assert "2 deleted instance(s) kept in the trash included" in taken.stdout
+    assert cli("backup", "--config", config, "--verify", site.tmp / "bk-trash").returncode == 0
+    new = write_config(site.tmp / "restored.toml", data_dir=str(site.tmp / "restored"),
+                       trash_days=2)
+    back = cli("restore", "--config", new, "--from", site.tmp / "bk-trash")
+    assert back.returncode == 0, back.stderr
+    again = cli("restore-deleted", "--config", new, "--study", study)
+    assert again.returncode == 0, again.stderr
+    assert f"restored study {study}: 2 instance(s)" in again.stdout
+    # the original still has it in its trash: put it back there too (the module's state)
+    assert cli("restore-deleted", "--config", config, "--study", study).returncode == 0
+
+
 def test_deleted_while_one_stores_into_it_and_another_retrieves_it(site: Site) -> None:
     """Outcome defined: every C-STORE succeeds (one that lands after the deletion files
     a fresh study of the same UID); the C-GET completes or fails with a one-line error;
@@ -390,6 +416,51 @@ def test_deleted_while_one_stores_into_it_and_another_retrieves_it(site: Site) -
     assert str(found.NumberOfStudyRelatedInstances) == str(remaining + 1)
 
 
+def test_wado_rs_study_retrieve_cut_by_a_deletion_is_aborted_not_ended(site: Site) -> None:
+    """A WADO-RS study retrieve streaming while the study is deleted: the instances not yet
+    read are gone, so the response must end as a broken transfer (no final chunk, no closing
+    boundary), never as a complete multipart with fewer parts; the server logs one line."""
+    import re
+
+    count = 20  # 2 MB each: far more than the socket buffers hold, so the stream waits
+    files = write_study(site.tmp / "w", count, patient_id="PAT-WADO", rows=1024,
+                        columns=1024)
+    study = study_of(files)
+    site.store("a1", *files)
+    context = ssl.create_default_context(cafile=str(site.clients / "ca.pem"))
+    context.check_hostname = False
+    context.load_cert_chain(site.clients / "a1.pem", site.clients / "a1.key")
+    conn = http.client.HTTPSConnection(HOST, site.dicomweb_port, context=context, timeout=60)
+    log_start = len(site.server.log())
+    try:
+        conn.request("GET", f"/dicomweb/studies/{study}",
+                     headers={"Accept": 'multipart/related; type="application/dicom"'})
+        response = conn.getresponse()
+        assert response.status == 200
+        found = re.search(r"boundary=([^;\s]+)", response.getheader("Content-Type") or "")
+        assert found is not None
+        boundary = found.group(1).strip('"').encode()
+        body = response.read(1 << 20)  # the stream has started
+        status, text = site.http("d1", "DELETE", f"/studies/{study}")
+        assert status == 204, text
+        try:
+            body += response.read()
+            complete = True
+        except (http.client.IncompleteRead, OSError) as exc:
+            body += getattr(exc, "partial", b"")
+            complete = False
+    finally:
+        conn.close()
+    parts = body.count(b"--" + boundary + b"\r\n")
+    closed = body.rstrip().endswith(b"--" + boundary + b"--")
+    assert not (closed and parts < count), f"a multipart of {parts} parts ended normally"
+    assert not complete and not closed, "the retrieve should have been cut by the deletion"
+    assert 0 < parts < count
+    logged = site.server.wait_for_log(r"WADO-RS .* aborted", timeout=10)
+    assert "Traceback" not in site.server.log()[log_start:], site.server.log()[log_start:]
+    assert study in logged.string[logged.start():].splitlines()[0]
+
+
 def test_sigkill_between_index_and_blobs_then_restart_sweeps(
         site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     files = write_study(site.tmp / "k", 3, patient_id="PAT-KILL")
@@ -423,6 +494,10 @@ def test_sigkill_between_index_and_blobs_then_restart_sweeps(
     assert not any(blobs.path(k).exists() for k in pending)
     site.consistent()
     assert site.find("a1", study) == []
+    # the deletion's audit record was stored before the kill, and the chain is whole
+    assert f"study {study} deleted (3 instance(s))" in site.audit("instances-accessed")
+    verified = cli("audit", "--data-dir", site.data, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ its own bounded queue and worker thread, so that a slow or absent sink (a syslog
 a full disk) delays only itself; a sink with ``emit_batch`` (the database) gets what is
 queued in one call, one transaction, so it keeps up with bursts of C-STORE events.
 :meth:`AuditTrail.record` never blocks: when a sink's queue is full the record is dropped
-*for that sink* and counted.
+*for that sink* and counted. :meth:`AuditTrail.record_durable` is the one exception: it
+writes the required store in the caller's thread, for events that must survive a kill.
 
 Failure policy (issue 7): one sink is the *required* local store (the database). While its last
 write failed, or its queue is full, :attr:`AuditTrail.healthy` is False and, when the trail is
@@ -186,6 +187,43 @@ class AuditTrail:
                 level = logging.ERROR if worker is self._required else logging.WARNING
                 log.log(level, "audit sink %s is %d records behind: record %s dropped",
                         worker.sink.name, worker.queue.maxsize, record.record_id)
+
+    def record_durable(self, record: AuditRecord) -> bool:
+        """Write `record` to the required store before returning; queue it for the others.
+
+        For events that cannot be undone and must never go unaudited (a deletion): the
+        record is appended in the caller's thread, so that a process killed right after
+        this call still has it. Blocks for one database transaction.
+
+        Returns
+        -------
+        bool
+            True when the required store holds the record. False when its write failed (or
+            there is no required store): the record is then queued like any other, the
+            worker retries it, and the trail is unhealthy until a write succeeds.
+        """
+        if not isinstance(record, AuditRecord):
+            raise TypeError("record must be an AuditRecord")
+        worker = self._required
+        if worker is None or self._closed:
+            self.record(record)
+            return False
+        if record.audit_source is None:
+            record = replace(record, audit_source=self.audit_source)
+        try:
+            worker.sink.emit(record)
+        except Exception as exc:  # any sink failure: fall back to the retrying queue
+            worker.failing = f"{type(exc).__name__}: {exc}"
+            log.error("audit sink %s cannot write record %s now (%s): queued for retry",
+                      worker.sink.name, record.record_id, worker.failing)
+            self.record(record)
+            return False
+        worker.written += 1
+        for other in self._workers:
+            if other is not worker and not other.offer(record):
+                log.warning("audit sink %s is %d records behind: record %s dropped",
+                            other.sink.name, other.queue.maxsize, record.record_id)
+        return True
 
     @property
     def healthy(self) -> bool:

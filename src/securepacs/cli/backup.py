@@ -105,7 +105,9 @@ def backup(
         done.folder, success=True, instances=done.instances, files=done.files, size=done.size,
         manifest_sha256=done.manifest_sha256))
     typer.echo(f"backup written to {done.folder}: {done.instances} instances, {done.files} "
-               f"files, {done.size} bytes")
+               f"files, {done.size} bytes"
+               + (f" ({done.trashed} deleted instance(s) kept in the trash included)"
+                  if done.trashed else ""))
     if done.missing_blobs:
         typer.echo(f"note: {len(done.missing_blobs)} instance(s) were replaced or deleted "
                    "while the backup ran; their old blobs are not in it", err=True)

@@ -76,6 +76,21 @@ def blob_keys(path: Path) -> Iterator[str]:
         raise StorageError(f"cannot list the blobs of {path}: {exc}") from exc
 
 
+def trashed_blob_keys(path: Path) -> Iterator[str]:
+    """The blob key of every deleted instance kept in the trash (``blob_trash``, the
+    ``trash_days`` setting) of the (copied, not live) database `path`; none in an index
+    without that table."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                            "AND name = 'blob_trash'").fetchone() is None:
+                return
+            for (key,) in conn.execute("SELECT blob_key FROM blob_trash ORDER BY blob_key"):
+                yield str(key)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot list the trashed blobs of {path}: {exc}") from exc
+
+
 def instance_count(path: Path) -> int:
     """How many instances the (copied) database `path` indexes."""
     try:

@@ -15,7 +15,10 @@ rows under it are read again under that lock: an add that committed first is del
 with the study; an add that waits finds no study afterwards and files a fresh one. A
 deadlock or serialization failure is retried. SQLite runs one write transaction at a time.
 Series and study rows left empty are removed, and a patient left without a study; a study
-that keeps series gets its Modalities in Study recomputed.
+that keeps series gets its Modalities in Study recomputed. When the study row goes, the
+same transaction revokes the active shares of that study (``trust_share``, owner the
+deleting organisation): a study stored again later under the same UID is not shared by
+them (docs/tenants.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from securepacs.index.schema import (
     series,
     study,
 )
+from securepacs.index.trust import trust_share, trust_state
 from securepacs.model.deletion import DeletionTarget, Removal, Trashed
 from securepacs.model.levels import Level
 
@@ -124,8 +128,8 @@ class SqlDeletion:
                     removal = self._summary(conn, target, rows[0], lock=True, keys=True)
                     if removal is None:
                         continue  # removed by a concurrent deletion: look again
-                    _drop(conn, target, rows[0], removal, keep_until)
-                    return replace(removal, kept_until=keep_until)
+                    revoked = _drop(conn, target, rows[0], removal, keep_until)
+                    return replace(removal, kept_until=keep_until, shares_revoked=revoked)
             except sa_exc.DBAPIError as exc:
                 if attempt == _ATTEMPTS or not _retryable(exc):
                     raise _storage_error(exc) from exc
@@ -294,9 +298,10 @@ def _trashed(row: Any) -> Trashed:
 
 
 def _drop(conn: sa.Connection, target: DeletionTarget, row: Any, removal: Removal,
-          keep_until: datetime | None) -> None:
+          keep_until: datetime | None) -> int:
     """Delete the rows of `removal` and list its blobs (for deletion, or in the trash until
-    `keep_until`); prune what is left empty."""
+    `keep_until`); prune what is left empty; revoke the shares of a study that went.
+    Returns how many shares were revoked."""
     now = datetime.now(UTC)
     if keep_until is None:
         keys = list(removal.blob_keys)
@@ -324,12 +329,29 @@ def _drop(conn: sa.Connection, target: DeletionTarget, row: Any, removal: Remova
         if conn.execute(sa.select(instance.c.id).where(
                 instance.c.series_pk == row.series_pk).limit(1)).first() is None:
             conn.execute(sa.delete(series).where(series.c.id == row.series_pk))
-    _prune_study(conn, study_pk)
+    if not _prune_study(conn, study_pk):
+        return 0
+    return _revoke_shares(conn, removal, at=now)
 
 
-def _prune_study(conn: sa.Connection, study_pk: int) -> None:
+def _revoke_shares(conn: sa.Connection, removal: Removal, *, at: datetime) -> int:
+    """Revoke the active shares of the deleted study (its owner's); moves the trust
+    store's change counter as every trust change does."""
+    share = trust_share.c
+    done = conn.execute(sa.update(trust_share).where(
+        share.study_uid == removal.study_uid, share.owner == removal.organization,
+        share.revoked_at.is_(None)).values(revoked_at=at))
+    count = int(done.rowcount or 0)
+    if count:
+        conn.execute(sa.update(trust_state).where(trust_state.c.id == 1)
+                     .values(version=trust_state.c.version + 1))
+    return count
+
+
+def _prune_study(conn: sa.Connection, study_pk: int) -> bool:
     """Delete the study if no series is left (and its patient if it has no study left);
-    otherwise recompute its modalities from the series that remain."""
+    otherwise recompute its modalities from the series that remain. True when the study
+    row went."""
     left = conn.execute(sa.select(series.c.attrs).where(series.c.study_pk == study_pk)).all()
     if left:
         modalities = sorted({m.strip() for r in left
@@ -337,9 +359,10 @@ def _prune_study(conn: sa.Connection, study_pk: int) -> None:
                              if m.strip()})
         conn.execute(sa.update(study).where(study.c.id == study_pk)
                      .values(modalities="\\".join(modalities)))
-        return
+        return False
     patient_pk = conn.execute(sa.select(study.c.patient_pk).where(study.c.id == study_pk)).scalar()
     conn.execute(sa.delete(study).where(study.c.id == study_pk))
     if patient_pk is not None and conn.execute(sa.select(study.c.id).where(
             study.c.patient_pk == patient_pk).limit(1)).first() is None:
         conn.execute(sa.delete(patient).where(patient.c.id == patient_pk))
+    return True

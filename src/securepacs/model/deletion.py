@@ -92,6 +92,8 @@ class Removal:
         The blobs to delete now that no row refers to them.
     kept_until : datetime or None
         Set when the blobs went to the trash instead (restorable until then).
+    shares_revoked : int
+        Active shares of the study revoked because the study went (``study_gone``).
     """
 
     target: DeletionTarget
@@ -104,6 +106,7 @@ class Removal:
     sop_classes: tuple[tuple[str, int], ...] = ()
     blob_keys: tuple[str, ...] = field(default=(), repr=False)
     kept_until: datetime | None = None
+    shares_revoked: int = 0
 
 
 @dataclass(frozen=True)

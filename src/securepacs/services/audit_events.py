@@ -37,6 +37,7 @@ AGGREGATE_LIMIT = 500
 
 class TrailPort(Protocol):
     def record(self, record: AuditRecord) -> None: ...
+    def record_durable(self, record: AuditRecord) -> bool: ...
     def check_writable(self) -> None: ...
 
 
@@ -69,9 +70,12 @@ class AuditEvents:
         self._flusher: threading.Thread | None = None
         self._closing = threading.Event()
 
-    def _emit(self, build: Callable[[], AuditRecord]) -> None:
+    def _emit(self, build: Callable[[], AuditRecord], *, durable: bool = False) -> None:
         try:
-            self.trail.record(build())
+            if durable:  # written before returning (one transaction), see record_durable
+                self.trail.record_durable(build())
+            else:
+                self.trail.record(build())
         except (TypeError, ValueError) as exc:  # a bad value must not break DICOM work
             log.error("audit record not built: %s", exc)
 
@@ -230,13 +234,16 @@ class AuditEvents:
                 description: str, kept: bool = False, action: str = "D") -> None:
         """A study, series or instance deleted (DICOM Instances Accessed, action Delete,
         PS3.15 A.5.3.2; `kept`: into the trash, life cycle Logical Deletion), a deletion
-        that failed or named nothing (outcome 4), or (action ``C``) restored from the trash."""
+        that failed or named nothing (outcome 4), or (action ``C``) restored from the trash.
+
+        Durable: the record is in the audit store when this returns (a deletion cannot be
+        undone, so a process killed right after it must not lose its record)."""
         study = m.Study.of(study_uid, sop_classes) if study_uid else None
         self._emit(lambda: m.instances_accessed(
             action=action, outcome=0 if success else 4, user=performer, archive=self.local,
             patient_id=patient_id or "unknown", patient_name=patient_name or None,
             study_uids=[study] if study else [], at=self._clock(), description=description,
-            life_cycle=14 if kept else None))
+            life_cycle=14 if kept else None), durable=True)
 
     def queried(self, identity: Identity | None, *, ae_title: str, address: str,
                 sop_class_uid: str, identifier: bytes, success: bool) -> None:
@@ -317,6 +324,9 @@ class NoAudit(AuditEvents):
         class _Drop:
             def record(self, record: AuditRecord) -> None:
                 return None
+
+            def record_durable(self, record: AuditRecord) -> bool:
+                return False
 
             def check_writable(self) -> None:
                 return None

@@ -8,7 +8,11 @@ while the server runs, in this order, so that it is one consistent archive:
 2. the index is copied in one step with SQLite's backup API (one committed state);
 3. every blob that copy refers to is copied. Blobs are written before their index row is
    committed and never changed afterwards, so every instance of the copy has its blob;
-   blobs stored after step 2 are not in the copy and not referred to by it.
+   blobs stored after step 2 are not in the copy and not referred to by it;
+4. every blob that copy keeps in the trash (``blob_trash``, setting ``trash_days``), so
+   that ``restore-deleted`` works on the restored archive as on the original. A trashed
+   blob purged between steps 2 and 4 is left out and named in ``BACKUP.json``
+   (``purged_trash``); the restored server's start-up purge drops its entry.
 
 A backup folder holds ``index.sqlite``, ``blobs/`` (the blob store's own layout),
 ``files/`` (the rest of the data folder), ``MANIFEST.sha256`` (``sha256sum -c`` format:
@@ -53,13 +57,15 @@ class BackupTools:
     """The index and blob operations a backup needs (wired from ``index`` and ``blobs``).
 
     ``copy_blob(source_root, target_root, key, expect_sha256)`` copies one blob between two
-    filesystem blob stores and returns its size and SHA-256.
+    filesystem blob stores and returns its size and SHA-256. ``trashed_keys`` lists the
+    blobs the index copy keeps in the trash (None: none are backed up).
     """
 
     snapshot: Callable[[Path, Path], None]
     check_index: Callable[[Path], None]
     blob_keys: Callable[[Path], Iterator[str]]
     copy_blob: Callable[[Path, Path, str, str | None], CopiedBlob]
+    trashed_keys: Callable[[Path], Iterator[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class BackupReport:
     size: int
     missing_blobs: tuple[str, ...] = ()
     manifest_sha256: str = ""
+    trashed: int = 0
 
 
 @dataclass
@@ -196,9 +203,20 @@ def backup(*, data_dir: Path, blob_root: Path, to: Path, tools: BackupTools,
                 continue
             lines.append(f"{copied.sha256}  {BLOBS}/{key[:2]}/{key[2:4]}/{key}")
             total += copied.size
+        trashed, purged = 0, []
+        for key in tools.trashed_keys(staging / INDEX) if tools.trashed_keys else ():
+            try:
+                copied = tools.copy_blob(blob_root, staging / BLOBS, key, None)
+            except StorageError:
+                purged.append(key)  # its trash time ended after the index copy was taken
+                continue
+            trashed += 1
+            lines.append(f"{copied.sha256}  {BLOBS}/{key[:2]}/{key[2:4]}/{key}")
+            total += copied.size
         _write_durably(staging / MANIFEST, "".join(f"{line}\n" for line in lines).encode())
         described = {"format": FORMAT, "created": at.isoformat(), "instances": instances,
                      "files": len(lines), "bytes": total, "missing_blobs": missing,
+                     "trashed": trashed, "purged_trash": purged,
                      "manifest_sha256": _sha256(staging / MANIFEST)}
         _write_durably(staging / DESCRIPTION, json.dumps(described, indent=1).encode())
         if to.exists():
@@ -211,7 +229,7 @@ def backup(*, data_dir: Path, blob_root: Path, to: Path, tools: BackupTools,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return BackupReport(to, instances, len(lines), total, tuple(missing),
-                        str(described["manifest_sha256"]))
+                        str(described["manifest_sha256"]), trashed)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -275,10 +293,17 @@ def verify(folder: Path, tools: BackupTools) -> VerifyReport:
         return report
     try:
         tools.check_index(folder / INDEX)
-        missing = json.loads((folder / DESCRIPTION).read_text()).get("missing_blobs", [])
+        described = json.loads((folder / DESCRIPTION).read_text())
+        missing = described.get("missing_blobs", [])
         for key in tools.blob_keys(folder / INDEX):
             if f"{BLOBS}/{key[:2]}/{key[2:4]}/{key}" not in entries and key not in missing:
                 report.problems.append(f"blob {key} of an indexed instance is not in the backup")
+        purged = set(described.get("purged_trash", []))
+        # backups written before the trash was backed up have no "trashed" count
+        listing = tools.trashed_keys if "trashed" in described else None
+        for key in listing(folder / INDEX) if listing else ():
+            if f"{BLOBS}/{key[:2]}/{key[2:4]}/{key}" not in entries and key not in purged:
+                report.problems.append(f"blob {key} of a trashed instance is not in the backup")
     except StorageError as exc:
         report.problems.append(str(exc))
     return report

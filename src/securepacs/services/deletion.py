@@ -21,6 +21,9 @@ A crash between 1 and 2 leaves listed blobs; :func:`sweep_deleted` (run at start
 under the start-up lock) deletes exactly those. A retrieve that listed the instances
 before step 1 fails cleanly on a missing blob after step 2 (a failed sub-operation).
 
+When the study itself goes, step 1 also revokes its shares (a study stored again under
+the same UID is not shared by them); the audit record says how many.
+
 With the ``trash_days`` setting above 0, step 2 is postponed: the blobs go to the trash
 (:mod:`securepacs.services.trash`), restorable until then, and are deleted by the purge.
 
@@ -240,7 +243,9 @@ class DeletionService:
             raise NothingToDelete(f"no {target.describe()} in the archive")
         detail = f"{target.describe()} deleted ({removal.instances} instance(s)" + (
             ", the study is gone" if removal.study_gone and target.level is not Level.STUDY
-            else "") + ")" + (f"; reason: {why}" if why else "") + (
+            else "") + ")" + (f"; {removal.shares_revoked} share(s) of the study revoked"
+                              if removal.shares_revoked else "") + (
+            f"; reason: {why}" if why else "") + (
             f"; restorable until {removal.kept_until.isoformat(timespec='seconds')}"
             if removal.kept_until is not None else "")
         self.audit.deleted(performer, patient_id=removal.patient_id,

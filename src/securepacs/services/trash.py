@@ -5,7 +5,8 @@ findable afterwards) but keeps the blobs, listed in the index's trash with the t
 are purged. ``securepacs restore-deleted --study UID`` files them again: each blob is read
 and indexed as it was received (:func:`restore_study`); :func:`purge_expired` moves the
 entries whose time is over to the pending-deletion list and deletes their blobs (at
-start-up and after each deletion). While a blob is in the trash no row refers to it, so
+start-up, after each deletion, and every :data:`PURGE_EVERY` seconds from the server's
+trust-poll loop through :class:`PeriodicPurge`). While a blob is in the trash no row refers to it, so
 the start-up sweep of orphan blobs must count it as referenced: :class:`KeepTrash`.
 Restores are audited as DICOM Instances Accessed, action Create; purges as action Delete
 (life cycle Permanent Erasure), performed by the archive itself (PS3.15 A.5.3.2).
@@ -14,22 +15,28 @@ Restores are audited as DICOM Instances Accessed, action Create; purges as actio
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from securepacs.audit import messages as m
-from securepacs.errors import InvalidInstanceError, StorageError
+from securepacs.errors import InvalidInstanceError, PacsError, StorageError
 from securepacs.model.deletion import Trashed
 from securepacs.model.record import InstanceRecord
 from securepacs.services import part10
 from securepacs.services.audit_events import AuditEvents
 from securepacs.services.deletion import BlobDeleter, NothingToDelete, sweep_deleted
 
-__all__ = ["KeepTrash", "Restored", "TrashIndex", "purge_expired", "restore_study"]
+__all__ = ["PURGE_EVERY", "KeepTrash", "PeriodicPurge", "Restored", "TrashIndex",
+           "purge_expired", "restore_study"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two purges of a serving server that deletes nothing (the trash is kept
+#: for days: an expired entry lingers at most this long).
+PURGE_EVERY = 600.0
 
 
 class TrashIndex(Protocol):
@@ -153,3 +160,38 @@ def purge_expired(trash: TrashIndex, blobs: BlobDeleter, audit: AuditEvents | No
     sweep_deleted(trash, blobs)
     log.warning("trash: %d instance(s) of %d stud(ies) purged", len(expired), len(studies))
     return len(expired)
+
+
+class PeriodicPurge:
+    """Run `purge` at most once every `every` seconds, when called from a poll loop (the
+    server's trust poll, every second): a server that deletes nothing still purges.
+
+    Parameters
+    ----------
+    purge : callable
+        The purge (:func:`purge_expired` bound to the index, blobs and audit).
+    every : float
+        Seconds between two runs; the first run is `every` after construction (the
+        start-up has just purged).
+    clock : callable
+        Monotonic seconds; a parameter for tests.
+    """
+
+    def __init__(self, purge: Callable[[], object], *, every: float = PURGE_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if every <= 0:
+            raise ValueError("every must be positive")
+        self._purge, self._every, self._clock = purge, every, clock
+        self._due = clock() + every
+
+    def __call__(self) -> bool:
+        """Purge if it is time; True when a purge ran (failed or not)."""
+        at = self._clock()
+        if at < self._due:
+            return False
+        self._due = at + self._every
+        try:
+            self._purge()
+        except PacsError as exc:  # the poll loop goes on; the next run tries again
+            log.warning("trash purge failed: %s", exc)
+        return True

@@ -123,6 +123,44 @@ def test_failing_required_store_refuses_new_work_then_recovers() -> None:
     trail.close()
 
 
+class BatchSink(ListSink):
+    """A sink the trail batches (as the database): its worker lingers before writing."""
+
+    name = "batch"
+
+    def emit_batch(self, records: list[AuditRecord]) -> None:
+        self.records.extend(records)
+
+
+def test_record_durable_is_written_before_it_returns() -> None:
+    store, other = BatchSink(), ListSink()
+    trail = AuditTrail([other], required=store, audit_source=SRC)
+    queued = _event(1)
+    trail.record(queued)  # queued: the batching worker lingers before writing it
+    durable = _event(2)
+    assert trail.record_durable(durable)
+    # in the store now, without a flush (a kill here would not lose it)
+    assert [r.record_id for r in store.records] == [durable.record_id]
+    assert store.records[0].audit_source == SRC
+    assert trail.flush(5)
+    trail.close()
+    # once in each sink: the store is not handed it again by its worker
+    assert sorted(r.record_id for r in store.records) == sorted(
+        r.record_id for r in other.records) == sorted([durable.record_id, queued.record_id])
+
+
+def test_record_durable_falls_back_to_the_retrying_queue() -> None:
+    store = FailingSink()
+    trail = AuditTrail([], required=store, audit_source=SRC, max_backoff=0.05)
+    assert not trail.record_durable(_event())
+    with pytest.raises(AuditError, match="disk full"):
+        trail.check_writable()  # no new work while the deletion's record is not stored
+    store.fail = False
+    assert trail.flush(5)
+    assert trail.healthy and len(store.records) == 1
+    trail.close()
+
+
 def test_audit_not_required_only_reports() -> None:
     store = FailingSink()
     trail = AuditTrail([], required=store, audit_source=SRC, audit_required=False,

@@ -24,7 +24,8 @@ def tools() -> backup.BackupTools:
         snapshot=index_backup.snapshot_sqlite, check_index=index_backup.check_sqlite,
         blob_keys=index_backup.blob_keys,
         copy_blob=lambda src, dst, key, expect: copy_blob(src, FileBlobStore(dst), key,
-                                                          expect_sha256=expect))
+                                                          expect_sha256=expect),
+        trashed_keys=index_backup.trashed_blob_keys)
 
 
 @pytest.fixture
@@ -110,3 +111,33 @@ def test_a_torn_last_line_of_an_append_only_log_is_left_out(data_dir: Path, tmp_
     assert (tmp_path / "bk" / "files" / "audit-checkpoints.jsonl").read_bytes() == whole
     assert (tmp_path / "bk" / "files" / "notes.txt").read_bytes() == b"no newline at the end"
     assert backup.verify(tmp_path / "bk", tools()).ok
+
+
+def test_trashed_blobs_are_backed_up_for_restore_deleted(data_dir: Path, tmp_path: Path) -> None:
+    """A deleted study kept in the trash (trash_days) survives a backup and restore."""
+    store = FileBlobStore(data_dir / "blobs")
+    kept, purged = store.new_key(), store.new_key()
+    store.put(kept, b"deleted, still restorable")
+    with sqlite3.connect(data_dir / "index.sqlite") as conn:
+        conn.execute("CREATE TABLE blob_trash (blob_key TEXT, study_uid TEXT)")
+        # `purged`: its trash time ended (blob deleted) after the index copy was taken
+        conn.executemany("INSERT INTO blob_trash VALUES (?, '1.2.9')", [(kept,), (purged,)])
+    done = backup.backup(data_dir=data_dir, blob_root=data_dir / "blobs",
+                         to=tmp_path / "bk", tools=tools(), at=AT)
+    assert (done.instances, done.trashed, done.files) == (3, 1, 6)
+    described = json.loads((tmp_path / "bk" / "BACKUP.json").read_text())
+    assert described["purged_trash"] == [purged] and described["missing_blobs"] == []
+    assert backup.verify(tmp_path / "bk", tools()).ok
+    new = tmp_path / "new"
+    backup.restore(folder=tmp_path / "bk", data_dir=new, blob_root=new / "blobs", tools=tools())
+    assert FileBlobStore(new / "blobs").read(kept) == b"deleted, still restorable"
+    # a backup that lost the trashed blob, manifest and all, no longer verifies
+    folder = tmp_path / "bk"
+    FileBlobStore(folder / "blobs").path(kept).unlink()
+    manifest = b"".join(line for line in (folder / "MANIFEST.sha256").read_bytes()
+                        .splitlines(keepends=True) if kept.encode() not in line)
+    (folder / "MANIFEST.sha256").write_bytes(manifest)
+    described["manifest_sha256"] = hashlib.sha256(manifest).hexdigest()
+    (folder / "BACKUP.json").write_text(json.dumps(described))
+    problems = backup.verify(folder, tools()).problems
+    assert problems == [f"blob {kept} of a trashed instance is not in the backup"], problems

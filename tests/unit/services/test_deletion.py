@@ -44,9 +44,15 @@ DELETER = Identity("del1", 0x11, organization="Clinic A", group="admins",
 class Trail:
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
+        self.durable: list[str] = []
 
     def record(self, record: AuditRecord) -> None:
         self.records.append(record)
+
+    def record_durable(self, record: AuditRecord) -> bool:
+        self.durable.append(record.record_id)
+        self.records.append(record)
+        return True
 
     def check_writable(self) -> None:
         return None
@@ -245,6 +251,7 @@ def test_the_deletion_audit_message_is_a_valid_instances_accessed(archive: Archi
     [record] = archive.trail.records
     assert (record.event_id, record.action, int(record.outcome)) == (
         EventId.INSTANCES_ACCESSED, Action.DELETE, 0)
+    assert archive.trail.durable == [record.record_id]  # stored before the answer
     objects = {o.id_type.code: o for o in record.objects}
     assert objects["2"].object_id == "PAT-A" and objects["2"].life_cycle == 15
     assert objects["110180"].object_id == STUDY
@@ -335,3 +342,77 @@ def test_restore_keeps_what_was_stored_again(archive: Archive) -> None:
                          user="root", study_uid=STUDY)
     assert (done.instances, done.already_present) == (1, 1)
     assert archive.index.count_instances() == 2 and archive.blob_count() == 2
+
+
+def test_deleting_a_study_revokes_its_shares(archive: Archive, tmp_path: Path) -> None:
+    """A share of a deleted study must not apply to a study stored again under its UID."""
+    from datetime import UTC, datetime, timedelta
+
+    from securepacs.index.trust import SqlTrustStore
+    from securepacs.model.tenancy import Share, Visibility
+
+    trust = SqlTrustStore(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    trust.create_schema()
+    before = datetime.now(UTC) - timedelta(hours=1)
+    trust.add_share(Share("s-study", STUDY, "Clinic A", "Clinic B", False, None, before))
+    trust.add_share(Share("s-other", "1.2.3.9", "Clinic A", "Clinic B", False, None, before))
+    trust.add_share(Share("s-theirs", STUDY, "Clinic C", "Clinic B", False, None, before))
+    archive.store("Clinic A", SERIES_CT, 1, "CT")
+    archive.store("Clinic A", SERIES_MR, 1, "MR")
+    clinic_b = Visibility("Clinic B")
+
+    def seen() -> list[dict[str, str]]:
+        return archive.index.find(Query(Root.STUDY, Level.STUDY, (
+            Key("StudyInstanceUID", "UI", STUDY),)), visibility=clinic_b)
+
+    assert len(seen()) == 1
+    service = archive.service()
+    # a series deletion that leaves the study keeps its shares
+    part = service.delete(DELETER, DeletionTarget.series(SERIES_CT), address="x")
+    assert part.shares_revoked == 0 and len(seen()) == 1
+    done = service.delete(DELETER, DeletionTarget.study(STUDY), address="x")
+    assert done.shares_revoked == 1
+    states = {s.share_id: s.revoked_at is not None for s in trust.shares()}
+    assert states == {"s-study": True, "s-other": False, "s-theirs": False}
+    assert "1 share(s) of the study revoked" in (
+        archive.trail.records[-1].outcome_description or "")
+    # the corrected study, stored again under the same UID, is not shared by the old share
+    archive.store("Clinic A", SERIES_CT, 1, "CT")
+    assert seen() == []
+    trust.close()
+
+
+def test_a_serving_server_purges_on_its_poll_loop_without_a_deletion(archive: Archive) -> None:
+    """PeriodicPurge, called every poll, runs the real purge at most once per period."""
+    from datetime import UTC, datetime, timedelta
+
+    from securepacs.errors import StorageError
+    from securepacs.services.trash import PeriodicPurge, purge_expired
+
+    archive.store("Clinic A", SERIES_CT, 2)
+    DeletionService(archive.deletion, archive.blobs, Tenancy(), archive.audit,
+                    trash_days=1).delete(DELETER, DeletionTarget.study(STUDY), address="x")
+    later = [datetime.now(UTC)]  # the wall clock the purge compares purge_at with
+    ticks = [0.0]  # the poll loop's monotonic clock
+    runs: list[int] = []
+
+    def purge() -> None:
+        runs.append(purge_expired(archive.deletion, archive.blobs, archive.audit,
+                                  now=later[0]))
+
+    periodic = PeriodicPurge(purge, every=600, clock=lambda: ticks[0])
+    ticks[0] = 599.0
+    assert not periodic() and runs == []  # the start-up has just purged
+    ticks[0] = 600.0
+    assert periodic() and runs == [0]  # due, nothing expired yet
+    later[0] += timedelta(days=1, seconds=5)
+    ticks[0] = 1000.0
+    assert not periodic() and archive.blob_count() == 2  # not due again yet
+    ticks[0] = 1200.0
+    assert periodic() and runs == [0, 2] and archive.blob_count() == 0
+    # a failing purge does not stop the poll loop
+    def broken() -> None:
+        raise StorageError("database gone")
+    failing = PeriodicPurge(broken, every=1, clock=lambda: ticks[0])
+    ticks[0] += 1
+    assert failing()

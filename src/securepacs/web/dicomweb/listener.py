@@ -30,6 +30,7 @@ from urllib.parse import unquote
 
 from securepacs.model.identity import Identity
 from securepacs.web.archive import _PEER_ATTR, IDENTITY_KEY, ArchiveViewerServer, _Handler
+from securepacs.web.dicomweb.responses import StreamAborted
 
 __all__ = ["DicomwebServer"]
 
@@ -205,6 +206,9 @@ class _StreamHandler(_Handler):
             log.warning("dicomweb %s %s: %s", scope["method"], scope["path"], exc)
             if not started:
                 self._refuse(400, f'{{"error": "{exc}"}}'.encode())
+            self.close_connection = True
+            return
+        except StreamAborted:  # logged where it happened; the body must stay unended
             self.close_connection = True
             return
         except (OSError, asyncio.CancelledError) as exc:

@@ -29,7 +29,8 @@ from securepacs.services.deletion import NothingToDelete
 from securepacs.services.dicomweb_wado import NoSuchResource, NotConvertible
 from securepacs.web.dicomweb.multipart import closing, new_boundary, part_head
 
-__all__ = ["DICOM_JSON", "dicom_json", "error", "error_for", "multipart", "warning_header"]
+__all__ = ["DICOM_JSON", "StreamAborted", "dicom_json", "error", "error_for", "multipart",
+           "warning_header"]
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,21 @@ def error_for(exc: BaseException) -> Response:
     return error(500, "internal error")
 
 
+class StreamAborted(Exception):
+    """A multipart response failed after its status was sent: the connection must be
+    closed without ending the body (already logged, in one line)."""
+
+
 def multipart(parts: Iterator[tuple[str, Iterable[bytes]]], media_type: str, *,
-              status: int = 200) -> StreamingResponse:
+              status: int = 200, what: str = "multipart response") -> StreamingResponse:
     """A ``multipart/related; type=media_type`` response written as `parts` come.
 
     `parts` yields (content type, pieces of the content) pairs; nothing is collected.
+    When producing a part fails (a blob deleted while its study streams), the status is
+    already sent: the body is then never ended (no closing boundary, no last chunk) and
+    :class:`StreamAborted` tells the listener to close the connection, so that the client
+    sees a broken transfer, never a complete response with parts missing. `what` names
+    the response in that log line.
     """
     boundary = new_boundary()
 
@@ -101,11 +112,17 @@ def multipart(parts: Iterator[tuple[str, Iterable[bytes]]], media_type: str, *,
         # Read on the connection's own event loop (web.dicomweb.listener runs one per
         # connection, so blocking file reads stall nobody), not a thread hop per piece.
         first = True
-        for content_type, pieces in parts:
-            yield part_head(content_type, boundary, first=first)
-            first = False
-            for piece in pieces:
-                yield piece
+        done = 0
+        try:
+            for content_type, pieces in parts:
+                yield part_head(content_type, boundary, first=first)
+                first = False
+                for piece in pieces:
+                    yield piece
+                done += 1
+        except (PacsError, OSError) as exc:
+            log.warning("dicomweb: %s aborted after %d part(s): %s", what, done, exc)
+            raise StreamAborted(str(exc)) from None
         yield closing(boundary, empty=first)
 
     kind = f'multipart/related; type="{media_type}"; boundary={boundary}'

@@ -156,7 +156,8 @@ def routes(service: WadoService, edge: Edge) -> list[Route]:
                 ts = item.transfer_syntax_uid if syntax in (None, "*") else syntax
                 yield (f"application/dicom; transfer-syntax={ts}", service.part10(item, syntax))
 
-        return multipart(parts(), "application/dicom")
+        return multipart(parts(), "application/dicom",
+                         what=f"WADO-RS retrieve of {request.url.path}")
 
     def metadata(request: Request) -> Response:
         found = resolve(request)
