@@ -142,3 +142,36 @@ def test_a_failing_ready_aborts_only_its_add(tmp_path: Any, record: Any) -> None
     assert index.add(record("3.2"), ready=lambda: None).outcome == "added"
     assert index.get("3.2") is not None
     index.close()
+
+
+def test_same_uid_from_two_organisations_at_once_is_serialised_on_postgresql(
+        postgres: Any, record: Any) -> None:
+    """Two index instances on one PostgreSQL (two servers), the same SOP Instance UID from
+    two organisations at the same moment: the second add must wait for the first one's
+    commit and then see its row ("foreign"), never insert beside it. The first add holds
+    its transaction open in `ready` until the second has had every chance to get there."""
+    url = postgres.create_database()
+    one, two = SqlIndex(url), SqlIndex(url)
+    one.create_schema()
+    base = record("4.1", blob_key="blobs/a-4.1")
+    other = InstanceRecord(values=base.values, transfer_syntax_uid=base.transfer_syntax_uid,
+                           blob_key="blobs/b-4.1", size=base.size, source_ae=base.source_ae,
+                           organization="org2")
+    first_in, second_in = threading.Event(), threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def hold() -> None:  # inside the first add's transaction, before its commit
+        first_in.set()
+        second_in.wait(3)  # set only if the second add got past the check too
+
+    def add_first() -> None:
+        outcomes["first"] = one.add(base, ready=hold).outcome
+
+    thread = threading.Thread(target=add_first)
+    thread.start()
+    assert first_in.wait(10)
+    outcomes["second"] = two.add(other, ready=second_in.set).outcome
+    thread.join(10)
+    one.close()
+    two.close()
+    assert outcomes == {"first": "added", "second": "foreign"}
