@@ -110,7 +110,7 @@ class AzureBlobStore:
             raise ValueError(f"invalid blob key {key!r}")
         return key
 
-    def _blocks(self, chunks: bytes | Iterable[bytes]) -> Iterator[bytes]:
+    def _blocks(self, chunks: bytes | bytearray | Iterable[bytes | bytearray]) -> Iterator[bytes]:
         """Re-cut `chunks` into blocks of `block_size` bytes (the last one shorter)."""
         pending = bytearray()
         for chunk in [chunks] if isinstance(chunks, bytes | bytearray) else chunks:
@@ -125,7 +125,7 @@ class AzureBlobStore:
         if pending:
             yield bytes(pending)
 
-    def put(self, key: str, chunks: bytes | Iterable[bytes]) -> int:
+    def put(self, key: str, chunks: bytes | bytearray | Iterable[bytes | bytearray]) -> int:
         """Write the blob; returns its size. Visible only once wholly written.
 
         Raises

@@ -87,7 +87,7 @@ class FileBlobStore:
         """Where the blob `key` lives (whether or not it exists)."""
         return blob_path(self.root, key)
 
-    def put(self, key: str, chunks: bytes | Iterable[bytes]) -> int:
+    def put(self, key: str, chunks: bytes | bytearray | Iterable[bytes | bytearray]) -> int:
         """Write the blob durably; returns its size.
 
         Raises

@@ -60,7 +60,7 @@ class PeerClosed(Exception):
 class PeerAborted(Exception):
     """The peer sent an A-ABORT; ``body`` holds its source and reason."""
 
-    def __init__(self, body: bytes | bytearray):
+    def __init__(self, body: bytes | bytearray | memoryview):
         super().__init__("A-ABORT")
         self.body = bytes(body)
 
@@ -159,7 +159,8 @@ class Message:
 
     context_id: int
     command: cmd.Command
-    dataset: bytes | None = None
+    #: a bytearray when received (the receive buffer itself, not copied once more)
+    dataset: bytes | bytearray | None = None
     dataset_file: Path | None = None
     #: The temp file for a large data set could not be written (e.g. disk full): the
     #: data set was read and dropped, the message is still answerable.
@@ -246,6 +247,15 @@ class PduChannel:
 
         The body's buffer grows with the bytes received (from :data:`GROW_STEP`), so a
         peer that announces a long PDU and sends nothing costs nothing."""
+        kind, length = self._read_header()
+        if length <= GROW_STEP:
+            body = bytearray(length)
+            self._recv_into(memoryview(body))
+            return kind, body
+        return kind, self._read_long(length)
+
+    def _read_header(self) -> tuple[int, int]:
+        """The next PDU's type and length, checked against our limits."""
         header = bytearray(6)
         self._recv_into(memoryview(header))
         kind, _, length = PDU_HEADER.unpack(header)
@@ -253,17 +263,31 @@ class PduChannel:
         if length > limit:
             raise PduTooLarge(f"a {length}-byte PDU of type 0x{kind:02X}, larger than the "
                               f"{limit} bytes we accept")
-        if length <= GROW_STEP:
-            body = bytearray(length)
-            self._recv_into(memoryview(body))
-            return kind, body
+        return kind, length
+
+    def _read_reusing(self, scratch: bytearray | None
+                      ) -> tuple[int, bytearray | memoryview, bytearray | None]:
+        """As :meth:`read_pdu`, but a PDU of at most :data:`GROW_STEP` bytes is read into
+        `scratch` (made, or made larger, here) and returned as a view of it: the
+        caller's next read overwrites it. Returns (type, body, scratch)."""
+        kind, length = self._read_header()
+        if length > GROW_STEP:
+            return kind, self._read_long(length), scratch
+        if scratch is None or len(scratch) < length:
+            scratch = bytearray(length)
+        body = memoryview(scratch)[:length]
+        self._recv_into(body)
+        return kind, body, scratch
+
+    def _read_long(self, length: int) -> bytearray:
+        """A PDU body longer than :data:`GROW_STEP`, its buffer doubled as bytes arrive."""
         body = bytearray(GROW_STEP)
         got = 0
         while True:
             self._recv_into(memoryview(body)[got:])
             got = len(body)
             if got == length:
-                return kind, body
+                return body
             body.extend(bytes(min(got, length - got)))  # double, at most to `length`
 
     def readable(self) -> bool:
@@ -303,9 +327,10 @@ class PduChannel:
         budget = self.budget
         held = 0  # bytes of `budget` reserved for `data`
         dropped = 0
+        scratch: bytearray | None = None  # the buffer of this message's (common) short PDUs
         try:
             while True:
-                kind, body = self.read_pdu()
+                kind, body, scratch = self._read_reusing(scratch)
                 if kind != P_DATA:
                     self._control(kind, body)
                 pos = 0
@@ -399,7 +424,8 @@ class PduChannel:
                     message = Message(context_id, decoded, None, spill_path, intake=intake)
                     spill_path = None
                     return message
-                message = Message(context_id, decoded, bytes(data), intake=intake)
+                # `data` itself, not a copy: nothing here holds it any more
+                message = Message(context_id, decoded, data, intake=intake)
                 if budget is not None and held:
                     message._held, message._budget = held, budget
                     held = 0
@@ -409,7 +435,7 @@ class PduChannel:
                 budget.give(held)
             _drop(spill_file, spill_path)
 
-    def _control(self, kind: int, body: bytearray) -> None:
+    def _control(self, kind: int, body: bytearray | memoryview) -> None:
         if kind == ABORT:
             raise PeerAborted(body)
         if kind == RELEASE_RQ_TYPE:

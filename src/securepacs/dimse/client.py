@@ -326,7 +326,7 @@ class DicomClient:
             sop_class_uid=str(message.command.get(cmd.AFFECTED_SOP_CLASS, "")),
             sop_instance_uid=str(message.command.get(cmd.AFFECTED_SOP_INSTANCE, "")),
             transfer_syntax_uid=context.transfer_syntax,
-            dataset=message.dataset or b""))
+            dataset=bytes(message.dataset or b"")))
         assoc.send(message.context_id, cmd.store_response(message.command, status))
 
 

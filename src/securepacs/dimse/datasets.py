@@ -20,7 +20,7 @@ def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
     return raw
 
 
-def decode_dataset(raw: bytes | None, transfer_syntax: str) -> Dataset:
+def decode_dataset(raw: bytes | bytearray | None, transfer_syntax: str) -> Dataset:
     """The data set in `raw` (empty for None); ValueError if it cannot be decoded."""
     if not raw:
         return Dataset()

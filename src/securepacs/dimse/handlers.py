@@ -442,7 +442,7 @@ def _audit_query(assoc: AcceptedAssociation, message: Message, *, success: bool)
     assoc.audit.queried(
         assoc.identity, ae_title=assoc.calling_ae, address=assoc.address,
         sop_class_uid=str(message.command.get(cmd.AFFECTED_SOP_CLASS, "")),
-        identifier=message.dataset or b"", success=success)
+        identifier=bytes(message.dataset or b""), success=success)
 
 
 def _audit_store(assoc: AcceptedAssociation, sop_class_uid: str, patient_id: str,

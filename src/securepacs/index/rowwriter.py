@@ -104,9 +104,16 @@ class RowWriter:
             sa.select(instance.c.id, instance.c.organization)
             .where(instance.c.sop_instance_uid == b("v"))
             .order_by((instance.c.organization == b("org")).desc(), instance.c.id))
-        self.series_by_uid = compile_(locked(series, series.c.series_uid == b("v"),
-                                             series.c.organization == b("org")))
-        self.study_by_id = compile_(locked(study, study.c.id == b("v")))
+        # the common case, a series seen before: its row, its study's and its patient's in
+        # one statement (the same rows, locked alike, as the repository's three look-ups)
+        self.hierarchy_by_series = compile_(
+            sa.select(*(c.label(f"se_{c.name}") for c in series.c),
+                      *(c.label(f"st_{c.name}") for c in study.c),
+                      *(c.label(f"pt_{c.name}") for c in patient.c))
+            .select_from(series.join(study, study.c.id == series.c.study_pk)
+                         .join(patient, patient.c.id == study.c.patient_pk))
+            .where(series.c.series_uid == b("v"), series.c.organization == b("org"))
+            .with_for_update())
         self.study_by_uid = compile_(locked(study, study.c.study_uid == b("v"),
                                             study.c.organization == b("org")))
         self.patient_by_id = compile_(locked(patient, patient.c.id == b("v")))
@@ -181,19 +188,22 @@ class RowWriter:
         """As the repository's ``_file``: the series pk, rows created or filled."""
         values = record.values
         org = keys.organization
-        se = self.series_by_uid.one(cursor, {"v": keys.series, "org": org})
-        if se is not None:
-            st = self.study_by_id.one(cursor, {"v": se["study_pk"]})
-            assert st is not None
+        se: dict[str, Any] | None = None
+        st: dict[str, Any] | None
+        pt: dict[str, Any] | None
+        row = self.hierarchy_by_series.one(cursor, {"v": keys.series, "org": org})
+        if row is not None:
+            se, st, pt = ({k[3:]: v for k, v in row.items() if k[:3] == prefix}
+                          for prefix in ("se_", "st_", "pt_"))
             if st["study_uid"] != keys.study:
                 _log.warning("series %s arrived with study %s but is filed under study %s: "
                              "kept there", keys.series, keys.study, st["study_uid"])
         else:
             st = self.study_by_uid.one(cursor, {"v": keys.study, "org": org})
-        if st is not None:
-            pt = self.patient_by_id.one(cursor, {"v": st["patient_pk"]})
-            assert pt is not None
-        else:
+            pt = (None if st is None
+                  else self.patient_by_id.one(cursor, {"v": st["patient_pk"]}))
+            assert st is None or pt is not None
+        if st is None:
             pt = self.patient_by_key.one(cursor, {"v": keys.patient[0], "issuer": keys.patient[1],
                                                   "org": org, "anchor": keys.anchor})
         if pt is None:

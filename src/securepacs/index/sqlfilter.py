@@ -23,7 +23,7 @@ Translations: single value and UID list -> ``IN``; wildcard -> ``LIKE`` (``*`` -
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -99,20 +99,18 @@ def uid_form(value: str | None) -> str:
     return (value or "").strip()
 
 
+#: table -> (keyword, column name, match form) of its filter columns, built once
+_BY_TABLE: dict[Any, list[tuple[str, str, Callable[[str | None], str | None]]]] = {}
+for _keyword, (_column, _kind) in FILTER_COLUMNS.items():
+    _BY_TABLE.setdefault(_column.table, []).append(
+        (_keyword, _column.name,
+         {"uid": uid_form, "exact": exact_form}.get(_kind, fold_form)))
+
+
 def column_values(table: sa.Table, attrs: Mapping[str, str]) -> dict[str, str | None]:
     """Column name -> match form, for every filter column of `table`, from a row's values."""
-    out: dict[str, str | None] = {}
-    for keyword, (column, kind) in FILTER_COLUMNS.items():
-        if column.table is not table:
-            continue
-        raw = attrs.get(keyword)
-        if kind == "uid":
-            out[column.name] = uid_form(raw)
-        elif kind == "exact":
-            out[column.name] = exact_form(raw)
-        else:
-            out[column.name] = fold_form(raw)
-    return out
+    return {name: form(attrs.get(keyword))
+            for keyword, name, form in _BY_TABLE.get(table, ())}
 
 
 def like_pattern(pattern: str) -> tuple[str, bool]:

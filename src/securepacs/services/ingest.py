@@ -72,7 +72,7 @@ class Received:
     blob itself (moved in when it lies in :attr:`IngestService.spool_folder`) and is gone
     once stored."""
 
-    dataset: bytes
+    dataset: bytes | bytearray
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
@@ -169,7 +169,7 @@ class IngestService:
         header = part10.header_for(item.sop_class_uid, item.sop_instance_uid,
                                    item.transfer_syntax_uid, item.calling_ae)
         if item.dataset_file is None:
-            values = part10.check_and_index(item.dataset, item.transfer_syntax_uid)
+            values = part10.check_and_index(memoryview(item.dataset), item.transfer_syntax_uid)
             if values is None:  # values that need pydicom to read them
                 values = part10.level_values(part10.read_header(header + item.dataset))
         else:

@@ -62,7 +62,7 @@ def _syntax(transfer_syntax_uid: str) -> tuple[bool, bool, bool, bool]:
     return True, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated
 
 
-_UID_CHARS = frozenset("0123456789.")
+_UID_DIGITS = "0123456789."  # u.strip(_UID_DIGITS) == "": u has no other character
 _IMPLEMENTATION_UID = str(PYDICOM_IMPLEMENTATION_UID).encode("ascii")
 
 
@@ -82,7 +82,7 @@ def header_for(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: s
     """
     ae = source_ae[:16]
     uids = (sop_class_uid, sop_instance_uid, transfer_syntax_uid)
-    if (not all(u and set(u) <= _UID_CHARS for u in uids) or not ae.isascii()
+    if (not all(u and not u.strip(_UID_DIGITS) for u in uids) or not ae.isascii()
             or ae != ae.strip() or "\\" in ae or not _syntax(transfer_syntax_uid)[0]):
         return part10_header(file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid,
                                        source_ae))

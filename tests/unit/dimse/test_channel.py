@@ -219,3 +219,30 @@ def test_a_refused_identifier_is_dropped_up_to_its_limit(pair) -> None:
                                                              refused=(0x0124, "no")))
     a.sock.close()
     t.join()
+
+
+def _p_data(context_id: int, control: int, fragment: bytes) -> bytes:
+    """One P-DATA-TF PDU holding one PDV item."""
+    return ch._DATA_HEADER.pack(0x04, 0, len(fragment) + 6, len(fragment) + 2, context_id,
+                                control) + fragment
+
+
+def test_pdus_of_changing_sizes_leave_each_message_whole_and_apart(pair, monkeypatch) -> None:
+    """Short PDUs share one receive buffer: PDUs that shrink and grow again, one past
+    GROW_STEP, and a second message on the same channel leave both data sets whole (the
+    first one is not a view of a buffer the second overwrote)."""
+    monkeypatch.setattr(ch, "GROW_STEP", 4096)
+    a, b = pair
+    sizes = [3000, 10, 4000, 1, 9000, 2500]  # 9000: past GROW_STEP, its own buffer
+    first, second = os.urandom(sum(sizes)), os.urandom(sum(sizes))
+    wire = bytearray()
+    for n, data in ((1, first), (2, second)):
+        wire += _p_data(1, 0x03, store_command(n))
+        pos = 0
+        for i, size in enumerate(sizes):
+            wire += _p_data(1, 0x02 if i == len(sizes) - 1 else 0x00, data[pos:pos + size])
+            pos += size
+    a.sock.sendall(bytes(wire))
+    one, two = b.receive(), b.receive()
+    assert one.dataset == first and two.dataset == second
+    assert one.command[cmd.MESSAGE_ID] == 1 and two.command[cmd.MESSAGE_ID] == 2
