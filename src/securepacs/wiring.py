@@ -868,33 +868,34 @@ def dicomweb_server(settings: Settings, ingest: object, query: object, retrieve:
                           f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
-def media_audit(settings: Settings) -> MediaAudit:
-    """Audit events of a media command, into the data folder's audit trail."""
+def _local_audit(settings: Settings) -> tuple[AuditEvents, str]:
+    """Audit events of a command run on this machine, into the data folder's audit trail,
+    and the user who runs it (the operating system's name)."""
     import getpass
 
-    from securepacs.services.audit_events import AuditEvents, MediaAudit
+    from securepacs.services.audit_events import AuditEvents
 
     trail = build_audit_trail(settings)
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    events = AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn())
+    return AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn()), user
+
+
+def media_audit(settings: Settings) -> MediaAudit:
+    """Audit events of a media command, into the data folder's audit trail."""
+    from securepacs.services.audit_events import MediaAudit
+
+    events, user = _local_audit(settings)
     return MediaAudit(events, user=user)
 
 
 def backup_audit(settings: Settings) -> BackupAudit:
     """Audit events of ``backup`` / ``restore``, into the data folder's audit trail."""
-    import getpass
+    from securepacs.services.audit_events import BackupAudit
 
-    from securepacs.services.audit_events import AuditEvents, BackupAudit
-
-    trail = build_audit_trail(settings)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    events = AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn())
+    events, user = _local_audit(settings)
     return BackupAudit(events, user=user)
 
 
