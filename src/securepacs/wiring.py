@@ -276,23 +276,15 @@ def deletion_service(settings: Settings, blobs: BlobPort, audit: AuditEvents):  
 def trash_restorer(settings: Settings):  # noqa: ANN201
     """``securepacs restore-deleted``: restore(user, study_uid, organization) -> Restored,
     on the data folder's index, blobs and audit trail. Returns (restore, close)."""
-    import getpass
-
     from securepacs.index.deletion import SqlDeletion
     from securepacs.index.repository import SqlIndex
-    from securepacs.services.audit_events import AuditEvents
     from securepacs.services.trash import restore_study
 
     index = SqlIndex(settings.index_url)
     index.create_schema()
     trash = SqlDeletion(settings.index_url)
     blobs = blob_store(settings)
-    audit = AuditEvents(build_audit_trail(settings), ae_title=settings.ae_title,
-                        address=socket.getfqdn())
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
+    audit, user = _local_audit(settings)
 
     def restore(study_uid: str, organization: str | None):  # noqa: ANN202
         return restore_study(trash, index, blobs, audit, user=user, study_uid=study_uid,  # type: ignore[arg-type]
@@ -309,22 +301,14 @@ def trash_restorer(settings: Settings):  # noqa: ANN201
 def operator_deletion(settings: Settings):  # noqa: ANN201
     """``securepacs delete --data-dir``: the deletion service on the data folder's index and
     blobs, audited as the local user. Returns (service, user, close)."""
-    import getpass
-
     from securepacs.index.repository import SqlIndex
-    from securepacs.services.audit_events import AuditEvents
 
     index = SqlIndex(settings.index_url)
     try:
         index.create_schema()  # a data folder made by `ca init` has no index tables yet
     finally:
         index.close()
-    trail = build_audit_trail(settings)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    audit = AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn())
+    audit, user = _local_audit(settings)
     service, close_index = deletion_service(settings, blob_store(settings), audit)
 
     def close() -> None:
@@ -810,17 +794,10 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
 
 def admin_audit(settings: Settings) -> AdminAudit:
     """Audit events of a ``ca`` command, into the data folder's audit trail, as the local user."""
-    import getpass
+    from securepacs.services.audit_events import AdminAudit
 
-    from securepacs.services.audit_events import AdminAudit, AuditEvents
-
-    trail = build_audit_trail(settings)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return AdminAudit(AuditEvents(trail, ae_title=settings.ae_title, address=socket.getfqdn()),
-                      user=user)
+    events, user = _local_audit(settings)
+    return AdminAudit(events, user=user)
 
 
 def dicomweb_server(settings: Settings, ingest: object, query: object, retrieve: object,

@@ -182,7 +182,11 @@ class AuditTrail:
             return
         if record.audit_source is None:
             record = replace(record, audit_source=self.audit_source)
-        for worker in self._workers:
+        self._offer(record, self._workers)
+
+    def _offer(self, record: AuditRecord, workers: list[_Worker]) -> None:
+        """Queue `record` for `workers`; a full queue drops it there, logged."""
+        for worker in workers:
             if not worker.offer(record):
                 level = logging.ERROR if worker is self._required else logging.WARNING
                 log.log(level, "audit sink %s is %d records behind: record %s dropped",
@@ -219,10 +223,7 @@ class AuditTrail:
             self.record(record)
             return False
         worker.written += 1
-        for other in self._workers:
-            if other is not worker and not other.offer(record):
-                log.warning("audit sink %s is %d records behind: record %s dropped",
-                            other.sink.name, other.queue.maxsize, record.record_id)
+        self._offer(record, [other for other in self._workers if other is not worker])
         return True
 
     @property

@@ -21,12 +21,17 @@ permission, 130 interrupted.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from securepacs.errors import AccessRefused, ConfigError, PacsError, PkiError
+
+if TYPE_CHECKING:
+    from securepacs.settings import Settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -34,6 +39,33 @@ EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION, EXIT_INTERRUPTED = 1, 2, 3, 130
 def _fail(message: str, code: int) -> NoReturn:
     typer.echo(f"securepacs delete: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _archive_settings(config: Path | None, data_dir: Path | None) -> Settings:
+    """The operator's settings, refused (exit 2) where the folder holds no archive."""
+    from securepacs.settings import load
+
+    settings = load(config, overrides={"data_dir": data_dir})
+    if settings.database_url is None and not (settings.data_dir / "index.sqlite").exists():
+        _fail(f"no archive in {settings.data_dir} (no index database)", EXIT_USAGE)
+    return settings
+
+
+@contextmanager
+def _outcomes(close: Callable[[], object]) -> Iterator[None]:
+    """The operator form's errors as exit codes (1 nothing done, 2 usage); `close` after."""
+    from securepacs.services.deletion import NothingToDelete
+
+    try:
+        yield
+    except NothingToDelete as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except PacsError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    finally:
+        close()
 
 
 def _confirm(text: str) -> None:
@@ -135,19 +167,13 @@ def _client(target, level: str, reason: str | None, yes: bool, **options: object
 
 def _operator(target, level: str, data_dir: Path | None, config: Path | None,  # noqa: ANN001
               org: str | None, reason: str | None, yes: bool) -> None:
-    from securepacs.services.deletion import NothingToDelete
-    from securepacs.settings import load
     from securepacs.wiring import operator_deletion
 
     try:
-        settings = load(config, overrides={"data_dir": data_dir})
-        index_file = settings.data_dir / "index.sqlite"
-        if settings.database_url is None and not index_file.exists():
-            _fail(f"no archive in {settings.data_dir} (no index database)", EXIT_USAGE)
-        service, user, close = operator_deletion(settings)
+        service, user, close = operator_deletion(_archive_settings(config, data_dir))
     except PacsError as exc:
         _fail(str(exc), EXIT_USAGE)
-    try:
+    with _outcomes(close):
         found = service.find_as_operator(target, organization=org)
         if not found:
             _fail(f"no {target.describe()} in the archive"
@@ -162,14 +188,6 @@ def _operator(target, level: str, data_dir: Path | None, config: Path | None,  #
                            r.instances, r.organization or None))
         done = service.delete_as_operator(user, target, organization=r.organization,
                                           reason=reason)
-    except NothingToDelete as exc:
-        _fail(str(exc), EXIT_FAILED)
-    except ValueError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except PacsError as exc:
-        _fail(str(exc), EXIT_FAILED)
-    finally:
-        close()
     kept = (f"; restorable until {done.kept_until.isoformat(timespec='minutes')} "
             "(securepacs restore-deleted)" if done.kept_until is not None else "")
     typer.echo(f"deleted {level} {target.uid}: {done.instances} instance(s) (patient "
@@ -187,8 +205,6 @@ def restore_deleted(
 ) -> None:
     """Restore a deleted study from the trash (the operator, on the server; needs trash_days)."""
     from securepacs.model.deletion import DeletionTarget
-    from securepacs.services.deletion import NothingToDelete
-    from securepacs.settings import load
     from securepacs.wiring import trash_restorer
 
     try:
@@ -196,22 +212,11 @@ def restore_deleted(
     except ValueError as exc:
         _fail(f"--study: {exc}", EXIT_USAGE)
     try:
-        settings = load(config, overrides={"data_dir": data_dir})
-        if settings.database_url is None and not (settings.data_dir / "index.sqlite").exists():
-            _fail(f"no archive in {settings.data_dir} (no index database)", EXIT_USAGE)
-        restore, close = trash_restorer(settings)
+        restore, close = trash_restorer(_archive_settings(config, data_dir))
     except PacsError as exc:
         _fail(str(exc), EXIT_USAGE)
-    try:
+    with _outcomes(close):
         done = restore(uid, org)
-    except NothingToDelete as exc:
-        _fail(str(exc), EXIT_FAILED)
-    except ValueError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except PacsError as exc:
-        _fail(str(exc), EXIT_FAILED)
-    finally:
-        close()
     again = f" ({done.already_present} stored again since, kept)" if done.already_present else ""
     typer.echo(f"restored study {done.study_uid}: {done.instances} instance(s) (patient "
                f"{done.patient_id or '-'}, organisation {done.organization or '-'}){again}")

@@ -189,14 +189,7 @@ class SqlDeletion:
 
     def untrash(self, keys: Iterable[str]) -> None:
         """Take `keys` out of the trash (restored: an instance row refers to each again)."""
-        wanted = list(dict.fromkeys(keys))
-        try:
-            with self._engine.begin() as conn:
-                for start in range(0, len(wanted), _CHUNK):
-                    conn.execute(sa.delete(blob_trash).where(
-                        blob_trash.c.blob_key.in_(wanted[start:start + _CHUNK])))
-        except sa_exc.SQLAlchemyError as exc:
-            raise _storage_error(exc) from exc
+        self._drop_keys(blob_trash, keys)
 
     def expire(self, now: datetime, *, limit: int = 10_000) -> list[Trashed]:
         """Move up to `limit` trash entries whose time is over to the pending list (one
@@ -241,12 +234,16 @@ class SqlDeletion:
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop `keys` from the pending list (their blobs are deleted)."""
+        self._drop_keys(blob_pending_delete, keys)
+
+    def _drop_keys(self, table: sa.Table, keys: Iterable[str]) -> None:
+        """Delete the rows of `table` (keyed by ``blob_key``) for `keys`, in one transaction."""
         wanted = list(dict.fromkeys(keys))
         try:
             with self._engine.begin() as conn:
                 for start in range(0, len(wanted), _CHUNK):
-                    conn.execute(sa.delete(blob_pending_delete).where(
-                        blob_pending_delete.c.blob_key.in_(wanted[start:start + _CHUNK])))
+                    conn.execute(sa.delete(table).where(
+                        table.c.blob_key.in_(wanted[start:start + _CHUNK])))
         except sa_exc.SQLAlchemyError as exc:
             raise _storage_error(exc) from exc
 
