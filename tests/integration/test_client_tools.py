@@ -363,6 +363,12 @@ def test_move_to_a_storescp_destination(archive, pki, tmp_path: Path) -> None:  
         unknown = cli("move", "--study", study, "--dest", "NOWHERE", *c)
         assert unknown.returncode == 1
         assert "does not know the move destination 'NOWHERE'" in unknown.stderr
+        # an unknown study: one line and exit 1 (as get), not "completed 0" and exit 0
+        none = cli("move", "--study", "1.2.3.999", "--dest", "DEST", *c)
+        assert none.returncode == 1, none.stdout + none.stderr
+        assert none.stderr.strip().splitlines()[-1:] == [
+            "securepacs move: nothing on the server matches STUDY level --study 1.2.3.999"]
+        assert "completed" not in none.stdout
     finally:
         dest.stop()
 

@@ -85,6 +85,13 @@ class Tenants:
              "--key", str(self.clients / f"{name}.key"), "--ca", str(self.clients / "ca.pem")]
         return cli("get", "--study", study, "--to", self.tmp / f"get-{name}-{free_port()}", *c)
 
+    def move(self, name: str, study: str) -> subprocess.CompletedProcess[str]:
+        """``securepacs move`` to DEST (configured on the server; nothing listens there)."""
+        c = ["--server", f"{HOST}:{self.server.port}", "--aec", "SECUREPACS",
+             "--cert", str(self.clients / f"{name}.pem"),
+             "--key", str(self.clients / f"{name}.key"), "--ca", str(self.clients / "ca.pem")]
+        return cli("move", "--study", study, "--dest", "DEST", *c)
+
     def qido(self, name: str) -> set[str]:
         """PatientIDs of the studies a dicomweb-client QIDO-RS search finds."""
         requests = pytest.importorskip("requests")
@@ -139,7 +146,9 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
            "--out", str(out))
     viewer_port, dicomweb_port = free_port(), free_port()
     server = data_server(tmp, data, "serve", viewer_port=viewer_port,
-                         dicomweb_port=dicomweb_port).start()
+                         dicomweb_port=dicomweb_port, move_destinations=[
+                             {"ae_title": "DEST", "host": HOST, "port": free_port(),
+                              "tls": True}]).start()
     try:
         files = {
             "PAT-A1": write_study(tmp / "a1", 2, patient_id="PAT-A1", patient_name="Alpha^Ann"),
@@ -243,6 +252,14 @@ def test_a_share_shows_a_study_while_the_server_runs_and_revoking_hides_it(
         "organisation read-only); ask its owner for a full share"), nothing.stderr
     assert "retrieved" not in nothing.stdout and "Traceback" not in nothing.stderr
     assert not list(tenants.tmp.glob("get-b1-*/**/*.dcm"))
+    # a C-MOVE of it says the same, in one line, and fails (was: "completed 0", exit 0)
+    moved = tenants.move("b1", study)
+    assert moved.returncode == tenants.move("b1", "1.2.3.999").returncode == 1
+    assert moved.stderr.strip().splitlines()[-1:] == [
+        f"securepacs move: the server lists 2 instance(s) under --study {study} but sends "
+        "none: you may find and view them, not retrieve them (a study shared with your "
+        "organisation read-only); ask its owner for a full share"], moved.stderr
+    assert "completed" not in moved.stdout
     listed = cli("share", "--data-dir", tenants.data, "list")
     assert f"{share_id.group(1)}  {study}  Clinic A -> Clinic B  read-only" in listed.stdout
     revoked = cli("share", "--data-dir", tenants.data, "revoke", share_id.group(1))

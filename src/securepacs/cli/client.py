@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from securepacs.dimse.client import DicomClient as Client
+    from securepacs.services import fetch
     from securepacs.services.deidentify import Deidentifier
     from securepacs.services.scuport import RetrieveProgress
     from securepacs.services.send import SendProgress, SendSummary
@@ -395,6 +396,26 @@ def _check_study(study: str) -> None:
         raise ValueError("--study needs a Study Instance UID")
 
 
+def _nothing_retrieved(command: str, summary: fetch.RetrieveSummary, query: Dataset,
+                       study: str, series: str | None, image: str | None) -> None:
+    """Fail in one line (exit 1) when the server retrieved nothing because nothing it lets
+    the caller retrieve matches: an unknown UID, or a study shared read-only (found, not
+    retrieved: docs/tenants.md); a C-GET and a C-MOVE say the same."""
+    named = (f"--study {study}" + (f" --series {series}" if series else "")
+             + (f" --image {image}" if image else ""))
+    if summary.expected == 0:
+        _fail(command, f"nothing on the server matches {query.QueryRetrieveLevel} level "
+                       f"{named}", EXIT_FAILED)
+    if summary.withheld:
+        _fail(command, f"the server lists {summary.expected} instance(s) under {named} but "
+                       "sends none: you may find and view them, not retrieve them (a study "
+                       "shared with your organisation read-only); ask its owner for a full "
+                       "share", EXIT_FAILED)
+    if summary.moved_nothing:
+        _fail(command, f"the server moved nothing: nothing it lets you retrieve matches "
+                       f"{query.QueryRetrieveLevel} level {named}", EXIT_FAILED)
+
+
 def get(
     study: Annotated[str, typer.Option("--study", help="Study Instance UID.")],
     to: Annotated[Path, typer.Option("--to", help="Folder for Patient/Study/Series/Instance.dcm.")],
@@ -435,16 +456,7 @@ def get(
         _audit_deidentified(data_dir, deid, target=str(to.absolute()), endpoint=ep.endpoint,
                             received=True, success=summary.ok)
     final = summary.final
-    named = (f"--study {study}" + (f" --series {series}" if series else "")
-             + (f" --image {image}" if image else ""))
-    if summary.expected == 0:
-        _fail("get", f"nothing on the server matches {query.QueryRetrieveLevel} level "
-                     f"{named}", EXIT_FAILED)
-    if summary.withheld:
-        _fail("get", f"the server lists {summary.expected} instance(s) under {named} but "
-                     "sends none: you may find and view them, not retrieve them (a study "
-                     "shared with your organisation read-only); ask its owner for a full "
-                     "share", EXIT_FAILED)
+    _nothing_retrieved("get", summary, query, study, series, image)
     typer.echo(f"retrieved {len(summary.written)} instance(s) into {to} "
                f"(completed {final.completed}, failed {final.failed}, warning {final.warning}, "
                f"final status 0x{final.status.status:04X})")
@@ -479,7 +491,8 @@ def move(
             def show(p: RetrieveProgress) -> None:
                 bar.show(p.completed + p.failed + p.warning, p.total)
 
-            summary = fetch.move(ep, query, destination, on_progress=show)
+            summary = fetch.move(ep, query, destination, on_progress=show, finder=ep)
+    _nothing_retrieved("move", summary, query, study, series, image)
     final = summary.final
     typer.echo(f"moved to {destination}: completed {final.completed}, failed {final.failed}, "
                f"warning {final.warning} (final status 0x{final.status.status:04X})")

@@ -9,6 +9,7 @@ collect the sub-operation counts of a C-GET or C-MOVE.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import threading
@@ -166,11 +167,15 @@ class RetrieveSummary:
     expected: int | None = None
     written: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: A C-MOVE the server answered with Success and no sub-operation at all (no pending
+    #: response counting one, final counts all 0): nothing it lets the caller retrieve
+    #: matched; ``expected`` then says how many instances a C-FIND lists (None: unknown).
+    moved_nothing: bool = False
 
     @property
     def ok(self) -> bool:
         return (self.final.status.category in ("success", "warning") and not self.final.failed
-                and not self.errors and not self.withheld)
+                and not self.errors and not self.withheld and not self.moved_nothing)
 
     @property
     def withheld(self) -> bool:
@@ -195,15 +200,8 @@ def get(retriever: Retriever, finder: Finder | None, identifier: Dataset, level:
     classes: list[str] = []
     expected: int | None = None
     if finder is not None:
-        query = Dataset()
-        query.update(identifier)
-        query.QueryRetrieveLevel = Level.IMAGE.value
-        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-            if keyword not in query:
-                query.add_new(keyword, "UI", None)
-        query.SOPClassUID = None
         try:
-            matches = list(finder.find(query, Level.IMAGE))
+            matches = _instances(finder, identifier)
             classes = [str(m.SOPClassUID) for m in matches if m.get("SOPClassUID")]
             expected = len(matches)
         except (PermissionRefused, QueryError) as exc:
@@ -218,7 +216,46 @@ def get(retriever: Retriever, finder: Finder | None, identifier: Dataset, level:
     return RetrieveSummary(final, expected, list(writer.written), list(writer.errors))
 
 
+def _instances(finder: Finder, identifier: Dataset) -> list[Dataset]:
+    """The instances a C-FIND at IMAGE level lists under `identifier`'s unique keys, each
+    with its SOP Class UID (what the caller may find, which is not always what it may
+    retrieve: docs/tenants.md)."""
+    query = copy.deepcopy(identifier)  # update() would share (and change) its elements
+    query.QueryRetrieveLevel = Level.IMAGE.value
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if keyword not in query:
+            query.add_new(keyword, "UI", None)
+    query.SOPClassUID = None
+    return list(finder.find(query, Level.IMAGE))
+
+
 def move(retriever: Retriever, identifier: Dataset, destination: str, *,
-         on_progress: Callable[[RetrieveProgress], None]) -> RetrieveSummary:
-    """C-MOVE `identifier` to the AE title `destination` (the server must know it)."""
-    return RetrieveSummary(retriever.move(identifier, destination, on_progress))
+         on_progress: Callable[[RetrieveProgress], None],
+         finder: Finder | None = None) -> RetrieveSummary:
+    """C-MOVE `identifier` to the AE title `destination` (the server must know it).
+
+    A C-MOVE of something the server will not send (an unknown UID, or a study it lets
+    the caller find but not retrieve) is answered, by securepacs at least, with Success
+    and no sub-operation (PS3.4 C.4.2.3 counts them): the summary then has
+    ``moved_nothing`` set and is not ``ok``, and,
+    with a `finder`, ``expected`` holds the number of instances a C-FIND lists, to tell
+    the two apart (as :func:`get` does before it retrieves).
+    """
+    counted = False
+
+    def progress(p: RetrieveProgress) -> None:
+        nonlocal counted
+        if p.remaining or p.completed or p.failed or p.warning:
+            counted = True
+        on_progress(p)
+
+    final = retriever.move(identifier, destination, progress)
+    summary = RetrieveSummary(final)
+    if final.status.category == "success" and not counted:
+        summary.moved_nothing = True
+        if finder is not None:
+            try:
+                summary.expected = len(_instances(finder, identifier))
+            except (PermissionRefused, QueryError):
+                summary.expected = None
+    return summary
