@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from securepacs.pki import authority
     from securepacs.services.audit_events import AdminAudit, AuditEvents, BackupAudit, MediaAudit
     from securepacs.services.authority import CertificateAuthority
+    from securepacs.services.deletion import DeletionService
     from securepacs.services.ingest import SweepReport
     from securepacs.services.ports import BlobPort
     from securepacs.services.trust import FileTrust, StoreTrust, TrustMonitor
@@ -142,6 +143,14 @@ class Archive:
     viewer: ArchiveViewerServer | None = None
     audit: AuditEvents | None = None
     dicomweb: DicomwebServer | None = None
+    #: Closes what else the archive opened (the deletion index's connection pool).
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Dispose of the database connection pools: the index's and the others'."""
+        for close in self.closers:
+            close()
+        self.index.close()
 
     def warn_expiring(self, at: datetime) -> None:
         from securepacs.pki import authority
@@ -247,19 +256,19 @@ def finish_deletions(settings: Settings, blobs: BlobPort, trail: AuditTrail) -> 
         index.close()
 
 
-def trash_purge(settings: Settings, blobs: BlobPort, audit: AuditEvents):  # noqa: ANN201
+def trash_purge(deletion: DeletionService):  # noqa: ANN201
     """The periodic purge of expired trash entries (services.trash.PeriodicPurge) that the
-    serving process runs from its trust-poll loop."""
-    from securepacs.index.deletion import SqlDeletion
+    serving process runs from its trust-poll loop, on `deletion`'s index and blobs."""
     from securepacs.services.trash import PeriodicPurge, purge_expired
 
-    index = SqlDeletion(settings.index_url)
-    return PeriodicPurge(lambda: purge_expired(index, blobs, audit, now=now()))
+    return PeriodicPurge(lambda: purge_expired(deletion.index, deletion.blobs,  # type: ignore[arg-type]
+                                               deletion.audit, now=now()))
 
 
 def deletion_service(settings: Settings, blobs: BlobPort, audit: AuditEvents):  # noqa: ANN201
     """The deletion service (services.deletion.DeletionService) on the settings' index,
-    with the trash of ``trash_days``. Returns (service, close)."""
+    with the trash of ``trash_days``. Returns (service, close); close disposes of its
+    database connection pool."""
     from securepacs.index.deletion import SqlDeletion
     from securepacs.services.deletion import DeletionService
     from securepacs.services.trash import purge_expired
@@ -477,7 +486,14 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
         log.info("trust store changed (version %s)", getattr(trust, "version", "?"))
         server.close_revoked(revoked)
 
-    purge_trash = None if worker else trash_purge(settings, blobs, audit)
+    closers: list[Callable[[], None]] = []
+    if ca is not None and hasattr(ca.store, "close"):  # the trust store's pool
+        closers.append(ca.store.close)
+    deletion = None
+    if not worker:  # one deletion index (one pool) for DICOMweb, the viewer and the purge
+        deletion, close_deletion = deletion_service(settings, blobs, audit)
+        closers.append(close_deletion)
+    purge_trash = None if deletion is None else trash_purge(deletion)
 
     def periodic() -> None:
         tls_files.reload_if_changed()
@@ -490,7 +506,8 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
     if settings.viewer_port != 0 and not worker:
         try:
             viewer = tls_files.viewer = archive_viewer(settings, index, blobs,
-                                                       tls_files.context(), trust, audit)
+                                                       tls_files.context(), trust, audit,
+                                                       deletion=deletion)
         except ConfigError as exc:
             if settings.viewer_port is not None:  # asked for: a real error
                 raise
@@ -502,13 +519,13 @@ def build_archive(settings: Settings, *, inherited: Sequence[socket.socket] = ()
                 settings, handlers.ingest, handlers.query, handlers.retrieve,
                 tls_files.context(require_client_cert=False, optional_client_cert=True), trust,
                 audit, ca.store if ca is not None and settings.trust_from_index else None,
-                deletion=deletion_service(settings, blobs, audit)[0])
+                deletion=deletion)
         except ConfigError as exc:
             if settings.dicomweb_port is not None:  # asked for: a real error
                 raise
             log.warning("no DICOMweb (set dicomweb_port, 0 to disable): %s", exc)
     return Archive(settings, index, blobs, server, boot, sweep, trust, monitor, tls_files,
-                   enrolment, viewer, audit, dicomweb)
+                   enrolment, viewer, audit, dicomweb, closers)
 
 
 def _listening(what: str, host: str, ports: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
@@ -741,14 +758,15 @@ def local_viewer(path: Path, *, port: int, connect: Callable[[], object],
 
 
 def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_context: object,
-                   gatekeeper: StoreTrust | FileTrust, audit: AuditEvents | None = None
-                   ) -> ArchiveViewerServer:
+                   gatekeeper: StoreTrust | FileTrust, audit: AuditEvents | None = None, *,
+                   deletion: DeletionService | None = None) -> ArchiveViewerServer:
     """The HTTPS image viewer of ``serve`` (bound, not yet serving) on ``viewer_port``.
 
     Default port: ``port + 2``. Client certificates are required (the DICOM server's TLS
     context) and admitted by the DICOM gatekeeper; viewing needs FIND and GET. With `audit`,
     logins and refusals are audited as for DICOM, and each series opened as a retrieve
-    (DICOM Instances Transferred, Read) of its study by the viewing identity.
+    (DICOM Instances Transferred, Read) of its study by the viewing identity. With
+    `deletion` (owned and closed by the caller), the caller's own studies can be deleted.
 
     Raises
     ------
@@ -769,8 +787,6 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
             audit.retrieved(identity, ae_title="", address=address, destination="",
                             patient_ids=[study.patient_id], study_uids=[study.uid], success=True)
 
-    from securepacs.services.audit_events import NoAudit
-
     tenancy = make_tenancy(settings)
 
     def seen(identity: Identity | None, address: str, studies: list[StudyEntry],
@@ -779,7 +795,6 @@ def archive_viewer(settings: Settings, index: SqlIndex, blobs: BlobPort, tls_con
             tenancy.audit_crossing(audit, identity, address=address, action=action,
                                    owned=[(s.organization, s.uid) for s in studies])
 
-    deletion, _close = deletion_service(settings, blobs, audit or NoAudit())
     app = create_app(ViewerConfig.for_archive(catalog, on_view=viewed,
                                               visibility=tenancy.view,
                                               deletion=deletion, on_seen=seen))

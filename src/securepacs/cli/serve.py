@@ -145,7 +145,7 @@ def serve(
     if archive.audit is not None:
         archive.audit.application(started=False)
         archive.audit.close()
-    archive.index.close()
+    archive.close()
     log.info("stopped")
 
 
@@ -195,4 +195,4 @@ def _run_worker(archive) -> None:  # noqa: ANN001 - wiring.Archive (imported laz
     archive.server.stop()
     if archive.audit is not None:
         archive.audit.close()
-    archive.index.close()
+    archive.close()
