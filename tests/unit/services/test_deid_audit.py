@@ -6,28 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from auditschema import assert_valid
+from audittrails import RecordingTrail
 from deidfixtures import study as _study
-from securepacs.audit.record import AuditRecord, AuditSource, EventId, Outcome
+from securepacs.audit.record import EventId, Outcome
 from securepacs.audit.serialize import to_xml
 from securepacs.services.audit_events import AuditEvents, BackupAudit, MediaAudit
 from securepacs.services.deidentify import Deidentifier, Option
 
 
-class ListTrail:
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-
-    def record(self, record: AuditRecord) -> None:
-        from dataclasses import replace
-
-        self.records.append(replace(record, audit_source=AuditSource("SECUREPACS")))
-
-    def check_writable(self) -> None:
-        return None
-
-
-def _events() -> tuple[ListTrail, AuditEvents]:
-    trail = ListTrail()
+def _events() -> tuple[RecordingTrail, AuditEvents]:
+    trail = RecordingTrail(audit_source="SECUREPACS")
     return trail, AuditEvents(trail, ae_title="SECUREPACS", address="pacs.example.org")
 
 

@@ -15,8 +15,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from auditschema import assert_valid  # noqa: E402
+from audittrails import RecordingTrail  # noqa: E402
 from factories import make_dataset  # noqa: E402
-from securepacs.audit.record import Action, AuditRecord, AuditSource, EventId  # noqa: E402
+from securepacs.audit.record import Action, AuditSource, EventId  # noqa: E402
 from securepacs.audit.serialize import to_xml  # noqa: E402
 from securepacs.blobs.filesystem import FileBlobStore  # noqa: E402
 from securepacs.errors import NotPermitted, StorageError  # noqa: E402
@@ -39,23 +40,6 @@ STUDY, SERIES_CT, SERIES_MR = "1.2.826.0.1.3680043.10.1234.7", "1.2.826.0.1.3680
     "1.2.826.0.1.3680043.10.1234.7.2"
 DELETER = Identity("del1", 0x11, organization="Clinic A", group="admins",
                    permissions=ALL_PERMISSIONS | {Permission.DELETE})
-
-
-class Trail:
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-        self.durable: list[str] = []
-
-    def record(self, record: AuditRecord) -> None:
-        self.records.append(record)
-
-    def record_durable(self, record: AuditRecord) -> bool:
-        self.durable.append(record.record_id)
-        self.records.append(record)
-        return True
-
-    def check_writable(self) -> None:
-        return None
 
 
 class Recorder:
@@ -95,7 +79,7 @@ class Archive:
         self.deletion = SqlDeletion(url)
         self.blobs = FileBlobStore(tmp / "blobs")
         self.ingest = IngestService(self.index, self.blobs)
-        self.trail = Trail()
+        self.trail = RecordingTrail()
         self.audit = AuditEvents(self.trail, ae_title="SECUREPACS", address="pacs.test")
         self.sops: dict[str, list[str]] = {}
 

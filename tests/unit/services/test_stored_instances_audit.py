@@ -14,6 +14,7 @@ import pytest
 from lxml import etree
 
 from auditschema import assert_valid
+from audittrails import RecordingTrail
 from securepacs.audit.record import AuditRecord, AuditSource, EventId
 from securepacs.audit.serialize import canonical, from_json, to_xml
 from securepacs.dimse import commands as cmd
@@ -32,19 +33,8 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 VERIFICATION = "1.2.840.10008.1.1"
 
 
-class Capture:
+class Capture(RecordingTrail):
     """A trail that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-        self.lock = threading.Lock()
-
-    def record(self, record: AuditRecord) -> None:
-        with self.lock:
-            self.records.append(record)
-
-    def check_writable(self) -> None:
-        return None
 
     def transfers(self) -> list[AuditRecord]:
         with self.lock:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from audittrails import RecordingTrail
 from securepacs.errors import AccessRefused, PkiError
 from securepacs.index.trust import SqlTrustStore
 from securepacs.model.identity import Permission
@@ -150,16 +151,7 @@ def test_revoked_and_unknown_are_told_apart_by_type(ca: CertificateAuthority,
         unknown = exc
     assert not isinstance(unknown, CertificateRevoked)
 
-    class Trail:
-        records: list = []
-
-        def record(self, record) -> None:  # noqa: ANN001
-            self.records.append(record)
-
-        def check_writable(self) -> None:
-            return None
-
-    trail = Trail()
+    trail = RecordingTrail()
     events = AuditEvents(trail, ae_title="PACS", address="pacs.test", clock=lambda: NOW)
     with pytest.raises(CertificateRevoked) as revoked:
         admit(trust, issued.record)
