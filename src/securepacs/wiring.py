@@ -555,7 +555,7 @@ __all__ = ["Archive", "StartUp", "build_archive", "start_up", "certificate_autho
            "local_hostnames", "now", "Path"]
 
 
-def study_archive(settings: Settings,  # noqa: ANN201 - services.media.RetrieveStudies
+def study_archive(settings: Settings,  # noqa: ANN201 - services.media_create.RetrieveStudies
                   organisation: str | None = None):
     """The archive's studies, read only, for ``media create --study UID``: every
     organisation's, or what `organisation` may retrieve (``--org``, docs/tenants.md).
@@ -567,7 +567,7 @@ def study_archive(settings: Settings,  # noqa: ANN201 - services.media.RetrieveS
     """
     from securepacs.errors import ConfigError
     from securepacs.index.repository import SqlIndex
-    from securepacs.services.media import RetrieveStudies
+    from securepacs.services.media_create import RetrieveStudies
     from securepacs.services.query import RetrieveService
 
     sqlite_file = settings.data_dir / "index.sqlite"

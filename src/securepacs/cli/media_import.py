@@ -74,7 +74,7 @@ def import_media(
 ) -> None:
     """Decrypt media in memory and send its images to a PACS with a reconciled Patient ID."""
     from securepacs.services import media_import, media_view
-    from securepacs.services.media import keyring_from
+    from securepacs.services.media_read import keyring_from
 
     try:
         rec = media_import.Reconciliation(patient_id, issuer, patient_name, birth_date,

@@ -33,10 +33,9 @@ from securepacs.errors import MediaError, WrongKeyError
 from securepacs.media import cms, fileset
 from securepacs.media.fileset import MediaSource
 from securepacs.pki import authority
-from securepacs.services.media import (
-    NO_PROGRESS,
+from securepacs.services.media_output import NO_PROGRESS, Progress
+from securepacs.services.media_read import (
     ExtractReport,
-    Progress,
     extract_from,
     keyring_from,
     open_media,

@@ -60,7 +60,7 @@ from securepacs.model.identity import Identity, Permission
 from securepacs.model.tenancy import Visibility
 from securepacs.services import archive_view, media_import, media_view, rendering
 from securepacs.services.deletion import DeletionService, NothingToDelete
-from securepacs.services.media import keyring_from
+from securepacs.services.media_read import keyring_from
 from securepacs.services.scuport import StoreConnector
 from securepacs.services.tenancy import Tenancy
 from securepacs.web import viewer_pages as pages
