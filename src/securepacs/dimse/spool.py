@@ -4,19 +4,20 @@ arrive (PS3.8 9.3.5), with its write-out to disk started while it still arrives.
 Why: written to the page cache only, a 50 MB data set is flushed to disk by the fsync
 that ingest makes after the last fragment (the durability contract, see
 :mod:`securepacs.blobs.filesystem`), while the sender waits for the C-STORE response;
-on a disk that writes ~400 MB/s that wait is ~120 ms per 50 MB, as long as the receipt
-itself over TLS. Here a flusher thread calls ``fdatasync`` every :data:`SYNC_EVERY`
-bytes while the data set still arrives (the calls release the GIL; one that is still
-running when the next step is due is followed by one more, not by a queue of them), so
-the final fsync finds little left to write. Nothing is acknowledged on the strength of
-these early flushes: ingest still fsyncs the whole file, renames it into place and
-fsyncs the folder before the index row is committed and Success is sent.
+on the development machine's disk (~400 MB/s) that fsync took a median 107-125 ms per
+50 MB object, about as long as the receipt itself over TLS. Here a flusher thread calls
+``fdatasync`` every :data:`SYNC_EVERY` bytes while the data set still arrives (the calls
+release the GIL; one that is still running when the next step is due is followed by one
+more, not by a queue of them), so the final fsync finds little left to write: a median
+~21 ms, and the whole store after the last fragment ~40 ms instead of ~130 ms.
+Nothing is acknowledged on the strength of these early flushes: ingest still fsyncs the
+whole file, renames it into place and fsyncs the folder before the index row is
+committed and Success is sent.
 
 ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` (not in Python's ``os``; ctypes) was measured
-instead: it starts the write-out without waiting, but the final ``fsync`` then still
-took ~100 ms for 50 MB on this machine's virtual disk (the device's cache flush, which
-only a real ``fdatasync`` spreads over the receipt), against ~10 ms after ``fdatasync``
-steps.
+instead: it starts the write-out without waiting, but left more for the final fsync
+(a median ~55 ms for 50 MB vs ~38 ms after ``fdatasync`` steps of 8 MB; steps of 1-16 MB
+measured alike within the noise).
 
 A failed early flush (EIO, ENOSPC) is kept and raised by the next :meth:`Spool.write`
 or by :meth:`Spool.close`: the kernel reports a write-back error once to each open file,
