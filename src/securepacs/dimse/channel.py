@@ -4,8 +4,9 @@ from P-DATA-TF fragments, and write messages as P-DATA-TF PDUs.
 Both ends of an association use this: the requestor (:mod:`securepacs.dimse.client_ul`)
 and the acceptor (:mod:`securepacs.dimse.association`). Bytes go from a file straight
 into the socket, many PDUs per write; received data sets stay in memory up to a
-threshold and then go to a temp file, so a 1 GB object costs no more memory than a
-small one. No logging here: this is the per-PDU path.
+threshold and then go to a temp file (:mod:`securepacs.dimse.spool`, written out to disk
+while it grows), so a 1 GB object costs no more memory than a small one. No logging
+here: this is the per-PDU path.
 
 What a hostile peer can make the receiver hold is bounded: a PDU's buffer grows with the
 bytes that actually arrived (an announced length costs nothing until the data comes), a
