@@ -503,4 +503,3 @@ class PduChannel:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -61,6 +60,8 @@ class Spool:
 
     def __init__(self, prefix: bytes, folder: Path | None, data: bytes | bytearray | memoryview,
                  *, sync_every: int | None = None) -> None:
+        import tempfile  # here: a client (the requestor) never spills, and starts without it
+
         fd, name = tempfile.mkstemp(prefix="rx", suffix=f".{os.getpid()}.tmp", dir=folder)
         self.path = Path(name)
         self._fd = fd
