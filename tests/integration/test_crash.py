@@ -19,6 +19,24 @@ pytestmark = [pytest.mark.integration, needs_dcmtk]
 
 def test_kill_during_storescu_then_restart(tmp_path: Path, pki) -> None:  # noqa: ANN001
     files = write_study(tmp_path / "src", 200, rows=64, columns=64)
+    kill_and_restart(tmp_path, pki, files, kill_after=60)
+
+
+def test_kill_while_a_large_object_is_spooled_then_restart(tmp_path: Path,
+                                                           pki) -> None:  # noqa: ANN001
+    """Objects past the 8 MiB spill threshold go to a temp file that is flushed while it
+    arrives (dimse/spool.py): killed in the middle of the second one, the first is kept
+    whole and the temp file of the second is swept at the restart."""
+    files = write_study(tmp_path / "src", 2, rows=2048, columns=4096)  # 16 MiB each
+    kill_and_restart(tmp_path, pki, files, kill_after=1, spooling=True)
+
+
+def kill_and_restart(tmp_path: Path, pki, files: list[Path],  # noqa: ANN001
+                     kill_after: int, spooling: bool = False) -> None:
+    """Send `files` with storescu, SIGKILL the server after `kill_after` acknowledged
+    instances (`spooling`: once the next one is being written to its temp file), restart
+    it: every acknowledged instance is indexed and whole, nothing else is left (no temp
+    file, no orphan blob)."""
     by_uid = {dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in files}
     server = make_server(tmp_path, pki).start()
     sender = subprocess.Popen(
@@ -34,7 +52,9 @@ def test_kill_during_storescu_then_restart(tmp_path: Path, pki) -> None:  # noqa
         lines.append(line)
         if "Received Store Response (Success)" in line:
             successes += 1
-            if successes == 60 and not killed:
+            if successes == kill_after and not killed:
+                if spooling:
+                    assert wait_for_spool(server.data_dir / "blobs" / "tmp"), "nothing spooled"
                 server.kill()  # SIGKILL: no clean-up of any kind
                 killed = True
         if time.monotonic() > deadline:
@@ -43,8 +63,8 @@ def test_kill_during_storescu_then_restart(tmp_path: Path, pki) -> None:  # noqa
     sender.wait(timeout=30)
     assert killed, "storescu finished before the server could be killed:\n" + "".join(lines[-20:])
     acknowledged = [dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files[:successes]]
-    assert successes >= 60
-    assert sender.returncode != 0 or successes < 200
+    assert successes >= kill_after
+    assert sender.returncode != 0 or successes < len(files)
 
     restarted = make_server(tmp_path, pki)
     restarted.log_path = tmp_path / "server2.log"
@@ -72,3 +92,18 @@ def test_kill_during_storescu_then_restart(tmp_path: Path, pki) -> None:  # noqa
         assert re.search(r"ready: \d+ instance", restarted.log())
     finally:
         restarted.stop()
+
+
+def wait_for_spool(folder: Path, seconds: float = 30.0) -> bool:
+    """Whether a received data set's temp file (``rx….tmp``) grew past a few MiB in
+    `folder` within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for tmp in folder.glob("rx*.tmp"):
+            try:
+                if tmp.stat().st_size > 12 * 1024 * 1024:
+                    return True
+            except FileNotFoundError:
+                continue
+        time.sleep(0.002)
+    return False

@@ -4,8 +4,9 @@ from P-DATA-TF fragments, and write messages as P-DATA-TF PDUs.
 Both ends of an association use this: the requestor (:mod:`securepacs.dimse.client_ul`)
 and the acceptor (:mod:`securepacs.dimse.association`). Bytes go from a file straight
 into the socket, many PDUs per write; received data sets stay in memory up to a
-threshold and then go to a temp file, so a 1 GB object costs no more memory than a
-small one. No logging here: this is the per-PDU path.
+threshold and then go to a temp file (:mod:`securepacs.dimse.spool`, written out to disk
+while it grows), so a 1 GB object costs no more memory than a small one. No logging
+here: this is the per-PDU path.
 
 What a hostile peer can make the receiver hold is bounded: a PDU's buffer grows with the
 bytes that actually arrived (an announced length costs nothing until the data comes), a
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from securepacs.dimse import commands as cmd
+from securepacs.dimse.spool import Spool
 
 PDU_HEADER = struct.Struct(">BBI")
 _DATA_HEADER = struct.Struct(">BBIIBB")  # P-DATA-TF header + one PDV item header
@@ -317,8 +319,7 @@ class PduChannel:
         command = bytearray()
         data = bytearray()
         decoded: cmd.Command | None = None
-        spill_file: BinaryIO | None = None
-        spill_path: Path | None = None
+        spool: Spool | None = None
         spill_error: OSError | None = None
         context_id = 0
         intake: Intake | None = None
@@ -366,13 +367,13 @@ class PduChannel:
                                                   "bytes")
                     elif spill_error is not None:
                         pass  # the rest of a data set that could not be kept
-                    elif spill_file is not None:
+                    elif spool is not None:
                         try:
-                            spill_file.write(fragment)
+                            spool.write(fragment)
                         except OSError as exc:
                             spill_error = exc
-                            _drop(spill_file, spill_path)
-                            spill_file, spill_path = None, None
+                            spool.drop()
+                            spool = None
                     else:
                         data += fragment
                         if len(data) > limit:
@@ -395,7 +396,7 @@ class PduChannel:
                                 held = len(data) + BUDGET_STEP
                             if where is not None:
                                 try:
-                                    spill_file, spill_path = _spill_file(*where, data)
+                                    spool = Spool(*where, data)
                                 except OSError as exc:
                                     spill_error = exc
                                 data = bytearray()
@@ -413,17 +414,15 @@ class PduChannel:
                     return Message(context_id, decoded, intake=intake)
                 if spill_error is not None:
                     return Message(context_id, decoded, spill_error=spill_error, intake=intake)
-                if spill_file is not None:
+                if spool is not None:
                     try:
-                        spill_file.close()
-                    except OSError as exc:  # the last buffered bytes did not fit
-                        _drop(None, spill_path)
-                        spill_file, spill_path = None, None
+                        path = spool.close()
+                    except OSError as exc:  # an early flush of the file failed
+                        spool.drop()
+                        spool = None
                         return Message(context_id, decoded, spill_error=exc, intake=intake)
-                    spill_file = None
-                    message = Message(context_id, decoded, None, spill_path, intake=intake)
-                    spill_path = None
-                    return message
+                    spool = None
+                    return Message(context_id, decoded, None, path, intake=intake)
                 # `data` itself, not a copy: nothing here holds it any more
                 message = Message(context_id, decoded, data, intake=intake)
                 if budget is not None and held:
@@ -433,7 +432,8 @@ class PduChannel:
         finally:
             if budget is not None and held:
                 budget.give(held)
-            _drop(spill_file, spill_path)
+            if spool is not None:
+                spool.drop()
 
     def _control(self, kind: int, body: bytearray | memoryview) -> None:
         if kind == ABORT:
@@ -503,30 +503,3 @@ class PduChannel:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def _drop(fh: BinaryIO | None, path: Path | None) -> None:
-    """Close and remove a temp file that is not wanted (never raises)."""
-    if fh is not None:
-        with contextlib.suppress(OSError):
-            fh.close()
-    if path is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-def _spill_file(prefix: bytes, folder: Path | None, data: bytearray) -> tuple[BinaryIO, Path]:
-    """A private temp file (0600) in `folder` holding `prefix` + `data` so far; named
-    ``rx….PID.tmp`` so that a blob store's start-up sweep knows whose it is."""
-    import tempfile  # here: a client (the requestor) never spills, and starts without it
-
-    fd, name = tempfile.mkstemp(prefix="rx", suffix=f".{os.getpid()}.tmp", dir=folder)
-    fh = os.fdopen(fd, "wb")
-    try:
-        fh.write(prefix)
-        fh.write(data)
-    except BaseException:
-        fh.close()
-        os.unlink(name)
-        raise
-    return fh, Path(name)
