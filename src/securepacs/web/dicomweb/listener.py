@@ -50,6 +50,7 @@ _READ = 256 * 1024
 #: pieces from this size on go out at once; from :data:`_DIRECT` on, without a copy.
 _TINY = 1024
 _DIRECT = 64 * 1024
+_RECORD = 16 * 1024  # a TLS record's largest plaintext (RFC 8446 5.1)
 _REFUSED = (b'{"error": "a client certificate admitted by this archive is required '
             b'(unknown, revoked or none was sent)"}')
 
@@ -110,8 +111,8 @@ class ChunkedWriter:
     """A response body in the chunked transfer coding (RFC 9112 7.1), in few writes.
 
     A piece of :data:`_DIRECT` bytes or more is handed to `write` as it is (no copy into
-    its framing), after one write of everything pending before it (the previous chunk's
-    CRLF, its own chunk size line); smaller pieces are framed into the pending buffer,
+    its framing), but for its first bytes, which go out with everything pending before it
+    (the previous chunk's CRLF, its own chunk size line) in one TLS record's worth; smaller pieces are framed into the pending buffer,
     which goes out at once unless the piece is tiny (under :data:`_TINY` bytes: a part
     head or a boundary, always followed by its content or the body's end). What is
     pending is bounded (it is written once it reaches :data:`_DIRECT` bytes).
@@ -133,9 +134,12 @@ class ChunkedWriter:
         if not size:
             return
         self._pending += b"%x\r\n" % size
-        if size >= _DIRECT:
+        if size >= _DIRECT:  # what is pending fills one TLS record with the piece's start
+            view = memoryview(data)
+            cut = max(0, _RECORD - len(self._pending))
+            self._pending += view[:cut]
             self._flush()
-            self._write(data)
+            self._write(view[cut:])
             self._pending += b"\r\n"
             return
         self._pending += data
