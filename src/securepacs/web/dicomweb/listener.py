@@ -110,12 +110,13 @@ class _Body:
 class ChunkedWriter:
     """A response body in the chunked transfer coding (RFC 9112 7.1), in few writes.
 
-    A piece of :data:`_DIRECT` bytes or more is handed to `write` as it is (no copy into
-    its framing), but for its first bytes, which go out with everything pending before it
-    (the previous chunk's CRLF, its own chunk size line) in one TLS record's worth; smaller pieces are framed into the pending buffer,
-    which goes out at once unless the piece is tiny (under :data:`_TINY` bytes: a part
-    head or a boundary, always followed by its content or the body's end). What is
-    pending is bounded (it is written once it reaches :data:`_DIRECT` bytes).
+    A piece of :data:`_DIRECT` bytes or more is handed to `write` as it is, not copied
+    into its framing, but for its first bytes: they fill one TLS record with everything
+    pending before them (the previous chunk's CRLF, the piece's chunk size line). Smaller
+    pieces are framed into the pending buffer, which goes out at once unless the piece is
+    tiny (under :data:`_TINY` bytes: a part head or a boundary, always followed by its
+    content or the body's end). What is pending is bounded: it is written once it
+    reaches :data:`_DIRECT` bytes.
 
     Parameters
     ----------
