@@ -33,6 +33,10 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
+# Starlette runs the routes through anyio, which imports its asyncio backend on first use:
+# at start-up here, not in the first request a client makes.
+import anyio._backends._asyncio  # noqa: F401
+
 from securepacs.model.identity import Identity
 from securepacs.web.archive import _PEER_ATTR, IDENTITY_KEY, ArchiveViewerServer, _Handler
 from securepacs.web.dicomweb.responses import StreamAborted
