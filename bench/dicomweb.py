@@ -4,7 +4,9 @@ for one large object up by STOW-RS and down by WADO-RS.
 
 Our server: TLS with a client certificate (``requests``, one connection, the whole study
 in one streamed request). Orthanc: its DICOMweb plugin over plain HTTP on loopback (it has
-no TLS of its own in this setup), storage on disk with its durable default.
+no TLS of its own in this setup), storage on disk with its durable default. Each row also
+has the server's CPU per image (user + system of the server process and its descendants,
+from /proc, over that operation only).
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import HOST, Pki, ServerSpec, free_port, stop, storescu, vm_hwm_kb
+from bench.common import (
+    HOST,
+    Pki,
+    ServerSpec,
+    free_port,
+    stop,
+    storescu,
+    tree_cpu_seconds,
+    vm_hwm_kb,
+)
 
 Log = Callable[[str], None]
 ORTHANC = Path("/usr/sbin/Orthanc")
@@ -137,10 +148,29 @@ class _Orthanc:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _row(op: str, server: str, nbytes: int, count: int, seconds: float) -> dict[str, Any]:
-    return {"kind": "dicomweb", "op": op, "server": server, "bytes": nbytes, "count": count,
-            "seconds": seconds, "mb_per_s": nbytes / 1e6 / seconds,
-            "images_per_s": count / seconds}
+def _row(op: str, server: str, nbytes: int, count: int, seconds: float,
+         cpu: float | None = None) -> dict[str, Any]:
+    """One measurement; `cpu`: the server's user + system seconds during it (from /proc)."""
+    row = {"kind": "dicomweb", "op": op, "server": server, "bytes": nbytes, "count": count,
+           "seconds": seconds, "mb_per_s": nbytes / 1e6 / seconds,
+           "images_per_s": count / seconds}
+    if cpu is not None:
+        row["cpu_ms_per_image"] = cpu * 1000 / count
+    return row
+
+
+class _Cpu:
+    """Server CPU seconds (user + system, the process and its descendants) since the last
+    call of :meth:`lap`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.last = tree_cpu_seconds([pid])
+
+    def lap(self) -> float:
+        now = tree_cpu_seconds([self.pid])
+        spent, self.last = now - self.last, now
+        return spent
 
 
 def dicomweb(work: Path, pki: Pki, files: list[Path], huge: list[Path], rounds: int,
@@ -154,38 +184,45 @@ def dicomweb(work: Path, pki: Pki, files: list[Path], huge: list[Path], rounds: 
     for rnd in range(rounds):
         srv, url = _ours(work, pki, spec)
         try:
+            assert srv.proc is not None
+            cpu = _Cpu(srv.proc.pid)
             seconds = storescu(srv.port, files, pki)
-            results.append(_row("c-store", "securepacs", nbytes, count, seconds))
+            results.append(_row("c-store", "securepacs", nbytes, count, seconds, cpu.lap()))
             seconds = _c_get(srv.port, pki, study, work / "got")
-            results.append(_row("c-get", "securepacs", nbytes, count, seconds))
+            results.append(_row("c-get", "securepacs", nbytes, count, seconds, cpu.lap()))
             seconds, received = _wado(session, url, study)
-            results.append(_row("wado-rs", "securepacs", received, count, seconds))
+            results.append(_row("wado-rs", "securepacs", received, count, seconds, cpu.lap()))
         finally:
             srv.stop()
         srv, url = _ours(work, pki, spec)
         try:
+            assert srv.proc is not None
+            cpu = _Cpu(srv.proc.pid)
             seconds = _stow(session, url, files)
+            spent = cpu.lap()
             stored = srv.stored()
             if stored != count:
                 raise RuntimeError(f"STOW-RS stored {stored} of {count}")
-            results.append(_row("stow-rs", "securepacs", nbytes, count, seconds))
+            results.append(_row("stow-rs", "securepacs", nbytes, count, seconds, spent))
         finally:
             srv.stop()
         if orthanc_ok:
             orthanc = _Orthanc(work / "orthanc").start()
             try:
+                assert orthanc.proc is not None
+                cpu = _Cpu(orthanc.proc.pid)
                 plain = _session(None)
                 base = f"{orthanc.url}/dicom-web"
                 seconds = _stow(plain, base, files)
-                results.append(_row("stow-rs", "orthanc", nbytes, count, seconds))
+                results.append(_row("stow-rs", "orthanc", nbytes, count, seconds, cpu.lap()))
                 seconds, received = _wado(plain, base, study)
-                results.append(_row("wado-rs", "orthanc", received, count, seconds))
+                results.append(_row("wado-rs", "orthanc", received, count, seconds, cpu.lap()))
             finally:
                 orthanc.stop()
         last = results[-6:]
         log(f"dicomweb round {rnd + 1}: " + ", ".join(
-            f"{r['server']} {r['op']} {r['images_per_s']:.0f} img/s {r['mb_per_s']:.0f} MB/s"
-            for r in last))
+            f"{r['server']} {r['op']} {r['images_per_s']:.0f} img/s {r['mb_per_s']:.0f} MB/s "
+            f"{r['cpu_ms_per_image']:.2f} ms CPU/img" for r in last))
     results += _memory(work, pki, huge, spec, session, log)
     return results
 

@@ -16,6 +16,11 @@ request, so that a revocation also ends a kept-alive connection) and two differe
   and the connection closed. Certificate-less connections get a short idle timeout and
   at most :data:`MAX_ANONYMOUS` of them are served at once (no thread exhaustion by
   clients that proved nothing).
+
+A chunked response body goes out in few, large writes (:class:`ChunkedWriter`): under TLS
+every write is at least one record and one system call, so a large piece (a blob's read)
+is written as it is, never copied into its chunk's framing, and the small pieces around
+it (chunk size lines, multipart part heads and boundaries) travel together.
 """
 
 from __future__ import annotations
@@ -24,15 +29,19 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
+
+# Starlette runs the routes through anyio, which imports its asyncio backend on first use:
+# at start-up here, not in the first request a client makes.
+import anyio._backends._asyncio  # noqa: F401
 
 from securepacs.model.identity import Identity
 from securepacs.web.archive import _PEER_ATTR, IDENTITY_KEY, ArchiveViewerServer, _Handler
 from securepacs.web.dicomweb.responses import StreamAborted
 
-__all__ = ["DicomwebServer"]
+__all__ = ["ChunkedWriter", "DicomwebServer"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,11 @@ MAX_ANONYMOUS = 32
 ANONYMOUS_IDLE = 15.0
 _CHUNK_LINE = 1024
 _READ = 256 * 1024
+#: Body pieces shorter than this (part heads, boundaries) wait for the piece after them;
+#: pieces from this size on go out at once; from :data:`_DIRECT` on, without a copy.
+_TINY = 1024
+_DIRECT = 64 * 1024
+_RECORD = 16 * 1024  # a TLS record's largest plaintext (RFC 8446 5.1)
 _REFUSED = (b'{"error": "a client certificate admitted by this archive is required '
             b'(unknown, revoked or none was sent)"}')
 
@@ -95,6 +109,58 @@ class _Body:
         if self._chunk_left == 0:
             self._rfile.readline(_CHUNK_LINE)  # the CRLF after the chunk data
         return data
+
+
+class ChunkedWriter:
+    """A response body in the chunked transfer coding (RFC 9112 7.1), in few writes.
+
+    A piece of :data:`_DIRECT` bytes or more is handed to `write` as it is, not copied
+    into its framing, but for its first bytes: they fill one TLS record with everything
+    pending before them (the previous chunk's CRLF, the piece's chunk size line). Smaller
+    pieces are framed into the pending buffer, which goes out at once unless the piece is
+    tiny (under :data:`_TINY` bytes: a part head or a boundary, always followed by its
+    content or the body's end). What is pending is bounded: it is written once it
+    reaches :data:`_DIRECT` bytes.
+
+    Parameters
+    ----------
+    write : callable
+        Writes all the bytes it is given (the connection's ``wfile.write``); the buffer
+        it gets is not reused after it returns.
+    """
+
+    def __init__(self, write: Callable[[Any], object]) -> None:
+        self._write = write
+        self._pending = bytearray()
+
+    def piece(self, data: bytes | bytearray | memoryview) -> None:
+        """One piece of the body, as one chunk (nothing for an empty piece)."""
+        size = len(data)
+        if not size:
+            return
+        self._pending += b"%x\r\n" % size
+        if size >= _DIRECT:  # what is pending fills one TLS record with the piece's start
+            view = memoryview(data)
+            cut = max(0, _RECORD - len(self._pending))
+            self._pending += view[:cut]
+            self._flush()
+            self._write(view[cut:])
+            self._pending += b"\r\n"
+            return
+        self._pending += data
+        self._pending += b"\r\n"
+        if size >= _TINY or len(self._pending) >= _DIRECT:
+            self._flush()
+
+    def end(self) -> None:
+        """The last chunk: the body is complete."""
+        self._pending += b"0\r\n\r\n"
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, bytearray()
+            self._write(pending)
 
 
 class _StreamHandler(_Handler):
@@ -159,7 +225,7 @@ class _StreamHandler(_Handler):
 
     def _run(self, scope: dict[str, Any], body: _Body) -> None:
         started = False
-        chunked = False
+        chunked: ChunkedWriter | None = None
         head = self.command == "HEAD"  # no body sent (set again for 1xx, 204, 304)
 
         async def receive() -> dict[str, Any]:
@@ -184,19 +250,20 @@ class _StreamHandler(_Handler):
                     names.add(name.lower())
                     self.send_header(name, bytes(value).decode("latin-1"))
                 if "content-length" not in names and not head:
-                    chunked = True
+                    chunked = ChunkedWriter(self.wfile.write)
                     self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 started = True
                 return
             if message["type"] != "http.response.body" or head:
                 return
-            data = bytes(message.get("body", b""))
-            if chunked:
-                if data:
-                    self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+            data = message.get("body", b"")
+            if not isinstance(data, bytes | bytearray | memoryview):
+                data = bytes(data)
+            if chunked is not None:
+                chunked.piece(data)
                 if not message.get("more_body", False):
-                    self.wfile.write(b"0\r\n\r\n")
+                    chunked.end()
             elif data:
                 self.wfile.write(data)
 
