@@ -251,6 +251,7 @@ class SqlIndex:
             cursor = conn.cursor()
             if sqlite:
                 begin_write(conn.driver_connection)
+                writer.begin(cursor)
             for job in jobs:
                 record, keys, replace, ready, foreign = job.payload
                 if foreign:
@@ -263,6 +264,7 @@ class SqlIndex:
                 except Exception as exc:  # noqa: BLE001 - Delegate, or the database's error
                     if not many:
                         raise
+                    writer.forget()
                     cursor.execute("ROLLBACK TO SAVEPOINT add_one")
                     if not isinstance(exc, Delegate):
                         _log.debug("add %s: %s, run again on its own", keys.sop,
@@ -274,6 +276,7 @@ class SqlIndex:
                         ready()
                     except Exception as exc:  # noqa: BLE001 - this add's own failure
                         job.error = exc
+                        writer.forget()
                         if not many:
                             if sqlite:
                                 cursor.execute("ROLLBACK")
@@ -294,6 +297,7 @@ class SqlIndex:
         except Exception as exc:  # noqa: BLE001 - the SQLAlchemy path runs them again
             _log.debug("fast add of %d instance(s) not committed: %s", len(jobs),
                        type(exc).__name__)
+            writer.forget()
             self._drop_raw(broken=not isinstance(exc, Delegate))
             return [job for job in jobs if job.error is None]
         for job, outcome in done:
@@ -304,6 +308,8 @@ class SqlIndex:
         """Give back (or, `broken`, discard) the fast path's connection, after rolling
         back what it has open."""
         raw, self._raw = self._raw, None
+        if self._writer is not None:
+            self._writer.forget()  # what it kept was read on that connection
         if raw is None:
             return
         try:
