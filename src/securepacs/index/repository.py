@@ -23,7 +23,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Row, RowMapping
 
 from securepacs.errors import ConfigError, InvalidInstanceError, StorageError, StorageFullError
-from securepacs.index.engine import READ_ONLY, begin_write, make_engine
+from securepacs.index.engine import BUSY_OFF, BUSY_ON, READ_ONLY, begin_write_polled, make_engine
 from securepacs.index.groupcommit import GroupCommit, Job
 from securepacs.index.lookup import matches, output_keywords, study_visible
 from securepacs.index.rowwriter import UID_LOCK, Delegate, RowWriter
@@ -244,13 +244,15 @@ class SqlIndex:
         left: list[Job] = []
         done: list[tuple[Job, str]] = []
         try:
+            sqlite = self._engine.dialect.name == "sqlite"
             if self._raw is None:
                 self._raw = self._engine.raw_connection()
+                if sqlite:  # it waits for the write lock itself (until _drop_raw)
+                    self._raw.driver_connection.execute(BUSY_OFF)
             conn = self._raw
-            sqlite = self._engine.dialect.name == "sqlite"
             cursor = conn.cursor()
             if sqlite:
-                begin_write(conn.driver_connection)
+                begin_write_polled(cursor)
                 writer.begin(cursor)
             for job in jobs:
                 record, keys, replace, ready, foreign = job.payload
@@ -317,6 +319,8 @@ class SqlIndex:
                 raw.invalidate()
             else:
                 raw.rollback()
+                if self._engine.dialect.name == "sqlite":
+                    raw.driver_connection.execute(BUSY_ON)
                 raw.close()
         except Exception as exc:  # noqa: BLE001 - a connection on its way out
             _log.debug("index connection not closed cleanly: %s", exc)

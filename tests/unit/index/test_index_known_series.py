@@ -177,3 +177,33 @@ def test_a_failed_add_leaves_nothing_kept(tmp_path: Path, record: Any) -> None:
     assert index.add(record("1.3")).outcome == "added"
     index.close()
     assert _filed(url, "1.3") == ("1.2.3.1", "", "1.2.3", "P1")
+
+
+def test_the_fast_add_waits_for_the_write_lock_and_gives_back_the_busy_timeout(
+        tmp_path: Path, record: Any) -> None:
+    """The fast path's connection waits for the write lock itself (busy timeout 0 while
+    it holds the connection): an add while another connection writes lands once that one
+    commits; the connection goes back to the pool with the usual busy timeout."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "i.db"
+    index = SqlIndex(f"sqlite:///{path}")
+    index.create_schema()
+    assert index.add(record("1.0")).outcome == "added"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    outcome: list[str] = []
+    adding = threading.Thread(target=lambda: outcome.append(index.add(record("1.1")).outcome))
+    adding.start()
+    adding.join(0.3)
+    assert adding.is_alive()  # waiting for the lock, not failed
+    other.execute("COMMIT")
+    other.close()
+    adding.join(10)
+    assert outcome == ["added"]
+    raw = index._raw.driver_connection
+    assert raw.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+    index._drop_raw()
+    assert raw.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+    index.close()
