@@ -132,10 +132,23 @@ def _on_begin(connection: sa.Connection) -> None:
     _begin_immediate(connection.connection.dbapi_connection)
 
 
-def begin_write(dbapi_connection: Any) -> None:
-    """Open a write transaction on a raw SQLite connection of an engine made here, as the
-    engine itself does (``BEGIN IMMEDIATE``, see :func:`_begin_immediate`)."""
-    _begin_immediate(dbapi_connection)
+#: The busy timeout of a raw connection whose owner waits for the write lock itself
+#: (:func:`begin_write_polled`), and the one to restore before it goes back to the pool.
+BUSY_OFF = "PRAGMA busy_timeout=0"
+BUSY_ON = _PRAGMAS[0]
+
+
+def begin_write_polled(cursor: Any) -> None:
+    """``BEGIN IMMEDIATE`` on a raw SQLite connection whose owner keeps its busy timeout
+    at 0 (:data:`BUSY_OFF`) while it holds it, waiting for the write lock as
+    :func:`_begin_immediate` does: one statement when the lock is free. Inside the
+    transaction nothing waits (the write lock is held, and WAL readers never block it)."""
+    try:
+        cursor.execute("BEGIN IMMEDIATE")
+    except Exception as exc:  # the driver's OperationalError
+        if "locked" not in str(exc):
+            raise
+        _while_locked(lambda: cursor.execute("BEGIN IMMEDIATE"), delay=0.0001, longest=0.002)
 
 
 def _begin_immediate(dbapi_connection: Any) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Row, RowMapping
 
 from securepacs.errors import ConfigError, InvalidInstanceError, StorageError, StorageFullError
-from securepacs.index.engine import READ_ONLY, begin_write, make_engine
+from securepacs.index.engine import BUSY_OFF, BUSY_ON, READ_ONLY, begin_write_polled, make_engine
 from securepacs.index.groupcommit import GroupCommit, Job
 from securepacs.index.lookup import matches, output_keywords, study_visible
 from securepacs.index.rowwriter import UID_LOCK, Delegate, RowWriter
@@ -244,13 +244,16 @@ class SqlIndex:
         left: list[Job] = []
         done: list[tuple[Job, str]] = []
         try:
+            sqlite = self._engine.dialect.name == "sqlite"
             if self._raw is None:
                 self._raw = self._engine.raw_connection()
+                if sqlite:  # it waits for the write lock itself (until _drop_raw)
+                    self._raw.driver_connection.execute(BUSY_OFF)
             conn = self._raw
-            sqlite = self._engine.dialect.name == "sqlite"
             cursor = conn.cursor()
             if sqlite:
-                begin_write(conn.driver_connection)
+                begin_write_polled(cursor)
+                writer.begin(cursor)
             for job in jobs:
                 record, keys, replace, ready, foreign = job.payload
                 if foreign:
@@ -263,6 +266,7 @@ class SqlIndex:
                 except Exception as exc:  # noqa: BLE001 - Delegate, or the database's error
                     if not many:
                         raise
+                    writer.forget()
                     cursor.execute("ROLLBACK TO SAVEPOINT add_one")
                     if not isinstance(exc, Delegate):
                         _log.debug("add %s: %s, run again on its own", keys.sop,
@@ -274,6 +278,7 @@ class SqlIndex:
                         ready()
                     except Exception as exc:  # noqa: BLE001 - this add's own failure
                         job.error = exc
+                        writer.forget()
                         if not many:
                             if sqlite:
                                 cursor.execute("ROLLBACK")
@@ -294,6 +299,7 @@ class SqlIndex:
         except Exception as exc:  # noqa: BLE001 - the SQLAlchemy path runs them again
             _log.debug("fast add of %d instance(s) not committed: %s", len(jobs),
                        type(exc).__name__)
+            writer.forget()
             self._drop_raw(broken=not isinstance(exc, Delegate))
             return [job for job in jobs if job.error is None]
         for job, outcome in done:
@@ -304,6 +310,8 @@ class SqlIndex:
         """Give back (or, `broken`, discard) the fast path's connection, after rolling
         back what it has open."""
         raw, self._raw = self._raw, None
+        if self._writer is not None:
+            self._writer.forget()  # what it kept was read on that connection
         if raw is None:
             return
         try:
@@ -311,6 +319,8 @@ class SqlIndex:
                 raw.invalidate()
             else:
                 raw.rollback()
+                if self._engine.dialect.name == "sqlite":
+                    raw.driver_connection.execute(BUSY_ON)
                 raw.close()
         except Exception as exc:  # noqa: BLE001 - a connection on its way out
             _log.debug("index connection not closed cleanly: %s", exc)

@@ -12,6 +12,16 @@ Only the common case runs here: a new instance, or a duplicate left alone. Anyth
 (a replaced instance, a SOP Instance UID another organisation holds) raises
 :class:`Delegate`, and the repository runs that add through SQLAlchemy as before; so
 does every add whose batch failed here, with its retries and error messages.
+
+Known series (SQLite): consecutive images of one series find their series, study and
+patient rows in memory instead of reading them again. The rows kept are those this
+connection read inside a write transaction; they are trusted only while nobody else has
+written to the database: ``PRAGMA data_version`` (read once per transaction, after
+``BEGIN IMMEDIATE`` took the write lock) changes whenever another connection, of this
+process or another, commits (a deletion, an add by the SQLAlchemy path, another worker,
+the audit writer), and then every row kept is forgotten. Writes of this connection to
+patient, study or series rows (a new row, a value filled in, a modality added) forget
+them too, and so does any rollback. So a row kept is always the row in the database.
 """
 
 from __future__ import annotations
@@ -77,6 +87,9 @@ class _Statement:
 #: committed row; held until commit. SQLite needs none (BEGIN IMMEDIATE: one writer).
 UID_LOCK = sa.text("SELECT pg_advisory_xact_lock(1397770581, hashtext(:v))")
 
+#: How many series' rows one connection keeps (the oldest goes first).
+_KNOWN_SERIES = 64
+
 
 class RowWriter:
     """The statements of the common add for one engine's dialect.
@@ -124,6 +137,12 @@ class RowWriter:
         self.uid_lock = compile_(UID_LOCK) if dialect.name == "postgresql" else None
         self.modalities = compile_(sa.update(study).where(study.c.id == b("pk"))
                                    .values(modalities=b("m")))
+        #: (series UID, organisation) -> its series, study and patient rows (see the
+        #: module docstring); SQLite only (PostgreSQL reads them, locked, every time)
+        self._known: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any],
+                                                 dict[str, Any]]] = {}
+        self._keep = dialect.name == "sqlite"
+        self._version: Any = None
         self._inserts: dict[str, _Statement] = {}
         self._updates: dict[str, _Statement] = {}
         extra = {"patient": ("organization", "anchor"), "study": ("patient_pk", "organization"),
@@ -138,6 +157,21 @@ class RowWriter:
                 self._updates[table.name] = compile_(
                     sa.update(table).where(table.c.id == b("row_id"))
                     .values({k: b(k) for k in fill}))
+
+    def begin(self, cursor: Any) -> None:
+        """Call once a write transaction holds the write lock: forget the rows kept when
+        another connection has committed since this one's last transaction."""
+        if not self._keep:
+            return
+        version = cursor.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._known.clear()
+            self._version = version
+
+    def forget(self) -> None:
+        """Forget every row kept (after a rollback, or a connection given up)."""
+        self._known.clear()
+        self._version = None
 
     def _insert(self, cursor: Any, table: sa.Table, attrs: Mapping[str, str],
                 **extra: Any) -> int:
@@ -191,10 +225,16 @@ class RowWriter:
         se: dict[str, Any] | None = None
         st: dict[str, Any] | None
         pt: dict[str, Any] | None
-        row = self.hierarchy_by_series.one(cursor, {"v": keys.series, "org": org})
-        if row is not None:
-            se, st, pt = ({k[3:]: v for k, v in row.items() if k[:3] == prefix}
-                          for prefix in ("se_", "st_", "pt_"))
+        known = self._known.get((keys.series, org))
+        if known is not None:
+            se, st, pt = known
+        else:
+            row = self.hierarchy_by_series.one(cursor, {"v": keys.series, "org": org})
+            if row is not None:
+                se, st, pt = ({k[3:]: v for k, v in row.items() if k[:3] == prefix}
+                              for prefix in ("se_", "st_", "pt_"))
+        if se is not None:
+            assert st is not None
             if st["study_uid"] != keys.study:
                 _log.warning("series %s arrived with study %s but is filed under study %s: "
                              "kept there", keys.series, keys.study, st["study_uid"])
@@ -206,13 +246,15 @@ class RowWriter:
         if st is None:
             pt = self.patient_by_key.one(cursor, {"v": keys.patient[0], "issuer": keys.patient[1],
                                                   "org": org, "anchor": keys.anchor})
+        wrote = False  # to a patient, study or series row
         if pt is None:
             patient_pk = self._insert(cursor, patient, values.get(Level.PATIENT, {}),
                                       organization=org, anchor=keys.anchor)
+            wrote = True
         else:
             patient_pk = pt["id"]
             if (pt["patient_id"], pt["issuer"]) == keys.patient:
-                self._fill(cursor, patient, pt, values.get(Level.PATIENT, {}))
+                wrote = bool(self._fill(cursor, patient, pt, values.get(Level.PATIENT, {})))
             else:
                 _log.warning("study %s arrived with another patient than the one it is filed "
                              "under: kept under its first patient",
@@ -221,23 +263,33 @@ class RowWriter:
         if st is None:
             study_pk = self._insert(cursor, study, values.get(Level.STUDY, {}),
                                     patient_pk=patient_pk, organization=org)
+            wrote = True
         else:
             study_pk = st["id"]
             modalities = _modality_set(st["modalities"])
             if st["study_uid"] == keys.study:
-                self._fill(cursor, study, st, values.get(Level.STUDY, {}))
+                wrote = bool(self._fill(cursor, study, st, values.get(Level.STUDY, {}))) or wrote
         new_series = values.get(Level.SERIES, {})
         if se is None:
             series_pk = self._insert(cursor, series, new_series, study_pk=study_pk,
                                      organization=org)
             added = _modality_set(new_series.get("Modality"))
+            wrote = True
         else:
             series_pk = se["id"]
             filled = self._fill(cursor, series, se, new_series)
             added = _modality_set(new_series.get("Modality")) if "Modality" in filled else set()
+            wrote = wrote or bool(filled)
         if not added <= modalities:
             self.modalities.run(cursor, {"pk": study_pk,
                                          "m": "\\".join(sorted(modalities | added))})
+            wrote = True
+        if wrote:
+            self._known.clear()  # rows kept of this study or patient may be stale now
+        elif self._keep and se is not None and st is not None and pt is not None:
+            if len(self._known) >= _KNOWN_SERIES:
+                del self._known[next(iter(self._known))]
+            self._known[(keys.series, org)] = (se, st, pt)
         return int(series_pk)
 
 

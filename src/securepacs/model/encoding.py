@@ -16,6 +16,8 @@ import zlib
 
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR",
                        b"UT", b"SV", b"UV"})
+#: What an explicit VR looks like: two upper-case ASCII letters (PS3.5 6.2).
+_VR_FORM = frozenset(bytes((a, b)) for a in range(65, 91) for b in range(65, 91))
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -40,6 +42,9 @@ class _Walker:
         self.u16 = struct.Struct("<H" if little else ">H").unpack_from
         self.u32 = struct.Struct("<I" if little else ">I").unpack_from
         self.tag = struct.Struct("<HH" if little else ">HH").unpack_from
+        #: (group, element, VR, short length) and (group, element, length)
+        self.explicit_head = struct.Struct("<HH2sH" if little else ">HH2sH").unpack_from
+        self.implicit_head = struct.Struct("<HHI" if little else ">HHI").unpack_from
 
     def _read_tag(self, pos: int) -> int:
         if pos + 8 > len(self.data):
@@ -48,32 +53,42 @@ class _Walker:
         return int(group) << 16 | int(elem)
 
     def dataset(self, pos: int, end: int, depth: int, implicit: bool) -> int:
-        """Walk elements from `pos`; stop at `end` or at an Item Delimitation Item."""
+        """Walk elements from `pos`; stop at `end` or at an Item Delimitation Item.
+
+        Each element header is read with one ``unpack_from`` (tag, VR and short length
+        together), with no slice or copy of the data: this runs for every element of
+        every received data set."""
+        data = self.data
+        size = len(data)
+        explicit_head, implicit_head, u32 = self.explicit_head, self.implicit_head, self.u32
         while pos < end:
-            tag = self._read_tag(pos)
+            if pos + 8 > size:
+                raise ValueError(f"data set truncated at byte {pos}")
+            if implicit:
+                group, elem, length = implicit_head(data, pos)
+                vr = b""
+            else:
+                group, elem, vr, length = explicit_head(data, pos)
+            tag = group << 16 | elem
             if tag == _ITEM_END:
                 return pos + 8
-            if tag >> 16 == 0xFFFE:
+            if group == 0xFFFE:
                 raise ValueError(f"unexpected delimiter ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
                                  f"at byte {pos}")
             if implicit:
-                vr = b""
-                length = int(self.u32(self.data, pos + 4)[0])
                 pos += 8
             else:
-                vr = bytes(self.data[pos + 4:pos + 6])
-                if not (len(vr) == 2 and vr.isalpha() and vr.isupper()):
+                if vr not in _VR_FORM:
                     shown = vr.hex(" ").upper() or "none"
                     raise ValueError(f"invalid VR (bytes {shown}) in element ({tag >> 16:04X},"
                                      f"{tag & 0xFFFF:04X}) at byte {pos}: not explicit VR as the "
                                      "transfer syntax says, or damaged")
                 if vr in _LONG_VRS:
-                    if pos + 12 > len(self.data):
+                    if pos + 12 > size:
                         raise ValueError(f"data set truncated at byte {pos}")
-                    length = int(self.u32(self.data, pos + 8)[0])
+                    length = u32(data, pos + 8)[0]
                     pos += 12
                 else:
-                    length = int(self.u16(self.data, pos + 6)[0])
                     pos += 8
             if length == _UNDEFINED:
                 if depth >= _MAX_DEPTH:
@@ -85,7 +100,7 @@ class _Walker:
                     raise ValueError(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) of "
                                      f"{length} bytes at byte {pos} runs past the end")
                 if depth == 0 and tag in self.collect:
-                    self.found[tag] = (vr, bytes(self.data[pos:pos + length]))
+                    self.found[tag] = (vr, bytes(data[pos:pos + length]))
                 if vr == b"SQ":
                     self.dataset_items(pos, pos + length, depth + 1, implicit)
                 pos += length

@@ -122,12 +122,16 @@ _CHARSET = 0x00080005
 _INDEXED = {int(tag_for_keyword(keyword) or 0): (level, keyword, dictionary_VR(keyword))
             for level, keywords in LEVEL_ATTRIBUTES.items() for keyword in keywords}
 _COLLECT = frozenset({_CHARSET, *_INDEXED})
+
 #: Character sets in which an ASCII byte string means those ASCII characters (PS3.3
 #: C.12.1.1.2; ISO 2022 escapes excluded).
 _ASCII_SAFE = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110",
                "ISO_IR 126", "ISO_IR 127", "ISO_IR 138", "ISO_IR 144", "ISO_IR 148",
                "ISO_IR 166", "ISO_IR 192", "GB18030", "GBK"}
 _STRING_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UI", "UC"}
+#: tag -> (level, keyword, VR as bytes, whether a string VR) of every indexed attribute
+_INDEXED_RAW = {tag: (level, keyword, vr.encode("ascii"), vr in _STRING_VRS)
+                for tag, (level, keyword, vr) in _INDEXED.items()}
 
 
 def check_and_index(dataset: bytes | memoryview, transfer_syntax_uid: str
@@ -146,14 +150,18 @@ def check_and_index(dataset: bytes | memoryview, transfer_syntax_uid: str
         return None
     out: dict[Level, dict[str, str]] = {level: {} for level in LEVEL_ATTRIBUTES}
     for tag, (vr, raw) in found.items():
-        level, keyword, dict_vr = _INDEXED[tag]
-        if vr and vr.decode() != dict_vr:
+        level, keyword, dict_vr, string = _INDEXED_RAW[tag]
+        if vr and vr != dict_vr:
             return None
-        if dict_vr == "US":
+        if string and raw.isascii():
+            if b"\\" in raw:
+                text = "\\".join(v.strip().strip("\x00").strip()
+                                 for v in raw.decode().split("\\"))
+            else:  # one value (the common case): the same text, without the split
+                text = raw.decode().strip().strip("\x00").strip()
+        elif dict_vr == b"US":
             fmt = ("<" if little else ">") + "H" * (len(raw) // 2)
             text = "\\".join(str(v) for v in struct.unpack(fmt, raw[:len(raw) // 2 * 2]))
-        elif dict_vr in _STRING_VRS and raw.isascii():
-            text = "\\".join(v.strip().strip("\x00").strip() for v in raw.decode().split("\\"))
         else:
             return None
         if text:

@@ -66,3 +66,26 @@ def test_garbage_and_bad_vr() -> None:
 def test_deflated_must_inflate() -> None:
     with pytest.raises(ValueError, match="inflate"):
         check_structure(b"not deflate data", implicit=False, deflated=True)
+
+
+def test_element_headers_read_in_one_piece_keep_every_check() -> None:
+    """Issue 19: the walk reads tag, VR and length together; the same checks hold."""
+    for vr in (b"ui", b"U1", b"\xc3\x9c", b"U "):  # not two upper-case ASCII letters
+        with pytest.raises(ValueError, match="invalid VR"):
+            check_structure(b"\x08\x00\x18\x00" + vr + b"\x02\x001.", implicit=False)
+    with pytest.raises(ValueError, match="truncated at byte 0"):  # long VR, no length
+        check_structure(b"\xe0\x7f\x10\x00OW\x00\x00", implicit=False)
+    with pytest.raises(ValueError, match="truncated at byte 10"):  # header cut short
+        check_structure(b"\x08\x00\x18\x00UI\x02\x001.\x08\x00\x20", implicit=False)
+    with pytest.raises(ValueError, match=r"unexpected delimiter \(FFFE,E0DD\) at byte 0"):
+        check_structure(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", implicit=True)
+    little = b"\x08\x00\x18\x00UI\x04\x001.2\x00\x28\x00\x10\x00US\x02\x00\x00\x02"
+    big = b"\x00\x08\x00\x18UI\x00\x041.2\x00\x00\x28\x00\x10US\x00\x02\x02\x00"
+    wanted = frozenset({0x00080018, 0x00280010})
+    assert check_structure(little, implicit=False, collect=wanted) == {
+        0x00080018: (b"UI", b"1.2\x00"), 0x00280010: (b"US", b"\x00\x02")}
+    assert check_structure(big, implicit=False, little=False, collect=wanted) == {
+        0x00080018: (b"UI", b"1.2\x00"), 0x00280010: (b"US", b"\x02\x00")}
+    implicit = b"\x08\x00\x18\x00\x04\x00\x00\x001.2\x00"
+    assert check_structure(implicit, implicit=True, collect=wanted) == {
+        0x00080018: (b"", b"1.2\x00")}
