@@ -124,3 +124,54 @@ def test_workers_0_is_one_process_per_core(tmp_path: Path, pki) -> None:  # noqa
         assert echo.returncode == 0, echo.stderr
     finally:
         server.stop()
+
+
+def test_the_per_identity_cap_holds_across_workers(tmp_path: Path, pki) -> None:  # noqa: ANN001
+    """One client, two processes, ``max_associations_per_identity = 2``: with one
+    association in each process a third is refused (each process alone holds only one);
+    once the worker holding one is killed, its count is gone and a new one is accepted."""
+    from rawdul import associate_rq, read_pdu, tls_connect
+
+    server = make_server(tmp_path, pki, workers=2, viewer_port=0,
+                         max_associations_per_identity=2).start()
+    client = (pki.client.key, pki.client.cert, pki.ca_cert)
+
+    def connect():  # noqa: ANN202 - (ssl socket, first PDU type and body)
+        sock = tls_connect(server.port, *client)
+        sock.sendall(associate_rq())
+        return sock, *read_pdu(sock)
+
+    held = []
+    try:
+        server.wait_for_log(r"1 worker process\(es\) started")
+        assert server.proc is not None
+        worker = children(server.proc.pid)
+        server.wait_for_log(rf"worker {worker[0]} serving", timeout=30)
+        pids = {server.proc.pid, *worker}
+        sock, kind, _ = connect()
+        held.append(sock)
+        assert kind == 0x02
+        for _ in range(20):  # until the second association is in the other process
+            sock, kind, _ = connect()
+            assert kind == 0x02
+            if serving_pids(list(pids), server.port) == pids:
+                held.append(sock)
+                break
+            sock.close()
+            time.sleep(0.3)  # its end reaches the server, which gives its slot back
+        assert len(held) == 2, "no association reached the second process in 20 tries"
+        for _ in range(4):  # whichever process takes it, the client already holds 2
+            sock, kind, body = connect()
+            sock.close()
+            assert kind == 0x03 and body[1:4] == bytes((2, 3, 2)), (kind, body)
+        server.wait_for_log(r"already holds 2 associations \(all worker processes\)")
+
+        os.kill(worker[0], signal.SIGKILL)  # it holds one of the two, and cleans nothing up
+        server.wait_for_log(rf"worker process {worker[0]} exited", timeout=15)
+        sock, kind, _ = connect()
+        held.append(sock)
+        assert kind == 0x02
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()

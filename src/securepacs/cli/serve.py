@@ -65,9 +65,16 @@ def serve(
         from securepacs.wiring import build_archive, now
 
         inherited = workers.inherited_sockets()
+        slots = workers.inherited_slots()
         if inherited:
             workers.die_with_parent()
         archive = build_archive(settings, inherited=inherited)
+        pool = None
+        if inherited and slots is not None:
+            archive.server.share_limits(slots, settings.worker_count)
+        elif not inherited and settings.worker_count > 1:
+            pool = workers.Workers(settings.worker_count - 1, archive.server.share())
+            archive.server.share_limits(pool.slots, settings.worker_count)
     except (PacsError, OSError) as exc:
         typer.echo(f"securepacs serve: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -113,9 +120,7 @@ def serve(
         archive.viewer.start()
     if archive.dicomweb is not None:
         archive.dicomweb.start()
-    pool = None
-    if s.worker_count > 1:
-        pool = workers.Workers(s.worker_count - 1, archive.server.share())
+    if pool is not None:
         pool.start()
 
         def _reload_all(signum: int, frame: object) -> None:

@@ -6,6 +6,10 @@ the parent's own listening sockets (inherited file descriptors), so that N cores
 work. Each worker has its own index connections, trust monitor and audit trail; the
 parent alone runs the start-up check, enrolment and the viewer. Workers end with the
 parent (Linux ``PR_SET_PDEATHSIG``) and are restarted if they die.
+
+The limits hold for the processes together: the parent makes a private folder of
+association slots (:mod:`securepacs.dimse.slots`) and hands its path down with the
+sockets; every process divides the memory budget by the number of processes.
 """
 
 from __future__ import annotations
@@ -14,21 +18,31 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 log = logging.getLogger("securepacs.serve")
 
 ENV = "SECUREPACS_WORKER_FDS"
+SLOTS_ENV = "SECUREPACS_WORKER_SLOTS"
 
 
 def inherited_sockets() -> list[socket.socket]:
     """The listening sockets handed down by a parent ``serve`` (empty: not a worker)."""
     raw = os.environ.pop(ENV, "")
     return [socket.socket(fileno=int(fd)) for fd in raw.split(",") if fd.strip().isdigit()]
+
+
+def inherited_slots() -> Path | None:
+    """The parent's folder of association slots (None: not a worker)."""
+    raw = os.environ.pop(SLOTS_ENV, "")
+    return Path(raw) if raw else None
 
 
 def die_with_parent() -> None:
@@ -40,17 +54,19 @@ def die_with_parent() -> None:
 
 
 class Workers:
-    """`count` worker processes serving on `sockets`."""
+    """`count` worker processes serving on `sockets`; `slots`, the folder of association
+    slots they share with the parent (made here, removed by :meth:`stop`)."""
 
     def __init__(self, count: int, sockets: list[socket.socket]):
         self.count = count
         self.sockets = sockets
         self.procs: list[subprocess.Popen[bytes]] = []
         self._last_restart = 0.0
+        self.slots = Path(tempfile.mkdtemp(prefix="securepacs-slots-"))  # mode 0700
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         fds = [s.fileno() for s in self.sockets]
-        env = dict(os.environ, **{ENV: ",".join(map(str, fds))})
+        env = dict(os.environ, **{ENV: ",".join(map(str, fds)), SLOTS_ENV: str(self.slots)})
         return subprocess.Popen([sys.executable, "-m", "securepacs.cli", *sys.argv[1:]],
                                 pass_fds=fds, env=env)
 
@@ -82,3 +98,4 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        shutil.rmtree(self.slots, ignore_errors=True)

@@ -17,13 +17,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from securepacs.dimse.association import AcceptorSettings, Registry, serve_connection
-from securepacs.dimse.channel import Budget
+from securepacs.dimse.channel import BUDGET_STEP, Budget
 from securepacs.dimse.contexts import supported_contexts
 from securepacs.dimse.handlers import Handlers
 from securepacs.dimse.negotiation import supported
+from securepacs.dimse.slots import SharedRegistry, Slots
 from securepacs.errors import AccessRefused, HandshakeRefused
 from securepacs.model.identity import Identity
 from securepacs.pki.tlspolicy import cipher_description, peer_certificate, server_handshake
@@ -75,26 +77,45 @@ class AssociationListener(socketserver.ThreadingTCPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         if self.shared:
-            busy = len(self.owner.registry.live())
+            # connections accepted, not only associations registered: a burst of
+            # connections arriving together is spread over the processes too
+            busy = self.owner.connections
             if busy:
                 time.sleep(min(0.002 * busy, 0.02))
         client, address = self.socket.accept()  # BlockingIOError: another process took it
-        client.setblocking(True)
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.owner.connected(+1)
+        try:
+            client.setblocking(True)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            self.owner.connected(-1)
+            client.close()
+            raise
         return client, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.owner.connected(-1)  # no thread, so serve() will not count it out
+            raise
 
     def serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
         owner = self.owner
-        identity: Identity | None = None
-        context = self.ssl_context
-        if context is not None:
-            admitted = owner.admit(context, sock, address)
-            if admitted is None:
-                return
-            sock, identity = admitted
-        serve_connection(sock, identity=identity, address=address, settings=owner.settings,
-                         audit=owner.audit, registry=owner.registry,
-                         dispatch=owner.handlers.dispatch, spill=owner.handlers.spill_prefix)
+        try:
+            identity: Identity | None = None
+            context = self.ssl_context
+            if context is not None:
+                admitted = owner.admit(context, sock, address)
+                if admitted is None:
+                    return
+                sock, identity = admitted
+            serve_connection(sock, identity=identity, address=address,
+                             settings=owner.settings, audit=owner.audit,
+                             registry=owner.registry, dispatch=owner.handlers.dispatch,
+                             spill=owner.handlers.spill_prefix)
+        finally:
+            owner.connected(-1)
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,14 @@ class DicomServer:
     registry: Registry = field(default_factory=Registry)
     listeners: list[AssociationListener] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
+    #: connections accepted and not yet closed (the accept deferral of shared sockets)
+    connections: int = 0
+    _connections_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def connected(self, delta: int) -> None:
+        """Count a connection accepted (+1) or ended (-1)."""
+        with self._connections_lock:
+            self.connections = max(self.connections + delta, 0)
 
     # -- admission ------------------------------------------------------------------------
     def admit(self, context: ssl.SSLContext, sock: socket.socket,
@@ -191,6 +220,16 @@ class DicomServer:
         for listener in self.listeners:
             listener.shared = True
         return [listener.socket for listener in self.listeners]
+
+    def share_limits(self, folder: Path, processes: int) -> None:
+        """Make the limits hold for all `processes` processes of the server together (call
+        before :meth:`start`, in each of them): association caps through slots in
+        `folder` (:mod:`securepacs.dimse.slots`), and this process's share of the memory
+        budget."""
+        self.registry = SharedRegistry(Slots(folder))
+        budget = self.settings.budget
+        if budget.limit and processes > 1:
+            budget.limit = max(budget.limit // processes, BUDGET_STEP)
 
     def set_tls_context(self, context: ssl.SSLContext) -> None:
         """New TLS connections use `context`; running associations continue unchanged."""

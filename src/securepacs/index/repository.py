@@ -24,7 +24,7 @@ from sqlalchemy.engine import Row, RowMapping
 
 from securepacs.errors import ConfigError, InvalidInstanceError, StorageError, StorageFullError
 from securepacs.index.engine import BUSY_OFF, BUSY_ON, READ_ONLY, begin_write_polled, make_engine
-from securepacs.index.groupcommit import GroupCommit, Job
+from securepacs.index.groupcommit import GroupCommit, Job, lock_beside
 from securepacs.index.lookup import matches, output_keywords, study_visible
 from securepacs.index.rowwriter import UID_LOCK, Delegate, RowWriter
 from securepacs.index.schema import (
@@ -98,7 +98,6 @@ class SqlIndex:
     """
 
     def __init__(self, url: str) -> None:
-        self._group = GroupCommit(self._add_batch)
         self._writer: RowWriter | None = None
         self._raw: Any = None  # the DB-API connection of the group-commit leader
         try:
@@ -110,6 +109,9 @@ class SqlIndex:
             raise ConfigError(f"index database driver not installed: {exc}") from exc
         except OSError as exc:
             raise StorageError(f"cannot create the index database folder: {exc}") from exc
+        sqlite = self._engine.dialect.name == "sqlite"
+        self._group = GroupCommit(self._add_batch, across=lock_beside(
+            self._engine.url.database) if sqlite else None)
 
     # -- lifecycle -------------------------------------------------------------------
 
