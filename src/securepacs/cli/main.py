@@ -16,7 +16,7 @@ second, urllib3 compiling its regular expressions) until something really uses i
 from __future__ import annotations
 
 import gc
-import importlib.util
+import importlib.machinery
 import sys
 import threading
 import types
@@ -95,6 +95,8 @@ def defer_import(name: str) -> None:
     """
     if name in sys.modules:
         return
+    import importlib.util  # here: the short path of send and echo defers nothing
+
     spec = importlib.util.find_spec(name)
     if spec is not None:
         sys.modules[name] = _Deferred(name, spec)
@@ -105,16 +107,16 @@ def main() -> None:
     from securepacs.datafolder import private_umask
 
     private_umask()  # everything this process writes is 0600 / 0700 (data folder, keys, media)
-    defer_import("requests")  # pydicom.data.download: `import requests` for test data only
-    # cli.media names its service module at import time; `--help` must not pay for pydicom,
-    # numpy and the CMS code it pulls in (0.4 s) when no media command runs
-    defer_import("securepacs.services.media")
     command = sys.argv[1] if len(sys.argv) > 1 else None
     try:
-        if command in ("send", "echo"):
+        if command in ("send", "echo"):  # they import neither pydicom nor cli.media
             from securepacs.cli import fast
 
             fast.run(sys.argv[1:])  # exits, unless it declines this command line
+        defer_import("requests")  # pydicom.data.download: `import requests` for test data only
+        # cli.media names its service module at import time; `--help` must not pay for
+        # pydicom, numpy and the CMS code it pulls in (0.4 s) when no media command runs
+        defer_import("securepacs.services.media")
         from securepacs.cli.app import build
 
         cli = build(only=command if command in COMMANDS else None)
