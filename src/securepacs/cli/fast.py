@@ -23,6 +23,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 #: Parsed values in the forms Click accepts for these options, and nothing doubtful.
 _INTEGER = re.compile(r"[0-9]{1,6}")
@@ -151,10 +152,9 @@ def run(argv: list[str]) -> bool:
     command: Callable[..., None] = (client_run.run_send if argv[0] == "send"
                                     else client_run.run_echo)
     _as_typer_would(lambda: command(**values))
-    return True  # not reached: _as_typer_would always exits
 
 
-def _as_typer_would(body: Callable[[], None]) -> None:
+def _as_typer_would(body: Callable[[], None]) -> NoReturn:
     """Run `body` and end the process as a Typer command's ends (typer.core._main)."""
     try:
         body()
