@@ -185,3 +185,13 @@ def test_short_path_imports_no_typer(tmp_path: Path) -> None:
                               timeout=120)
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1] == "[]", (argv, done.stdout)
+
+
+def test_deidentify_with_set_is_still_a_usage_error(tmp_path: Path) -> None:
+    """The check that moved into client_run reaches the user as Typer's usage error."""
+    (tmp_path / "a.dcm").write_bytes(b"x")
+    result = CliRunner().invoke(main.app, ["send", str(tmp_path), "--no-tls", "--server",
+                                           "127.0.0.1:9", "--deidentify", "--set", "PatientID=1"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Usage: ")
+    assert "--deidentify does not go with --set or --resume" in result.output
