@@ -16,13 +16,20 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from securepacs.cli import client_run
+from securepacs.cli.client_run import (
+    EXIT_CONNECTION,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UsageProblem,
+    endpoint,
+)
 from securepacs.cli.deid_options import (
     CleanAllowlist,
     Deidentify,
@@ -31,7 +38,6 @@ from securepacs.cli.deid_options import (
     MappingKey,
     deidentifier,
 )
-from securepacs.errors import ConfigError, PacsError, PkiError
 from securepacs.model.levels import Level
 
 # The services (and with them pydicom), rich and the wiring are imported by the command that
@@ -40,14 +46,12 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
     from rich.progress import Progress, TaskID
 
-    from securepacs.dimse.client import DicomClient as Client
     from securepacs.services import fetch
     from securepacs.services.deidentify import Deidentifier
     from securepacs.services.scuport import RetrieveProgress
-    from securepacs.services.send import SendProgress, SendSummary
 
-EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION, EXIT_INTERRUPTED = 1, 2, 3, 130
-_MB = 1_000_000
+__all__ = ["EXIT_CONNECTION", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "echo", "endpoint",
+           "find", "get", "move", "send"]
 
 Server = Annotated[str | None, typer.Option(
     "--server", help="HOST:PORT of the DICOM server [profile, else 127.0.0.1:2762].")]
@@ -65,35 +69,10 @@ Timeout = Annotated[float, typer.Option("--timeout", min=1.0,
 
 
 def _fail(command: str, message: str, code: int) -> NoReturn:
-    typer.echo(f"securepacs {command}: {message}", err=True)
-    raise typer.Exit(code)
+    client_run.fail(command, message, code)
 
 
-def endpoint(*, profile: Path | None, server: str | None, aec: str | None, aet: str | None,
-             cert: Path | None, key: Path | None, ca: Path | None, no_tls: bool,
-             timeout: float) -> Client:
-    """Flags over profile over defaults -> the DICOM client for that server (see wiring)."""
-    from securepacs.wiring import dicom_client
-
-    return dicom_client(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
-                        ca=ca, no_tls=no_tls, timeout=timeout)
-
-
-@contextmanager
-def _errors(command: str) -> Iterator[None]:
-    """Turn every expected error into one line on stderr and an exit code."""
-    from securepacs.services.scuport import ConnectionFailed
-
-    try:
-        yield
-    except ConnectionFailed as exc:
-        _fail(command, str(exc), EXIT_CONNECTION)
-    except (ConfigError, PkiError, ValueError, FileNotFoundError) as exc:
-        _fail(command, str(exc), EXIT_USAGE)
-    except PacsError as exc:
-        _fail(command, str(exc), EXIT_FAILED)
-    except KeyboardInterrupt:
-        _fail(command, "interrupted", EXIT_INTERRUPTED)
+_errors = client_run.errors
 
 
 # ------------------------------------------------------------------------------------ echo
@@ -103,101 +82,11 @@ def echo(server: Server = None, aec: Aec = None, aet: Aet = None, cert: Cert = N
          key: Key = None, ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None,
          timeout: Timeout = 30.0) -> None:
     """Check the connection: TLS, certificates, AE titles and the association (C-ECHO)."""
-    with _errors("echo"):
-        ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
-                      ca=ca, no_tls=no_tls, timeout=timeout)
-        result = ep.echo()
-    if result.status.category != "success":
-        _fail("echo", f"{ep.endpoint.where} answered C-ECHO with status 0x{result.status.status:04X}",
-              EXIT_FAILED)
-    typer.echo(f"C-ECHO to {ep.endpoint.where}: success in {result.seconds * 1000:.0f} ms "
-               f"({result.cipher}, calling AE {ep.endpoint.calling_ae})")
+    client_run.run_echo(server=server, aec=aec, aet=aet, cert=cert, key=key, ca=ca,
+                        no_tls=no_tls, profile=profile, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------ send
-
-
-class _SendProgress:
-    """A rich progress bar on a terminal, a plain line every few seconds otherwise."""
-
-    def __init__(self, total: int, total_bytes: int, tty: bool, every: float = 2.0):
-        self.tty = tty
-        self.every = every
-        self.last = 0.0
-        self.progress: Progress | None = None
-        self.task: TaskID | None = None
-        if tty and total:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn("[bold]send"), BarColumn(),
-                TextColumn("{task.fields[images]} images"), DownloadColumn(),
-                TransferSpeedColumn(), TextColumn("{task.fields[rate]} img/s"),
-                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-            self.task = self.progress.add_task("send", total=total_bytes,
-                                               images=f"0/{total}", rate="0")
-
-    def __enter__(self) -> _SendProgress:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def __call__(self, p: SendProgress) -> None:
-        rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, completed=p.bytes_done, images=f"{p.done}/{p.total}",
-                                 rate=f"{rate:.0f}")
-            return
-        now = time.monotonic()
-        if p.done != p.total and now - self.last < self.every:
-            return
-        self.last = now
-        left = (p.total - p.done) / rate if rate else 0.0
-        typer.echo(f"send: {p.done}/{p.total} images, {p.bytes_done / _MB:.1f}/"
-                   f"{p.bytes_total / _MB:.1f} MB, {rate:.0f} images/s, {left:.0f} s left",
-                   err=True)
-
-    def notice(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(f"send: {text}", markup=False, highlight=False)
-        else:
-            typer.echo(f"send: {text}", err=True)
-
-
-def _print_summary(s: SendSummary, verbose: bool) -> None:
-    rate = s.sent / s.seconds if s.seconds > 0 else 0.0
-    typer.echo(f"found {s.found} instance(s); skipped {len(s.skipped)} non-DICOM file(s)")
-    if verbose:
-        for label, reason in s.skipped:
-            typer.echo(f"  skipped {label}: {reason}")
-    if s.on_server:
-        typer.echo(f"resume: {s.on_server} already on the server, not sent again")
-    typer.echo(f"sent {s.sent}, already present {s.already_present}, failed {len(s.failed)}, "
-               f"not sent {s.not_sent} ({s.bytes_sent / _MB:.1f} MB in {s.seconds:.2f} s, "
-               f"{rate:.0f} images/s, {s.reconnects} reconnect(s))")
-    if s.meta_disagreed:
-        typer.echo(f"{len(s.meta_disagreed)} file(s) whose File Meta Information disagreed with "
-                   "the data set were sent with the data set's UIDs:")
-        for label, how in s.meta_disagreed:
-            typer.echo(f"  meta disagreed {label}: {how}")
-    for item in s.warnings:
-        typer.echo(f"  warning {item.label} ({item.sop_instance_uid}): {item.reason}")
-    for item in s.failed:
-        typer.echo(f"  failed {item.label} ({item.sop_instance_uid}): {item.reason}")
-    if s.stopped:
-        typer.echo(f"stopped: {s.stopped}", err=True)
 
 
 AuditDataDir = Annotated[Path | None, typer.Option(
@@ -207,21 +96,10 @@ AuditDataDir = Annotated[Path | None, typer.Option(
 
 def _audit_deidentified(data_dir: Path | None, deid: Deidentifier, *, target: str,
                         endpoint: object, received: bool, success: bool) -> None:
-    """Record a de-identified send or get (DICOM Instances Transferred, PS3.15 A.5.3.5)
-    in the local data folder's audit trail: the original patients and studies, marked
-    Anonymized. Exit 1 when it cannot be written."""
-    from securepacs.settings import load
-    from securepacs.wiring import media_audit
-
-    try:
-        with media_audit(load(None, overrides={"data_dir": data_dir})) as audit:
-            audit.deidentified(target, deid.originals(), method=deid.method_codes(),
-                               success=success, received=received,
-                               peer_ae=getattr(endpoint, "called_ae", None) or "unknown",
-                               peer_address=f"{getattr(endpoint, 'host', '')}")
-    except (PacsError, OSError) as exc:
-        _fail("send" if not received else "get", "the de-identified transfer could not be "
-              f"recorded in the audit trail: {exc}", EXIT_FAILED)
+    """Record a de-identified get in the local audit trail (see :mod:`client_run`)."""
+    client_run.audit_deidentified("send" if not received else "get", data_dir, deid,
+                                  target=target, endpoint=endpoint, received=received,
+                                  success=success)
 
 
 def send(
@@ -243,44 +121,15 @@ def send(
     ca: Ca = None, no_tls: NoTls = False, profile: ProfileOpt = None, timeout: Timeout = 30.0,
 ) -> None:
     """Send DICOM files (C-STORE): progress, retries, a summary; exit 1 if any file failed."""
-    # pydicom only for --set, --deidentify or --resume (securepacs.services.send)
-    from securepacs.services.discovery import discover
-    from securepacs.services.send import SendOptions
-    from securepacs.services.send import send as send_all
-
-    with _errors("send"):
-        ep = endpoint(profile=profile, server=server, aec=aec, aet=aet, cert=cert, key=key,
-                      ca=ca, no_tls=no_tls, timeout=timeout)
-        deid = deidentifier(deidentify, option, include_burned_in, mapping_key,
-                            clean_allowlist)
-        if deid is not None and (set_ or resume):
-            raise typer.BadParameter("--deidentify does not go with --set or --resume")
-        coercion = None
-        if set_:
-            from securepacs.services.coerce import Coercion
-
-            coercion = Coercion.parse(set_)
-        options = SendOptions(parallel=parallel, retries=retries, resume=resume,
-                              coercion=coercion, deidentify=deid)
-        found = discover(paths)
-        if not found.instances:
-            for label, reason in found.skipped[:5]:
-                typer.echo(f"  skipped {label}: {reason}", err=True)
-            raise ValueError(f"no DICOM Part 10 file to send among {len(found.skipped)} file(s) "
-                             "found")
-        with _SendProgress(len(found.instances), found.total_bytes, sys.stderr.isatty()) as bar:
-            summary = send_all(found, ep, options=options, finder=ep,
-                               on_progress=bar, notice=bar.notice)
-    if deid is not None and (summary.sent or not summary.ok):
-        _audit_deidentified(data_dir, deid, target=" ".join(map(str, paths))[:200],
-                            endpoint=ep.endpoint, received=False, success=summary.ok)
-    _print_summary(summary, verbose)
-    if summary.interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if summary.stopped and not (summary.sent or summary.already_present):
-        raise typer.Exit(EXIT_CONNECTION)
-    if not summary.ok:
-        raise typer.Exit(EXIT_FAILED)
+    try:
+        client_run.run_send(
+            paths, parallel=parallel, resume=resume, set_=set_, retries=retries,
+            verbose=verbose, data_dir=data_dir, server=server, aec=aec, aet=aet, cert=cert,
+            key=key, ca=ca, no_tls=no_tls, profile=profile, timeout=timeout,
+            deidentifier=lambda: deidentifier(deidentify, option, include_burned_in,
+                                              mapping_key, clean_allowlist))
+    except UsageProblem as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------ find

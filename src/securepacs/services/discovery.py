@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+if TYPE_CHECKING:  # imported when a file is not a Part 10 file (start-up of send)
+    import zipfile
 
 #: Media Storage Directory Storage (PS3.4 Annex F): a DICOMDIR is not an instance to send.
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -229,8 +231,18 @@ def _from_stream(label: str, path: Path, member: str | None, stream: BinaryIO,
                     meta.dataset_offset, size - meta.dataset_offset, disagrees)
 
 
-def _scan_zip(path: Path, found: Discovery) -> None:
-    with zipfile.ZipFile(path) as archive:
+def _scan_zip(path: Path, found: Discovery) -> bool:
+    """The instances of the zip archive `path` added to `found`; False if it is no zip archive."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        found.skipped.append((str(path), f"cannot read: {exc}"))
+        return True
+    with archive:
         for info in sorted(archive.infolist(), key=lambda i: i.filename):
             if info.is_dir():
                 continue
@@ -244,6 +256,7 @@ def _scan_zip(path: Path, found: Discovery) -> None:
                 found.skipped.append((label, str(exc)))
             except (OSError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
                 found.skipped.append((label, f"cannot read from the archive: {exc}"))
+    return True
 
 
 def discover(paths: Iterable[Path]) -> Discovery:
@@ -282,11 +295,9 @@ def discover(paths: Iterable[Path]) -> Discovery:
                     continue
                 except NotPart10Error as exc:
                     reason = str(exc)
-            if zipfile.is_zipfile(path):
-                _scan_zip(path, found)
-            else:
+            if not _scan_zip(path, found):
                 found.skipped.append((label, reason))
-        except (OSError, zipfile.BadZipFile) as exc:
+        except OSError as exc:
             found.skipped.append((label, f"cannot read: {exc}"))
     return found
 
@@ -299,6 +310,8 @@ class Sources:
         self._lock = threading.Lock()
 
     def _archive(self, path: Path) -> tuple[zipfile.ZipFile, threading.Lock]:
+        import zipfile
+
         with self._lock:
             entry = self._archives.get(path)
             if entry is None:
