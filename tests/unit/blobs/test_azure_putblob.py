@@ -153,3 +153,22 @@ def test_sas_connection_string_uploads_through_the_sdk(azurite: Azurite,
     assert store.put(key, [b"DICM", bytearray(b"+data")]) == 9
     assert store.read(key) == b"DICM+data"
     assert list(store.keys()) == [key]
+
+
+def test_serve_logging_keeps_the_sdk_http_trace_out_of_the_log() -> None:
+    """The SDK logs each request's and response's headers at INFO: the server's log
+    level (INFO by default) must not let that through; DEBUG still does."""
+    import logging
+
+    from securepacs.cli.serve import configure_logging
+
+    root, sdk = logging.getLogger(), logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+    saved = root.level, logging.getLogger("azure").level
+    try:
+        root.setLevel(logging.INFO)  # as basicConfig sets it (a no-op under pytest's handlers)
+        configure_logging("info")
+        assert root.isEnabledFor(logging.INFO) and not sdk.isEnabledFor(logging.INFO)
+        assert sdk.isEnabledFor(logging.WARNING)
+    finally:
+        root.setLevel(saved[0])
+        logging.getLogger("azure").setLevel(saved[1])
