@@ -283,7 +283,7 @@ class SqlIndex:
                             return []
                         cursor.execute("ROLLBACK TO SAVEPOINT add_one")
                         continue
-                if many:
+                if many and sqlite:  # PostgreSQL: the commit releases them all at once
                     cursor.execute("RELEASE SAVEPOINT add_one")
                 done.append((job, outcome))
             if sqlite:

@@ -106,7 +106,7 @@ class RowWriter:
             .order_by((instance.c.organization == b("org")).desc(), instance.c.id))
         # the common case, a series seen before: its row, its study's and its patient's in
         # one statement (the same rows, locked alike, as the repository's three look-ups)
-        self.hierarchy_by_series = compile_(
+        hierarchy = (
             sa.select(*(c.label(f"se_{c.name}") for c in series.c),
                       *(c.label(f"st_{c.name}") for c in study.c),
                       *(c.label(f"pt_{c.name}") for c in patient.c))
@@ -114,6 +114,19 @@ class RowWriter:
                          .join(patient, patient.c.id == study.c.patient_pk))
             .where(series.c.series_uid == b("v"), series.c.organization == b("org"))
             .with_for_update())
+        self.hierarchy_by_series = compile_(hierarchy)
+        # PostgreSQL, where each statement is a round trip: the same, with the look-up of
+        # the SOP Instance UID (``instance_by_uid``'s first row) in it, run after UID_LOCK
+        self.hierarchy_and_instance: _Statement | None = None
+        if dialect.name == "postgresql":
+            def first(column: Any) -> Any:
+                return (sa.select(column).where(instance.c.sop_instance_uid == b("sop"))
+                        .order_by((instance.c.organization == b("org")).desc(), instance.c.id)
+                        .limit(sa.literal_column("1")).scalar_subquery())
+
+            self.hierarchy_and_instance = compile_(hierarchy.add_columns(
+                first(instance.c.id).label("old_id"),
+                first(instance.c.organization).label("old_organization")))
         self.study_by_uid = compile_(locked(study, study.c.study_uid == b("v"),
                                             study.c.organization == b("org")))
         self.patient_by_id = compile_(locked(patient, patient.c.id == b("v")))
@@ -165,16 +178,25 @@ class RowWriter:
         Delegate
             Not the common case (see the module docstring); nothing was written.
         """
+        found: dict[str, Any] | None | bool = False  # the hierarchy row: not looked up yet
         if self.uid_lock is not None:
             self.uid_lock.run(cursor, {"v": keys.sop}).fetchall()
-        old = self.instance_by_uid.one(cursor, {"v": keys.sop, "org": keys.organization})
+        if self.hierarchy_and_instance is not None:
+            found = self.hierarchy_and_instance.one(
+                cursor, {"v": keys.series, "org": keys.organization, "sop": keys.sop})
+        if found:
+            assert isinstance(found, dict)
+            old_id, old_org = found.pop("old_id"), found.pop("old_organization")
+            old = None if old_id is None else {"id": old_id, "organization": old_org}
+        else:
+            old = self.instance_by_uid.one(cursor, {"v": keys.sop, "org": keys.organization})
         if old is not None:
             if old["organization"] != keys.organization:
                 raise Delegate("another organisation holds this SOP Instance UID")
             if replace:
                 raise Delegate("the instance is replaced")
             return "duplicate"
-        series_pk = self._file(cursor, record, keys)
+        series_pk = self._file(cursor, record, keys, found)
         attrs = dict(record.values.get(Level.IMAGE, {}))
         self._inserts["instance"].run(cursor, {
             **self._columns(instance, attrs), "attrs": attrs, "series_pk": series_pk,
@@ -184,14 +206,18 @@ class RowWriter:
         cursor.fetchone()
         return "added"
 
-    def _file(self, cursor: Any, record: InstanceRecord, keys: Any) -> int:
-        """As the repository's ``_file``: the series pk, rows created or filled."""
+    def _file(self, cursor: Any, record: InstanceRecord, keys: Any,
+              found: dict[str, Any] | None | bool = False) -> int:
+        """As the repository's ``_file``: the series pk, rows created or filled. `found`:
+        the row of ``hierarchy_by_series`` when already looked up (None: no such series),
+        False when not."""
         values = record.values
         org = keys.organization
         se: dict[str, Any] | None = None
         st: dict[str, Any] | None
         pt: dict[str, Any] | None
-        row = self.hierarchy_by_series.one(cursor, {"v": keys.series, "org": org})
+        row = (self.hierarchy_by_series.one(cursor, {"v": keys.series, "org": org})
+               if found is False else found)
         if row is not None:
             se, st, pt = ({k[3:]: v for k, v in row.items() if k[:3] == prefix}
                           for prefix in ("se_", "st_", "pt_"))

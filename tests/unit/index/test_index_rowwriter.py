@@ -175,3 +175,55 @@ def test_same_uid_from_two_organisations_at_once_is_serialised_on_postgresql(
     one.close()
     two.close()
     assert outcomes == {"first": "added", "second": "foreign"}
+
+
+def test_common_adds_on_postgresql_never_fall_back(postgres: Any, record: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """New instances and duplicates, alone and in concurrent batches (savepoints), commit
+    on the plain DB-API path: neither the SQLAlchemy batch nor the one-by-one add runs.
+    (A statement that fails there is caught and run again the slow way, with the same
+    rows: only this test sees the difference.)"""
+    from securepacs.index import repository
+
+    slow: list[str] = []
+    add_one, add = SqlIndex._add_one, repository._add
+
+    def counted_one(self: SqlIndex, rec: InstanceRecord, *args: Any) -> Any:
+        slow.append(rec.blob_key)
+        return add_one(self, rec, *args)
+
+    def counted(conn: Any, rec: InstanceRecord, *args: Any) -> Any:
+        slow.append(rec.blob_key)
+        return add(conn, rec, *args)
+
+    monkeypatch.setattr(SqlIndex, "_add_one", counted_one)
+    monkeypatch.setattr(repository, "_add", counted)
+    index = SqlIndex(postgres.create_database())
+    index.create_schema()
+    assert index.add(record("5.0", series="5.1")).outcome == "added"  # a new series
+    assert index.add(record("5.00", series="5.1")).outcome == "added"  # a known one
+    assert index.add(record("5.0", series="5.1")).outcome == "duplicate"
+    assert index.add(record("5.0", series="5.2")).outcome == "duplicate"  # another series
+    errors: list[BaseException] = []
+    outcomes: list[str] = []
+
+    def run(n: int) -> None:
+        try:
+            for k in range(15):
+                rec = record(f"5.{n}.{k}", series=f"5.{n % 2 + 1}")
+                outcomes.append(index.add(rec, ready=lambda: None).outcome)
+                outcomes.append(index.add(rec).outcome)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert sorted(set(outcomes)) == ["added", "duplicate"]
+    assert outcomes.count("added") == outcomes.count("duplicate") == 60
+    assert index.count_instances() == 62
+    assert slow == []
+    index.close()
