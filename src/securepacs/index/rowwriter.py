@@ -78,6 +78,11 @@ class _Statement:
 UID_LOCK = sa.text("SELECT pg_advisory_xact_lock(1397770581, hashtext(:v))")
 
 
+#: PostgreSQL: UID_LOCK of several UIDs at once, taken in the order of the array.
+UID_LOCKS = sa.text("SELECT pg_advisory_xact_lock(1397770581, hashtext(u.v)) "
+                    "FROM unnest(CAST(:v AS text[])) WITH ORDINALITY AS u(v, n) ORDER BY u.n")
+
+
 class RowWriter:
     """The statements of the common add for one engine's dialect.
 
@@ -133,8 +138,10 @@ class RowWriter:
         self.patient_by_key = compile_(locked(
             patient, patient.c.patient_id == b("v"), patient.c.issuer == b("issuer"),
             patient.c.organization == b("org"), patient.c.anchor == b("anchor")))
-        # PostgreSQL: one add of a SOP Instance UID at a time (see UID_LOCK)
+        # PostgreSQL: one add of a SOP Instance UID at a time (see UID_LOCK); the locks of
+        # a batch's UIDs in one statement, in the order given
         self.uid_lock = compile_(UID_LOCK) if dialect.name == "postgresql" else None
+        self.uid_locks = compile_(UID_LOCKS) if dialect.name == "postgresql" else None
         self.modalities = compile_(sa.update(study).where(study.c.id == b("pk"))
                                    .values(modalities=b("m")))
         self._inserts: dict[str, _Statement] = {}
@@ -170,8 +177,15 @@ class RowWriter:
                                                    **self._columns(table, current)})
         return filled
 
-    def add(self, cursor: Any, record: InstanceRecord, keys: Any, replace: bool) -> str:
+    def lock_uids(self, cursor: Any, uids: Sequence[str]) -> None:
+        """PostgreSQL: take UID_LOCK for every one of `uids` (sorted here), in one statement."""
+        assert self.uid_locks is not None
+        self.uid_locks.run(cursor, {"v": sorted(set(uids))}).fetchall()
+
+    def add(self, cursor: Any, record: InstanceRecord, keys: Any, replace: bool, *,
+            locked: bool = False) -> str:
         """Add `record` in the open transaction: ``"added"`` or ``"duplicate"``.
+        `locked`: the transaction already holds the UID's lock (:meth:`lock_uids`).
 
         Raises
         ------
@@ -179,7 +193,7 @@ class RowWriter:
             Not the common case (see the module docstring); nothing was written.
         """
         found: dict[str, Any] | None | bool = False  # the hierarchy row: not looked up yet
-        if self.uid_lock is not None:
+        if self.uid_lock is not None and not locked:
             self.uid_lock.run(cursor, {"v": keys.sop}).fetchall()
         if self.hierarchy_and_instance is not None:
             found = self.hierarchy_and_instance.one(

@@ -4,6 +4,7 @@ SQLAlchemy path writes, on SQLite and PostgreSQL, and hands every uncommon add t
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -74,9 +75,9 @@ def _same_rows(fast_url: str, slow_url: str, monkeypatch: pytest.MonkeyPatch,
     used = []
     original = rowwriter.RowWriter.add
 
-    def counted(self: rowwriter.RowWriter, *args: Any) -> str:
+    def counted(self: rowwriter.RowWriter, *args: Any, **kwargs: Any) -> str:
         used.append(args[2].sop)
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     with monkeypatch.context() as patched:
         patched.setattr(rowwriter.RowWriter, "add", counted)
@@ -226,4 +227,81 @@ def test_common_adds_on_postgresql_never_fall_back(postgres: Any, record: Any,
     assert outcomes.count("added") == outcomes.count("duplicate") == 60
     assert index.count_instances() == 62
     assert slow == []
+    index.close()
+
+
+def _batch_after(index: SqlIndex, record: Any, adds: list[tuple[InstanceRecord, Any]]
+                 ) -> tuple[list[int], dict[int, Any]]:
+    """Run `adds` ((record, ready) pairs) as one group-commit batch: a first add holds the
+    leader's transaction until they are all queued behind it. The sizes of the fast
+    batches, and each add's outcome or exception, by position."""
+    sizes: list[int] = []
+    fast = SqlIndex._add_fast_pg
+
+    def sized(self: SqlIndex, jobs: list[Any], writer: Any) -> Any:
+        sizes.append(len(jobs))
+        return fast(self, jobs, writer)
+
+    release = threading.Event()
+    results: dict[int, Any] = {}
+
+    def run(n: int, rec: InstanceRecord, ready: Any) -> None:
+        try:
+            results[n] = index.add(rec, ready=ready).outcome
+        except Exception as exc:  # noqa: BLE001 - the outcome of this add
+            results[n] = exc
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(SqlIndex, "_add_fast_pg", sized)
+        first = threading.Thread(target=run, args=(-1, record("6.0", series="6.1"),
+                                                   lambda: release.wait(10)))
+        first.start()
+        while not sizes:  # the first add leads, alone, and waits in its `ready`
+            time.sleep(0.01)
+        threads = [threading.Thread(target=run, args=(n, rec, ready))
+                   for n, (rec, ready) in enumerate(adds)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(index._group._pending) < len(adds) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        for t in [first, *threads]:
+            t.join(timeout=30)
+    assert results.pop(-1) == "added"
+    return sizes, results
+
+
+def test_a_failing_ready_in_a_postgresql_batch_aborts_only_its_add(postgres: Any,
+                                                                   record: Any) -> None:
+    index = SqlIndex(postgres.create_database())
+    index.create_schema()
+
+    def fail() -> None:
+        raise OSError("blob store gone")
+
+    sizes, results = _batch_after(index, record, [
+        (record("6.1", series="6.1"), lambda: None), (record("6.2", series="6.1"), fail),
+        (record("6.3", series="6.2"), lambda: None)])
+    assert sizes == [1, 3]  # the three ran as one batch, rolled back when 6.2 failed
+    assert results[0] == results[2] == "added"
+    assert isinstance(results[1], OSError)
+    assert index.get("6.1") is not None and index.get("6.3") is not None
+    assert index.get("6.2") is None
+    assert index.count_instances() == 3
+    index.close()
+
+
+def test_one_uid_twice_in_a_postgresql_batch(postgres: Any, record: Any) -> None:
+    """Two associations send the same instance at once: one batch, one row, one
+    duplicate (the UID's lock is taken once for both)."""
+    index = SqlIndex(postgres.create_database())
+    index.create_schema()
+    sizes, results = _batch_after(index, record, [
+        (record("7.1", series="6.1", blob_key="blobs/a"), lambda: None),
+        (record("7.1", series="6.1", blob_key="blobs/b"), lambda: None),
+        (record("7.2", series="7.9"), lambda: None)])
+    assert sizes == [1, 3]
+    assert sorted(results.values()) == ["added", "added", "duplicate"]
+    assert index.count_instances() == 3
     index.close()
