@@ -192,14 +192,14 @@ class RowWriter:
         Delegate
             Not the common case (see the module docstring); nothing was written.
         """
-        found: dict[str, Any] | None | bool = False  # the hierarchy row: not looked up yet
+        found: dict[str, Any] | None = None  # the hierarchy row, when `looked` up
+        looked = self.hierarchy_and_instance is not None
         if self.uid_lock is not None and not locked:
             self.uid_lock.run(cursor, {"v": keys.sop}).fetchall()
         if self.hierarchy_and_instance is not None:
             found = self.hierarchy_and_instance.one(
                 cursor, {"v": keys.series, "org": keys.organization, "sop": keys.sop})
-        if found:
-            assert isinstance(found, dict)
+        if found is not None:
             old_id, old_org = found.pop("old_id"), found.pop("old_organization")
             old = None if old_id is None else {"id": old_id, "organization": old_org}
         else:
@@ -210,7 +210,7 @@ class RowWriter:
             if replace:
                 raise Delegate("the instance is replaced")
             return "duplicate"
-        series_pk = self._file(cursor, record, keys, found)
+        series_pk = self._file(cursor, record, keys, found, looked=looked)
         attrs = dict(record.values.get(Level.IMAGE, {}))
         self._inserts["instance"].run(cursor, {
             **self._columns(instance, attrs), "attrs": attrs, "series_pk": series_pk,
@@ -221,17 +221,17 @@ class RowWriter:
         return "added"
 
     def _file(self, cursor: Any, record: InstanceRecord, keys: Any,
-              found: dict[str, Any] | None | bool = False) -> int:
-        """As the repository's ``_file``: the series pk, rows created or filled. `found`:
-        the row of ``hierarchy_by_series`` when already looked up (None: no such series),
-        False when not."""
+              found: dict[str, Any] | None = None, *, looked: bool = False) -> int:
+        """As the repository's ``_file``: the series pk, rows created or filled. `looked`:
+        the row of ``hierarchy_by_series`` was already looked up, `found` (None: no such
+        series)."""
         values = record.values
         org = keys.organization
         se: dict[str, Any] | None = None
         st: dict[str, Any] | None
         pt: dict[str, Any] | None
-        row = (self.hierarchy_by_series.one(cursor, {"v": keys.series, "org": org})
-               if found is False else found)
+        row = (found if looked
+               else self.hierarchy_by_series.one(cursor, {"v": keys.series, "org": org}))
         if row is not None:
             se, st, pt = ({k[3:]: v for k, v in row.items() if k[:3] == prefix}
                           for prefix in ("se_", "st_", "pt_"))
