@@ -4,7 +4,9 @@ Same methods as :class:`securepacs.blobs.filesystem.FileBlobStore`. Write order 
 blob: its bytes are staged as uncommitted blocks (``Put Block``, at most
 :attr:`AzureBlobStore.block_size` bytes held in memory at a time), then made visible at
 once by ``Put Block List``; a blob that fits in one block is written with a single
-``Put Blob``. Either way a reader sees the whole blob or nothing: a writer that dies
+``Put Blob`` (with an account key, the usual case, by :mod:`securepacs.blobs.putblob`,
+which sends the caller's buffers as they are: the ingest of a small image). Either way a
+reader sees the whole blob or nothing: a writer that dies
 before the commit leaves only uncommitted blocks, which no listing shows and which
 Azure discards by itself (after 7 days), so :meth:`AzureBlobStore.sweep_temp` has
 nothing to do. A successful commit is durable (Azure acknowledges after replicating).
@@ -16,12 +18,16 @@ so the filesystem default works without it.
 from __future__ import annotations
 
 import base64
+import os
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from securepacs.blobs.putblob import PutBlob
 from securepacs.errors import ConfigError, StorageError
 
 #: Bytes per staged block (Azure allows up to 4000 MiB per block, 50,000 blocks per blob).
@@ -91,6 +97,7 @@ class AzureBlobStore:
             raise ConfigError(f"invalid Azure connection string ({type(exc).__name__})") from None
         self._container = service.get_container_client(container)
         self.account_url = service.url
+        self._put_blob = _put_blob(self._container, service, timeout)
         try:
             self._container.create_container()
         except exceptions.ResourceExistsError:
@@ -133,17 +140,29 @@ class AzureBlobStore:
         StorageError
             Azure failed or could not be reached; no blob is visible under `key`.
         """
-        client = self._container.get_blob_client(self._check(key))
+        self._check(key)
+        pieces: list[bytes | bytearray] = []
+        size = 0
+        rest: Iterator[bytes | bytearray] | None = None
+        source = iter([chunks] if isinstance(chunks, bytes | bytearray) else chunks)
+        for chunk in source:
+            pieces.append(chunk)
+            size += len(chunk)
+            if size > self.block_size:  # more than one block: staged, the rest streamed
+                rest = source
+                break
+        if rest is None and self._put_blob is not None:  # one request, no copy
+            self._put_blob.put(key, pieces, size)
+            return size
+        client = self._container.get_blob_client(key)
         size = 0
         staged: list[str] = []
         try:
-            blocks = self._blocks(chunks)
-            first = next(blocks, b"")
-            second = next(blocks, None)
-            if second is None:  # one block: one request
+            if rest is None:  # one block: one request
+                first = b"".join(pieces)
                 client.upload_blob(first, overwrite=True)
                 return len(first)
-            for data in _chain(first, second, blocks):
+            for data in self._blocks(_chain(pieces, rest)):
                 block_id = _block_id(len(staged))
                 client.stage_block(block_id, data, length=len(data))
                 staged.append(block_id)
@@ -212,7 +231,36 @@ class AzureBlobStore:
         return f"Azure container {self.container_name!r} at {self.account_url}"
 
 
-def _chain(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield second
+def _chain(first: list[bytes | bytearray],
+           rest: Iterator[bytes | bytearray]) -> Iterator[bytes | bytearray]:
+    """The pieces of `first` (each dropped from the list once given), then `rest`."""
+    first.reverse()
+    while first:
+        yield first.pop()
     yield from rest
+
+
+def _put_blob(container: Any, service: Any, timeout: float) -> PutBlob | None:
+    """The direct Put Blob writer for `container`, or None where the SDK must write:
+    no account key (a SAS token), or a proxy or a CA bundle named in the environment for
+    the SDK's HTTP library (``HTTPS_PROXY``, ``REQUESTS_CA_BUNDLE``...), which the direct
+    writer does not read."""
+    credential = service.credential
+    name = getattr(credential, "account_name", None)
+    key = getattr(credential, "account_key", None)
+    url = str(container.url)
+    if not name or not key or "?" in url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    proxies = urllib.request.getproxies()
+    if (scheme in proxies or "all" in proxies) and not urllib.request.proxy_bypass(host):
+        return None
+    if scheme == "https" and (os.environ.get("REQUESTS_CA_BUNDLE")
+                              or os.environ.get("CURL_CA_BUNDLE")):
+        return None
+    try:
+        return PutBlob(url, str(name), str(key), api_version=str(service.api_version),
+                       timeout=timeout, connect_timeout=min(timeout, 10.0))
+    except ValueError:
+        return None

@@ -31,6 +31,8 @@ def configure_logging(level: str) -> None:
     # itself in one line: keep pynetdicom quiet unless debugging
     if level.upper() != "DEBUG":
         logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+        # the Azure SDK logs every HTTP request and response, header by header, at INFO
+        logging.getLogger("azure").setLevel(logging.WARNING)
 
 
 def serve(

@@ -91,6 +91,11 @@ UID_LOCK = sa.text("SELECT pg_advisory_xact_lock(1397770581, hashtext(:v))")
 _KNOWN_SERIES = 64
 
 
+#: PostgreSQL: UID_LOCK of several UIDs at once, taken in the order of the array.
+UID_LOCKS = sa.text("SELECT pg_advisory_xact_lock(1397770581, hashtext(u.v)) "
+                    "FROM unnest(CAST(:v AS text[])) WITH ORDINALITY AS u(v, n) ORDER BY u.n")
+
+
 class RowWriter:
     """The statements of the common add for one engine's dialect.
 
@@ -119,7 +124,7 @@ class RowWriter:
             .order_by((instance.c.organization == b("org")).desc(), instance.c.id))
         # the common case, a series seen before: its row, its study's and its patient's in
         # one statement (the same rows, locked alike, as the repository's three look-ups)
-        self.hierarchy_by_series = compile_(
+        hierarchy = (
             sa.select(*(c.label(f"se_{c.name}") for c in series.c),
                       *(c.label(f"st_{c.name}") for c in study.c),
                       *(c.label(f"pt_{c.name}") for c in patient.c))
@@ -127,14 +132,29 @@ class RowWriter:
                          .join(patient, patient.c.id == study.c.patient_pk))
             .where(series.c.series_uid == b("v"), series.c.organization == b("org"))
             .with_for_update())
+        self.hierarchy_by_series = compile_(hierarchy)
+        # PostgreSQL, where each statement is a round trip: the same, with the look-up of
+        # the SOP Instance UID (``instance_by_uid``'s first row) in it, run after UID_LOCK
+        self.hierarchy_and_instance: _Statement | None = None
+        if dialect.name == "postgresql":
+            def first(column: Any) -> Any:
+                return (sa.select(column).where(instance.c.sop_instance_uid == b("sop"))
+                        .order_by((instance.c.organization == b("org")).desc(), instance.c.id)
+                        .limit(sa.literal_column("1")).scalar_subquery())
+
+            self.hierarchy_and_instance = compile_(hierarchy.add_columns(
+                first(instance.c.id).label("old_id"),
+                first(instance.c.organization).label("old_organization")))
         self.study_by_uid = compile_(locked(study, study.c.study_uid == b("v"),
                                             study.c.organization == b("org")))
         self.patient_by_id = compile_(locked(patient, patient.c.id == b("v")))
         self.patient_by_key = compile_(locked(
             patient, patient.c.patient_id == b("v"), patient.c.issuer == b("issuer"),
             patient.c.organization == b("org"), patient.c.anchor == b("anchor")))
-        # PostgreSQL: one add of a SOP Instance UID at a time (see UID_LOCK)
+        # PostgreSQL: one add of a SOP Instance UID at a time (see UID_LOCK); the locks of
+        # a batch's UIDs in one statement, in the order given
         self.uid_lock = compile_(UID_LOCK) if dialect.name == "postgresql" else None
+        self.uid_locks = compile_(UID_LOCKS) if dialect.name == "postgresql" else None
         self.modalities = compile_(sa.update(study).where(study.c.id == b("pk"))
                                    .values(modalities=b("m")))
         #: (series UID, organisation) -> its series, study and patient rows (see the
@@ -191,24 +211,40 @@ class RowWriter:
                                                    **self._columns(table, current)})
         return filled
 
-    def add(self, cursor: Any, record: InstanceRecord, keys: Any, replace: bool) -> str:
+    def lock_uids(self, cursor: Any, uids: Sequence[str]) -> None:
+        """PostgreSQL: take UID_LOCK for every one of `uids` (sorted here), in one statement."""
+        assert self.uid_locks is not None
+        self.uid_locks.run(cursor, {"v": sorted(set(uids))}).fetchall()
+
+    def add(self, cursor: Any, record: InstanceRecord, keys: Any, replace: bool, *,
+            locked: bool = False) -> str:
         """Add `record` in the open transaction: ``"added"`` or ``"duplicate"``.
+        `locked`: the transaction already holds the UID's lock (:meth:`lock_uids`).
 
         Raises
         ------
         Delegate
             Not the common case (see the module docstring); nothing was written.
         """
-        if self.uid_lock is not None:
+        found: dict[str, Any] | None = None  # the hierarchy row, when `looked` up
+        looked = self.hierarchy_and_instance is not None
+        if self.uid_lock is not None and not locked:
             self.uid_lock.run(cursor, {"v": keys.sop}).fetchall()
-        old = self.instance_by_uid.one(cursor, {"v": keys.sop, "org": keys.organization})
+        if self.hierarchy_and_instance is not None:
+            found = self.hierarchy_and_instance.one(
+                cursor, {"v": keys.series, "org": keys.organization, "sop": keys.sop})
+        if found is not None:
+            old_id, old_org = found.pop("old_id"), found.pop("old_organization")
+            old = None if old_id is None else {"id": old_id, "organization": old_org}
+        else:
+            old = self.instance_by_uid.one(cursor, {"v": keys.sop, "org": keys.organization})
         if old is not None:
             if old["organization"] != keys.organization:
                 raise Delegate("another organisation holds this SOP Instance UID")
             if replace:
                 raise Delegate("the instance is replaced")
             return "duplicate"
-        series_pk = self._file(cursor, record, keys)
+        series_pk = self._file(cursor, record, keys, found, looked=looked)
         attrs = dict(record.values.get(Level.IMAGE, {}))
         self._inserts["instance"].run(cursor, {
             **self._columns(instance, attrs), "attrs": attrs, "series_pk": series_pk,
@@ -218,8 +254,11 @@ class RowWriter:
         cursor.fetchone()
         return "added"
 
-    def _file(self, cursor: Any, record: InstanceRecord, keys: Any) -> int:
-        """As the repository's ``_file``: the series pk, rows created or filled."""
+    def _file(self, cursor: Any, record: InstanceRecord, keys: Any,
+              found: dict[str, Any] | None = None, *, looked: bool = False) -> int:
+        """As the repository's ``_file``: the series pk, rows created or filled. `looked`:
+        the row of ``hierarchy_by_series`` was already looked up, `found` (None: no such
+        series)."""
         values = record.values
         org = keys.organization
         se: dict[str, Any] | None = None
@@ -229,7 +268,8 @@ class RowWriter:
         if known is not None:
             se, st, pt = known
         else:
-            row = self.hierarchy_by_series.one(cursor, {"v": keys.series, "org": org})
+            row = (found if looked
+                   else self.hierarchy_by_series.one(cursor, {"v": keys.series, "org": org}))
             if row is not None:
                 se, st, pt = ({k[3:]: v for k, v in row.items() if k[:3] == prefix}
                               for prefix in ("se_", "st_", "pt_"))

@@ -12,8 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pgfixtures import Azurite, _free_port  # noqa: E402
+from pgfixtures import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, _free_port  # noqa: E402
 from securepacs.blobs.azure import AzureBlobStore  # noqa: E402
+from securepacs.blobs.putblob import PutBlob  # noqa: E402
 from securepacs.errors import ConfigError, StorageError  # noqa: E402
 from securepacs.index.repository import SqlIndex  # noqa: E402
 from securepacs.services.ingest import IngestService  # noqa: E402
@@ -109,23 +110,20 @@ def received_factory():  # noqa: ANN201
 
 def test_failed_upload_leaves_no_index_row(tmp_path: Path, store: AzureBlobStore, azurite: Azurite,
                                            received_factory) -> None:  # noqa: ANN001
-    from azure.storage.blob import BlobClient
-
     index = SqlIndex(f"sqlite:///{tmp_path / 'index.sqlite'}")
     index.create_schema()
     ingest = IngestService(index, store)
     item = received_factory()
-    dead = azurite.connection_string.replace(str(azurite.port), str(_free_port()))
-    real = store._container.get_blob_client
-
-    def unreachable(key: str) -> BlobClient:  # the account goes away during the upload
-        return BlobClient.from_connection_string(dead, store.container_name, key,
-                                                 retry_total=0, connection_timeout=2)
-
-    store._container.get_blob_client = unreachable  # type: ignore[method-assign]
+    # the account goes away during the upload (a small instance: one direct Put Blob)
+    real = store._put_blob
+    assert real is not None
+    dead_port = str(_free_port())
+    store._put_blob = PutBlob(store._container.url.replace(str(azurite.port), dead_port),
+                              AZURITE_ACCOUNT, AZURITE_KEY, api_version="2021-08-06",
+                              connect_timeout=2, retries=0)
     with pytest.raises(StorageError, match="cannot write blob"):
         ingest.store(item)
-    store._container.get_blob_client = real  # type: ignore[method-assign]
+    store._put_blob = real
     assert index.count_instances() == 0
     assert index.get(item.sop_instance_uid) is None
     assert list(store.keys()) == []

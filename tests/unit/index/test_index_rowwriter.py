@@ -4,6 +4,7 @@ SQLAlchemy path writes, on SQLite and PostgreSQL, and hands every uncommon add t
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -74,9 +75,9 @@ def _same_rows(fast_url: str, slow_url: str, monkeypatch: pytest.MonkeyPatch,
     used = []
     original = rowwriter.RowWriter.add
 
-    def counted(self: rowwriter.RowWriter, *args: Any) -> str:
+    def counted(self: rowwriter.RowWriter, *args: Any, **kwargs: Any) -> str:
         used.append(args[2].sop)
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     with monkeypatch.context() as patched:
         patched.setattr(rowwriter.RowWriter, "add", counted)
@@ -175,3 +176,132 @@ def test_same_uid_from_two_organisations_at_once_is_serialised_on_postgresql(
     one.close()
     two.close()
     assert outcomes == {"first": "added", "second": "foreign"}
+
+
+def test_common_adds_on_postgresql_never_fall_back(postgres: Any, record: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """New instances and duplicates, alone and in concurrent batches (savepoints), commit
+    on the plain DB-API path: neither the SQLAlchemy batch nor the one-by-one add runs.
+    (A statement that fails there is caught and run again the slow way, with the same
+    rows: only this test sees the difference.)"""
+    from securepacs.index import repository
+
+    slow: list[str] = []
+    add_one, add = SqlIndex._add_one, repository._add
+
+    def counted_one(self: SqlIndex, rec: InstanceRecord, *args: Any) -> Any:
+        slow.append(rec.blob_key)
+        return add_one(self, rec, *args)
+
+    def counted(conn: Any, rec: InstanceRecord, *args: Any) -> Any:
+        slow.append(rec.blob_key)
+        return add(conn, rec, *args)
+
+    monkeypatch.setattr(SqlIndex, "_add_one", counted_one)
+    monkeypatch.setattr(repository, "_add", counted)
+    index = SqlIndex(postgres.create_database())
+    index.create_schema()
+    assert index.add(record("5.0", series="5.1")).outcome == "added"  # a new series
+    assert index.add(record("5.00", series="5.1")).outcome == "added"  # a known one
+    assert index.add(record("5.0", series="5.1")).outcome == "duplicate"
+    assert index.add(record("5.0", series="5.2")).outcome == "duplicate"  # another series
+    errors: list[BaseException] = []
+    outcomes: list[str] = []
+
+    def run(n: int) -> None:
+        try:
+            for k in range(15):
+                rec = record(f"5.{n}.{k}", series=f"5.{n % 2 + 1}")
+                outcomes.append(index.add(rec, ready=lambda: None).outcome)
+                outcomes.append(index.add(rec).outcome)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert sorted(set(outcomes)) == ["added", "duplicate"]
+    assert outcomes.count("added") == outcomes.count("duplicate") == 60
+    assert index.count_instances() == 62
+    assert slow == []
+    index.close()
+
+
+def _batch_after(index: SqlIndex, record: Any, adds: list[tuple[InstanceRecord, Any]]
+                 ) -> tuple[list[int], dict[int, Any]]:
+    """Run `adds` ((record, ready) pairs) as one group-commit batch: a first add holds the
+    leader's transaction until they are all queued behind it. The sizes of the fast
+    batches, and each add's outcome or exception, by position."""
+    sizes: list[int] = []
+    fast = SqlIndex._add_fast_pg
+
+    def sized(self: SqlIndex, jobs: list[Any], writer: Any) -> Any:
+        sizes.append(len(jobs))
+        return fast(self, jobs, writer)
+
+    release = threading.Event()
+    results: dict[int, Any] = {}
+
+    def run(n: int, rec: InstanceRecord, ready: Any) -> None:
+        try:
+            results[n] = index.add(rec, ready=ready).outcome
+        except Exception as exc:  # noqa: BLE001 - the outcome of this add
+            results[n] = exc
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(SqlIndex, "_add_fast_pg", sized)
+        first = threading.Thread(target=run, args=(-1, record("6.0", series="6.1"),
+                                                   lambda: release.wait(10)))
+        first.start()
+        while not sizes:  # the first add leads, alone, and waits in its `ready`
+            time.sleep(0.01)
+        threads = [threading.Thread(target=run, args=(n, rec, ready))
+                   for n, (rec, ready) in enumerate(adds)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(index._group._pending) < len(adds) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        for t in [first, *threads]:
+            t.join(timeout=30)
+    assert results.pop(-1) == "added"
+    return sizes, results
+
+
+def test_a_failing_ready_in_a_postgresql_batch_aborts_only_its_add(postgres: Any,
+                                                                   record: Any) -> None:
+    index = SqlIndex(postgres.create_database())
+    index.create_schema()
+
+    def fail() -> None:
+        raise OSError("blob store gone")
+
+    sizes, results = _batch_after(index, record, [
+        (record("6.1", series="6.1"), lambda: None), (record("6.2", series="6.1"), fail),
+        (record("6.3", series="6.2"), lambda: None)])
+    assert sizes == [1, 3]  # the three ran as one batch, rolled back when 6.2 failed
+    assert results[0] == results[2] == "added"
+    assert isinstance(results[1], OSError)
+    assert index.get("6.1") is not None and index.get("6.3") is not None
+    assert index.get("6.2") is None
+    assert index.count_instances() == 3
+    index.close()
+
+
+def test_one_uid_twice_in_a_postgresql_batch(postgres: Any, record: Any) -> None:
+    """Two associations send the same instance at once: one batch, one row, one
+    duplicate (the UID's lock is taken once for both)."""
+    index = SqlIndex(postgres.create_database())
+    index.create_schema()
+    sizes, results = _batch_after(index, record, [
+        (record("7.1", series="6.1", blob_key="blobs/a"), lambda: None),
+        (record("7.1", series="6.1", blob_key="blobs/b"), lambda: None),
+        (record("7.2", series="7.9"), lambda: None)])
+    assert sizes == [1, 3]
+    assert sorted(results.values()) == ["added", "added", "duplicate"]
+    assert index.count_instances() == 3
+    index.close()
