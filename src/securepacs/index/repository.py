@@ -81,6 +81,13 @@ class AddResult:
     previous_size: int = 0
 
 
+
+def _settled(done: list[tuple[Job, str]], left: list[Job]) -> list[Job]:
+    """Give the committed adds of a fast transaction their results; the jobs `left`."""
+    for job, outcome in done:
+        job.result = AddResult("added" if outcome == "added" else "duplicate")
+    return left
+
 class SqlIndex:
     """The index of stored instances in an SQL database (SQLite or PostgreSQL).
 
@@ -240,9 +247,10 @@ class SqlIndex:
 
     def _add_fast(self, jobs: list[Job]) -> list[Job]:
         """Run what it can of `jobs` with :class:`RowWriter` in one transaction (a
-        savepoint per add when there are several); return the jobs left to the SQLAlchemy
-        path: those it delegates, those whose statements failed, all of them when the
-        transaction failed (nothing of it was committed then)."""
+        savepoint per add when there are several; PostgreSQL: :meth:`_add_fast_pg`);
+        return the jobs left to the SQLAlchemy path: those it delegates, those whose
+        statements failed, all of them when the transaction failed (nothing of it was
+        committed then)."""
         if self._writer is None:
             self._writer = RowWriter(self._engine.dialect, _columns, _locked)
         writer = self._writer
@@ -252,16 +260,13 @@ class SqlIndex:
         left: list[Job] = []
         done: list[tuple[Job, str]] = []
         try:
-            sqlite = self._engine.dialect.name == "sqlite"
             if self._raw is None:
                 self._raw = self._engine.raw_connection()
-                if sqlite:  # it waits for the write lock itself (until _drop_raw)
-                    self._raw.driver_connection.execute(BUSY_OFF)
-            conn = self._raw
-            cursor = conn.cursor()
-            if sqlite:
-                begin_write_polled(cursor)
-                writer.begin(cursor)
+                # it waits for the write lock itself (until _drop_raw)
+                self._raw.driver_connection.execute(BUSY_OFF)
+            cursor = self._raw.cursor()
+            begin_write_polled(cursor)
+            writer.begin(cursor)
             for job in jobs:
                 record, keys, replace, ready, foreign = job.payload
                 if foreign:
@@ -288,10 +293,7 @@ class SqlIndex:
                         job.error = exc
                         writer.forget()
                         if not many:
-                            if sqlite:
-                                cursor.execute("ROLLBACK")
-                            else:
-                                conn.rollback()
+                            cursor.execute("ROLLBACK")
                             cursor.close()
                             return []
                         cursor.execute("ROLLBACK TO SAVEPOINT add_one")
@@ -299,20 +301,11 @@ class SqlIndex:
                 if many:
                     cursor.execute("RELEASE SAVEPOINT add_one")
                 done.append((job, outcome))
-            if sqlite:
-                cursor.execute("COMMIT")
-            else:
-                conn.commit()
+            cursor.execute("COMMIT")
             cursor.close()
         except Exception as exc:  # noqa: BLE001 - the SQLAlchemy path runs them again
-            _log.debug("fast add of %d instance(s) not committed: %s", len(jobs),
-                       type(exc).__name__)
-            writer.forget()
-            self._drop_raw(broken=not isinstance(exc, Delegate))
-            return [job for job in jobs if job.error is None]
-        for job, outcome in done:
-            job.result = AddResult("added" if outcome == "added" else "duplicate")
-        return left
+            return self._fast_failed(jobs, exc, broken=not isinstance(exc, Delegate))
+        return _settled(done, left)
 
     def _add_fast_pg(self, jobs: list[Job], writer: RowWriter) -> list[Job]:
         """:meth:`_add_fast` on PostgreSQL, where every statement is a round trip: one
@@ -336,7 +329,7 @@ class SqlIndex:
                     left.append(job)
                     continue
                 try:
-                    outcome = writer.add(cursor, record, keys, replace, locked=True)
+                    outcome = writer.add(cursor, record, keys, replace)
                 except Delegate:  # raised before it wrote anything
                     left.append(job)
                     continue
@@ -350,13 +343,18 @@ class SqlIndex:
             conn.commit()
             cursor.close()
         except Exception as exc:  # noqa: BLE001 - the SQLAlchemy path runs them again
-            _log.debug("fast add of %d instance(s) not committed: %s", len(jobs),
-                       type(exc.__cause__ if isinstance(exc, _Undo) else exc).__name__)
-            self._drop_raw(broken=not isinstance(exc, _Undo))
-            return [job for job in jobs if job.error is None]
-        for job, outcome in done:
-            job.result = AddResult("added" if outcome == "added" else "duplicate")
-        return left
+            return self._fast_failed(jobs, (exc.__cause__ or exc) if isinstance(exc, _Undo) else exc,
+                                     broken=not isinstance(exc, _Undo))
+        return _settled(done, left)
+
+    def _fast_failed(self, jobs: list[Job], exc: BaseException, *, broken: bool) -> list[Job]:
+        """A fast transaction that was not committed: drop its connection (`broken`:
+        discard it) and leave every job that has no error of its own to the SQLAlchemy
+        path."""
+        _log.debug("fast add of %d instance(s) not committed: %s", len(jobs),
+                   type(exc).__name__)
+        self._drop_raw(broken=broken)
+        return [job for job in jobs if job.error is None]
 
     def _drop_raw(self, *, broken: bool = False) -> None:
         """Give back (or, `broken`, discard) the fast path's connection, after rolling

@@ -151,9 +151,8 @@ class RowWriter:
         self.patient_by_key = compile_(locked(
             patient, patient.c.patient_id == b("v"), patient.c.issuer == b("issuer"),
             patient.c.organization == b("org"), patient.c.anchor == b("anchor")))
-        # PostgreSQL: one add of a SOP Instance UID at a time (see UID_LOCK); the locks of
-        # a batch's UIDs in one statement, in the order given
-        self.uid_lock = compile_(UID_LOCK) if dialect.name == "postgresql" else None
+        # PostgreSQL: one add of a SOP Instance UID at a time (see UID_LOCK), the locks of
+        # a batch's UIDs taken in one statement (:meth:`lock_uids`) before its adds
         self.uid_locks = compile_(UID_LOCKS) if dialect.name == "postgresql" else None
         self.modalities = compile_(sa.update(study).where(study.c.id == b("pk"))
                                    .values(modalities=b("m")))
@@ -216,10 +215,9 @@ class RowWriter:
         assert self.uid_locks is not None
         self.uid_locks.run(cursor, {"v": sorted(set(uids))}).fetchall()
 
-    def add(self, cursor: Any, record: InstanceRecord, keys: Any, replace: bool, *,
-            locked: bool = False) -> str:
-        """Add `record` in the open transaction: ``"added"`` or ``"duplicate"``.
-        `locked`: the transaction already holds the UID's lock (:meth:`lock_uids`).
+    def add(self, cursor: Any, record: InstanceRecord, keys: Any, replace: bool) -> str:
+        """Add `record` in the open transaction: ``"added"`` or ``"duplicate"``. On
+        PostgreSQL the transaction already holds the UID's lock (:meth:`lock_uids`).
 
         Raises
         ------
@@ -228,8 +226,6 @@ class RowWriter:
         """
         found: dict[str, Any] | None = None  # the hierarchy row, when `looked` up
         looked = self.hierarchy_and_instance is not None
-        if self.uid_lock is not None and not locked:
-            self.uid_lock.run(cursor, {"v": keys.sop}).fetchall()
         if self.hierarchy_and_instance is not None:
             found = self.hierarchy_and_instance.one(
                 cursor, {"v": keys.series, "org": keys.organization, "sop": keys.sop})
