@@ -27,9 +27,28 @@ needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None,
 
 
 def free_port() -> int:
+    """A free port P whose neighbours P+1..P+3 are free too.
+
+    A server left on its defaults also listens on P+2 (viewer) and P+3 (DICOMweb); a bare
+    ephemeral port's neighbours may be the client end of some other connection, and the
+    server would then exit with "address in use" (seen once in CI).
+    """
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+            if port + 3 < 65536 and all(_bindable(port + k) for k in (1, 2, 3)):
+                return port
+    raise RuntimeError("no free block of four ports on loopback")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None,
@@ -65,7 +84,10 @@ class Server:
             [*SECUREPACS, "serve", "--config", str(self.config), *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         log.close()
-        wait_for_port(self.port, self.proc, timeout)
+        try:
+            wait_for_port(self.port, self.proc, timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}; server log:\n{self.log()[-3000:]}") from exc
         self.wait_for_log("ready:", timeout)
         return self
 
