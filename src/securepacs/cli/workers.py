@@ -31,6 +31,7 @@ log = logging.getLogger("securepacs.serve")
 
 ENV = "SECUREPACS_WORKER_FDS"
 SLOTS_ENV = "SECUREPACS_WORKER_SLOTS"
+SLOTS_PREFIX = "securepacs-slots-"
 
 
 def inherited_sockets() -> list[socket.socket]:
@@ -53,6 +54,24 @@ def die_with_parent() -> None:
         raise SystemExit(0)
 
 
+def _sweep_slot_folders() -> int:
+    """Remove the slot folders of ``serve`` parents that died without :meth:`Workers.stop`
+    (SIGKILL, power loss): ``securepacs-slots-PID-*`` of ours whose PID is gone."""
+    gone = 0
+    for folder in Path(tempfile.gettempdir()).glob(f"{SLOTS_PREFIX}*-*"):
+        pid = folder.name[len(SLOTS_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            gone += 1
+        except OSError:  # not ours to judge (EPERM: another user's live process)
+            continue
+    return gone
+
+
 class Workers:
     """`count` worker processes serving on `sockets`; `slots`, the folder of association
     slots they share with the parent (made here, removed by :meth:`stop`)."""
@@ -62,7 +81,8 @@ class Workers:
         self.sockets = sockets
         self.procs: list[subprocess.Popen[bytes]] = []
         self._last_restart = 0.0
-        self.slots = Path(tempfile.mkdtemp(prefix="securepacs-slots-"))  # mode 0700
+        _sweep_slot_folders()
+        self.slots = Path(tempfile.mkdtemp(prefix=f"{SLOTS_PREFIX}{os.getpid()}-"))  # mode 0700
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         fds = [s.fileno() for s in self.sockets]

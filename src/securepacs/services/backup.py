@@ -180,7 +180,9 @@ def backup(*, data_dir: Path, blob_root: Path, to: Path, tools: BackupTools,
     total = 0
     try:
         skip = [index_file, *(index_file.with_name(INDEX + s) for s in ("-wal", "-shm",
-                                                                         "-journal")), blob_root]
+                                                                         "-journal",
+                                                                         "-writer.lock")),
+                blob_root]
         for path in _other_files(data_dir, skip):
             rel = Path(FILES) / path.relative_to(data_dir)
             try:

@@ -141,3 +141,11 @@ def test_trashed_blobs_are_backed_up_for_restore_deleted(data_dir: Path, tmp_pat
     (folder / "BACKUP.json").write_text(json.dumps(described))
     problems = backup.verify(folder, tools()).problems
     assert problems == [f"blob {kept} of a trashed instance is not in the backup"], problems
+
+
+def test_the_index_writer_lock_is_not_backed_up(data_dir: Path, tmp_path: Path) -> None:
+    (data_dir / (backup.INDEX + "-writer.lock")).write_bytes(b"")  # the workers' turn lock
+    done = backup.backup(data_dir=data_dir, blob_root=data_dir / "blobs",
+                         to=tmp_path / "bk", tools=tools(), at=AT)
+    assert done.files == 5
+    assert not list((tmp_path / "bk").rglob("*-writer.lock"))
