@@ -114,13 +114,14 @@ def write_jpeg_labelled(path: Path, patient: str) -> Path:
 class Storescp:
     """DCMTK storescp +tls on a free port, writing into `out`."""
 
-    def __init__(self, pki, out: Path, port: int | None = None, aet: str = "STORESCP"):  # noqa: ANN001
+    def __init__(self, pki, out: Path, port: int | None = None, aet: str = "STORESCP",  # noqa: ANN001
+                 options: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             ["storescp", *tls_args(pki.server.key, pki.server.cert, pki.ca_cert), "-aet", aet,
-             "-od", str(out), str(self.port)],
+             *options, "-od", str(out), str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={"TCP_NODELAY": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         wait_for_port(self.port, None, 15)
@@ -401,6 +402,54 @@ def test_send_mixed_folder_to_storescp(pki, tmp_path: Path) -> None:  # noqa: AN
         refused = cli("find", *c)
         assert refused.returncode == 3
         assert "refused Study Root query (C-FIND): not supported by the server" in refused.stderr
+    finally:
+        scp.stop()
+
+
+_PEAK = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(f"peak {usage.ru_maxrss} kB", file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@needs_dcmtk
+def test_send_of_a_large_object_arrives_byte_identical_in_bounded_memory(
+        pki, tmp_path: Path) -> None:  # noqa: ANN001
+    """A 32 MiB object goes to storescp (bit-preserving, 128 KiB PDUs) over TLS in many
+    P-DATA-TF PDUs and record-aligned writes and arrives byte for byte; the client streams
+    it from the file: its peak memory is that of sending a small image, give or take a few
+    send buffers, not that plus the object."""
+    small = tmp_path / "small" / "small.dcm"
+    small.parent.mkdir()
+    make_dataset(patient_id="SMALL1").save_as(small, enforce_file_format=True)
+    ds = make_dataset(patient_id="LARGE1", rows=4096, columns=4096)
+    ds.PixelData = os.urandom(4096 * 4096 * 2)
+    source = tmp_path / "large" / "large.dcm"
+    source.parent.mkdir()
+    ds.save_as(source, enforce_file_format=True)
+    scp = Storescp(pki, tmp_path / "received", options=("+B", "-pdu", "131072"))
+    try:
+        peaks = []
+        for path in (small, source):
+            args = [*SECUREPACS, "send", str(path),
+                    *conn(scp.port, pki.client.key, pki.client.cert, pki.ca_cert, aec="STORESCP")]
+            # A small parent forks the send: a child forked from this test process would
+            # count the test's own memory in its peak (ru_maxrss survives exec).
+            sent = subprocess.run([sys.executable, "-c", _PEAK, *args], capture_output=True,
+                                  text=True, timeout=120, cwd=ROOT)
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            assert counts(sent.stdout)["sent"] == 1
+            peak = re.search(r"peak (\d+) kB", sent.stderr)
+            assert peak, sent.stderr
+            peaks.append(int(peak.group(1)) * 1024)
+        arrived = [p for p in scp.files(2) if uid_of(p) == ds.SOPInstanceUID]
+        assert len(arrived) == 1
+        assert dataset_bytes(arrived[0].read_bytes()) == dataset_bytes(source.read_bytes())
+        assert peaks[1] - peaks[0] < 8 * 1024 * 1024, peaks  # the object: 32 MiB
     finally:
         scp.stop()
 

@@ -62,6 +62,19 @@ if TYPE_CHECKING:  # ssl itself is used only by securepacs.pki.tlspolicy
 DEFAULT_MAX_PDU = 262144
 _ABORT = abort_pdu()
 
+
+def _address(host: str) -> str | bytes:
+    """`host` as ``getaddrinfo`` gets it: an ASCII name or address as bytes, any other name
+    as it is. A str is IDNA-encoded there, which imports the IDNA codec (and stringprep,
+    unicodedata: a few milliseconds of every client command's start-up) to change nothing
+    in an ASCII name; a malformed ASCII name (``a..b``) is then a resolver error, reported
+    as an unreachable server, instead of a UnicodeError."""
+    try:
+        return host.encode("ascii")
+    except UnicodeEncodeError:
+        return host
+
+
 _CONTEXT_RESULTS = {
     1: "refused by the server (user rejection)",
     2: "refused by the server (no reason given)",
@@ -173,7 +186,7 @@ class Association:
     @staticmethod
     def _connect(endpoint: Endpoint) -> socket.socket:
         try:
-            raw = socket.create_connection((endpoint.host, endpoint.port),
+            raw = socket.create_connection((_address(endpoint.host), endpoint.port),  # type: ignore[arg-type]
                                            timeout=endpoint.connect_timeout)
         except OSError as exc:
             raise unreachable(endpoint, exc) from None

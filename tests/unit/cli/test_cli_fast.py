@@ -161,6 +161,14 @@ def test_short_path_says_what_typer_says(tmp_path: Path) -> None:
         assert _run(argv, short=True, cwd=tmp_path) == _run(argv, short=False, cwd=tmp_path)
 
 
+def test_a_malformed_server_name_is_unreachable_not_a_codec_error(tmp_path: Path) -> None:
+    """``a..b`` (an empty label) is a name no resolver knows: exit 3 and "cannot resolve",
+    as for any unknown name, not the IDNA codec's "label empty or too long" (exit 2)."""
+    code, _, err = _run(["echo", "--no-tls", "--server", "a..b:104"], short=True, cwd=tmp_path)
+    assert code == 3 and "cannot resolve the server name 'a..b'" in err, err
+    assert "idna" not in err
+
+
 def test_short_path_imports_no_typer(tmp_path: Path) -> None:
     """``send`` and ``echo`` on the short path: no Typer, Click, rich, pydantic, pydicom,
     cryptography, logging or TOML parser (start-up is most of a small send)."""

@@ -246,3 +246,35 @@ def test_pdus_of_changing_sizes_leave_each_message_whole_and_apart(pair, monkeyp
     one, two = b.receive(), b.receive()
     assert one.dataset == first and two.dataset == second
     assert one.command[cmd.MESSAGE_ID] == 1 and two.command[cmd.MESSAGE_ID] == 2
+
+
+class _Recording:
+    """A socket that records the length of every ``sendall``."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.writes: list[int] = []
+
+    def sendall(self, data: memoryview) -> None:
+        self.writes.append(len(data))
+        self.sock.sendall(data)
+
+
+@pytest.mark.parametrize("peer_max", [1024, 16384, 131072])
+def test_writes_end_on_whole_tls_records_and_the_data_set_comes_back_whole(
+        pair, peer_max: int) -> None:
+    """Every write but a message's last is a whole number of 16 KiB TLS records, whatever
+    the PDU size (no short record in the middle of a data set); the bytes arrive as sent."""
+    a, b = pair
+    a.set_peer_max(peer_max)
+    recording = _Recording(a.sock)
+    a.sock = recording  # type: ignore[assignment]
+    data = os.urandom(3 * max(ch.SEND_BUFFER, 2 * a._fragment) + 12_345)
+    t = send_async(a, 5, store_command(), data)
+    message = b.receive()
+    t.join()
+    assert message.dataset == data
+    assert len(recording.writes) >= 3
+    assert all(n % ch.TLS_RECORD == 0 for n in recording.writes[:-1]), recording.writes
+    assert sum(recording.writes) == len(store_command()) + len(data) + 12 * (
+        1 + -(-len(data) // a._fragment))
