@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from securepacs.dimse import commands as cmd
+from securepacs.dimse.acceptance import Offer
 from securepacs.dimse.channel import (
     ASSOCIATE_RQ,
     DROP,
@@ -67,7 +68,7 @@ class AcceptorSettings:
 
     ae_title: str
     max_pdu: int
-    contexts: list  # pynetdicom PresentationContexts (negotiation.supported)
+    contexts: Offer  # what we accept (negotiation.supported)
     acse_timeout: float
     network_timeout: float
     dimse_timeout: float
