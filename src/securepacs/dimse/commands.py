@@ -75,7 +75,7 @@ def encode(elements: Mapping[int, int | str]) -> bytes:
     bytes
         The command set, Implicit VR Little Endian, starting with (0000,0000).
     """
-    parts = []
+    parts: list[bytes] = []
     for element in sorted(elements):
         raw = _value(element, elements[element])
         parts += (_ELEMENT.pack(0x0000, element, len(raw)), raw)
