@@ -336,6 +336,7 @@ class Negotiated:
 
     def request(self, body: bytes | bytearray) -> Request:
         """:func:`read_request`, remembered (a malformed body raises every time)."""
+        body = bytes(body)  # one copy: the key and the Request's `body` are this object
         entry = self._entry(body)
         with entry.lock:
             if entry.request is None:
