@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from securepacs.dimse import commands as cmd
+from securepacs.dimse.acceptance import Offer
 from securepacs.dimse.channel import (
     ASSOCIATE_RQ,
     DROP,
@@ -67,7 +68,7 @@ class AcceptorSettings:
 
     ae_title: str
     max_pdu: int
-    contexts: list  # pynetdicom PresentationContexts (negotiation.supported)
+    contexts: Offer  # what we accept (negotiation.supported)
     acse_timeout: float
     network_timeout: float
     dimse_timeout: float
@@ -151,7 +152,7 @@ class AcceptedAssociation:
     def send(self, context_id: int, command: bytes, dataset: BinaryIO | bytes | None = None,
              length: int | None = None) -> None:
         """One message, within the DIMSE timeout (see :meth:`PduChannel.send`)."""
-        self.channel.sock.settimeout(self.settings.dimse_timeout)
+        _timeout(self.channel.sock, self.settings.dimse_timeout)
         self.channel.send(context_id, command, dataset, length)
 
     def respond(self, message: Message, status: int, *, comment: str = "",
@@ -163,7 +164,7 @@ class AcceptedAssociation:
 
     def receive(self, spill: SpillPrefix | None = None) -> Message:
         """The next message within the DIMSE timeout (ProtocolError on anything else)."""
-        self.channel.sock.settimeout(self.settings.dimse_timeout)
+        _timeout(self.channel.sock, self.settings.dimse_timeout)
         return self.channel.receive(spill, self.admit)
 
     def cancel_requested(self, message_id: int) -> bool:
@@ -312,7 +313,7 @@ def _run(assoc: AcceptedAssociation, dispatch: Dispatch, spill: SpillPrefix) -> 
     """Serve requests until the peer releases or aborts, or the association is killed."""
     channel = assoc.channel
     while True:
-        channel.sock.settimeout(assoc.settings.network_timeout)
+        _timeout(channel.sock, assoc.settings.network_timeout)
         try:
             message = channel.receive(spill, assoc.admit)
         except TimeoutError:
@@ -336,6 +337,13 @@ def _run(assoc: AcceptedAssociation, dispatch: Dispatch, spill: SpillPrefix) -> 
             return
         finally:
             message.discard()
+
+
+def _timeout(sock: socket.socket, seconds: float) -> None:
+    """`sock`'s timeout set to `seconds` (a system call each time, so only when it
+    changes: the DIMSE and network timeouts are often the same)."""
+    if sock.gettimeout() != seconds:
+        sock.settimeout(seconds)
 
 
 def _serve(assoc: AcceptedAssociation, message: Message, dispatch: Dispatch) -> None:

@@ -228,6 +228,11 @@ class PduChannel:
                             else LARGEST_PDU)
         self._fragment = 0
         self._buffer = bytearray()  # made on the first send: an idle connection costs nothing
+        self._header = bytearray(6)
+        self._header_view = memoryview(self._header)
+        #: the buffer short PDUs are read into, kept from message to message (made on the
+        #: first receive; at most GROW_STEP bytes, as one PDU in flight always held)
+        self._scratch: bytearray | None = None
         self.set_peer_max(0)
 
     def set_peer_max(self, peer_max: int) -> None:
@@ -259,9 +264,8 @@ class PduChannel:
 
     def _read_header(self) -> tuple[int, int]:
         """The next PDU's type and length, checked against our limits."""
-        header = bytearray(6)
-        self._recv_into(memoryview(header))
-        kind, _, length = PDU_HEADER.unpack(header)
+        self._recv_into(self._header_view)
+        kind, _, length = PDU_HEADER.unpack_from(self._header)
         limit = self._data_limit if kind == P_DATA else self.max_control
         if length > limit:
             raise PduTooLarge(f"a {length}-byte PDU of type 0x{kind:02X}, larger than the "
@@ -329,7 +333,7 @@ class PduChannel:
         budget = self.budget
         held = 0  # bytes of `budget` reserved for `data`
         dropped = 0
-        scratch: bytearray | None = None  # the buffer of this message's (common) short PDUs
+        scratch = self._scratch  # the buffer of the (common) short PDUs
         try:
             while True:
                 kind, body, scratch = self._read_reusing(scratch)
@@ -431,6 +435,7 @@ class PduChannel:
                     held = 0
                 return message
         finally:
+            self._scratch = scratch
             if budget is not None and held:
                 budget.give(held)
             if spool is not None:

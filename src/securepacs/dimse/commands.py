@@ -47,13 +47,18 @@ _AT = {OFFENDING_ELEMENT, 0x1005}
 
 Command = dict[int, int | str | tuple[int, ...]]
 
+_ELEMENT = struct.Struct("<HHI")  # group, element, value length (Implicit VR LE)
+_GROUP_LENGTH = struct.Struct("<HHII")  # (0000,0000) UL with its value
+_U16 = struct.Struct("<H")
+_SPACE_PADDED = _AE | {ERROR_COMMENT}
+
 
 def _value(element: int, value: int | str) -> bytes:
     if element in _US:
-        return struct.pack("<H", int(value))
+        return _U16.pack(int(value))
     text = str(value).encode("ascii")
     if len(text) % 2:
-        text += b" " if element in _AE or element == ERROR_COMMENT else b"\x00"
+        text += b" " if element in _SPACE_PADDED else b"\x00"
     return text
 
 
@@ -70,11 +75,12 @@ def encode(elements: Mapping[int, int | str]) -> bytes:
     bytes
         The command set, Implicit VR Little Endian, starting with (0000,0000).
     """
-    body = bytearray()
+    parts: list[bytes] = []
     for element in sorted(elements):
         raw = _value(element, elements[element])
-        body += struct.pack("<HHI", 0x0000, element, len(raw)) + raw
-    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + bytes(body)
+        parts += (_ELEMENT.pack(0x0000, element, len(raw)), raw)
+    body = b"".join(parts)
+    return _GROUP_LENGTH.pack(0x0000, 0x0000, 4, len(body)) + body
 
 
 def decode(raw: bytes | bytearray) -> Command:
@@ -88,25 +94,27 @@ def decode(raw: bytes | bytearray) -> Command:
         The bytes are not a well-formed group 0000.
     """
     out: Command = {}
-    view = memoryview(raw)
+    data = bytes(raw)  # one copy of a few hundred bytes; slices of it below
+    size = len(data)
+    unpack = _ELEMENT.unpack_from
     pos = 0
-    while pos + 8 <= len(view):
-        group, element, length = struct.unpack_from("<HHI", view, pos)
+    while pos + 8 <= size:
+        group, element, length = unpack(data, pos)
         pos += 8
-        if group != 0x0000 or pos + length > len(view):
+        end = pos + length
+        if group != 0x0000 or end > size:
             raise ValueError(f"malformed command set at byte {pos - 8}")
-        value = bytes(view[pos:pos + length])
-        pos += length
         if element in _US and length == 2:
-            out[element] = struct.unpack("<H", value)[0]
+            out[element] = data[pos] | data[pos + 1] << 8
         elif element == 0x0000 and length == 4:
-            out[element] = struct.unpack("<I", value)[0]
+            out[element] = int.from_bytes(data[pos:end], "little")
         elif element in _AT:
             out[element] = tuple(
-                (g << 16) | e for g, e in struct.iter_unpack("<HH", value[: length // 4 * 4]))
+                (g << 16) | e for g, e in struct.iter_unpack("<HH", data[pos:pos + length // 4 * 4]))
         else:
-            out[element] = value.decode("ascii", "replace").rstrip("\x00 ")
-    if pos != len(view):
+            out[element] = data[pos:end].decode("ascii", "replace").rstrip("\x00 ")
+        pos = end
+    if pos != size:
         raise ValueError("command set has trailing bytes")
     return out
 

@@ -2,7 +2,9 @@
 
 Reads an A-ASSOCIATE-RQ, decides (presentation contexts, SCP/SCU roles, maximum length)
 and builds the A-ASSOCIATE-AC, or an A-ASSOCIATE-RJ with its result/source/reason.
-pynetdicom encodes and decodes the PDUs and negotiates the contexts
+A request in the common, well-formed shape is decoded, negotiated and answered in plain
+Python (:mod:`securepacs.dimse.acceptance`, the same answers byte for byte); any other
+goes through pynetdicom, which encodes and decodes the PDUs and negotiates the contexts
 (:func:`pynetdicom.presentation.negotiate_as_acceptor`); the rest is here.
 """
 
@@ -24,6 +26,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
 from securepacs import IMPLEMENTATION_VERSION
+from securepacs.dimse.acceptance import Offer, Proposal, negotiate, read_canonical
 from securepacs.dimse.associate import APPLICATION_CONTEXT, IMPLEMENTATION_CLASS_UID
 from securepacs.dimse.channel import PDU_HEADER
 from securepacs.dimse.contexts import (
@@ -66,11 +69,26 @@ class AcceptedContext:
 
 @dataclass
 class Request:
-    """What the requestor asked for."""
+    """What the requestor asked for: AE titles (without padding), its Maximum Length
+    Received (0: none), the application context, and either the canonical `proposal`
+    (:mod:`securepacs.dimse.acceptance`) or pynetdicom's `primitive` (made on demand from
+    `body` for a canonical request)."""
 
     calling_ae: str
     max_pdu: int
-    primitive: A_ASSOCIATE = field(repr=False)
+    called_ae: str = ""
+    application_context: str = ""
+    proposal: Proposal | None = field(default=None, repr=False)
+    body: bytes = field(default=b"", repr=False)
+    _primitive: A_ASSOCIATE | None = field(default=None, repr=False)
+
+    @property
+    def primitive(self) -> A_ASSOCIATE:
+        """pynetdicom's A-ASSOCIATE primitive of the request."""
+        if self._primitive is None:
+            self._primitive = _read_pynetdicom(self.body)._primitive
+        assert self._primitive is not None
+        return self._primitive
 
 
 def printable(text: str, limit: int = 64) -> str:
@@ -132,9 +150,22 @@ def _walk(body: bytes | bytearray, pos: int, end: int, parent: int) -> None:
 def read_request(body: bytes | bytearray) -> Request:
     """Decode an A-ASSOCIATE-RQ body; ValueError (one line, bounded) when malformed.
 
-    pynetdicom's decoder meets malformed input with many exception types (struct.error,
-    AssertionError, UnicodeDecodeError, IndexError...): every one becomes ValueError."""
+    A canonical request (:func:`securepacs.dimse.acceptance.read_canonical`) is read in
+    plain Python; any other by pynetdicom, whose decoder meets malformed input with many
+    exception types (struct.error, AssertionError, UnicodeDecodeError, IndexError...):
+    every one becomes ValueError."""
     check_structure(body)
+    proposal = read_canonical(body)
+    if proposal is None:
+        return _read_pynetdicom(body)
+    return Request(calling_ae=proposal.calling_ae, max_pdu=proposal.max_pdu,
+                   called_ae=proposal.called_ae,
+                   application_context=proposal.application_context, proposal=proposal,
+                   body=bytes(body))
+
+
+def _read_pynetdicom(body: bytes | bytearray) -> Request:
+    """:func:`read_request` by pynetdicom's decoder (after :func:`check_structure`)."""
     pdu = A_ASSOCIATE_RQ()
     try:
         pdu.decode(PDU_HEADER.pack(0x01, 0, len(body)) + bytes(body))
@@ -142,7 +173,10 @@ def read_request(body: bytes | bytearray) -> Request:
         request = Request(
             calling_ae=str(primitive.calling_ae_title or "").strip(),
             max_pdu=int(primitive.maximum_length_received or 0),
-            primitive=primitive,
+            called_ae=str(primitive.called_ae_title or "").strip(),
+            application_context=str(primitive.application_context_name or ""),
+            body=bytes(body),
+            _primitive=primitive,
         )
         for context in primitive.presentation_context_definition_list:
             str(context.abstract_syntax)  # decoded now, not later in negotiation
@@ -152,7 +186,26 @@ def read_request(body: bytes | bytearray) -> Request:
     return request
 
 
-def supported(contexts: Sequence[tuple[str, Sequence[str], bool]]) -> list[PresentationContext]:
+def supported(contexts: Sequence[tuple[str, Sequence[str], bool]]) -> Offer:
+    """What the acceptor offers, from (abstract syntax, transfer syntaxes, SCP/SCU role
+    selection) each; pynetdicom's contexts for it are made only when a request needs
+    pynetdicom's negotiation (:func:`presentation_contexts`)."""
+    return Offer(contexts)
+
+
+_PYNETDICOM = threading.Lock()
+
+
+def presentation_contexts(offer: Offer) -> list[PresentationContext]:
+    """pynetdicom's PresentationContexts for `offer` (made once, ~50 ms for ~170)."""
+    with _PYNETDICOM:
+        if offer.pynetdicom is None:
+            offer.pynetdicom = _pynetdicom_contexts(offer.entries)
+        return offer.pynetdicom
+
+
+def _pynetdicom_contexts(contexts: Sequence[tuple[str, Sequence[str], bool]]
+                         ) -> list[PresentationContext]:
     """pynetdicom contexts for (abstract syntax, transfer syntaxes, SCP/SCU role selection)."""
     out = []
     for index, (abstract, syntaxes, roles) in enumerate(contexts):
@@ -167,11 +220,31 @@ def supported(contexts: Sequence[tuple[str, Sequence[str], bool]]) -> list[Prese
     return out
 
 
-def accept(request: Request, contexts: list[PresentationContext], *, ae_title: str,
-           max_pdu: int, policy: str = "as-proposed",
+def accept(request: Request, offer: Offer, *, ae_title: str, max_pdu: int,
+           policy: str = "as-proposed",
            accept_unknown_storage: bool = False) -> tuple[bytes, dict[int, AcceptedContext]]:
     """The A-ASSOCIATE-AC PDU and the accepted contexts by ID (a requestor whose contexts
     are all refused still gets an AC, with every context's reason, PS3.8 9.3.3.2).
+
+    A canonical request is negotiated by :func:`securepacs.dimse.acceptance.negotiate`,
+    any other by :func:`accept_pynetdicom`: the same rules, the same bytes.
+    """
+    if request.proposal is not None:
+        answer = negotiate(request.proposal, offer, ae_title=ae_title, max_pdu=max_pdu,
+                           policy=policy, accept_unknown_storage=accept_unknown_storage)
+        if answer is not None:
+            pdu, contexts = answer
+            return pdu, {c[0]: AcceptedContext(*c) for c in contexts}
+    return accept_pynetdicom(request, presentation_contexts(offer), ae_title=ae_title,
+                             max_pdu=max_pdu, policy=policy,
+                             accept_unknown_storage=accept_unknown_storage)
+
+
+def accept_pynetdicom(request: Request, contexts: list[PresentationContext], *,
+                      ae_title: str, max_pdu: int, policy: str = "as-proposed",
+                      accept_unknown_storage: bool = False
+                      ) -> tuple[bytes, dict[int, AcceptedContext]]:
+    """:func:`accept` by pynetdicom's negotiation and encoder.
 
     pynetdicom decides acceptance and roles but walks *our* list of transfer syntaxes;
     the syntax of each accepted context is then chosen from the *requestor's* list, in its
@@ -236,8 +309,9 @@ class Negotiated:
     """The last answers to A-ASSOCIATE-RQ bodies, byte for byte (a bounded cache).
 
     A sender proposes the same contexts on every association (DCMTK ``storescu`` offers
-    ~120 storage classes): decoding them with pynetdicom and negotiating costs ~20 ms,
-    more than storing 50 small images. The answer depends only on the request's bytes and
+    ~120 storage classes): decoding them with pynetdicom and negotiating costs ~30 ms,
+    more than storing 10 small images, and even the plain-Python path
+    (:mod:`securepacs.dimse.acceptance`) ~1 ms. The answer depends only on the request's bytes and
     the server's fixed settings, so a repeated body gets the same Request and A-ASSOCIATE-AC
     again; every check that depends on the peer (its certificate, the calling AE title
     binding, the limits) still runs each time. At most `size` bodies are kept.
@@ -262,6 +336,7 @@ class Negotiated:
 
     def request(self, body: bytes | bytearray) -> Request:
         """:func:`read_request`, remembered (a malformed body raises every time)."""
+        body = bytes(body)  # one copy: the key and the Request's `body` are this object
         entry = self._entry(body)
         with entry.lock:
             if entry.request is None:
@@ -269,7 +344,7 @@ class Negotiated:
             return entry.request
 
     def accept(self, body: bytes | bytearray, request: Request,
-               contexts: list[PresentationContext], *, ae_title: str, max_pdu: int,
+               contexts: Offer, *, ae_title: str, max_pdu: int,
                policy: str, accept_unknown_storage: bool) -> _Answer:
         """:func:`accept` for `request`, read from `body` (a server's settings never
         change), remembered; the accepted contexts are the caller's own copy."""
@@ -289,13 +364,13 @@ def _unknown_storage(proposed: Sequence[PresentationContext],
     private storage SOP classes), with SCP/SCU role selection as for the known ones."""
     listed = {str(cx.abstract_syntax) for cx in contexts}
     extra = sorted({str(cx.abstract_syntax) for cx in proposed} - listed)
-    return supported([(sop_class, STORAGE_TRANSFER_SYNTAXES, True)
-                      for sop_class in extra if could_be_storage(sop_class)])
+    return _pynetdicom_contexts([(sop_class, STORAGE_TRANSFER_SYNTAXES, True)
+                                 for sop_class in extra if could_be_storage(sop_class)])
 
 
 def check_context_name(request: Request) -> Rejection | None:
     """Only the DICOM application context is supported (PS3.7 A.2.1)."""
-    name = str(request.primitive.application_context_name or "")
+    name = request.application_context
     if name != APPLICATION_CONTEXT:
         return Rejection(*APPLICATION_CONTEXT_NOT_SUPPORTED,
                          why=f"application context {printable(name)!r} not supported")
@@ -305,7 +380,7 @@ def check_context_name(request: Request) -> Rejection | None:
 def check_called_ae(request: Request, ae_title: str) -> Rejection | None:
     """The called AE title must be ours (PS3.8 9.3.4: rejected-permanent, service-user,
     "called-AE-title-not-recognized")."""
-    called = str(request.primitive.called_ae_title or "").strip()
+    called = request.called_ae
     if called != ae_title.strip():
         return Rejection(*CALLED_AE_NOT_RECOGNISED,
                          why=f"called AE title {printable(called)!r} is not this server's "
