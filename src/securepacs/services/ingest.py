@@ -8,9 +8,9 @@ Write order (the archive's durability contract):
 3. index row in one transaction (committed with ``synchronous=FULL`` on SQLite);
 4. only then the caller answers Success.
 
-Steps 2 and 3 overlap in time (the blob is written by another thread while the index
-transaction runs) but not in effect: the transaction commits only once the blob is
-durable.
+Steps 2 and 3 overlap in time (the blob is written and fsynced by a writer thread while
+the index transaction runs) but not in effect: the transaction commits only once the
+blob is durable.
 
 A failure after step 2 removes the blob again; a crash between 2 and 3 leaves an
 unreferenced blob that :func:`sweep_orphans` removes at the next start.
