@@ -8,12 +8,12 @@ Temp names carry the writer's PID so that a sweep never removes a live writer's 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,7 +23,29 @@ _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 KEYS_PER_FOLDER = 256
 
 
-def _fsync_dir(path: Path) -> None:
+#: flags of a new temp file (``open(path, "xb")`` without Python's buffered file object)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_IOV_MAX = 64  # buffers per writev (the kernel takes 1024)
+
+
+def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> int:
+    """Write `parts` in order to `fd` (one ``writev`` when the kernel takes them whole,
+    as it does for a regular file); the bytes written."""
+    if len(parts) > _IOV_MAX:
+        return sum(_write_all(fd, parts[i:i + _IOV_MAX])
+                   for i in range(0, len(parts), _IOV_MAX))
+    total = sum(len(part) for part in parts)
+    if not total:
+        return 0
+    done = os.writev(fd, parts) if len(parts) > 1 else os.write(fd, parts[0])
+    if done < total:  # a short write: the rest, piece by piece
+        rest = memoryview(b"".join(parts))[done:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+    return total
+
+
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -63,7 +85,9 @@ class FileBlobStore:
         self._tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.spool_folder: Path | None = self._tmp
         os.chmod(self.root, 0o700)
-        self._folders: set[Path] = set()  # fan-out folders known to exist (and be durable)
+        self._root_s = os.fspath(self.root)
+        self._tmp_s = os.fspath(self._tmp)
+        self._folders: set[str] = set()  # fan-out folders known to exist (and be durable)
         self._prefix = ""
         self._prefix_left = 0
         self._lock = threading.Lock()
@@ -78,14 +102,22 @@ class FileBlobStore:
         """
         with self._lock:
             if self._prefix_left == 0:
-                self._prefix = uuid.uuid4().hex[:4]
+                self._prefix = os.urandom(2).hex()
                 self._prefix_left = KEYS_PER_FOLDER
             self._prefix_left -= 1
-            return self._prefix + uuid.uuid4().hex[4:]
+            return self._prefix + os.urandom(14).hex()
 
     def path(self, key: str) -> Path:
         """Where the blob `key` lives (whether or not it exists)."""
         return blob_path(self.root, key)
+
+    def _locate(self, key: str) -> tuple[str, str]:
+        """The folder and the path of blob `key`, as :meth:`path` (plain strings: the
+        per-blob write path builds no ``Path`` objects)."""
+        if len(key) < 5 or not key.isalnum():
+            raise ValueError(f"invalid blob key {key!r}")
+        folder = f"{self._root_s}/{key[:2]}/{key[2:4]}"
+        return folder, f"{folder}/{key}"
 
     def put(self, key: str, chunks: bytes | bytearray | Iterable[bytes | bytearray]) -> int:
         """Write the blob durably; returns its size.
@@ -97,19 +129,26 @@ class FileBlobStore:
         StorageError
             Any other I/O failure; nothing is left behind.
         """
-        final = self.path(key)
-        tmp = self._tmp / f"{key}.{os.getpid()}.tmp"
+        folder, final = self._locate(key)
+        tmp = f"{self._tmp_s}/{key}.{os.getpid()}.tmp"
         size = 0
         try:
-            with open(tmp, "xb") as fh:
-                for chunk in [chunks] if isinstance(chunks, bytes | bytearray) else chunks:
-                    fh.write(chunk)
-                    size += len(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self._move_in(tmp, final)
+            fd = os.open(tmp, _CREATE, 0o666)
+            try:
+                if isinstance(chunks, bytes | bytearray):
+                    size = _write_all(fd, (chunks,))
+                elif isinstance(chunks, list | tuple):
+                    size = _write_all(fd, chunks)
+                else:
+                    for chunk in chunks:
+                        size += _write_all(fd, (chunk,))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._move_in(tmp, folder, final)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise self._error(exc) from exc
         return size
 
@@ -123,7 +162,7 @@ class FileBlobStore:
         StorageFullError, StorageError
             As :meth:`put`; `path` is removed and nothing is left behind.
         """
-        final = self.path(key)
+        folder, final = self._locate(key)
         try:
             if path.parent != self._tmp:
                 with open(path, "rb") as fh:
@@ -134,22 +173,22 @@ class FileBlobStore:
                 size = os.fstat(fd).st_size
             finally:
                 os.close(fd)
-            self._move_in(path, final)
+            self._move_in(os.fspath(path), folder, final)
         except OSError as exc:
             raise self._error(exc) from exc
         finally:
             path.unlink(missing_ok=True)
         return size
 
-    def _move_in(self, tmp: Path, final: Path) -> None:
+    def _move_in(self, tmp: str, folder: str, final: str) -> None:
         """Rename a durable temp file into place and make the rename durable."""
-        if final.parent not in self._folders:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(final.parent.parent)
-            _fsync_dir(self.root)
-            self._folders.add(final.parent)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            _fsync_dir(os.path.dirname(folder))
+            _fsync_dir(self._root_s)
+            self._folders.add(folder)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        _fsync_dir(folder)
 
     def _error(self, exc: OSError) -> StorageError:
         if exc.errno in _SPACE_ERRNOS:

@@ -99,26 +99,23 @@ class GroupCommit:
         self._run_batch = run_batch
         self._limit = limit
         self._across = across
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._pending: list[Job] = []
         self._busy = False
+        self._waiting = 0  # callers asleep in the condition
 
     def submit(self, payload: Any) -> Any:
         """Run `payload` in some batch; its result, or raise its error."""
         job = Job(payload)
-        with self._cond:
+        cond = self._cond
+        with cond:
             self._pending.append(job)
-        while True:
-            with self._cond:
-                while not job.done and self._busy:
-                    self._cond.wait()
-                if job.done:
-                    break
-                self._busy = True
+            lead = self._follow(job)
+        while lead:
             held = self._across is not None and self._across.acquire()
             batch: list[Job] = []
             try:
-                with self._cond:  # taken after the turn: what queued meanwhile comes too
+                with cond:  # taken after the turn: what queued meanwhile comes too
                     batch = self._pending[:self._limit]
                     del self._pending[:self._limit]
                 self._run_batch(batch)
@@ -129,11 +126,27 @@ class GroupCommit:
             finally:
                 if held:
                     self._across.release()  # type: ignore[union-attr]
-                with self._cond:
+                with cond:
                     for other in batch:
                         other.done = True
                     self._busy = False
-                    self._cond.notify_all()
+                    if self._waiting:
+                        cond.notify_all()
+                    lead = self._follow(job)  # not done: it was beyond this batch's limit
         if job.error is not None:
             raise job.error
         return job.result
+
+    def _follow(self, job: Job) -> bool:
+        """Wait (holding the condition's lock) until `job` is done or nobody leads; True
+        when this caller is to lead the next batch."""
+        while not job.done and self._busy:
+            self._waiting += 1
+            try:
+                self._cond.wait()
+            finally:
+                self._waiting -= 1
+        if job.done:
+            return False
+        self._busy = True
+        return True

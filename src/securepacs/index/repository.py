@@ -82,10 +82,14 @@ class AddResult:
 
 
 
+_ADDED = AddResult("added")
+_DUPLICATE = AddResult("duplicate")
+
+
 def _settled(done: list[tuple[Job, str]], left: list[Job]) -> list[Job]:
     """Give the committed adds of a fast transaction their results; the jobs `left`."""
     for job, outcome in done:
-        job.result = AddResult("added" if outcome == "added" else "duplicate")
+        job.result = _ADDED if outcome == "added" else _DUPLICATE
     return left
 
 class SqlIndex:

@@ -56,6 +56,8 @@ class _Statement:
         processors: Mapping[str, Any] = getattr(compiled, "_bind_processors", {})
         self.processors: dict[str, Callable[[Any], Any]] = {
             k: v for k, v in processors.items() if v is not None}
+        #: (name, bind processor or None) of each positional parameter, in order
+        self._plan = [(n, self.processors.get(n)) for n in self.names]
         self.columns: list[str] = []
         self.results: list[Callable[[Any], Any] | None] = []
         if isinstance(statement, sa.Select):
@@ -64,9 +66,9 @@ class _Statement:
                 self.results.append(column.type._cached_result_processor(dialect, None))
 
     def params(self, values: Mapping[str, Any]) -> Any:
-        procs = self.processors
         if self.positional:
-            return tuple(procs[n](values[n]) if n in procs else values[n] for n in self.names)
+            return tuple([values[n] if p is None else p(values[n]) for n, p in self._plan])
+        procs = self.processors
         return {k: procs[k](v) if k in procs else v for k, v in values.items()}
 
     def one(self, cursor: Any, values: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -201,10 +203,11 @@ class RowWriter:
 
     def _fill(self, cursor: Any, table: sa.Table, row: Mapping[str, Any],
               new: Mapping[str, str]) -> set[str]:
-        current: dict[str, Any] = dict(row["attrs"] or {})
+        kept: Mapping[str, Any] = row["attrs"] or {}
         filled = {k for k, v in new.items()
-                  if v and v.strip() and not str(current.get(k) or "").strip()}
-        if filled:
+                  if v and v.strip() and not str(kept.get(k) or "").strip()}
+        if filled:  # a copy: `row` may be a row kept for the next images
+            current: dict[str, Any] = dict(kept)
             current.update({k: new[k] for k in filled})
             self._updates[table.name].run(cursor, {"row_id": row["id"], "attrs": current,
                                                    **self._columns(table, current)})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR",
                        b"UT", b"SV", b"UV"})
@@ -32,6 +33,17 @@ MAX_INFLATED = 512 * 1024 * 1024
 RawElements = dict[int, tuple[bytes, bytes]]
 
 
+def _readers(order: str) -> tuple[Any, ...]:
+    """The ``unpack_from`` of each header form in byte order `order` (``<`` or ``>``),
+    built once per process: u16, u32, tag, (group, element, VR, short length) and
+    (group, element, length)."""
+    return tuple(struct.Struct(order + form).unpack_from
+                 for form in ("H", "I", "HH", "HH2sH", "HHI"))
+
+
+_READERS = {True: _readers("<"), False: _readers(">")}
+
+
 class _Walker:
     def __init__(self, data: bytes | memoryview, *, implicit: bool, little: bool,
                  collect: frozenset[int] = frozenset()):
@@ -39,12 +51,8 @@ class _Walker:
         self.implicit = implicit
         self.collect = collect
         self.found: RawElements = {}
-        self.u16 = struct.Struct("<H" if little else ">H").unpack_from
-        self.u32 = struct.Struct("<I" if little else ">I").unpack_from
-        self.tag = struct.Struct("<HH" if little else ">HH").unpack_from
-        #: (group, element, VR, short length) and (group, element, length)
-        self.explicit_head = struct.Struct("<HH2sH" if little else ">HH2sH").unpack_from
-        self.implicit_head = struct.Struct("<HHI" if little else ">HHI").unpack_from
+        (self.u16, self.u32, self.tag, self.explicit_head,
+         self.implicit_head) = _READERS[bool(little)]
 
     def _read_tag(self, pos: int) -> int:
         if pos + 8 > len(self.data):

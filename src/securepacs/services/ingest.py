@@ -8,9 +8,9 @@ Write order (the archive's durability contract):
 3. index row in one transaction (committed with ``synchronous=FULL`` on SQLite);
 4. only then the caller answers Success.
 
-Steps 2 and 3 overlap in time (the blob is written by another thread while the index
-transaction runs) but not in effect: the transaction commits only once the blob is
-durable.
+Steps 2 and 3 overlap in time (the blob is written and fsynced by a writer thread while
+the index transaction runs) but not in effect: the transaction commits only once the
+blob is durable.
 
 A failure after step 2 removes the blob again; a crash between 2 and 3 leaves an
 unreferenced blob that :func:`sweep_orphans` removes at the next start.
@@ -29,9 +29,9 @@ import enum
 import logging
 import mmap
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -124,6 +124,83 @@ def _file_chunks(header: bytes, path: Path, offset: int) -> Iterator[bytes]:
             yield chunk
 
 
+class _Write:
+    """A blob write handed to a writer thread; :meth:`result` waits for it.
+
+    What :class:`concurrent.futures.Future` does for this one use, with one lock (held
+    until the write is over) instead of a condition variable and its waiter list: a
+    waiter sleeps in the lock's C code and wakes once, when the writer releases it.
+    """
+
+    __slots__ = ("_work", "_over", "_value", "_error")
+
+    def __init__(self, work: Callable[[], int]) -> None:
+        self._work: Callable[[], int] | None = work
+        self._over = threading.Lock()
+        self._over.acquire()
+        self._value = 0
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        """Do the write (in a writer thread) and let every waiter go."""
+        work, self._work = self._work, None
+        try:
+            assert work is not None
+            self._value = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+            self._error = exc
+        finally:
+            self._over.release()
+
+    def result(self) -> int:
+        """The write's size once it is over (at once afterwards); raise its error."""
+        with self._over:
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _Writers:
+    """Threads that write blobs (at most `limit`, started when no idle one is left).
+
+    The hand-off of every received image, so lean: a C queue, a lock, one counter.
+    `_idle` is the number of threads waiting for work minus the writes queued (negative:
+    writes wait for a busy thread to come back, once `limit` threads run); a thread is
+    started only when it is not positive, so a write never waits while a thread idles.
+    Daemon threads: each write has a caller waiting for it, so none is abandoned while
+    the process goes on.
+    """
+
+    def __init__(self, limit: int = 16) -> None:
+        self._queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, work: Callable[[], int]) -> _Write:
+        write = _Write(work)
+        with self._lock:
+            start = self._idle <= 0 and self._threads < self._limit
+            if start:
+                self._threads += 1
+                name = f"blob-writer_{self._threads - 1}"
+            else:
+                self._idle -= 1
+        self._queue.put(write)
+        if start:
+            threading.Thread(target=self._run, name=name, daemon=True).start()
+        return write
+
+    def _run(self) -> None:
+        get, lock = self._queue.get, self._lock
+        while True:
+            get().run()
+            with lock:
+                self._idle += 1
+
+
 class IngestService:
     """Stores received instances in the blob store and the index (committed in that order)."""
 
@@ -133,14 +210,7 @@ class IngestService:
         self._blobs = blobs
         self._replace = replace_duplicates
         self._default_org = default_organisation
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-
-    def _writer(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-writer")
-            return self._pool
+        self._writers = _Writers()
 
     @property
     def spool_folder(self) -> Path | None:
@@ -194,7 +264,7 @@ class IngestService:
                                 organization=item.organization or self._default_org)
         # The blob is written (and fsynced) by another thread while the index transaction
         # runs; the transaction commits only once the blob is durable (`ready`).
-        written = self._writer().submit(write)
+        written = self._writers.submit(write)
         try:
             result = self._index.add(record, replace=self._replace, ready=written.result)
         except BaseException:
@@ -228,7 +298,7 @@ class IngestService:
         raise UidConflictError("this SOP Instance UID cannot be stored for your organisation "
                                "(ask the archive's administrator)")
 
-    def _discard(self, written: Future[int], key: str) -> None:
+    def _discard(self, written: _Write, key: str) -> None:
         """Remove the blob of an add that failed, once its write is over (a write that
         failed left nothing); a failing removal is logged, the add's own error stands."""
         try:

@@ -77,27 +77,39 @@ def header_for(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: s
     """``part10_header(file_meta(...))``, byte for byte, encoded directly.
 
     The per-image path of ingest calls this for every instance; pydicom's writer takes
-    ~0.5 ms, this a few microseconds. Anything out of the ordinary (a UID that is not
-    digits and dots, a non-ASCII AE title) goes through pydicom as before.
+    ~0.5 ms, this a few microseconds (the elements other than the SOP Instance UID are
+    encoded once per SOP class, transfer syntax and AE title). Anything out of the
+    ordinary (a UID that is not digits and dots, a non-ASCII AE title) goes through
+    pydicom as before.
     """
-    ae = source_ae[:16]
-    uids = (sop_class_uid, sop_instance_uid, transfer_syntax_uid)
-    if (not all(u and not u.strip(_UID_DIGITS) for u in uids) or not ae.isascii()
-            or ae != ae.strip() or "\\" in ae or not _syntax(transfer_syntax_uid)[0]):
+    fixed = _fixed_elements(sop_class_uid, transfer_syntax_uid, source_ae[:16])
+    if fixed is None or not sop_instance_uid or sop_instance_uid.strip(_UID_DIGITS):
         return part10_header(file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid,
                                        source_ae))
-    parts = [
-        b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01",
-        _element(0x0002, b"UI", sop_class_uid.encode("ascii"), b"\x00"),
-        _element(0x0003, b"UI", sop_instance_uid.encode("ascii"), b"\x00"),
+    body = b"".join((fixed[0], _element(0x0003, b"UI", sop_instance_uid.encode("ascii"),
+                                        b"\x00"), fixed[1]))
+    return PREAMBLE + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+
+
+@lru_cache(maxsize=256)
+def _fixed_elements(sop_class_uid: str, transfer_syntax_uid: str, ae: str
+                    ) -> tuple[bytes, bytes] | None:
+    """The File Meta elements before and after (0002,0003) for :func:`header_for`, or
+    None when one of the values needs pydicom's encoder."""
+    if (not all(u and not u.strip(_UID_DIGITS) for u in (sop_class_uid, transfer_syntax_uid))
+            or not ae.isascii() or ae != ae.strip() or "\\" in ae
+            or not _syntax(transfer_syntax_uid)[0]):
+        return None
+    before = (b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
+              + _element(0x0002, b"UI", sop_class_uid.encode("ascii"), b"\x00"))
+    after = [
         _element(0x0010, b"UI", transfer_syntax_uid.encode("ascii"), b"\x00"),
         _element(0x0012, b"UI", _IMPLEMENTATION_UID, b"\x00"),
         _element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode("ascii"), b" "),
     ]
     if ae:
-        parts.append(_element(0x0016, b"AE", ae.encode("ascii"), b" "))
-    body = b"".join(parts)
-    return PREAMBLE + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+        after.append(_element(0x0016, b"AE", ae.encode("ascii"), b" "))
+    return before, b"".join(after)
 
 
 def check_encoding(dataset: bytes | memoryview, transfer_syntax_uid: str) -> None:

@@ -74,6 +74,63 @@ def test_blob_is_durable_before_the_row(stores: tuple[SqlIndex, FileBlobStore]) 
     assert blobs.read(stored.blob_key)[128:132] == b"DICM"
 
 
+class Watch:
+    """An index whose add checks, when the blob's `ready` returns (just before the
+    commit), that the blob is in place and no temp file is left, and counts the fsyncs
+    made by then."""
+
+    def __init__(self, index: SqlIndex, blobs: FileBlobStore, fsyncs: list[int]) -> None:
+        self._index, self._blobs, self._fsyncs = index, blobs, fsyncs
+        self.seen: list[tuple[bool, bool, int]] = []
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._index, attr)
+
+    def add(self, record: Any, *, ready: Any = None, **kwargs: Any) -> Any:
+        def watched() -> object:
+            assert ready is not None
+            out = ready()
+            self.seen.append((self._blobs.path(record.blob_key).is_file(),
+                              not list((self._blobs.root / "tmp").iterdir()),
+                              len(self._fsyncs)))
+            return out
+
+        return self._index.add(record, ready=watched, **kwargs)
+
+
+def test_the_row_commits_only_after_the_blob_and_its_folder_are_fsynced(
+        stores: tuple[SqlIndex, FileBlobStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The durability order itself: when the index transaction is let to commit, the blob
+    is renamed into place and both fsyncs (file, folder) are done; a write that fails at
+    its fsync fails the store and leaves no row, no blob and no temp file."""
+    index, blobs = stores
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    watch = Watch(index, blobs, fsyncs)
+    service = IngestService(watch, blobs)
+    assert service.store(received()) is Outcome.STORED  # a new folder: mkdir + its fsyncs
+    fsyncs.clear()
+    assert service.store(received()) is Outcome.STORED
+    assert watch.seen[-1] == (True, True, 2)  # in place, no temp file, file + folder fsynced
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    item = received()
+    with pytest.raises(StorageError):
+        service.store(item)
+    assert index.get(item.sop_instance_uid) is None
+    assert len(list(blobs.keys())) == 2
+    assert not list((blobs.root / "tmp").iterdir())
+
+
 def test_index_failure_removes_the_blob(stores: tuple[SqlIndex, FileBlobStore]) -> None:
     index, blobs = stores
     calls: list[str] = []
