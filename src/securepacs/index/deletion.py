@@ -10,7 +10,7 @@ Only keys listed there are ever deleted this way: a blob that a concurrent inges
 writing has a fresh key no row and no list names yet.
 
 Concurrency (PostgreSQL): the study row is locked first (``SELECT ... FOR UPDATE``), the
-lock every add into that study also takes (:mod:`securepacs.index.repository`), and the
+lock every add into that study also takes (:mod:`securepacs.index.filing`), and the
 rows under it are read again under that lock: an add that committed first is deleted
 with the study; an add that waits finds no study afterwards and files a fresh one. A
 deadlock or serialization failure is retried. SQLite runs one write transaction at a time.
@@ -33,7 +33,6 @@ from sqlalchemy import exc as sa_exc
 
 from securepacs.errors import ConfigError
 from securepacs.index.engine import READ_ONLY, make_engine
-from securepacs.index.repository import _retryable, _storage_error
 from securepacs.index.schema import (
     blob_pending_delete,
     blob_trash,
@@ -42,6 +41,7 @@ from securepacs.index.schema import (
     series,
     study,
 )
+from securepacs.index.sqlerrors import _retryable, _storage_error
 from securepacs.index.trust import trust_share, trust_state
 from securepacs.model.deletion import DeletionTarget, Removal, Trashed
 from securepacs.model.levels import Level

@@ -1,6 +1,6 @@
 """The add of new instances in plain DB-API statements: the ingest hot path of the index.
 
-The same statements as :mod:`securepacs.index.repository` (find or create the patient,
+The same statements as :mod:`securepacs.index.filing` (find or create the patient,
 study and series rows, fill the values they lack, insert the instance row; PS3.4 C.6.1.1
 hierarchy), compiled once per database by SQLAlchemy, then run on one DB-API connection
 that the group-commit leader (:mod:`securepacs.index.groupcommit`) keeps for its batches:
