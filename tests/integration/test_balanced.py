@@ -104,9 +104,11 @@ def test_two_instances_behind_haproxy(tmp_path: Path, pki, pg_url: str) -> None:
         slices = [files[i::SENDERS] for i in range(SENDERS)]
         started = time.monotonic()
         # one association each, started apart so that round robin alternates a, b, a, b
+        # (0.1 s apart: the output is read only once all are started, and 500 images now
+        # take about a second in all)
         for part in slices:
             senders.append(storescu(lb_port, pki, part))
-            time.sleep(0.3)
+            time.sleep(0.1)
         successes = [0] * SENDERS
         outputs: list[list[str]] = [[] for _ in range(SENDERS)]
         killed = False
@@ -129,7 +131,9 @@ def test_two_instances_behind_haproxy(tmp_path: Path, pki, pg_url: str) -> None:
                 outputs[i].append(line)
                 if _SUCCESS in line:
                     successes[i] += 1
-                    if sum(successes) >= 150 and not killed:
+                    # every association answered (so each is under way on its instance):
+                    # a fixed total (150) let the senders finish before the kill once
+                    if min(successes) >= 5 and not killed:
                         servers["a"].kill()  # SIGKILL in the middle of the send
                         killed = True
         for proc in senders:
@@ -177,7 +181,7 @@ def test_two_instances_behind_haproxy(tmp_path: Path, pki, pg_url: str) -> None:
         left = [p for p in blobs.rglob("*") if p.is_file()]
         assert len(left) == IMAGES, f"{len(left)} blob files for {IMAGES} images"
         print(f"\n500 images through HAProxy: first pass {first_pass:.1f} s, "
-              f"{sum(successes)} acknowledged before the retries, A killed at >=150")
+              f"{sum(successes)} acknowledged before the retries, A killed when every sender had >= 5")
     finally:
         for proc in senders:
             if proc.poll() is None:
