@@ -65,9 +65,13 @@ def _pid_alive(pid: int) -> bool:
 
 def blob_path(root: Path, key: str) -> Path:
     """Where the blob `key` lives in the store at `root`: ``root/ab/cd/KEY``."""
+    _check_key(key)
+    return Path(root) / key[:2] / key[2:4] / key
+
+
+def _check_key(key: str) -> None:
     if len(key) < 5 or not key.isalnum():
         raise ValueError(f"invalid blob key {key!r}")
-    return Path(root) / key[:2] / key[2:4] / key
 
 
 class FileBlobStore:
@@ -114,8 +118,7 @@ class FileBlobStore:
     def _locate(self, key: str) -> tuple[str, str]:
         """The folder and the path of blob `key`, as :meth:`path` (plain strings: the
         per-blob write path builds no ``Path`` objects)."""
-        if len(key) < 5 or not key.isalnum():
-            raise ValueError(f"invalid blob key {key!r}")
+        _check_key(key)
         folder = f"{self._root_s}/{key[:2]}/{key[2:4]}"
         return folder, f"{folder}/{key}"
 
