@@ -11,9 +11,16 @@ TLS settings as securepacs (``securepacs.pki.tlspolicy.server_context``: TLS 1.2
 suites, client certificate required) and the same maximum PDU length as the benchmark gives
 every server.
 
+With ``--index FILE`` it is the floor *with an index*: after the two fsyncs, one row (the
+SOP Instance UID and the file's name) is inserted into an SQLite database in WAL mode with
+``synchronous=FULL`` and committed before the C-STORE-RSP, one commit per image (a lock
+serialises the associations' commits). That is the least a receiver can do that keeps the
+durability contract of securepacs (blob durable, then index row durable, then Success): the
+price of the second durable step, measured rather than argued.
+
 Run by the benchmark as its own process (so its CPU time can be read from /proc)::
 
-    python -m bench.floor --port N --out DIR [--tls CERT KEY CA] [--pdu 131072]
+    python -m bench.floor --port N --out DIR [--tls CERT KEY CA] [--pdu 131072] [--index DB]
 
 Files are named ``<association>-<n>.ds`` and hold the data set bytes exactly as received
 (no File Meta Information). It answers C-ECHO too; any other command aborts the association.
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sqlite3
 import struct
 import sys
 import threading
@@ -115,11 +123,32 @@ def _p_data(pc_id: int, command: bytes) -> bytes:
     return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
 
 
+class Index:
+    """One SQLite database (WAL, ``synchronous=FULL``) shared by every association, one row
+    per stored data set, committed one by one under a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.lock = threading.Lock()
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS instance (uid TEXT PRIMARY KEY, file TEXT)")
+
+    def add(self, uid: bytes, file: str) -> None:
+        with self.lock:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT OR REPLACE INTO instance VALUES (?, ?)",
+                            (uid.rstrip(b"\x00 ").decode("ascii"), file))
+            self.db.execute("COMMIT")
+
+
 class Association:
     """One association on a connected (TLS-wrapped) socket; :meth:`run` until it ends."""
 
-    def __init__(self, sock: Any, out: Path, name: str, pdu: int) -> None:
+    def __init__(self, sock: Any, out: Path, name: str, pdu: int,
+                 index: Index | None = None) -> None:
         self.sock, self.out, self.name, self.pdu = sock, out, name, pdu
+        self.index = index
         self.buf = bytearray(max(pdu, 65536) + 16)
         self.view = memoryview(self.buf)
         self.head = bytearray(6)
@@ -193,8 +222,8 @@ class Association:
                     if pending is None:
                         raise _Closed("data set fragment before its C-STORE-RQ")
                     if fd < 0:  # first fragment of a data set: its own file
-                        path = f"{self.name}-{self.stored}.ds"
-                        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600,
+                        file = f"{self.name}-{self.stored}.ds"
+                        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600,
                                      dir_fd=dirfd)
                     while data:
                         data = data[os.write(fd, data):]
@@ -203,6 +232,8 @@ class Association:
                         os.close(fd)
                         fd = -1
                         os.fsync(dirfd)
+                        if self.index is not None:
+                            self.index.add(pending.get(0x1000, b""), file)
                         self.stored += 1
                         self.sock.sendall(_p_data(pc_id, response(pending)))
                         pending = None
@@ -211,7 +242,8 @@ class Association:
                 os.close(fd)
 
 
-def _serve(conn: socket.socket, context: Any, out: Path, name: str, pdu: int) -> None:
+def _serve(conn: socket.socket, context: Any, out: Path, name: str, pdu: int,
+           index: Index | None) -> None:
     sock: Any = conn
     try:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -220,7 +252,7 @@ def _serve(conn: socket.socket, context: Any, out: Path, name: str, pdu: int) ->
                 sock = context.wrap_socket(conn, server_side=True)
             except OSError:  # a port probe, or a client that gave up: nothing to report
                 return
-        Association(sock, out, name, pdu).run()
+        Association(sock, out, name, pdu, index).run()
     except _Closed as exc:
         if "connection closed" not in str(exc):
             print(f"floor: association {name}: {exc}", file=sys.stderr, flush=True)
@@ -245,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pdu", type=int, default=PDU)
     ap.add_argument("--tls", nargs=3, metavar=("CERT", "KEY", "CA"))
+    ap.add_argument("--index", type=Path, help="commit one SQLite row per image (see above)")
     args = ap.parse_args(argv)
     context = None
     if args.tls:
@@ -253,13 +286,14 @@ def main(argv: list[str] | None = None) -> int:
         cert, key, ca = (Path(p) for p in args.tls)
         context = server_context(cert, key, ca)
     args.out.mkdir(parents=True, exist_ok=True)
+    index = Index(args.index) if args.index else None
     listener = socket.create_server((args.host, args.port), backlog=64)
     print(f"floor: listening on {args.host}:{args.port}", flush=True)
     n = 0
     while True:
         conn, _ = listener.accept()
         n += 1
-        threading.Thread(target=_serve, args=(conn, context, args.out, str(n), args.pdu),
+        threading.Thread(target=_serve, args=(conn, context, args.out, str(n), args.pdu, index),
                          daemon=True).start()
 
 

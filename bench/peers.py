@@ -119,11 +119,13 @@ class Orthanc:
 
 @dataclass
 class Floor:
-    """The durable floor (:mod:`bench.floor`) as its own process."""
+    """The durable floor (:mod:`bench.floor`) as its own process; with `index`, the floor
+    that also commits one SQLite row per image before answering."""
 
     folder: Path
     pki: Pki
     tls: bool
+    index: bool = False
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -136,6 +138,8 @@ class Floor:
                 "--out", str(self.folder / "out"), "--pdu", str(PDU)]
         if self.tls:
             args += ["--tls", str(self.pki.server_cert), str(self.pki.server_key), str(self.pki.ca)]
+        if self.index:
+            args += ["--index", str(self.folder / "index.db")]
         log = open(self.folder / "floor.log", "wb")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         log.close()

@@ -6,9 +6,9 @@
     .venv/bin/python -m bench --server-src before=/tmp/before/src --server-src after=src
     .venv/bin/python -m bench --report-only docs/benchmarks.json   # redo the markdown
 
-Sections: ingest (beside storescp, Orthanc and the durable floor), send, memory (one 1 GB
-object), query (C-FIND on SQLite and PostgreSQL),
-media, scale (1 vs 2 instances behind HAProxy on PostgreSQL + Azurite), media-viewer (the
+Sections: ingest (beside storescp, Orthanc, the durable floor with and without an
+index), send, memory (one 1 GB object), query (C-FIND on SQLite and PostgreSQL), media,
+scale (1 vs 2 instances behind HAProxy on PostgreSQL + Azurite), media-viewer (the
 disc viewer in Chromium: password to first image, scroll rate). The results file
 keeps one entry per section: a run replaces the sections it ran, after each section, and
 keeps the others, each with its own date, commit and command.

@@ -29,7 +29,7 @@ Log = Callable[[str], None]
 
 
 #: the receivers beside our server in the ingest section (``--peers``)
-PEERS = ("storescp", "orthanc", "floor")
+PEERS = ("storescp", "orthanc", "floor", "floor-index")
 
 
 def _server(work: Path, pki: Pki, name: str, spec: ServerSpec | None, tls: bool) -> Any:
@@ -55,6 +55,8 @@ def _start(work: Path, pki: Pki, name: str, spec: ServerSpec | None, tls: bool) 
         return Orthanc(work / "orthanc", pki, tls).start()
     if name == "floor":
         return Floor(work / "floor", pki, tls).start()
+    if name == "floor-index":
+        return Floor(work / "floor-index", pki, tls, index=True).start()
     raise ValueError(f"unknown peer {name!r} (peers: {', '.join(PEERS)})")
 
 
